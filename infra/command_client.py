@@ -1,0 +1,186 @@
+"""The typed command client: sends any hub's command and awaits its result by
+command id. What services, sagas, tests and the operator CLI use; it decides
+nothing itself."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from hubs.domain import Command, CommandMeta
+from infra.hub import HubSpec, command_to_record
+from poseidon.settings import Settings
+from schemas.codec import Codec, DecodeError
+
+log = structlog.get_logger(__name__)
+
+
+class CommandRejected(Exception):
+    """Raised by `CommandResult.raise_for_rejection()`."""
+
+    def __init__(self, result: "CommandResult"):
+        super().__init__(f"{result.rejection}: {result.reason}")
+        self.result = result
+
+
+class CommandTimeout(TimeoutError):
+    """No result arrived in time. The command may still be applied later: resend
+    it with the same command id to learn its outcome without applying it twice."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command_id: str
+    accepted: bool
+    version: int
+    rejection: str
+    """Name of the rule that refused the command; empty when accepted."""
+    reason: str
+    event_ids: tuple[str, ...]
+    duplicate: bool
+    """True when the command id had been decided before; this is that first outcome."""
+
+    def raise_for_rejection(self) -> "CommandResult":
+        if not self.accepted:
+            raise CommandRejected(self)
+        return self
+
+
+def new_meta(
+    aggregate_id: str,
+    tenant_id: str,
+    *,
+    actor: str = "system",
+    command_id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    expected_version: int | None = None,
+) -> CommandMeta:
+    command_id = command_id or str(uuid.uuid4())
+    return CommandMeta(
+        command_id=command_id,
+        aggregate_id=aggregate_id,
+        tenant_id=tenant_id,
+        correlation_id=correlation_id or command_id,
+        causation_id=causation_id or command_id,
+        actor=actor,
+        expected_version=expected_version,
+    )
+
+
+class CommandClient:
+    """Producer (acks=all, idempotent) for `<hub>.commands` plus a reader of
+    `<hub>.command-results` that resolves waiting futures by command id.
+
+    Results are read with isolation_level=read_committed, so a result is only
+    seen once the processor's transaction (events + state + offset) committed.
+    """
+
+    def __init__(self, settings: Settings, codec: Codec, hubs: Iterable[HubSpec]):
+        self.settings, self.codec = settings, codec
+        self.hubs = {hub.name: hub for hub in hubs}
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+        self._reader: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "CommandClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=1
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await self._consumer.start()
+        partitions = []
+        for hub in self.hubs.values():
+            topic = self.settings.topic(hub.topic("command-results"))
+            for p in await self._producer.partitions_for(topic):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        # Only results of commands sent from now on concern this client.
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)
+        self._reader = asyncio.create_task(self._read_results(), name="command-results-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        for fut in self._waiting.values():
+            fut.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send(self, command: Command, timeout: float = 30.0) -> CommandResult:
+        """Send and await the result. Resending the same command id is safe."""
+        fut = await self.submit(command)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(f"no result for {type(command).__name__} {command.meta.command_id} in {timeout}s") from None
+        finally:
+            self._waiting.pop(command.meta.command_id, None)
+
+    async def submit(self, command: Command) -> "asyncio.Future[CommandResult]":
+        """Send without waiting for the result; returns the future that will hold it."""
+        assert self._producer is not None, "CommandClient.start() first"
+        hub = self.hubs[command.hub]
+        loop = asyncio.get_running_loop()
+        fut = self._waiting.setdefault(command.meta.command_id, loop.create_future())
+        value = self.codec.encode(command.avro_name(), command_to_record(command))
+        await self._producer.send_and_wait(
+            self.settings.topic(hub.topic("commands")),
+            value,
+            key=command.meta.aggregate_id.encode(),
+            headers=[("correlation_id", command.meta.correlation_id.encode())],
+        )
+        return fut
+
+    async def _read_results(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    fut = self._waiting.get(record.key.decode() if record.key else "")
+                    if fut is None or fut.done():
+                        continue
+                    try:
+                        r = self.codec.decode(record.value).record
+                    except DecodeError as exc:
+                        log.warning("undecodable command result", reason=exc.reason, offset=record.offset)
+                        continue
+                    fut.set_result(
+                        CommandResult(
+                            command_id=r["command_id"],
+                            accepted=r["outcome"] == "ACCEPTED",
+                            version=r["version"],
+                            rejection=r["rejection"],
+                            reason=r["reason"],
+                            event_ids=tuple(r["event_ids"]),
+                            duplicate=r["duplicate"],
+                        )
+                    )

@@ -1,0 +1,153 @@
+"""What a hub declares to the shared machinery (`HubSpec`) and the pure step the
+aggregate processor runs for each command (`decide`). No I/O here: the processor
+owns Kafka, this module owns the rules every hub shares (tenant ownership,
+expected version, rejection capture, snapshotting, event → Avro record)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+from eventsourcing.domain import Aggregate, CanMutateProtocol, Snapshot
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
+
+from hubs.domain import Command, CommandMeta, InvalidCommand, Rejected, TenantMismatch, VersionConflict
+
+# Attributes of an eventsourcing domain event that the envelope already carries.
+_ENVELOPE_ATTRIBUTES = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """Everything the shared processor, projector, gRPC bootstrap and CLI need to
+    know about one hub. A new hub is a folder that builds one of these."""
+
+    name: str
+    """Lower-case hub name: topic prefix (`wallet.commands`), schema namespace, CLI group."""
+    aggregate: type[Aggregate]
+    """The eventsourcing Aggregate class; every instance has a `tenant_id`."""
+    commands: Sequence[type[Command]]
+    """Command classes; each has an Avro schema `poseidon.<hub>.commands.<Class>`."""
+    handle: Callable[[Aggregate | None, Command], Aggregate]
+    """The single handler: returns the aggregate with pending events or raises Rejected."""
+    cli_verbs: Mapping[str, type[Command]] = dataclasses.field(default_factory=dict)
+    """Operator CLI verb → command (`poseidon wallet credit …`)."""
+    aggregate_option: str = "id"
+    """CLI option naming the aggregate id (`--wallet`)."""
+
+    def topic(self, kind: str) -> str:
+        """Logical topic name: `<hub>.commands`, `<hub>.events`, `<hub>.command-results`."""
+        return f"{self.name}.{kind}"
+
+    def command_type(self, avro_name: str) -> type[Command]:
+        for cls in self.commands:
+            if cls.avro_name() == avro_name:
+                return cls
+        raise InvalidCommand(f"{avro_name} is not a command of the {self.name} hub")
+
+    def event_name(self, domain_event: object) -> str:
+        return f"poseidon.{self.name}.{type(domain_event).__name__}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one command: new events (accepted) or the rule that refused it."""
+
+    aggregate: Aggregate | None
+    events: list[Any]
+    rejection: Rejected | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejection is None
+
+    @property
+    def version(self) -> int:
+        return self.aggregate.version if self.aggregate is not None else 0
+
+
+def decide(hub: HubSpec, aggregate: Aggregate | None, command: Command) -> Decision:
+    """Apply the shared rules, then the hub's handler. Never raises Rejected: a
+    refusal is part of the decision. Any other exception is a bug and propagates."""
+    meta = command.meta
+    try:
+        if aggregate is not None and getattr(aggregate, "tenant_id", None) != meta.tenant_id:
+            # Same answer as a missing aggregate would be too revealing; name the rule, not the owner.
+            raise TenantMismatch(f"{hub.name} {meta.aggregate_id} does not belong to tenant {meta.tenant_id}")
+        current = aggregate.version if aggregate is not None else 0
+        if meta.expected_version is not None and meta.expected_version != current:
+            raise VersionConflict(f"expected version {meta.expected_version} but {hub.name} {meta.aggregate_id} is at {current}")
+        result = hub.handle(aggregate, command)
+        return Decision(result, list(result.collect_events()), None)
+    except Rejected as rejection:
+        return Decision(aggregate, [], rejection)
+
+
+def event_payload(domain_event: object, field_names: Sequence[str]) -> dict[str, Any]:
+    """The payload fields of a domain event that its Avro schema declares."""
+    attrs = {k: v for k, v in vars(domain_event).items() if k not in _ENVELOPE_ATTRIBUTES}
+    missing = [f for f in field_names if f not in attrs]
+    if missing:
+        raise ValueError(f"{type(domain_event).__qualname__} lacks schema fields {missing}")
+    return {f: attrs[f] for f in field_names}
+
+
+def command_from_record(hub: HubSpec, avro_name: str, record: Mapping[str, Any]) -> Command:
+    """Turn a decoded command record into the hub's typed command."""
+    cls = hub.command_type(avro_name)
+    meta = CommandMeta(**record["meta"])
+    kwargs = {k: v for k, v in record.items() if k != "meta"}
+    try:
+        return cls(meta=meta, **kwargs)
+    except TypeError as exc:
+        raise InvalidCommand(f"{avro_name}: {exc}") from exc
+
+
+def command_to_record(command: Command) -> dict[str, Any]:
+    return {"meta": dataclasses.asdict(command.meta), **command.payload()}
+
+
+class SnapshotCodec:
+    """Aggregate state ⇄ bytes for the processor's changelog-backed table, using
+    eventsourcing's own snapshot and transcoder (UUIDs and datetimes included)."""
+
+    def __init__(self) -> None:
+        self._transcoder = JSONTranscoder()
+        self._transcoder.register(UUIDAsHex())
+        self._transcoder.register(DatetimeAsISO())
+
+    def dumps(self, aggregate: Aggregate, last_hash: str) -> bytes:
+        snap = Snapshot.take(aggregate)
+        return self._transcoder.encode(
+            {
+                "id": snap.originator_id,
+                "version": snap.originator_version,
+                "timestamp": snap.timestamp,
+                "topic": snap.topic,
+                "state": snap.state,
+                "last_hash": last_hash,
+            }
+        )
+
+    def loads(self, data: bytes) -> tuple[Aggregate, str]:
+        d = self._transcoder.decode(data)
+        snap = Snapshot(
+            originator_id=d["id"],
+            originator_version=d["version"],
+            timestamp=d["timestamp"],
+            topic=d["topic"],
+            state=d["state"],
+        )
+        mutator: CanMutateProtocol = snap
+        return mutator.mutate(None), d["last_hash"]
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def millis(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)

@@ -1,0 +1,24 @@
+"""The Prometheus metrics every long-running process shares. Defined once so a
+ninth hub gets the same names and labels for free."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_PROCESSED = Counter(
+    "poseidon_records_processed_total", "Records handled, by process and outcome.", ["process", "hub", "outcome"]
+)
+FAILURES = Counter("poseidon_failures_total", "Records that failed processing, by reason.", ["process", "hub", "reason"])
+DEAD_LETTERS = Counter("poseidon_dead_letters_total", "Records sent to a dead-letter topic.", ["topic"])
+LATENCY = Histogram(
+    "poseidon_processing_seconds",
+    "Time to handle one record (processor) or one batch (projector).",
+    ["process", "hub"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAG = Gauge("poseidon_consumer_lag", "Records between the position and the end of a partition.", ["process", "topic", "partition"])
+GRPC_REQUESTS = Counter("poseidon_grpc_requests_total", "gRPC calls by method and status code.", ["method", "code"])
+GRPC_LATENCY = Histogram(
+    "poseidon_grpc_seconds",
+    "gRPC call latency by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)

@@ -1,0 +1,78 @@
+"""Declares every topic the platform uses with explicit partitions, cleanup
+policy and retention, and creates the missing ones. Nothing relies on broker
+auto-creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from infra.hub import HubSpec
+from poseidon.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FOREVER = "-1"
+WEEK_MS = str(7 * 24 * 3600 * 1000)
+MONTH_MS = str(30 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    """Logical name; the physical name adds POSEIDON_TOPIC_PREFIX."""
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def hub_topics(hub: HubSpec) -> list[TopicSpec]:
+    return [
+        TopicSpec(hub.topic("commands"), {"cleanup.policy": "delete", "retention.ms": WEEK_MS}),
+        # The system of record: never deleted, never compacted.
+        TopicSpec(hub.topic("events"), {"cleanup.policy": "delete", "retention.ms": FOREVER, "retention.bytes": "-1"}),
+        TopicSpec(hub.topic("command-results"), {"cleanup.policy": "delete", "retention.ms": MONTH_MS}),
+        TopicSpec(hub.topic("commands.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        TopicSpec(hub.topic("events.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+    ]
+
+
+async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; return the physical names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                settings.topic(spec.name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs={**spec.config, "min.insync.replicas": str(settings.topic_min_isr)},
+            )
+            for spec in specs
+            if settings.topic(spec.name) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent starter won the race; the topics exist, which is all we need
+            log.info("topics created", topics=[t.name for t in wanted])
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

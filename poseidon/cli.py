@@ -1,0 +1,169 @@
+"""The `poseidon` command line: runs the platform's processes and gives operators
+every hub's commands (`poseidon wallet credit --wallet W --amount 500`). Entry
+points only parse input, build a command and hand it on."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+import uuid
+
+import click
+
+from poseidon import bootstrap
+from poseidon.logging import configure
+from poseidon.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """Poseidon Hub: event-sourced hub-and-spoke message broker."""
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics of the platform."""
+
+
+@topics.command("create")
+@click.option("--hub", "hub_names", multiple=True, help="Only these hubs (default: all).")
+def topics_create(hub_names: tuple[str, ...]) -> None:
+    """Create every missing topic with its partitions, cleanup policy and retention."""
+    from infra.topics import ensure_topics, hub_topics
+
+    settings = _settings()
+    specs = [spec for name, hub in bootstrap.hubs().items() if not hub_names or name in hub_names for spec in hub_topics(hub)]
+    created = asyncio.run(ensure_topics(settings, specs))
+    click.echo(f"{len(created)} topics created, {len(specs) - len(created)} already existed")
+
+
+@main.command()
+@click.argument("hub_name")
+def processor(hub_name: str) -> None:
+    """Run a hub's aggregate processor (faust worker)."""
+    from infra.processor import AggregateProcessor
+
+    settings = _settings()
+    AggregateProcessor(bootstrap.hub(hub_name), settings, bootstrap.codec(settings)).run()
+
+
+@main.command()
+@click.argument("name")
+def projector(name: str) -> None:
+    """Run a read model's projector (events → PostgreSQL)."""
+    from infra.projector import Projector
+
+    settings = _settings()
+    proj = Projector(bootstrap.projection(name), settings, bootstrap.codec(settings))
+    asyncio.run(proj.serve())
+
+
+@main.command()
+@click.argument("hub_name")
+def grpc(hub_name: str) -> None:
+    """Serve a hub's gRPC queries (with health and reflection)."""
+    from infra.grpc_server import serve
+
+    settings = _settings()
+    asyncio.run(serve(bootstrap.query_service(hub_name), settings))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Rebuild into a shadow schema, report differences, drop it.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def replay(name: str, dry_run: bool, no_progress: bool) -> None:
+    """Rebuild a read store from offset zero into a fresh schema and swap it in."""
+    from infra.replay import rebuild
+
+    settings = _settings()
+    report = asyncio.run(
+        rebuild(bootstrap.projection(name), settings, bootstrap.codec(settings), swap=not dry_run, progress=not no_progress)
+    )
+    click.echo(json.dumps(report, indent=2, default=str))
+    if dry_run and report["differences"]:
+        sys.exit(1)
+
+
+_TYPES = {"int": int, "str": str, "int | None": int}
+
+
+def _hub_group(hub) -> click.Group:
+    group = click.Group(hub.name, help=f"Send commands to the {hub.name} hub and wait for their result.")
+    for verb, command_cls in hub.cli_verbs.items():
+        group.add_command(_command_cli(hub, verb, command_cls))
+    for query in bootstrap.cli_queries(hub.name):
+        group.add_command(query)
+    return group
+
+
+def _command_cli(hub, verb: str, command_cls) -> click.Command:
+    payload_fields = [f for f in dataclasses.fields(command_cls) if f.name != "meta"]
+
+    def run(**options) -> None:
+        from infra.command_client import CommandClient, new_meta
+
+        settings = _settings()
+        aggregate_id = options.pop("aggregate_id") or (str(uuid.uuid4()) if verb == "open" else None)
+        if aggregate_id is None:
+            raise click.UsageError(f"--{hub.aggregate_option} is required")
+        meta = new_meta(
+            aggregate_id,
+            options.pop("tenant"),
+            actor=options.pop("actor"),
+            command_id=options.pop("command_id"),
+            expected_version=options.pop("expected_version"),
+        )
+        command = command_cls(meta=meta, **{k.replace("-", "_"): v for k, v in options.items()})
+
+        async def send():
+            async with CommandClient(settings, bootstrap.codec(settings), [hub]) as client:
+                return await client.send(command)
+
+        from infra.command_client import CommandTimeout
+
+        try:
+            result = asyncio.run(send())
+        except CommandTimeout as exc:
+            raise click.ClickException(f"{exc} (is the {hub.name} processor running?)") from None
+        click.echo(json.dumps({**dataclasses.asdict(result), hub.aggregate_option: aggregate_id}, indent=2))
+        if not result.accepted:
+            sys.exit(1)
+
+    params = [
+        click.Option([f"--{hub.aggregate_option}", "aggregate_id"], required=verb != "open", help=f"{hub.name} id."),
+        click.Option(["--tenant"], required=True, help="Tenant id that owns the aggregate."),
+        click.Option(["--actor"], default="operator-cli", show_default=True),
+        click.Option(["--command-id"], default=None, help="Reuse to resend a command safely."),
+        click.Option(["--expected-version"], type=int, default=None, help="Optimistic concurrency check."),
+    ]
+    for f in payload_fields:
+        required = f.default is dataclasses.MISSING
+        params.append(
+            click.Option(
+                [f"--{f.name.replace('_', '-')}"],
+                type=_TYPES.get(str(f.type), str),
+                required=required,
+                default=None if required else f.default,
+            )
+        )
+    return click.Command(verb, callback=run, params=params, help=f"Send {command_cls.__name__}.")
+
+
+for _hub in bootstrap.hubs().values():
+    main.add_command(_hub_group(_hub))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""structlog configuration for every process: JSON when not on a terminal (or
+when asked), coloured console otherwise; correlation ids travel in contextvars.
+Library logs (aiokafka, faust, asyncpg) go through the same renderer."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from typing import Any
+
+import structlog
+
+_SHARED = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def _renderer(fmt: str) -> list:
+    json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    if json_output:
+        tracebacks = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        return [tracebacks, structlog.processors.JSONRenderer()]
+    return [structlog.dev.ConsoleRenderer()]
+
+
+def dict_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:
+    """A logging.config dict routing stdlib logging through structlog's renderer
+    (also handed to faust's Worker, which would otherwise install its own)."""
+    quiet = max(logging.getLevelName(level), logging.WARNING)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structlog": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderer(fmt)],
+                "foreign_pre_chain": [structlog.stdlib.add_logger_name, *_SHARED],
+            }
+        },
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {name: {"level": quiet} for name in ("aiokafka", "faust", "mode", "kafka")},
+    }
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    structlog.configure(
+        processors=[*_SHARED, *_renderer(fmt)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.config.dictConfig(dict_config(level, fmt))
+
+
+def bind_correlation(correlation_id: str | None, **extra: Any) -> None:
+    """Bind the correlation id (and extras) to every log line of the current task."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id, **extra)

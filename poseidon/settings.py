@@ -1,0 +1,119 @@
+"""All runtime settings, read once from environment variables (see README).
+Nothing else in the code base reads os.environ for configuration."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+# gRPC port per hub, as fixed by the architecture note (50051 Identity … 50058 Message).
+DEFAULT_GRPC_PORTS = {
+    "identity": 50051,
+    "user": 50052,
+    "tenant": 50053,
+    "app": 50054,
+    "billing": 50055,
+    "wallet": 50056,
+    "config": 50057,
+    "message": 50058,
+}
+# Ops (metrics + health) ports: role base + the hub's index (wallet → 06).
+OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300}
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    pg_dsn: str = "postgresql://poseidon@127.0.0.1:15432/poseidon"
+    schema_registry_url: str = ""
+    topic_prefix: str = ""
+    schema_prefix: str = ""
+    topic_partitions: int = 4
+    topic_replication: int = 1
+    topic_min_isr: int = 1
+    grpc_host: str = "127.0.0.1"
+    grpc_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = None
+    log_format: str = "auto"
+    log_level: str = "INFO"
+    processing_guarantee: str = "exactly_once"
+    commit_interval_ms: int = 100
+    state_dir: str = ".state"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+        ports = dict(DEFAULT_GRPC_PORTS)
+        for hub in ports:
+            ports[hub] = _int(env, f"POSEIDON_GRPC_PORT_{hub.upper()}", ports[hub])
+        settings = cls(
+            kafka_bootstrap=env.get("POSEIDON_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            pg_dsn=env.get("POSEIDON_PG_DSN", d.pg_dsn),
+            schema_registry_url=env.get("POSEIDON_SCHEMA_REGISTRY_URL", d.schema_registry_url).rstrip("/"),
+            topic_prefix=env.get("POSEIDON_TOPIC_PREFIX", d.topic_prefix),
+            schema_prefix=env.get("POSEIDON_SCHEMA_PREFIX", d.schema_prefix),
+            topic_partitions=_int(env, "POSEIDON_TOPIC_PARTITIONS", d.topic_partitions),
+            topic_replication=_int(env, "POSEIDON_TOPIC_REPLICATION", d.topic_replication),
+            topic_min_isr=_int(env, "POSEIDON_TOPIC_MIN_ISR", d.topic_min_isr),
+            grpc_host=env.get("POSEIDON_GRPC_HOST", d.grpc_host),
+            grpc_ports=ports,
+            ops_host=env.get("POSEIDON_OPS_HOST", d.ops_host),
+            ops_port=_int(env, "POSEIDON_OPS_PORT", None),
+            log_format=env.get("POSEIDON_LOG_FORMAT", d.log_format),
+            log_level=env.get("POSEIDON_LOG_LEVEL", d.log_level).upper(),
+            processing_guarantee=env.get("POSEIDON_PROCESSING_GUARANTEE", d.processing_guarantee),
+            commit_interval_ms=_int(env, "POSEIDON_COMMIT_INTERVAL_MS", d.commit_interval_ms),
+            state_dir=env.get("POSEIDON_STATE_DIR", d.state_dir),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"POSEIDON_LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise SettingsError(
+                f"POSEIDON_PROCESSING_GUARANTEE must be exactly_once or at_least_once, not {self.processing_guarantee!r}"
+            )
+        if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
+            raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
+        if self.topic_min_isr > self.topic_replication:
+            raise SettingsError("POSEIDON_TOPIC_MIN_ISR cannot exceed POSEIDON_TOPIC_REPLICATION")
+        if self.schema_prefix and not self.schema_prefix.replace("_", "").isalnum():
+            raise SettingsError("POSEIDON_SCHEMA_PREFIX may hold only letters, digits and underscores")
+
+    def topic(self, name: str) -> str:
+        """Physical Kafka topic name for a logical one (`wallet.events`)."""
+        return f"{self.topic_prefix}{name}"
+
+    def pg_schema(self, name: str) -> str:
+        """Physical PostgreSQL schema for a read store (`wallet`)."""
+        return f"{self.schema_prefix}{name}"
+
+    def grpc_port(self, hub: str) -> int:
+        return self.grpc_ports[hub]
+
+    def ops_port_for(self, role: str, hub: str) -> int:
+        if self.ops_port is not None:
+            return self.ops_port
+        return OPS_PORT_BASE[role] + list(DEFAULT_GRPC_PORTS).index(hub) + 1
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], key: str, default: int | None) -> int | None:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, not {raw!r}") from None

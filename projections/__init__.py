@@ -1,0 +1,1 @@
+"""Read models: per-hub PostgreSQL schemas filled from the event topics."""
