@@ -76,3 +76,20 @@ async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+async def partitions_of(settings: Settings, topics: Iterable[str]) -> dict[str, list[int]]:
+    """Partition numbers of existing physical topics; a missing topic is an error
+    that names it (run `poseidon topics create`)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    found = {}
+    for t in described:
+        if t["error_code"] != 0 or not t["partitions"]:
+            raise LookupError(f"topic {t['topic']} does not exist (error {t['error_code']}); run `poseidon topics create`")
+        found[t["topic"]] = sorted(p["partition"] for p in t["partitions"])
+    return found

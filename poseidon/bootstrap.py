@@ -66,6 +66,8 @@ def cli_queries(hub_name: str) -> list:
 
     try:
         module = import_module(f"hubs.{hub_name}.service")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != f"hubs.{hub_name}.service":
+            raise
         return []
     return list(getattr(module, "CLI_QUERIES", []))

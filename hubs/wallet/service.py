@@ -1,0 +1,151 @@
+"""Wallet gRPC queries (GetBalance, ListLedger) over the wallet read store, and
+the matching operator CLI queries. Parsing and answering only; SQL lives in
+projections/wallet/queries.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+
+import asyncpg
+import click
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from infra.grpc_server import InvalidArgument, NotFound, QueryService
+from projections.wallet import PROJECTION, queries
+from schemas.protos import wallet_pb2, wallet_pb2_grpc
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    async def GetBalance(self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.Balance:
+        tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        row = await queries.balance(self.pool, tenant_id, wallet_id)
+        if row is None:
+            raise NotFound(f"wallet {wallet_id} not found for tenant {tenant_id}")
+        return wallet_pb2.Balance(
+            wallet_id=str(row["wallet_id"]),
+            tenant_id=row["tenant_id"],
+            currency=row["currency"],
+            balance=row["balance"],
+            reserved=row["reserved"],
+            available=row["balance"] - row["reserved"],
+            version=row["version"],
+            updated_at=_ts(row["updated_at"]),
+        )
+
+    async def ListLedger(self, request: wallet_pb2.ListLedgerRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.LedgerPage:
+        tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        size = request.page_size or DEFAULT_PAGE
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
+        after = _decode_token(request.page_token)
+        rows = await queries.ledger_page(self.pool, tenant_id, wallet_id, after, size + 1)
+        if not rows and after == 0 and await queries.balance(self.pool, tenant_id, wallet_id) is None:
+            raise NotFound(f"wallet {wallet_id} not found for tenant {tenant_id}")
+        page, more = rows[:size], len(rows) > size
+        return wallet_pb2.LedgerPage(
+            entries=[
+                wallet_pb2.LedgerEntry(
+                    version=r["version"],
+                    kind=r["kind"],
+                    amount=r["amount"],
+                    balance_delta=r["balance_delta"],
+                    reserved_delta=r["reserved_delta"],
+                    entry_id=r["entry_id"],
+                    reservation_id=r["reservation_id"],
+                    reference=r["reference"],
+                    event_id=str(r["event_id"]),
+                    correlation_id=r["correlation_id"],
+                    occurred_at=_ts(r["occurred_at"]),
+                )
+                for r in page
+            ],
+            next_page_token=_encode_token(page[-1]["version"]) if more else "",
+        )
+
+
+def _tenant(value: str) -> str:
+    if not value:
+        raise InvalidArgument("tenant_id is required")
+    return value
+
+
+def _wallet_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(f"wallet_id must be a UUID, not {value!r}") from None
+
+
+def _encode_token(version: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{version}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        prefix, version = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if prefix != "v1":
+            raise ValueError(prefix)
+        return int(version)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token this service issued") from None
+
+
+def _ts(dt) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _add_to_server(server: grpc.aio.Server, pool: asyncpg.Pool) -> None:
+    wallet_pb2_grpc.add_WalletQueryServicer_to_server(WalletQueries(pool), server)
+
+
+SERVICE = QueryService(
+    hub="wallet",
+    read_model=PROJECTION,
+    service_names=(wallet_pb2.DESCRIPTOR.services_by_name["WalletQuery"].full_name,),
+    add_to_server=_add_to_server,
+)
+
+
+def _query_cli(name: str, method: str, build, **option_help: str) -> click.Command:
+    def run(**opts) -> None:
+        from google.protobuf.json_format import MessageToDict
+
+        from poseidon.settings import Settings
+
+        settings = Settings.from_env()
+        target = f"{settings.grpc_host if settings.grpc_host != '0.0.0.0' else '127.0.0.1'}:{settings.grpc_port('wallet')}"
+
+        async def call():
+            async with grpc.aio.insecure_channel(target) as channel:
+                return await getattr(wallet_pb2_grpc.WalletQueryStub(channel), method)(build(**opts), timeout=10)
+
+        try:
+            reply = asyncio.run(call())
+        except grpc.aio.AioRpcError as exc:
+            raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
+        click.echo(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+
+    params = [click.Option([f"--{k.replace('_', '-')}"], required=True, help=h) for k, h in option_help.items()]
+    return click.Command(name, callback=run, params=params, help=f"Query {method} over gRPC.")
+
+
+CLI_QUERIES = [
+    _query_cli("balance", "GetBalance", lambda wallet, tenant: wallet_pb2.GetBalanceRequest(tenant_id=tenant, wallet_id=wallet), wallet="Wallet id.", tenant="Tenant id."),
+    _query_cli(
+        "ledger", "ListLedger", lambda wallet, tenant: wallet_pb2.ListLedgerRequest(tenant_id=tenant, wallet_id=wallet, page_size=MAX_PAGE), wallet="Wallet id.", tenant="Tenant id."
+    ),
+]

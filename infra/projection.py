@@ -1,0 +1,32 @@
+"""What a read model declares to the shared projector: its schema name, the event
+topics it reads, its SQL migrations and a pure mapping from one decoded event to
+the SQL statements that apply it. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One parameterised SQL statement the projector executes. Statements with the
+    same SQL that follow each other are sent as one executemany batch."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    name: str
+    """Read-model name; the PostgreSQL schema is POSEIDON_SCHEMA_PREFIX + name."""
+    topics: Sequence[str]
+    """Logical event topics (`wallet.events`)."""
+    migrations: Path
+    """Folder of `NNNN_<what>.sql` files, written without schema qualification."""
+    apply: Callable[[str, dict], list[Statement]]
+    """(event type, decoded record) → statements. Must be idempotent per event."""
+    tables: Sequence[str] = ()
+    """Tables compared by `poseidon replay --dry-run` (live vs rebuilt)."""

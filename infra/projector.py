@@ -1,0 +1,227 @@
+"""The one projector every read model runs on: reads event topics with
+read_committed isolation, applies each event's statements to PostgreSQL and
+stores the next offset per partition in the same transaction, so a crash at any
+point neither loses nor doubles a row. Undecodable events go to `<topic>.dlq`.
+It owns no mapping: that is the read model's pure `apply`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
+
+from infra import metrics
+from infra.migrations import migrate
+from infra.ops import OpsServer
+from infra.projection import ProjectionSpec, Statement
+from infra.topics import partitions_of
+from poseidon.logging import bind_correlation
+from poseidon.settings import Settings
+from schemas.codec import Codec, DecodeError
+
+log = structlog.get_logger(__name__)
+
+POSITIONS_SQL = "SELECT topic, partition, next_offset FROM projection_offsets"
+LOCK_POSITIONS_SQL = "SELECT topic, partition, next_offset FROM projection_offsets FOR UPDATE"
+SAVE_POSITION_SQL = """INSERT INTO projection_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
+ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"""
+
+
+class PositionMoved(Exception):
+    """The stored position is not where this projector left it (a rebuilt store
+    was swapped in, or another instance wrote): re-seek to the stored one."""
+
+
+class Projector:
+    """Projects one read model into one PostgreSQL schema.
+
+    `run(until=...)` stops once every partition reached the given offsets (used
+    by replay); `serve()` runs forever with ops endpoint and reconnects.
+    """
+
+    def __init__(
+        self,
+        spec: ProjectionSpec,
+        settings: Settings,
+        codec: Codec,
+        *,
+        schema: str | None = None,
+        batch_size: int = 2000,
+        on_progress: Callable[[int], None] | None = None,
+    ):
+        self.spec, self.settings, self.codec = spec, settings, codec
+        self.schema = schema or settings.pg_schema(spec.name)
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.process_name = f"{spec.name}-projector"
+        self.topics = [settings.topic(t) for t in spec.topics]
+        self.positions: dict[TopicPartition, int] = {}
+        self.applied = 0
+        self._healthy = False
+
+    async def serve(self) -> None:
+        ops = OpsServer(
+            self.settings.ops_host,
+            self.settings.ops_port_for("projector", self.spec.name),
+            self.process_name,
+            {"projecting": lambda: self._healthy},
+        )
+        await ops.start()
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            # Kafka or PostgreSQL away: wait and resume from the stored positions.
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)),
+                wait=wait_exponential_jitter(initial=0.5, max=10),
+                stop=stop_never,
+                before_sleep=lambda rs: log.warning("projector restarting", error=str(rs.outcome.exception())),
+            ):
+                with attempt:
+                    await self.run()
+        except asyncio.CancelledError:
+            log.info("projector stopped", applied=self.applied)
+        finally:
+            await ops.stop()
+
+    async def run(self, until: dict[TopicPartition, int] | None = None) -> int:
+        conn = await asyncpg.connect(
+            self.settings.pg_dsn, server_settings={"search_path": self.schema, "application_name": self.process_name}
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+        try:
+            await migrate(conn, self.schema, self.spec.migrations)
+            await consumer.start()
+            await producer.start()
+            partitions = await partitions_of(self.settings, self.topics)
+            tps = [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
+            consumer.assign(tps)
+            await self._seek_to_stored(conn, consumer, tps)
+            self._healthy = True
+            log.info("projecting", schema=self.schema, topics=self.topics, positions=self._positions_for_log())
+            while True:
+                if until is not None and all(self.positions.get(tp, 0) >= end for tp, end in until.items()):
+                    return self.applied
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+                if not batch:
+                    self._record_lag(consumer, tps)
+                    continue
+                try:
+                    await self._apply_batch(conn, producer, batch)
+                except PositionMoved as moved:
+                    log.warning("stored position moved; re-seeking", detail=str(moved))
+                    await self._seek_to_stored(conn, consumer, tps)
+                    continue
+                self._record_lag(consumer, tps)
+        finally:
+            self._healthy = False
+            await consumer.stop()
+            await producer.stop()
+            await conn.close()
+
+    async def _seek_to_stored(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(POSITIONS_SQL)}
+        for tp in tps:
+            self.positions[tp] = stored.get(tp, 0)
+            consumer.seek(tp, self.positions[tp])
+
+    async def _apply_batch(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        started = time.perf_counter()
+        statements: list[Statement] = []
+        new_positions: dict[TopicPartition, int] = {}
+        count = 0
+        async with conn.transaction():
+            stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(LOCK_POSITIONS_SQL)}
+            for tp, records in batch.items():
+                if stored.get(tp, 0) != self.positions.get(tp, 0):
+                    raise PositionMoved(f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}")
+                for record in records:
+                    if record.offset < self.positions[tp]:
+                        continue
+                    statements.extend(await self._statements_for(producer, record))
+                    count += 1
+                new_positions[tp] = records[-1].offset + 1
+            await _execute(conn, statements)
+            await conn.executemany(SAVE_POSITION_SQL, [(tp.topic, tp.partition, off) for tp, off in new_positions.items()])
+        self.positions.update(new_positions)
+        self.applied += count
+        metrics.RECORDS_PROCESSED.labels(self.process_name, self.spec.name, "applied").inc(count)
+        metrics.LATENCY.labels(self.process_name, self.spec.name).observe(time.perf_counter() - started)
+        if self.on_progress is not None:
+            self.on_progress(count)
+
+    async def _statements_for(self, producer: AIOKafkaProducer, record: ConsumerRecord) -> list[Statement]:
+        try:
+            decoded = self.codec.decode(record.value)
+            bind_correlation(decoded.record.get("envelope", {}).get("correlation_id"), projector=self.spec.name)
+            return self.spec.apply(decoded.name, decoded.record)
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+            await self._dead_letter(producer, record, reason, type(exc).__name__)
+            return []
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: str, error_type: str) -> None:
+        # Sent before the PostgreSQL commit: a crash in between may repeat a dead
+        # letter, never lose one.
+        topic = f"{record.topic}.dlq"
+        log.warning("dead-lettering event", topic=record.topic, partition=record.partition, offset=record.offset, reason=reason)
+        value = self.codec.encode(
+            "poseidon.DeadLetter",
+            {
+                "source_topic": record.topic,
+                "source_partition": record.partition,
+                "source_offset": record.offset,
+                "reason": reason[:2000],
+                "error_type": error_type,
+                "key": record.key,
+                "payload": record.value or b"",
+                "processor": self.process_name,
+                "failed_at": datetime.now(timezone.utc),
+            },
+        )
+        await producer.send_and_wait(topic, value, key=record.key, headers=[("reason", reason[:500].encode())])
+        metrics.DEAD_LETTERS.labels(topic).inc()
+        metrics.FAILURES.labels(self.process_name, self.spec.name, error_type).inc()
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                metrics.LAG.labels(self.process_name, tp.topic, str(tp.partition)).set(max(highwater - self.positions.get(tp, 0), 0))
+
+    def _positions_for_log(self) -> dict[str, int]:
+        return {f"{tp.topic}[{tp.partition}]": off for tp, off in sorted(self.positions.items())}
+
+
+async def _execute(conn: asyncpg.Connection, statements: list[Statement]) -> None:
+    """Run statements in order; consecutive ones with the same SQL go as one batch."""
+    i = 0
+    while i < len(statements):
+        j = i
+        while j < len(statements) and statements[j].sql == statements[i].sql:
+            j += 1
+        if j - i == 1:
+            await conn.execute(statements[i].sql, *statements[i].args)
+        else:
+            await conn.executemany(statements[i].sql, [s.args for s in statements[i:j]])
+        i = j
