@@ -118,7 +118,9 @@ class Projector:
             self._healthy = True
             log.info("projecting", schema=self.schema, topics=self.topics, positions=self._positions_for_log())
             while True:
-                if until is not None and all(self.positions.get(tp, 0) >= end for tp, end in until.items()):
+                # The consumer's position steps over transaction markers, which
+                # the end offsets count; the stored positions do not.
+                if until is not None and all([await consumer.position(tp) >= end for tp, end in until.items()]):
                     return self.applied
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 if not batch:

@@ -84,6 +84,10 @@ class Settings:
             )
         if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
+        if self.commit_interval_ms < 1:
+            raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
+        if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (self.ops_port is not None and not 0 <= self.ops_port < 65536):
+            raise SettingsError("ports must be between 1 and 65535 (POSEIDON_OPS_PORT may be 0: any free port)")
         if self.topic_min_isr > self.topic_replication:
             raise SettingsError("POSEIDON_TOPIC_MIN_ISR cannot exceed POSEIDON_TOPIC_REPLICATION")
         if self.schema_prefix and not self.schema_prefix.replace("_", "").isalnum():

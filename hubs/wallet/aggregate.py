@@ -136,10 +136,14 @@ def check_reference(value: str, name: str) -> None:
 
 
 def check_wallet_id(wallet_id: str) -> None:
+    # Only the canonical spelling: the id is also the Kafka key and the table key,
+    # so two spellings of one UUID would otherwise be two wallets.
     try:
-        uuid.UUID(wallet_id)
+        canonical = str(uuid.UUID(wallet_id))
     except (ValueError, TypeError, AttributeError):
         raise InvalidCommand(f"wallet id must be a UUID, not {wallet_id!r}") from None
+    if canonical != wallet_id:
+        raise InvalidCommand(f"wallet id must be a lower-case hyphenated UUID ({canonical}), not {wallet_id!r}")
 
 
 def handle(wallet: Wallet | None, command: Command) -> Wallet:

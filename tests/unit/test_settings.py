@@ -1,0 +1,171 @@
+"""Settings.from_env: the defaults the local stack relies on, every override the
+README documents, and refusal of values that cannot work, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from poseidon.settings import DEFAULT_GRPC_PORTS, Settings, SettingsError
+
+
+def test_with_no_environment_the_settings_are_the_documented_defaults():
+    settings = Settings.from_env({})
+
+    assert settings == Settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:19092"
+    assert settings.pg_dsn == "postgresql://poseidon@127.0.0.1:15432/poseidon"
+    assert (settings.topic_prefix, settings.schema_prefix, settings.schema_registry_url) == ("", "", "")
+    assert (settings.topic_partitions, settings.topic_replication, settings.topic_min_isr) == (4, 1, 1)
+    assert settings.processing_guarantee == "exactly_once"
+    assert settings.ops_port is None
+    assert settings.grpc_port("wallet") == 50056
+    assert dict(settings.grpc_ports) == DEFAULT_GRPC_PORTS
+
+
+def test_empty_variables_count_as_unset():
+    settings = Settings.from_env({"POSEIDON_TOPIC_PARTITIONS": "", "POSEIDON_OPS_PORT": "", "POSEIDON_GRPC_PORT_WALLET": ""})
+
+    assert settings.topic_partitions == 4
+    assert settings.ops_port is None
+    assert settings.grpc_port("wallet") == 50056
+
+
+def test_every_variable_overrides_its_setting():
+    env = {
+        "POSEIDON_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+        "POSEIDON_PG_DSN": "postgresql://x@db/y",
+        "POSEIDON_SCHEMA_REGISTRY_URL": "http://registry:8081/",
+        "POSEIDON_TOPIC_PREFIX": "ci-42.",
+        "POSEIDON_SCHEMA_PREFIX": "ci_42_",
+        "POSEIDON_TOPIC_PARTITIONS": "12",
+        "POSEIDON_TOPIC_REPLICATION": "3",
+        "POSEIDON_TOPIC_MIN_ISR": "2",
+        "POSEIDON_GRPC_HOST": "0.0.0.0",
+        "POSEIDON_GRPC_PORT_WALLET": "6056",
+        "POSEIDON_OPS_HOST": "0.0.0.0",
+        "POSEIDON_OPS_PORT": "8080",
+        "POSEIDON_LOG_FORMAT": "json",
+        "POSEIDON_LOG_LEVEL": "debug",
+        "POSEIDON_PROCESSING_GUARANTEE": "at_least_once",
+        "POSEIDON_COMMIT_INTERVAL_MS": "250",
+        "POSEIDON_STATE_DIR": "/var/lib/poseidon",
+    }
+
+    s = Settings.from_env(env)
+
+    assert s.kafka_bootstrap == "k1:9092,k2:9092"
+    assert s.pg_dsn == "postgresql://x@db/y"
+    assert s.schema_registry_url == "http://registry:8081"  # trailing slash dropped
+    assert (s.topic_prefix, s.schema_prefix) == ("ci-42.", "ci_42_")
+    assert (s.topic_partitions, s.topic_replication, s.topic_min_isr) == (12, 3, 2)
+    assert (s.grpc_host, s.ops_host, s.ops_port) == ("0.0.0.0", "0.0.0.0", 8080)
+    assert (s.log_format, s.log_level) == ("json", "DEBUG")
+    assert s.processing_guarantee == "at_least_once"
+    assert s.commit_interval_ms == 250
+    assert s.state_dir == "/var/lib/poseidon"
+
+
+def test_a_hub_grpc_port_override_changes_only_that_hub():
+    settings = Settings.from_env({"POSEIDON_GRPC_PORT_WALLET": "6056"})
+
+    assert settings.grpc_port("wallet") == 6056
+    assert {h: p for h, p in settings.grpc_ports.items() if h != "wallet"} == {
+        h: p for h, p in DEFAULT_GRPC_PORTS.items() if h != "wallet"
+    }
+    assert DEFAULT_GRPC_PORTS["wallet"] == 50056  # the module default is not mutated
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "POSEIDON_TOPIC_PARTITIONS",
+        "POSEIDON_TOPIC_REPLICATION",
+        "POSEIDON_TOPIC_MIN_ISR",
+        "POSEIDON_GRPC_PORT_WALLET",
+        "POSEIDON_OPS_PORT",
+        "POSEIDON_COMMIT_INTERVAL_MS",
+    ],
+)
+@pytest.mark.parametrize("value", ["four", "1.5", "0x10"])
+def test_a_value_that_is_not_an_integer_is_refused_naming_the_variable(variable, value):
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({variable: value})
+
+    assert variable in str(raised.value)
+    assert repr(value) in str(raised.value)
+
+
+def test_a_min_isr_above_the_replication_factor_is_refused():
+    with pytest.raises(SettingsError, match="MIN_ISR cannot exceed"):
+        Settings.from_env({"POSEIDON_TOPIC_REPLICATION": "2", "POSEIDON_TOPIC_MIN_ISR": "3"})
+
+
+def test_a_min_isr_equal_to_the_replication_factor_is_accepted():
+    settings = Settings.from_env({"POSEIDON_TOPIC_REPLICATION": "3", "POSEIDON_TOPIC_MIN_ISR": "3"})
+
+    assert (settings.topic_replication, settings.topic_min_isr) == (3, 3)
+
+
+@pytest.mark.parametrize("variable", ["POSEIDON_TOPIC_PARTITIONS", "POSEIDON_TOPIC_REPLICATION", "POSEIDON_TOPIC_MIN_ISR"])
+def test_a_topic_count_below_one_is_refused(variable):
+    with pytest.raises(SettingsError, match="at least 1"):
+        Settings.from_env({variable: "0"})
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("POSEIDON_LOG_FORMAT", "xml"),
+        ("POSEIDON_PROCESSING_GUARANTEE", "at_most_once"),
+        ("POSEIDON_SCHEMA_PREFIX", "ci-42"),
+        ("POSEIDON_SCHEMA_PREFIX", 'x"; drop schema wallet; --'),
+    ],
+)
+def test_a_value_outside_what_is_allowed_is_refused_naming_the_variable(variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_topic_and_schema_names_carry_their_prefixes():
+    settings = Settings.from_env({"POSEIDON_TOPIC_PREFIX": "ci-42.", "POSEIDON_SCHEMA_PREFIX": "ci_42_"})
+
+    assert settings.topic("wallet.events") == "ci-42.wallet.events"
+    assert settings.topic("wallet.commands.dlq") == "ci-42.wallet.commands.dlq"
+    assert settings.pg_schema("wallet") == "ci_42_wallet"
+
+
+def test_without_prefixes_topic_and_schema_names_are_the_logical_ones():
+    settings = Settings.from_env({})
+
+    assert settings.topic("wallet.events") == "wallet.events"
+    assert settings.pg_schema("wallet") == "wallet"
+
+
+@pytest.mark.parametrize(
+    "role, hub, port",
+    [
+        ("processor", "wallet", 9106),
+        ("projector", "wallet", 9206),
+        ("grpc", "wallet", 9306),
+        ("processor", "identity", 9101),
+        ("grpc", "message", 9308),
+    ],
+)
+def test_each_process_gets_its_ops_port_from_its_role_and_hub(role, hub, port):
+    assert Settings.from_env({}).ops_port_for(role, hub) == port
+
+
+def test_an_explicit_ops_port_wins_over_the_role_and_hub_rule():
+    settings = Settings.from_env({"POSEIDON_OPS_PORT": "8080"})
+
+    assert settings.ops_port_for("processor", "wallet") == 8080
+    assert settings.ops_port_for("projector", "wallet") == 8080
+
+
+def test_with_returns_changed_settings_and_leaves_the_original_alone():
+    original = Settings.from_env({})
+
+    changed = original.with_(topic_prefix="t.")
+
+    assert changed.topic("wallet.events") == "t.wallet.events"
+    assert original.topic("wallet.events") == "wallet.events"
