@@ -13,6 +13,8 @@ PG_PORT=${POSEIDON_PG_PORT:-15432}
 PG_USER=poseidon
 PG_DB=poseidon
 KAFKA_DIR=$STACK/kafka
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/infra/local/pom.xml")
+KAFKA_LIB=$KAFKA_DIR/lib-$KAFKA_VERSION
 PG_DIR=$STACK/postgres
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 
@@ -96,13 +98,13 @@ PYCODE
 }
 
 kafka_up() {
-  [ -d "$KAFKA_DIR/lib" ] && ls "$KAFKA_DIR"/lib/kafka_2.13-*.jar >/dev/null 2>&1 || die "Kafka jars missing in $KAFKA_DIR/lib: run 'make setup'"
+  [ -f "$KAFKA_LIB/.complete" ] || die "Kafka $KAFKA_VERSION jars missing in $KAFKA_LIB: run 'make setup'"
   if pid=$(alive_pid "$KAFKA_DIR/kafka.pid" "$KAFKA_DIR/server.properties"); then
     log "kafka already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"; return 0
   fi
   mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/logs"
   kafka_props
-  local cp="$KAFKA_DIR/lib/*" jopts=(-Dlog4j2.configurationFile="$ROOT/infra/local/log4j2.yaml" -Dkafka.logs.dir="$KAFKA_DIR/logs")
+  local cp="$KAFKA_LIB/*" jopts=(-Dlog4j2.configurationFile="$ROOT/infra/local/log4j2.yaml" -Dkafka.logs.dir="$KAFKA_DIR/logs")
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
     log "formatting kafka storage"
     java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "poseidon-local-cluster-01" -c "$KAFKA_DIR/server.properties" --ignore-formatted \

@@ -1,0 +1,97 @@
+# Poseidon Hub — the two commands a new machine needs: `make run` and `make test`.
+# Everything else here is what those two are made of.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+STACK := infra/local/stack.sh
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' infra/local/pom.xml)
+KAFKA_LIB := .stack/kafka/lib-$(KAFKA_VERSION)
+PROTOS := $(wildcard schemas/protos/*.proto)
+PROTO_OUT := $(PROTOS:.proto=_pb2.py)
+PYTEST_ARGS ?=
+
+.PHONY: help setup protos up down logs run stop test test-unit test-integration bench lint format clean status
+
+help:
+	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
+	@echo "make test    set up from nothing, start the stack, run every test"
+	@echo "make stop    stop the platform processes   | make down  also stop Kafka + PostgreSQL"
+	@echo "make bench   benchmarks against raw Kafka/PostgreSQL (results in bench/results/)"
+	@echo "make logs    tail the stack and platform logs | make lint | make format"
+
+## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete .stack/.postgres-installed $(PROTO_OUT)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(KAFKA_LIB)/.complete: infra/local/pom.xml
+	@command -v java >/dev/null || { echo "Java 17+ is required to run Kafka"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required to fetch Kafka from Maven Central"; exit 1; }
+	mkdir -p $(KAFKA_LIB)
+	mvn -q -B -f infra/local/pom.xml dependency:copy-dependencies -DoutputDirectory=$(ROOT)/$(KAFKA_LIB) -DincludeScope=runtime
+	touch $@
+
+.stack/.postgres-installed:
+	@mkdir -p .stack
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "PostgreSQL server found"; \
+	else echo "installing PostgreSQL from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi; fi
+	touch $@
+
+schemas/protos/%_pb2.py: schemas/protos/%.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
+
+protos: $(PROTO_OUT)
+
+## the local stack (Kafka KRaft + PostgreSQL), idempotent
+up: setup
+	$(STACK) up
+
+down: stop
+	$(STACK) down
+
+status:
+	@$(STACK) status
+
+logs:
+	@$(STACK) logs
+
+## the platform
+run: up
+	infra/local/platform.sh start
+	@echo "platform running; 'make logs' to follow, 'make stop' to stop it, 'make down' to stop everything"
+
+stop:
+	@infra/local/platform.sh stop
+
+## tests: unit (no broker) and integration (real Kafka + PostgreSQL started above)
+test: up
+	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-integration: up
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: up
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: down
+	rm -rf .stack .run .state $(VENV)

@@ -1,0 +1,169 @@
+"""Test harness for integration tests: a private namespace (topics + schemas) per
+test and the platform's real processes started as subprocesses in it, which the
+tests may SIGKILL and restart. Talks to the real local stack only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from poseidon.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+POSEIDON = [sys.executable, "-m", "poseidon.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSEIDON_")}
+    env.update(
+        POSEIDON_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        POSEIDON_PG_DSN=settings.pg_dsn,
+        POSEIDON_TOPIC_PREFIX=settings.topic_prefix,
+        POSEIDON_SCHEMA_PREFIX=settings.schema_prefix,
+        POSEIDON_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        POSEIDON_SCHEMA_REGISTRY_URL=settings.schema_registry_url,
+        POSEIDON_LOG_FORMAT="json",
+        POSEIDON_LOG_LEVEL="INFO",
+        POSEIDON_COMMIT_INTERVAL_MS=str(settings.commit_interval_ms),
+        POSEIDON_STATE_DIR=settings.state_dir,
+        POSEIDON_GRPC_PORT_WALLET=str(settings.grpc_port("wallet")),
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    role: str
+    hub: str
+    ops_port: int
+    log: Path
+    popen: subprocess.Popen | None = None
+
+
+@dataclass
+class Platform:
+    """The platform's processes for one test namespace."""
+
+    settings: Settings
+    workdir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def start(self, role: str, hub: str = "wallet", wait: bool = True) -> Proc:
+        name = f"{hub}-{role}"
+        proc = self.procs.get(name) or Proc(role, hub, free_port(), self.workdir / f"{name}.log")
+        self.procs[name] = proc
+        with open(proc.log, "ab") as log:
+            proc.popen = subprocess.Popen(
+                [*POSEIDON, role, hub],
+                cwd=ROOT,
+                env=env_for(self.settings, POSEIDON_OPS_PORT=str(proc.ops_port)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_healthy(name)
+        return proc
+
+    def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{self.tail(name)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{proc.ops_port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not healthy after {timeout}s:\n{self.tail(name)}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown hook runs, open transactions are left hanging."""
+        proc = self.procs[name]
+        proc.popen.send_signal(signal.SIGKILL)
+        proc.popen.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.terminate()
+        for proc in self.procs.values():
+            if proc.popen is not None:
+                try:
+                    proc.popen.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.popen.kill()
+                    proc.popen.wait(5)
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        path = self.procs[name].log
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def run_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*POSEIDON, *args], cwd=ROOT, env=env_for(self.settings), capture_output=True, text=True, timeout=timeout
+        )
+
+
+async def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> list:
+    """Every committed record of a physical topic, in partition/offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed", group_id=None)
+    await consumer.start()
+    try:
+        from infra.topics import partitions_of
+
+        parts = (await partitions_of(settings, [topic]))[topic]
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records = []
+        deadline = time.monotonic() + timeout
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout}s")
+            for recs in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(recs)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def eventually(check, timeout: float = 30.0, interval: float = 0.2):
+    """Await `check()` until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s (last value {last!r})")
+
+
+async def fetch(settings: Settings, schema: str, sql: str, *args):
+    conn = await asyncpg.connect(settings.pg_dsn, server_settings={"search_path": schema})
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
