@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
@@ -19,7 +19,7 @@ class CommandMeta:
     correlation_id: str
     causation_id: str
     actor: str
-    issued_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    issued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     expected_version: int | None = None
 
 

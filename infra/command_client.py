@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 class CommandRejected(Exception):
     """Raised by `CommandResult.raise_for_rejection()`."""
 
-    def __init__(self, result: "CommandResult"):
+    def __init__(self, result: CommandResult):
         super().__init__(f"{result.rejection}: {result.reason}")
         self.result = result
 
@@ -45,7 +45,7 @@ class CommandResult:
     duplicate: bool
     """True when the command id had been decided before; this is that first outcome."""
 
-    def raise_for_rejection(self) -> "CommandResult":
+    def raise_for_rejection(self) -> CommandResult:
         if not self.accepted:
             raise CommandRejected(self)
         return self
@@ -89,7 +89,7 @@ class CommandClient:
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._reader: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "CommandClient":
+    async def __aenter__(self) -> CommandClient:
         await self.start()
         return self
 
@@ -139,12 +139,12 @@ class CommandClient:
         fut = await self.submit(command)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandTimeout(f"no result for {type(command).__name__} {command.meta.command_id} in {timeout}s") from None
         finally:
             self._waiting.pop(command.meta.command_id, None)
 
-    async def submit(self, command: Command) -> "asyncio.Future[CommandResult]":
+    async def submit(self, command: Command) -> asyncio.Future[CommandResult]:
         """Send without waiting for the result; returns the future that will hold it."""
         assert self._producer is not None, "CommandClient.start() first"
         hub = self.hubs[command.hub]

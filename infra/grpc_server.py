@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import grpc
@@ -90,7 +91,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-async def start_server(service: QueryService, settings: Settings, port: int | None = None) -> tuple[grpc.aio.Server, asyncpg.Pool, health.aio.HealthServicer]:
+async def start_server(
+    service: QueryService, settings: Settings, port: int | None = None
+) -> tuple[grpc.aio.Server, asyncpg.Pool, health.aio.HealthServicer]:
     """Start the gRPC server (used by `serve` and by tests/benchmarks in-process)."""
     schema = settings.pg_schema(service.read_model.name)
     conn = await asyncpg.connect(settings.pg_dsn)
@@ -128,7 +131,9 @@ async def serve(service: QueryService, settings: Settings) -> None:
         async with pool.acquire() as conn:
             return await conn.fetchval("SELECT 1") == 1
 
-    ops = OpsServer(settings.ops_host, settings.ops_port_for("grpc", service.hub), f"{service.hub}-grpc", {"read_store": read_store_ok})
+    ops = OpsServer(
+        settings.ops_host, settings.ops_port_for("grpc", service.hub), f"{service.hub}-grpc", {"read_store": read_store_ok}
+    )
     await ops.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +148,9 @@ async def serve(service: QueryService, settings: Settings) -> None:
     await ops.stop()
 
 
-async def _watch_health(check: Callable[[], Awaitable[bool]], servicer: health.aio.HealthServicer, names: Sequence[str], stop: asyncio.Event) -> None:
+async def _watch_health(
+    check: Callable[[], Awaitable[bool]], servicer: health.aio.HealthServicer, names: Sequence[str], stop: asyncio.Event
+) -> None:
     """Standard health answers NOT_SERVING while the read store is unreachable."""
     serving = True
     while not stop.is_set():

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from eventsourcing.domain import Aggregate, CanMutateProtocol, Snapshot
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex

@@ -14,7 +14,9 @@ LATENCY = Histogram(
     ["process", "hub"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-LAG = Gauge("poseidon_consumer_lag", "Records between the position and the end of a partition.", ["process", "topic", "partition"])
+LAG = Gauge(
+    "poseidon_consumer_lag", "Records between the position and the end of a partition.", ["process", "topic", "partition"]
+)
 GRPC_REQUESTS = Counter("poseidon_grpc_requests_total", "gRPC calls by method and status code.", ["method", "code"])
 GRPC_LATENCY = Histogram(
     "poseidon_grpc_seconds",

@@ -5,7 +5,7 @@ Loopback by default (POSEIDON_OPS_HOST)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
 import structlog
 
+from hubs.domain import Command, Rejected
 from infra import metrics
 from infra.hub import (
     HubSpec,
@@ -29,7 +30,6 @@ from infra.ops import OpsServer
 from poseidon.logging import bind_correlation
 from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError, EncodeError
-from hubs.domain import Command, Rejected
 
 log = structlog.get_logger(__name__)
 
@@ -162,7 +162,9 @@ class AggregateProcessor:
         if message.offset % 100 == 0:
             highwater = app.consumer.highwater(message.tp) if app.consumer else None
             if highwater is not None:
-                metrics.LAG.labels(self.process_name, message.topic, str(message.partition)).set(max(highwater - message.offset - 1, 0))
+                metrics.LAG.labels(self.process_name, message.topic, str(message.partition)).set(
+                    max(highwater - message.offset - 1, 0)
+                )
 
     def _transactional_id(self, app: faust.App, topic: str, partition: int) -> str | None:
         if self.settings.processing_guarantee != "exactly_once":
@@ -190,7 +192,7 @@ class AggregateProcessor:
         if earlier is not None:
             log.info("duplicate command answered with its first outcome")
             record = self.codec.decode(earlier).record
-            record.update(duplicate=True, decided_at=datetime.now(timezone.utc))
+            record.update(duplicate=True, decided_at=datetime.now(UTC))
             return [self._result(record)], "duplicate"
 
         try:
@@ -200,7 +202,9 @@ class AggregateProcessor:
             # command is parked, with the reason, for an operator to re-drive.
             log.exception("command could not be applied")
             metrics.FAILURES.labels(self.process_name, self.hub.name, type(exc).__name__).inc()
-            return [self._dead_letter(topic, partition, offset, key, value, f"{type(exc).__name__}: {exc}", "ApplyError")], "dead_lettered"
+            return [
+                self._dead_letter(topic, partition, offset, key, value, f"{type(exc).__name__}: {exc}", "ApplyError")
+            ], "dead_lettered"
 
     def _apply(self, command: Command, outcome_key: bytes) -> tuple[list[Outgoing], str]:
         meta = command.meta
@@ -236,7 +240,9 @@ class AggregateProcessor:
             self.aggregate_states[state_key] = self.snapshots.dumps(decision.aggregate, last_hash)
             log.info("command accepted", command=type(command).__name__, version=decision.version, events=len(event_ids))
         else:
-            log.info("command rejected", command=type(command).__name__, rule=decision.rejection.rule, reason=str(decision.rejection))
+            log.info(
+                "command rejected", command=type(command).__name__, rule=decision.rejection.rule, reason=str(decision.rejection)
+            )
         result = {
             "command_id": meta.command_id,
             "command_type": type(command).avro_name(),
@@ -250,7 +256,7 @@ class AggregateProcessor:
             "reason": "" if decision.accepted else str(decision.rejection),
             "event_ids": event_ids,
             "duplicate": False,
-            "decided_at": datetime.now(timezone.utc),
+            "decided_at": datetime.now(UTC),
         }
         result_out = self._result(result)
         self.command_outcomes[outcome_key] = result_out.value
@@ -288,7 +294,7 @@ class AggregateProcessor:
             "key": key,
             "payload": value or b"",
             "processor": self.process_name,
-            "failed_at": datetime.now(timezone.utc),
+            "failed_at": datetime.now(UTC),
         }
         headers = [("content-type", CONTENT_TYPE), ("reason", reason[:500].encode())]
         return Outgoing(self.dlq_topic_name, key or b"", self.codec.encode(DEAD_LETTER_SCHEMA, record), headers)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -156,7 +156,9 @@ class Projector:
             stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(LOCK_POSITIONS_SQL)}
             for tp, records in batch.items():
                 if stored.get(tp, 0) != self.positions.get(tp, 0):
-                    raise PositionMoved(f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}")
+                    raise PositionMoved(
+                        f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}"
+                    )
                 for record in records:
                     if record.offset < self.positions[tp]:
                         continue
@@ -198,7 +200,7 @@ class Projector:
                 "key": record.key,
                 "payload": record.value or b"",
                 "processor": self.process_name,
-                "failed_at": datetime.now(timezone.utc),
+                "failed_at": datetime.now(UTC),
             },
         )
         await producer.send_and_wait(topic, value, key=record.key, headers=[("reason", reason[:500].encode())])
@@ -209,7 +211,9 @@ class Projector:
         for tp in tps:
             highwater = consumer.highwater(tp)
             if highwater is not None:
-                metrics.LAG.labels(self.process_name, tp.topic, str(tp.partition)).set(max(highwater - self.positions.get(tp, 0), 0))
+                metrics.LAG.labels(self.process_name, tp.topic, str(tp.partition)).set(
+                    max(highwater - self.positions.get(tp, 0), 0)
+                )
 
     def _positions_for_log(self) -> dict[str, int]:
         return {f"{tp.topic}[{tp.partition}]": off for tp, off in sorted(self.positions.items())}

@@ -4,8 +4,8 @@ auto-creation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic

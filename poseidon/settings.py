@@ -4,8 +4,8 @@ Nothing else in the code base reads os.environ for configuration."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 # gRPC port per hub, as fixed by the architecture note (50051 Identity … 50058 Message).
 DEFAULT_GRPC_PORTS = {
@@ -47,7 +47,7 @@ class Settings:
     state_dir: str = ".state"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
         ports = dict(DEFAULT_GRPC_PORTS)
@@ -86,7 +86,9 @@ class Settings:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
         if self.commit_interval_ms < 1:
             raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
-        if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (self.ops_port is not None and not 0 <= self.ops_port < 65536):
+        if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (
+            self.ops_port is not None and not 0 <= self.ops_port < 65536
+        ):
             raise SettingsError("ports must be between 1 and 65535 (POSEIDON_OPS_PORT may be 0: any free port)")
         if self.topic_min_isr > self.topic_replication:
             raise SettingsError("POSEIDON_TOPIC_MIN_ISR cannot exceed POSEIDON_TOPIC_REPLICATION")
@@ -109,7 +111,7 @@ class Settings:
             return self.ops_port
         return OPS_PORT_BASE[role] + list(DEFAULT_GRPC_PORTS).index(hub) + 1
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> Settings:
         return replace(self, **changes)
 
 

@@ -1,7 +1,5 @@
 """The Wallet hub's declaration to the shared machinery (processor, CLI)."""
 
-from infra.hub import HubSpec
-
 from hubs.wallet.aggregate import Wallet, handle
 from hubs.wallet.commands import (
     COMMANDS,
@@ -12,6 +10,7 @@ from hubs.wallet.commands import (
     ReleaseFunds,
     ReserveFunds,
 )
+from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="wallet",

@@ -144,8 +144,18 @@ def _query_cli(name: str, method: str, build, **option_help: str) -> click.Comma
 
 
 CLI_QUERIES = [
-    _query_cli("balance", "GetBalance", lambda wallet, tenant: wallet_pb2.GetBalanceRequest(tenant_id=tenant, wallet_id=wallet), wallet="Wallet id.", tenant="Tenant id."),
     _query_cli(
-        "ledger", "ListLedger", lambda wallet, tenant: wallet_pb2.ListLedgerRequest(tenant_id=tenant, wallet_id=wallet, page_size=MAX_PAGE), wallet="Wallet id.", tenant="Tenant id."
+        "balance",
+        "GetBalance",
+        lambda wallet, tenant: wallet_pb2.GetBalanceRequest(tenant_id=tenant, wallet_id=wallet),
+        wallet="Wallet id.",
+        tenant="Tenant id.",
+    ),
+    _query_cli(
+        "ledger",
+        "ListLedger",
+        lambda wallet, tenant: wallet_pb2.ListLedgerRequest(tenant_id=tenant, wallet_id=wallet, page_size=MAX_PAGE),
+        wallet="Wallet id.",
+        tenant="Tenant id.",
     ),
 ]

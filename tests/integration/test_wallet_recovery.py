@@ -23,7 +23,9 @@ START = 1_000_000
 
 
 async def projected_version(settings, wallet_id: str) -> int:
-    rows = await fetch(settings, settings.pg_schema("wallet"), "SELECT version FROM wallets WHERE wallet_id = $1", uuid.UUID(wallet_id))
+    rows = await fetch(
+        settings, settings.pg_schema("wallet"), "SELECT version FROM wallets WHERE wallet_id = $1", uuid.UUID(wallet_id)
+    )
     return rows[0]["version"] if rows else 0
 
 
@@ -50,7 +52,7 @@ async def test_killing_the_processor_and_projector_mid_stream_of_debits_leaves_t
         platform.start("projector")
         results = await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
 
-    accepted = [d for d, r in zip(debits, results) if r.accepted]
+    accepted = [d for d, r in zip(debits, results, strict=True) if r.accepted]
     refused = [r for r in results if not r.accepted]
     assert accepted and refused, "the amounts are chosen so that the wallet runs dry part-way"
     assert {r.rejection for r in refused} == {"InsufficientFunds"}
@@ -65,7 +67,7 @@ async def test_killing_the_processor_and_projector_mid_stream_of_debits_leaves_t
     debit_entries = [e["entry_id"] for e in events[2:]]
     assert sorted(debit_entries) == sorted(d.meta.command_id for d in accepted)
     assert events[-1]["balance_after"] == expected_balance
-    for previous, current in zip(records, events[1:]):
+    for previous, current in zip(records, events[1:], strict=False):
         assert current["envelope"]["previous_hash"] == hashlib.sha256(previous.value).hexdigest()
 
     # The read store: caught up, sum of movements equals balance, no entry twice, none missing.
@@ -75,7 +77,8 @@ async def test_killing_the_processor_and_projector_mid_stream_of_debits_leaves_t
     [ledger] = await fetch(
         settings,
         schema,
-        "SELECT sum(balance_delta) AS total, count(*) AS n, count(DISTINCT entry_id) AS distinct_entries FROM ledger WHERE wallet_id = $1",
+        "SELECT sum(balance_delta) AS total, count(*) AS n, count(DISTINCT entry_id) AS distinct_entries"
+        " FROM ledger WHERE wallet_id = $1",
         uuid.UUID(wallet_id),
     )
     assert wallet["balance"] == expected_balance
@@ -123,8 +126,9 @@ async def test_a_replay_rebuilds_the_read_store_identical_to_the_live_one_and_sw
         # The live projector and the gRPC server carry on against the swapped-in store.
         await client.send(CreditFunds(new_meta(wallets[0], "tenant-0"), amount=1))
         await eventually(lambda: _at_version(settings, wallets[0], 12), timeout=60)
-        from schemas.protos import wallet_pb2, wallet_pb2_grpc
         import grpc
+
+        from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('wallet')}") as channel:
             reply = await wallet_pb2_grpc.WalletQueryStub(channel).GetBalance(

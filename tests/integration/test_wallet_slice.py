@@ -17,7 +17,7 @@ from hubs.wallet.commands import CreditFunds, DebitFunds, OpenWallet, ReserveFun
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
-from tests.harness import eventually, fetch, read_topic
+from tests.harness import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,9 @@ async def test_a_command_travels_to_an_event_the_projection_and_a_grpc_answer(ru
     assert (opened.accepted, credited.accepted, debited.accepted) == (True, True, True)
     assert (opened.version, credited.version, debited.version) == (1, 2, 3)
 
-    records = [r for r in await read_topic(platform.settings, platform.settings.topic("wallet.events")) if r.key == wallet_id.encode()]
+    records = [
+        r for r in await read_topic(platform.settings, platform.settings.topic("wallet.events")) if r.key == wallet_id.encode()
+    ]
     decoded = [codec.decode(r.value) for r in records]
     assert [d.name.rsplit(".", 1)[1] for d in decoded] == ["WalletOpened", "FundsCredited", "FundsDebited"]
     envelopes = [d.record["envelope"] for d in decoded]
@@ -75,7 +77,7 @@ async def test_a_command_travels_to_an_event_the_projection_and_a_grpc_answer(ru
     assert decoded[1].record["reference"] == "pay-9" and decoded[1].record["balance_after"] == 500
     # Tamper evidence: each event names the hash of the stored bytes of the one before.
     assert envelopes[0]["previous_hash"] == ""
-    for previous, current in zip(records, envelopes[1:]):
+    for previous, current in zip(records, envelopes[1:], strict=False):
         assert current["previous_hash"] == hashlib.sha256(previous.value).hexdigest()
     assert dict(records[0].headers)["event_type"] == b"poseidon.wallet.WalletOpened"
 
@@ -105,7 +107,11 @@ async def test_a_duplicate_command_id_is_answered_not_reapplied(running):
 
     reply = await balance_when_version(platform.settings, wallet_id, 2)
     assert reply.balance == 700
-    events = [codec.decode(r.value) for r in await read_topic(platform.settings, platform.settings.topic("wallet.events")) if r.key == wallet_id.encode()]
+    events = [
+        codec.decode(r.value)
+        for r in await read_topic(platform.settings, platform.settings.topic("wallet.events"))
+        if r.key == wallet_id.encode()
+    ]
     assert sum(1 for e in events if e.name.endswith("FundsCredited")) == 1
 
 
@@ -121,7 +127,10 @@ async def test_an_overdraft_is_rejected_with_a_reason_and_changes_nothing(runnin
     assert "only 40 available" in refused.reason
     assert refused.version == 3 and refused.event_ids == ()
 
-    results = [codec.decode(r.value).record for r in await read_topic(platform.settings, platform.settings.topic("wallet.command-results"))]
+    results = [
+        codec.decode(r.value).record
+        for r in await read_topic(platform.settings, platform.settings.topic("wallet.command-results"))
+    ]
     assert any(r["outcome"] == "REJECTED" and r["rejection"] == "InsufficientFunds" for r in results)
     reply = await balance_when_version(platform.settings, wallet_id, 3)
     assert (reply.balance, reply.reserved, reply.available) == (100, 60, 40)
@@ -159,8 +168,9 @@ async def test_garbage_on_the_command_topic_lands_in_the_dead_letter_topic_and_p
     try:
         garbage = b"{not avro at all"
         wrong_schema = codec.encode("poseidon.wallet.FundsCredited", {
-            "envelope": {"event_id": "e", "event_type": "x", "aggregate_id": wallet_id, "aggregate_version": 1, "tenant_id": TENANT,
-                         "correlation_id": "c", "causation_id": "c", "occurred_at": 0, "actor": "a", "previous_hash": ""},
+            "envelope": {"event_id": "e", "event_type": "x", "aggregate_id": wallet_id, "aggregate_version": 1,
+                         "tenant_id": TENANT, "correlation_id": "c", "causation_id": "c", "occurred_at": 0, "actor": "a",
+                         "previous_hash": ""},
             "entry_id": "e", "amount": 1, "balance_after": 1,
         })  # fmt: skip
         await producer.send_and_wait(settings.topic("wallet.commands"), garbage, key=wallet_id.encode())
