@@ -3,17 +3,37 @@ models project them, and how the codec is built from settings."""
 
 from __future__ import annotations
 
+import pkgutil
 from functools import lru_cache
+from importlib import import_module
 
 from infra.hub import HubSpec
 from poseidon.settings import Settings
 from schemas.codec import Catalog, Codec
 
 
-def hubs() -> dict[str, HubSpec]:
-    from hubs.wallet.hub import HUB as WALLET
+def _discover(package: str, module: str, attribute: str) -> list:
+    """Every `<package>/<folder>/<module>.py` that defines `attribute`: a new hub
+    or read model is a folder, not an edit here."""
+    root = import_module(package)
+    found = []
+    for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
+        if not info.ispkg:
+            continue
+        name = f"{package}.{info.name}{'.' + module if module else ''}"
+        try:
+            found.append(getattr(import_module(name), attribute))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+        except AttributeError:
+            continue
+    return found
 
-    return {hub.name: hub for hub in (WALLET,)}
+
+@lru_cache(maxsize=1)
+def hubs() -> dict[str, HubSpec]:
+    return {hub.name: hub for hub in _discover("hubs", "hub", "HUB")}
 
 
 def hub(name: str) -> HubSpec:
@@ -23,10 +43,9 @@ def hub(name: str) -> HubSpec:
         raise KeyError(f"unknown hub {name!r}; known: {', '.join(sorted(hubs()))}") from None
 
 
+@lru_cache(maxsize=1)
 def projections() -> dict:
-    from projections.wallet import PROJECTION as WALLET
-
-    return {p.name: p for p in (WALLET,)}
+    return {p.name: p for p in _discover("projections", "", "PROJECTION")}
 
 
 def projection(name: str):
@@ -55,15 +74,11 @@ def codec(settings: Settings) -> Codec:
 
 def query_service(hub_name: str):
     """The gRPC query service a hub declares in `hubs/<hub>/service.py`."""
-    from importlib import import_module
-
     hub(hub_name)
     return import_module(f"hubs.{hub_name}.service").SERVICE
 
 
 def cli_queries(hub_name: str) -> list:
-    from importlib import import_module
-
     try:
         module = import_module(f"hubs.{hub_name}.service")
     except ModuleNotFoundError as exc:

@@ -75,7 +75,7 @@ async def namespace(stack: Settings, tmp_path: Path):
         topic_prefix=f"{tag}.",
         schema_prefix=f"{tag}_",
         topic_partitions=2,
-        grpc_ports={**stack.grpc_ports, "wallet": _free_port()},
+        grpc_ports={hub: _free_port() for hub in stack.grpc_ports},
         state_dir=str(tmp_path / "state"),
     )
     await ensure_topics(settings, [spec for hub in bootstrap.hubs().values() for spec in hub_topics(hub)])

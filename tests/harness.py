@@ -43,8 +43,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_LOG_LEVEL="INFO",
         POSEIDON_COMMIT_INTERVAL_MS=str(settings.commit_interval_ms),
         POSEIDON_STATE_DIR=settings.state_dir,
-        POSEIDON_GRPC_PORT_WALLET=str(settings.grpc_port("wallet")),
     )
+    env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
     env.update(extra)
     return env
 
