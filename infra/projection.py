@@ -17,6 +17,11 @@ class Statement:
 
     sql: str
     args: tuple[Any, ...]
+    phase: int = 0
+    """Within one batch the projector runs phase 0 statements first, then 1, …,
+    keeping the order inside a phase. A mapping puts statements in different
+    phases only where their relative order does not matter (rows that others
+    update come first), which lets same-SQL statements run as one batch."""
 
 
 @dataclass(frozen=True)

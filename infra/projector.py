@@ -220,7 +220,9 @@ class Projector:
 
 
 async def _execute(conn: asyncpg.Connection, statements: list[Statement]) -> None:
-    """Run statements in order; consecutive ones with the same SQL go as one batch."""
+    """Run statements phase by phase (stable within a phase); consecutive ones
+    with the same SQL go as one executemany batch."""
+    statements = sorted(statements, key=lambda s: s.phase)
     i = 0
     while i < len(statements):
         j = i

@@ -8,15 +8,18 @@ import uuid
 
 from infra.projection import Statement
 
+# Phases: the wallet row exists before anything updates it; ledger rows depend on
+# nothing; wallet updates run in event order (their version guard needs it).
+OPENED, LEDGERED, UPDATED = 0, 1, 2
+
 OPEN = """INSERT INTO wallets (wallet_id, tenant_id, currency, balance, reserved, version, opened_at, updated_at)
 VALUES ($1, $2, $3, 0, 0, $4, $5, $5) ON CONFLICT (wallet_id) DO NOTHING"""
 LEDGER = """INSERT INTO ledger (wallet_id, version, tenant_id, kind, amount, balance_delta, reserved_delta,
     entry_id, reservation_id, reference, event_id, correlation_id, occurred_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"""
-SET_BALANCE = """UPDATE wallets SET balance = $2, version = $3, updated_at = $4 WHERE wallet_id = $1 AND version < $3"""
-SET_RESERVED = """UPDATE wallets SET reserved = $2, version = $3, updated_at = $4 WHERE wallet_id = $1 AND version < $3"""
-SET_BOTH = """UPDATE wallets SET balance = $2, reserved = $3, version = $4, updated_at = $5
-WHERE wallet_id = $1 AND version < $4"""
+# One statement for every movement (NULL keeps a column), so a batch of them is one executemany.
+UPDATE = """UPDATE wallets SET balance = COALESCE($2, balance), reserved = COALESCE($3, reserved), version = $4,
+    updated_at = $5 WHERE wallet_id = $1 AND version < $4"""
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -33,38 +36,42 @@ def apply(event_type: str, record: dict) -> list[Statement]:
                 refs.get("entry_id", ""), refs.get("reservation_id", ""), refs.get("reference", ""),
                 uuid.UUID(env["event_id"]), env["correlation_id"], at,
             ),
+            phase=LEDGERED,
         )  # fmt: skip
 
+    def update(balance: int | None, reserved: int | None) -> Statement:
+        return Statement(UPDATE, (wallet_id, balance, reserved, version, at), phase=UPDATED)
+
     if kind == "WalletOpened":
-        return [Statement(OPEN, (wallet_id, env["tenant_id"], record["currency"], version, at))]
+        return [Statement(OPEN, (wallet_id, env["tenant_id"], record["currency"], version, at), phase=OPENED)]
     if kind == "FundsCredited":
         a = record["amount"]
         return [
             ledger("credit", a, a, 0, entry_id=record["entry_id"], reference=record["reference"]),
-            Statement(SET_BALANCE, (wallet_id, record["balance_after"], version, at)),
+            update(record["balance_after"], None),
         ]
     if kind == "FundsDebited":
         a = record["amount"]
         return [
             ledger("debit", a, -a, 0, entry_id=record["entry_id"], reference=record["reference"]),
-            Statement(SET_BALANCE, (wallet_id, record["balance_after"], version, at)),
+            update(record["balance_after"], None),
         ]
     if kind == "FundsReserved":
         a = record["amount"]
         return [
             ledger("reserve", a, 0, a, reservation_id=record["reservation_id"]),
-            Statement(SET_RESERVED, (wallet_id, record["reserved_after"], version, at)),
+            update(None, record["reserved_after"]),
         ]
     if kind == "ReservationReleased":
         a = record["amount"]
         return [
             ledger("release", a, 0, -a, reservation_id=record["reservation_id"]),
-            Statement(SET_RESERVED, (wallet_id, record["reserved_after"], version, at)),
+            update(None, record["reserved_after"]),
         ]
     if kind == "ReservationCaptured":
         a = record["amount"]
         return [
             ledger("capture", a, -a, -a, reservation_id=record["reservation_id"]),
-            Statement(SET_BOTH, (wallet_id, record["balance_after"], record["reserved_after"], version, at)),
+            update(record["balance_after"], record["reserved_after"]),
         ]
     raise ValueError(f"the wallet read model has no mapping for {event_type}")

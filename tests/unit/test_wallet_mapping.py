@@ -24,7 +24,7 @@ from hubs.wallet.hub import HUB
 from infra.hub import decide, event_payload
 from infra.projection import Statement
 from projections.wallet import PROJECTION
-from projections.wallet.mapping import LEDGER, OPEN, SET_BALANCE, SET_BOTH, SET_RESERVED, apply
+from projections.wallet.mapping import LEDGER, LEDGERED, OPEN, OPENED, UPDATE, UPDATED, apply
 from schemas.codec import Catalog, Codec
 
 CODEC = Codec(Catalog.load())
@@ -134,7 +134,7 @@ def test_wallet_opened_inserts_the_wallet_row_at_zero_with_its_version_and_no_le
 
     env = record["envelope"]
     assert statements == [
-        Statement(OPEN, (uuid.UUID(story.wallet_id), TENANT, "CHF", 1, env["occurred_at"])),
+        Statement(OPEN, (uuid.UUID(story.wallet_id), TENANT, "CHF", 1, env["occurred_at"]), phase=OPENED),
     ]
 
 
@@ -149,7 +149,9 @@ def test_funds_credited_writes_a_credit_row_and_sets_the_balance_after_it():
         ledger, record, kind="credit", amount=125, balance_delta=125, reserved_delta=0,
         entry_id=record["entry_id"], reservation_id="", reference="payment-3", version=3,
     )  # fmt: skip
-    assert update == Statement(SET_BALANCE, (uuid.UUID(story.wallet_id), 165, 3, record["envelope"]["occurred_at"]))
+    assert update == Statement(
+        UPDATE, (uuid.UUID(story.wallet_id), 165, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
+    )
 
 
 def test_funds_debited_writes_a_debit_row_with_a_negative_delta_and_sets_the_balance_after_it():
@@ -163,7 +165,9 @@ def test_funds_debited_writes_a_debit_row_with_a_negative_delta_and_sets_the_bal
         ledger, record, kind="debit", amount=70, balance_delta=-70, reserved_delta=0,
         entry_id=record["entry_id"], reservation_id="", reference="invoice-1", version=3,
     )  # fmt: skip
-    assert update == Statement(SET_BALANCE, (uuid.UUID(story.wallet_id), 130, 3, record["envelope"]["occurred_at"]))
+    assert update == Statement(
+        UPDATE, (uuid.UUID(story.wallet_id), 130, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
+    )
 
 
 def test_funds_reserved_writes_a_reserve_row_and_sets_reserved_after_it():
@@ -178,7 +182,9 @@ def test_funds_reserved_writes_a_reserve_row_and_sets_reserved_after_it():
         ledger, record, kind="reserve", amount=50, balance_delta=0, reserved_delta=50,
         entry_id="", reservation_id="hold-2", reference="", version=4,
     )  # fmt: skip
-    assert update == Statement(SET_RESERVED, (uuid.UUID(story.wallet_id), 70, 4, record["envelope"]["occurred_at"]))
+    assert update == Statement(
+        UPDATE, (uuid.UUID(story.wallet_id), None, 70, 4, record["envelope"]["occurred_at"]), phase=UPDATED
+    )
 
 
 def test_reservation_released_writes_a_release_row_giving_back_reserved_funds():
@@ -194,7 +200,9 @@ def test_reservation_released_writes_a_release_row_giving_back_reserved_funds():
         ledger, record, kind="release", amount=50, balance_delta=0, reserved_delta=-50,
         entry_id="", reservation_id="hold-2", reference="", version=5,
     )  # fmt: skip
-    assert update == Statement(SET_RESERVED, (uuid.UUID(story.wallet_id), 20, 5, record["envelope"]["occurred_at"]))
+    assert update == Statement(
+        UPDATE, (uuid.UUID(story.wallet_id), None, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED
+    )
 
 
 def test_reservation_captured_writes_a_capture_row_taking_from_balance_and_reserved_and_sets_both():
@@ -210,7 +218,7 @@ def test_reservation_captured_writes_a_capture_row_taking_from_balance_and_reser
         ledger, record, kind="capture", amount=50, balance_delta=-50, reserved_delta=-50,
         entry_id="", reservation_id="hold-2", reference="", version=5,
     )  # fmt: skip
-    assert update == Statement(SET_BOTH, (uuid.UUID(story.wallet_id), 150, 20, 5, record["envelope"]["occurred_at"]))
+    assert update == Statement(UPDATE, (uuid.UUID(story.wallet_id), 150, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED)
 
 
 def test_every_ledger_kind_the_mapping_writes_is_one_the_ledger_table_allows():
@@ -279,12 +287,13 @@ def test_for_any_sequence_of_commands_the_ledger_adds_up_to_the_wallet_row(steps
         reserved += row["reserved_delta"]
         versions.append(row["version"])
         # The wallets row each event sets agrees with the ledger summed so far.
-        expected_args = {
-            SET_BALANCE: (balance,),
-            SET_RESERVED: (reserved,),
-            SET_BOTH: (balance, reserved),
-        }[update.sql] + (row["version"], row["occurred_at"])
-        assert update.args == (row["wallet_id"], *expected_args)
+        assert update.sql == UPDATE and update.phase == UPDATED and ledger.phase == LEDGERED
+        wallet_id, set_balance, set_reserved, version, at = update.args
+        assert (wallet_id, version, at) == (row["wallet_id"], row["version"], row["occurred_at"])
+        assert set_balance in (None, balance) and set_reserved in (None, reserved)
+        assert (set_balance, set_reserved) != (None, None)
+        assert set_balance is not None or row["balance_delta"] == 0
+        assert set_reserved is not None or row["reserved_delta"] == 0
 
     assert balance == wallet.balance
     assert reserved == wallet.reserved

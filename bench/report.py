@@ -1,0 +1,210 @@
+"""Turns one run's measurements into verdicts against the brief's targets, the
+printed table, `results/latest.{json,md}` and a line in `results/history.jsonl`.
+Verdicts come from the figures as measured; nothing here adjusts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+THROUGHPUT_RATIO = 0.50
+P99_LIMIT_MS = 5.0
+RSS_LIMIT_MB = 150.0
+
+
+@dataclass
+class Row:
+    benchmark: str
+    measured: str
+    baseline: str
+    ratio: str
+    target: str
+    verdict: str
+    """PASS, MISS, or ERROR when the benchmark could not produce a figure."""
+
+
+def throughput_row(name: str, unit: str, ours: dict | None, raw: dict | None, raw_unit: str) -> Row:
+    target = f">= {THROUGHPUT_RATIO:.0%} of raw"
+    if not ours or not raw:
+        return Row(name, "-", "-", "-", target, "ERROR")
+    ratio = ours["per_second"] / raw["per_second"]
+    return Row(
+        name,
+        f"{ours['per_second']:,.0f} {unit}",
+        f"{raw['per_second']:,.0f} {raw_unit}",
+        f"{ratio:.1%}",
+        target,
+        "PASS" if ratio >= THROUGHPUT_RATIO else "MISS",
+    )
+
+
+def latency_row(query: dict | None) -> Row:
+    target = f"p99 < {P99_LIMIT_MS:g} ms at 1,000 req/s"
+    if not query:
+        return Row("gRPC GetBalance (open loop)", "-", "-", "-", target, "ERROR")
+    ours, raw = query["get_balance"], query["health_check"]
+    ok = ours["p99_ms"] < P99_LIMIT_MS and not ours["errors"] and ours["ok"] == ours["requests"]
+    return Row(
+        f"gRPC GetBalance @ {ours['target_rate']:,.0f} req/s",
+        f"p50 {ours['p50_ms']:.2f} ms, p99 {ours['p99_ms']:.2f} ms",
+        f"health p50 {raw['p50_ms']:.2f} ms, p99 {raw['p99_ms']:.2f} ms",
+        f"p99 x{ours['p99_ms'] / raw['p99_ms']:.1f}" if raw["p99_ms"] else "-",
+        target,
+        "PASS" if ok else "MISS",
+    )
+
+
+def memory_row(process: str, peak_mb: float | None) -> Row:
+    target = f"< {RSS_LIMIT_MB:g} MB RSS"
+    if peak_mb is None:
+        return Row(f"memory: {process}", "-", "-", "-", target, "ERROR")
+    return Row(f"memory: {process}", f"{peak_mb:.0f} MB peak", "-", "-", target, "PASS" if peak_mb < RSS_LIMIT_MB else "MISS")
+
+
+def rows_for(results: dict) -> list[Row]:
+    commands, replay, query, memory = (results.get(k) or {} for k in ("commands", "replay", "query", "memory"))
+    return [
+        throughput_row(
+            "command processing, exactly-once", "cmd/s", commands.get("processor"), commands.get("raw_transactional"), "rec/s"
+        ),
+        throughput_row("projection replay into PostgreSQL", "events/s", replay.get("projector"), replay.get("copy"), "rows/s"),
+        latency_row(query or None),
+        *(memory_row(p, memory.get(p)) for p in ("processor", "projector", "grpc")),
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    header = ["benchmark", "measured", "raw baseline", "ratio", "target", "verdict"]
+    cells = [header] + [[r.benchmark, r.measured, r.baseline, r.ratio, r.target, r.verdict] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    line = lambda c: "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=False))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(c) for c in cells[1:])])
+
+
+def markdown(results: dict, rows: list[Row]) -> str:
+    m = results["machine"]
+    out = [
+        f"# Benchmark results ({results['mode']} run)",
+        "",
+        f"{results['started_at']} · commit {m['commit']} · {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB · "
+        f"Python {m['python']} · Kafka {m['kafka']} · PostgreSQL {m['postgresql']}",
+        "",
+        "| benchmark | measured | raw baseline (same run) | ratio | target | verdict |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r.benchmark} | {r.measured} | {r.baseline} | {r.ratio} | {r.target} | **{r.verdict}** |" for r in rows),
+        "",
+    ]
+    out += ["Context (CPU as % of one core; machine = all cores, any process):", "", *context(results), ""]
+    if results.get("findings"):
+        out += ["Findings:", "", *(f"- {f}" for f in results["findings"]), ""]
+    if results.get("errors"):
+        out += ["Errors:", "", *(f"- {e}" for e in results["errors"]), ""]
+    out += ["Details (all figures): `latest.json`. Sizes:", "", "```", json.dumps(results["sizes"]), "```", ""]
+    return "\n".join(out)
+
+
+def context(results: dict) -> list[str]:
+    lines = []
+    commands, replay, query = (results.get(k) or {} for k in ("commands", "replay", "query"))
+    if (p := commands.get("processor")) and (cpu := p.get("cpu")):
+        lines.append(
+            f"- processor: {cpu.get('process_cpu_percent', '-')} % CPU, bench client {cpu.get('client_cpu_percent', '-')} %, "
+            f"machine {cpu.get('machine_busy_percent', '-')} % busy; log warnings: {p.get('processor_log_warnings') or 'none'}"
+        )
+    if p := replay.get("projector"):
+        lines.append(
+            f"- replay: {p['first_batch_seconds']} s of {p['seconds']} s went by before its first batch committed "
+            "(connect, consumer start, first fetch and apply)"
+        )
+    for name in ("get_balance", "health_check"):
+        if (q := query.get(name)) and (cpu := q.get("cpu")):
+            lines.append(
+                f"- {name}: server {cpu.get('process_cpu_percent', '-')} % CPU, "
+                f"load generator {cpu.get('client_cpu_percent', '-')} %, machine {cpu.get('machine_busy_percent', '-')} % busy; "
+                f"{q['over_5ms']} of {q['requests']} over 5 ms"
+            )
+    return lines or ["- (none measured)"]
+
+
+def write(results: dict, rows: list[Row]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    results = {**results, "rows": [asdict(r) for r in rows]}
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(results, rows))
+    commands, replay, query = (results.get(k) or {} for k in ("commands", "replay", "query"))
+    line = {
+        "started_at": results["started_at"],
+        "mode": results["mode"],
+        "commit": results["machine"]["commit"],
+        "cores": results["machine"]["cores"],
+        "commands_per_s": (commands.get("processor") or {}).get("per_second"),
+        "raw_txn_per_s": (commands.get("raw_transactional") or {}).get("per_second"),
+        "replay_events_per_s": (replay.get("projector") or {}).get("per_second"),
+        "copy_rows_per_s": (replay.get("copy") or {}).get("per_second"),
+        "grpc_p99_ms": ((query or {}).get("get_balance") or {}).get("p99_ms"),
+        "health_p99_ms": ((query or {}).get("health_check") or {}).get("p99_ms"),
+        "peak_rss_mb": results.get("memory"),
+        "verdicts": {r.benchmark: r.verdict for r in rows},
+        "findings": len(results.get("findings", [])),
+        "errors": len(results.get("errors", [])),
+    }
+    with open(RESULTS / "history.jsonl", "a") as history:
+        history.write(json.dumps(line, default=str) + "\n")
+
+
+def machine(pg_version: str | None) -> dict:
+    cpu = "unknown"
+    mem_kb = 0
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "kafka": kafka_version(),
+        "postgresql": pg_version or "unknown",
+        "libraries": {name: _version(name) for name in ("aiokafka", "faust-streaming", "grpcio", "asyncpg", "fastavro")},
+        "commit": _git("rev-parse", "--short", "HEAD")
+        + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""),
+    }
+
+
+def kafka_lib() -> Path:
+    return Path(os.environ.get("POSEIDON_STACK_DIR", ROOT / ".stack")) / "kafka" / "lib"
+
+
+def kafka_version() -> str:
+    """From the broker jar the local stack runs (`kafka_2.13-<version>.jar`)."""
+    jars = sorted(kafka_lib().glob("kafka_2.*-*.jar"))
+    jars = [j for j in jars if not any(s in j.name for s in ("-test", "-sources", "-javadoc"))]
+    return jars[0].stem.split("-", 1)[1] if jars else "unknown"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""

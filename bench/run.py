@@ -1,0 +1,327 @@
+"""Runs every benchmark once, on a namespaced copy of the platform (its own topic
+prefix and schema prefix), prints the verdict table, writes bench/results/ and
+removes everything it created: its processes, topics, consumer group, schemas.
+
+    .venv/bin/python -m bench.run [--quick] [--strict] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import commands, procs, query, replay, report
+from bench.profile import PROFILES, py_spy, summarise
+from poseidon import bootstrap
+from poseidon.logging import configure
+from poseidon.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sizes:
+    wallets: int
+    commands: int
+    grpc_rate: float
+    grpc_seconds: float
+    grpc_warmup: float
+
+
+QUICK = Sizes(wallets=100, commands=8_000, grpc_rate=1_000, grpc_seconds=3, grpc_warmup=1)
+FULL = Sizes(wallets=200, commands=20_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1)
+
+
+class Run:
+    """One benchmark run: its namespace, its child processes, its results."""
+
+    def __init__(self, sizes: Sizes, mode: str, profile: bool = False):
+        self.sizes, self.mode, self.profile = sizes, mode, profile
+        epoch = int(time.time())
+        self.topic_prefix, self.schema_prefix = f"bench{epoch}.", f"bench{epoch}_"
+        self.dir = report.RESULTS / "tmp" / f"bench{epoch}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = procs.platform_env(
+            {
+                "POSEIDON_TOPIC_PREFIX": self.topic_prefix,
+                "POSEIDON_SCHEMA_PREFIX": self.schema_prefix,
+                "POSEIDON_LOG_LEVEL": "WARNING",
+                "POSEIDON_LOG_FORMAT": "json",
+                "POSEIDON_STATE_DIR": str(self.dir / "state"),
+            }
+        )
+        self.settings = Settings.from_env(self.env)
+        self.codec = bootstrap.codec(self.settings)
+        self.services: list[procs.Service] = []
+        self.results: dict = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "mode": mode,
+            "sizes": asdict(sizes),
+            "namespace": {"topic_prefix": self.topic_prefix, "schema_prefix": self.schema_prefix},
+            "memory": {},
+            "findings": [],
+            "errors": [],
+        }
+
+    def service(self, name: str, argv: list[str], **env: str) -> procs.Service:
+        svc = procs.Service(name, argv, {**self.env, **env}, self.dir, profile=self.profile)
+        self.services.append(svc)
+        return svc.start()
+
+    # -- 1. command processing --------------------------------------------
+
+    async def bench_commands(self) -> list[commands.Wallet]:
+        s = self.sizes
+        step("command processing: raw transactional produce (baseline)")
+        # Created first: brand-new partitions answer NotLeaderForPartition for a moment.
+        await commands.create_hub_topics(self.settings)
+        wallets = [commands.Wallet(f"tenant-{i % 5}", str(uuid.uuid4())) for i in range(s.wallets)]
+        records = commands.same_size_records(self.codec, wallets, s.commands)
+        with procs.CpuWindow() as cpu:
+            raw = await commands.raw_transactional_produce(self.settings, records, self.topic_prefix)
+        raw["cpu"] = cpu.figures
+        self.results["commands"] = {"raw_transactional": raw}
+        show(raw)
+
+        step("command processing: poseidon processor wallet, exactly-once")
+        client = await commands.start_client(self.settings, self.codec)
+        processor = self.service("processor", procs.poseidon("processor", "wallet"), POSEIDON_OPS_PORT=str(procs.free_port()))
+        try:
+            await commands.open_wallets(client, wallets, first_timeout=120)
+            processor.check_alive()
+            with procs.CpuWindow(processor.pid) as cpu:
+                ours = await commands.pipelined_credits(client, wallets, s.commands)
+            processor.sample_peak()
+        finally:
+            await client.stop()
+            processor.stop()
+        # process_cpu_percent near 100 means the processor is CPU-bound; well below, it waits (commits, broker).
+        ours["cpu"] = cpu.figures
+        ours["processor_log_warnings"] = processor.warnings()
+        self.results["commands"]["processor"] = ours
+        self.results["memory"]["processor"] = processor.peak_mb
+        show({**ours, "peak_rss_mb": processor.peak_mb})
+        if ours["accepted"] != s.commands:
+            raise RuntimeError(f"only {ours['accepted']} of {s.commands} credits were accepted")
+        return wallets
+
+    # -- 2. projection replay ---------------------------------------------
+
+    async def bench_replay(self) -> None:
+        s = self.sizes
+        expected = 2 * s.wallets + s.commands  # WalletOpened + first credit per wallet, then the credits
+        step(f"projection replay: Projector over {expected:,} events (child process)")
+        out = self.dir / "replay.json"
+        child = self.service("projector", [procs.PYTHON, "-m", "bench.replay", "--expected", str(expected), "--out", str(out)])
+        deadline = time.monotonic() + replay.CHILD_TIMEOUT + 60
+        while child.alive():
+            if time.monotonic() > deadline:
+                child.stop()
+                raise TimeoutError(f"replay child still running after {replay.CHILD_TIMEOUT + 60:.0f}s:\n{child.tail()}")
+            await asyncio.sleep(0.1)
+        if child.proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"replay child failed (code {child.proc.returncode}):\n{child.tail()}")
+        ours = json.loads(out.read_text())
+        self.results["replay"] = {"projector": ours}
+        self.results["memory"]["projector"] = ours["peak_rss_mb"]
+        show(ours)
+        if not ours["until_returned"]:
+            self.results["findings"].append(
+                f"Projector.run(until=end offsets) had not returned {replay.UNTIL_GRACE:g}s after applying every event "
+                "(the bench stopped it; see bench/README.md)"
+            )
+
+        step("projection replay: PostgreSQL COPY of the same ledger rows (baseline)")
+        copy = await replay.copy_same_rows(self.settings)
+        self.results["replay"]["copy"] = copy
+        show(copy)
+        check = await replay.check_read_store(self.settings, expected)
+        self.results["replay"]["read_store"] = check
+        if not check["complete"]:
+            self.results["errors"].append(f"read store incomplete after replay: {check}")
+
+    # -- 3. gRPC query ----------------------------------------------------
+
+    async def bench_query(self, wallets: list[commands.Wallet]) -> None:
+        s = self.sizes
+        step(f"gRPC: poseidon grpc wallet, open loop at {s.grpc_rate:,.0f} req/s for {s.grpc_seconds:g}s")
+        port = procs.free_port()
+        grpc_server = self.service(
+            "grpc",
+            procs.poseidon("grpc", "wallet"),
+            POSEIDON_GRPC_PORT_WALLET=str(port),
+            POSEIDON_OPS_PORT=str(procs.free_port()),
+        )
+        target = f"127.0.0.1:{port}"
+        try:
+            await procs.wait_until(lambda: query.serving(target), 60, "gRPC server", grpc_server)
+            measured = await query.measure(target, wallets, s.grpc_rate, s.grpc_seconds, s.grpc_warmup, grpc_server.pid)
+            grpc_server.sample_peak()
+        finally:
+            grpc_server.stop()
+        self.results["query"] = measured
+        self.results["memory"]["grpc"] = grpc_server.peak_mb
+        show({**measured, "peak_rss_mb": grpc_server.peak_mb})
+
+    # -- everything -------------------------------------------------------
+
+    async def execute(self) -> None:
+        version = await pg_version(self.settings)
+        if version is None or not await kafka_up(self.settings):
+            raise SystemExit(
+                f"Kafka ({self.settings.kafka_bootstrap}) or PostgreSQL (POSEIDON_PG_DSN) is not answering; "
+                "start them with `infra/local/stack.sh up`"
+            )
+        self.results["machine"] = report.machine(version)
+        try:
+            wallets = await self.bench_commands()
+            await self.bench_replay()
+            await self.bench_query(wallets)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.results["errors"].append(f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            await self.clean_up()
+
+    async def clean_up(self) -> None:
+        step("cleaning up")
+        for svc in self.services:
+            svc.stop()
+        problems = []
+        try:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=15000)
+            await admin.start()
+            try:
+                doomed = [t for t in await admin.list_topics() if t.startswith(self.topic_prefix)]
+                if doomed:
+                    await admin.delete_topics(doomed)
+            finally:
+                await admin.close()
+        except Exception as exc:
+            problems.append(f"topics: {exc}")
+        try:
+            conn = await asyncpg.connect(self.settings.pg_dsn)
+            try:
+                for (name,) in await conn.fetch(
+                    "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", self.schema_prefix
+                ):
+                    await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+            finally:
+                await conn.close()
+        except Exception as exc:
+            problems.append(f"schemas: {exc}")
+        problems += delete_consumer_group(self.settings, f"{self.topic_prefix}poseidon-wallet-processor")
+        if problems:
+            print(f"  cleanup incomplete: {problems}", flush=True)
+        if not self.results["errors"]:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"  logs kept in {self.dir}", flush=True)
+
+
+def delete_consumer_group(settings: Settings, group: str) -> list[str]:
+    """aiokafka's admin client cannot delete groups; Kafka's own tool can."""
+    argv = [
+        "java", "-Xmx128m", "-cp", f"{report.kafka_lib()}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server", settings.kafka_bootstrap, "--delete", "--group", group,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"consumer group {group}: {exc}"]
+    if done.returncode != 0 and "does not exist" not in done.stdout + done.stderr:
+        return [f"consumer group {group}: {(done.stdout + done.stderr).strip()[-300:]}"]
+    return []
+
+
+async def kafka_up(settings: Settings) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        await admin.close()
+        return True
+    except Exception:
+        return False
+
+
+async def pg_version(settings: Settings) -> str | None:
+    try:
+        conn = await asyncpg.connect(settings.pg_dsn)
+        try:
+            return await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError):
+        return None
+
+
+def step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def show(figures: dict) -> None:
+    print("  " + json.dumps(figures, default=str), flush=True)
+
+
+async def main_async(sizes: Sizes, mode: str, profile: bool) -> dict:
+    run = Run(sizes, mode, profile)
+    task = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    print(f"bench run {run.topic_prefix}* / {run.schema_prefix}* ({mode}): {json.dumps(asdict(sizes))}", flush=True)
+    await run.execute()
+    if profile:
+        for svc in run.services:
+            print("\n" + summarise(svc.name, top=20), flush=True)
+    return run.results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Poseidon Hub benchmarks against raw Kafka and PostgreSQL.")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (under two minutes)")
+    parser.add_argument("--strict", action="store_true", help="exit 2 when any target is missed")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy each platform process into results/profiles/ (figures not recorded)"
+    )
+    args = parser.parse_args()
+    configure("WARNING", "console")
+    mode = "quick" if args.quick else "full"
+    if args.profile and py_spy() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    results = asyncio.run(main_async(QUICK if args.quick else FULL, mode, args.profile))
+    rows = report.rows_for(results)
+    m = results["machine"]
+    print(
+        f"\n{m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, "
+        f"Kafka {m['kafka']}, PostgreSQL {m['postgresql']}, commit {m['commit']}\n"
+    )
+    print(report.table(rows))
+    for finding in results["findings"]:
+        print(f"FINDING: {finding}")
+    for error in results["errors"]:
+        print(f"ERROR: {error}")
+    if args.profile:
+        print(f"\nprofiled run (figures perturbed, not recorded); profiles in {PROFILES}")
+    else:
+        report.write(results, rows)
+        print(f"\nwritten: {report.RESULTS / 'latest.md'}, latest.json, history.jsonl")
+    if results["errors"]:
+        sys.exit(1)
+    if args.strict and any(r.verdict != "PASS" for r in rows):
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
