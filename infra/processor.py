@@ -18,6 +18,7 @@ import structlog
 
 from hubs.domain import Command, Rejected
 from infra import metrics
+from infra.dlq import dead_letter
 from infra.hub import (
     HubSpec,
     SnapshotCodec,
@@ -35,7 +36,6 @@ log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = b"application/vnd.poseidon.avro"
 RESULT_SCHEMA = "poseidon.CommandResult"
-DEAD_LETTER_SCHEMA = "poseidon.DeadLetter"
 
 
 @dataclass
@@ -287,16 +287,15 @@ class AggregateProcessor:
     ) -> Outgoing:
         metrics.DEAD_LETTERS.labels(self.dlq_topic_name).inc()
         log.warning("dead-lettering command record", topic=topic, partition=partition, offset=offset, reason=reason)
-        record = {
-            "source_topic": topic,
-            "source_partition": partition,
-            "source_offset": offset,
-            "reason": reason[:2000],
-            "error_type": error_type,
-            "key": key,
-            "payload": value or b"",
-            "processor": self.process_name,
-            "failed_at": datetime.now(UTC),
-        }
-        headers = [("content-type", CONTENT_TYPE), ("reason", reason[:500].encode())]
-        return Outgoing(self.dlq_topic_name, key or b"", self.codec.encode(DEAD_LETTER_SCHEMA, record), headers)
+        value, headers = dead_letter(
+            self.codec,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            reason=reason,
+            error_type=error_type,
+            processor=self.process_name,
+        )
+        return Outgoing(self.dlq_topic_name, key or b"", value, headers)

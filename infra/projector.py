@@ -10,7 +10,6 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -19,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
 from infra import metrics
+from infra.dlq import dead_letter
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.projection import ProjectionSpec, Statement
@@ -189,21 +189,18 @@ class Projector:
         # letter, never lose one.
         topic = f"{record.topic}.dlq"
         log.warning("dead-lettering event", topic=record.topic, partition=record.partition, offset=record.offset, reason=reason)
-        value = self.codec.encode(
-            "poseidon.DeadLetter",
-            {
-                "source_topic": record.topic,
-                "source_partition": record.partition,
-                "source_offset": record.offset,
-                "reason": reason[:2000],
-                "error_type": error_type,
-                "key": record.key,
-                "payload": record.value or b"",
-                "processor": self.process_name,
-                "failed_at": datetime.now(UTC),
-            },
+        value, headers = dead_letter(
+            self.codec,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            error_type=error_type,
+            processor=self.process_name,
         )
-        await producer.send_and_wait(topic, value, key=record.key, headers=[("reason", reason[:500].encode())])
+        await producer.send_and_wait(topic, value, key=record.key, headers=headers)
         metrics.DEAD_LETTERS.labels(topic).inc()
         metrics.FAILURES.labels(self.process_name, self.spec.name, error_type).inc()
 
