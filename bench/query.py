@@ -93,7 +93,9 @@ async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, secon
     }
 
 
-async def measure(target: str, wallets: list, rate: float, seconds: float, warmup: float, server_pid: int | None = None) -> dict:
+async def measure(
+    target: str, wallets: list, rate: float, seconds: float, warmup: float, server_pid: int | None = None, token: str = ""
+) -> dict:
     """GetBalance on random known wallets, then Health/Check, both at `rate`."""
     channels = [grpc.aio.insecure_channel(target) for _ in range(CHANNELS)]
     try:
@@ -104,9 +106,11 @@ async def measure(target: str, wallets: list, rate: float, seconds: float, warmu
         rng = random.Random(7)
         requests = [wallet_pb2.GetBalanceRequest(tenant_id=w.tenant_id, wallet_id=w.wallet_id) for w in wallets]
         health_request = health_pb2.HealthCheckRequest(service="")
+        # The token is verified on every call (signature, claims), as in production.
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
 
         def get_balance(i: int):
-            return wallet_stubs[i % CHANNELS].GetBalance(rng.choice(requests), timeout=CALL_TIMEOUT)
+            return wallet_stubs[i % CHANNELS].GetBalance(rng.choice(requests), timeout=CALL_TIMEOUT, metadata=metadata)
 
         def health_check(i: int):
             return health_stubs[i % CHANNELS].Check(health_request, timeout=CALL_TIMEOUT)

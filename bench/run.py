@@ -62,8 +62,7 @@ class Run:
             }
         )
         self.settings = Settings.from_env(self.env)
-        self.codec = bootstrap.codec(self.settings)
-        self.services: list[procs.Service] = []
+
         self.results: dict = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": mode,
@@ -73,6 +72,16 @@ class Run:
             "findings": [],
             "errors": [],
         }
+        self.codec = bootstrap.codec(self.settings)
+        self.services: list[procs.Service] = []
+
+    def platform_token(self) -> str:
+        """A platform-scope token from the run's keyring, as a service caller would hold."""
+        from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
+
+        return TokenIssuer(Keyring(self.settings.keys_dir), self.settings).access_token(
+            "bench", "service", [PLATFORM_SCOPE], ttl_s=3600
+        )
 
     def service(self, name: str, argv: list[str], **env: str) -> procs.Service:
         svc = procs.Service(name, argv, {**self.env, **env}, self.dir, profile=self.profile)
@@ -166,7 +175,9 @@ class Run:
         target = f"127.0.0.1:{port}"
         try:
             await procs.wait_until(lambda: query.serving(target), 60, "gRPC server", grpc_server)
-            measured = await query.measure(target, wallets, s.grpc_rate, s.grpc_seconds, s.grpc_warmup, grpc_server.pid)
+            measured = await query.measure(
+                target, wallets, s.grpc_rate, s.grpc_seconds, s.grpc_warmup, grpc_server.pid, token=self.platform_token()
+            )
             grpc_server.sample_peak()
         finally:
             grpc_server.stop()

@@ -1,7 +1,8 @@
-"""The one gRPC bootstrap every hub's query service runs on: asyncpg pool on the
-hub's read-store schema, standard health service and server reflection (so
-grpcurl and grpc_health_probe work), metrics per method, clean errors (never a
-stack trace to the caller), ops endpoint, graceful shutdown."""
+"""The one gRPC bootstrap every hub's service runs on: asyncpg pool on the hub's
+read-store schema, bearer-token verification and the caller's principal, the
+role check, standard health service and server reflection (so grpcurl and
+grpc_health_probe work), metrics per method, clean errors (never a stack trace
+to the caller), ops endpoint, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -20,8 +21,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from infra import metrics
+from infra.command_client import CommandClient
 from infra.migrations import migrate
 from infra.ops import OpsServer
+from infra.security import (
+    Authorizer,
+    Keyring,
+    PermissionDenied,
+    TokenVerifier,
+    Unauthenticated,
+    bearer_token,
+    set_current_principal,
+)
 from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -35,39 +46,85 @@ class NotFound(LookupError):
     """The requested entity does not exist for the caller's tenant."""
 
 
+class FailedPrecondition(Exception):
+    """The request is well-formed but the state does not allow it (a command was rejected)."""
+
+
+@dataclass(frozen=True)
+class ServiceDeps:
+    """What a hub's servicer may use; built once per server by the bootstrap."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    """Pool whose search_path is the hub's read-store schema."""
+    authorizer: Authorizer
+    keyring: Keyring
+    commands: CommandClient | None
+    """Started when the service declares `sends_commands`; None otherwise."""
+
+
 @dataclass(frozen=True)
 class QueryService:
-    """What a hub declares for its gRPC queries (`hubs/<hub>/service.py: SERVICE`)."""
+    """What a hub declares for its gRPC service (`hubs/<hub>/service.py: SERVICE`)."""
 
     hub: str
     read_model: Any
     """The ProjectionSpec whose schema the queries read (migrated at start)."""
     service_names: Sequence[str]
     """Full proto service names, for health and reflection."""
-    add_to_server: Callable[[grpc.aio.Server, asyncpg.Pool], None]
+    add_to_server: Callable[[grpc.aio.Server, ServiceDeps], None]
+    public_methods: frozenset[str] = frozenset()
+    """Full method names callable without a token (`/pkg.Service/Login`)."""
+    sends_commands: bool = False
+    """The service sends commands to hubs (Identity, Tenant): start a CommandClient."""
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Maps our exceptions to status codes and records per-method metrics; an
-    unexpected exception becomes INTERNAL with a generic message (logged here)."""
+_UNGUARDED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Every unary call: verifies the bearer token (except public methods and the
+    standard health/reflection services) and makes the caller current, maps our
+    exceptions to status codes, and records per-method metrics. An unexpected
+    exception becomes INTERNAL with a generic message (the stack trace is logged
+    here, never sent)."""
+
+    def __init__(self, verifier: TokenVerifier, public_methods: frozenset[str] = frozenset()):
+        self.verifier, self.public_methods = verifier, public_methods
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method = handler_call_details.method
+        guarded_method = method not in self.public_methods and not method.startswith(_UNGUARDED_PREFIXES)
+        if handler is None:
+            return handler
+        if handler.unary_unary is None:
+            if guarded_method:
+                raise RuntimeError(f"{method}: only unary methods can be guarded")
+            return handler
         inner = handler.unary_unary
+        metadata = handler_call_details.invocation_metadata
 
         async def guarded(request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                set_current_principal(self.verifier.verify(bearer_token(metadata)) if guarded_method else None)
                 return await inner(request, context)
+            except Unauthenticated as exc:
+                code = grpc.StatusCode.UNAUTHENTICATED
+                await context.abort(code, str(exc))
+            except PermissionDenied as exc:
+                code = grpc.StatusCode.PERMISSION_DENIED
+                await context.abort(code, str(exc))
             except InvalidArgument as exc:
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, str(exc))
             except NotFound as exc:
                 code = grpc.StatusCode.NOT_FOUND
+                await context.abort(code, str(exc))
+            except FailedPrecondition as exc:
+                code = grpc.StatusCode.FAILED_PRECONDITION
                 await context.abort(code, str(exc))
             except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError) as exc:
                 code = grpc.StatusCode.UNAVAILABLE
@@ -81,9 +138,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 code = grpc.StatusCode.INTERNAL
-                log.exception("query failed", method=method)
+                log.exception("call failed", method=method)
                 await context.abort(code, "internal error")
             finally:
+                set_current_principal(None)
                 metrics.GRPC_REQUESTS.labels(method, code.name).inc()
                 metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
 
@@ -92,10 +150,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-async def start_server(
-    service: QueryService, settings: Settings, port: int | None = None
-) -> tuple[grpc.aio.Server, asyncpg.Pool, health.aio.HealthServicer]:
-    """Start the gRPC server (used by `serve` and by tests/benchmarks in-process)."""
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    deps: ServiceDeps
+    health: health.aio.HealthServicer
+    address: str
+
+    async def stop(self, grace: float = 5) -> None:
+        await self.server.stop(grace=grace)
+        if self.deps.commands is not None:
+            await self.deps.commands.stop()
+        await self.deps.pool.close()
+
+
+async def start_server(service: QueryService, settings: Settings, port: int | None = None) -> RunningServer:
+    """Start the gRPC server (used by `serve`, and in-process by benchmarks)."""
+    from poseidon import bootstrap
+
     schema = settings.pg_schema(service.read_model.name)
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
@@ -108,8 +180,14 @@ async def start_server(
         max_size=10,
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-    service.add_to_server(server, pool)
+    keyring = Keyring(settings.keys_dir)
+    commands = None
+    if service.sends_commands:
+        commands = CommandClient(settings, bootstrap.codec(settings), bootstrap.hubs().values())
+        await commands.start()
+    deps = ServiceDeps(settings=settings, pool=pool, authorizer=Authorizer(pool, settings), keyring=keyring, commands=commands)
+    server = grpc.aio.server(interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)])
+    service.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service.service_names):
@@ -126,14 +204,14 @@ async def start_server(
     gc.collect()
     gc.freeze()
     log.info("gRPC listening", hub=service.hub, address=address, schema=schema)
-    return server, pool, health_servicer
+    return RunningServer(server, deps, health_servicer, address)
 
 
 async def serve(service: QueryService, settings: Settings) -> None:
-    server, pool, health_servicer = await start_server(service, settings)
+    running = await start_server(service, settings)
 
     async def read_store_ok() -> bool:
-        async with pool.acquire() as conn:
+        async with running.deps.pool.acquire() as conn:
             return await conn.fetchval("SELECT 1") == 1
 
     ops = OpsServer(
@@ -144,12 +222,11 @@ async def serve(service: QueryService, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_watch_health(read_store_ok, health_servicer, service.service_names, stop))
+    watcher = asyncio.create_task(_watch_health(read_store_ok, running.health, service.service_names, stop))
     await stop.wait()
     log.info("gRPC stopping", hub=service.hub)
     watcher.cancel()
-    await server.stop(grace=5)
-    await pool.close()
+    await running.stop()
     await ops.stop()
 
 

@@ -96,6 +96,48 @@ def replay(name: str, dry_run: bool, no_progress: bool) -> None:
         sys.exit(1)
 
 
+def operator_token(settings: Settings) -> str:
+    """POSEIDON_TOKEN if set; otherwise a short platform-scope token signed with
+    the local keyring — only possible where the signing keys are (an operator
+    on the platform's own machine)."""
+    import os
+
+    token = os.environ.get("POSEIDON_TOKEN")
+    if token:
+        return token
+    from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
+
+    return TokenIssuer(Keyring(settings.keys_dir), settings).access_token("operator-cli", "service", [PLATFORM_SCOPE], ttl_s=300)
+
+
+@main.group()
+def token() -> None:
+    """Signing keys and tokens (needs the keyring: POSEIDON_JWT_KEYS_DIR)."""
+
+
+@token.command("issue")
+@click.option("--principal", required=True, help="Principal id (the `sub` claim).")
+@click.option("--kind", type=click.Choice(["user", "service"]), default="service", show_default=True)
+@click.option("--platform", "platform_scope", is_flag=True, help="Platform scope: every tenant, as owner.")
+@click.option("--ttl", type=int, default=900, show_default=True, help="Seconds.")
+def token_issue(principal: str, kind: str, platform_scope: bool, ttl: int) -> None:
+    """Print an access token signed with the active key."""
+    from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
+
+    settings = _settings()
+    scopes = [PLATFORM_SCOPE] if platform_scope else []
+    click.echo(TokenIssuer(Keyring(settings.keys_dir), settings).access_token(principal, kind, scopes, ttl_s=ttl))
+
+
+@token.command("rotate")
+def token_rotate() -> None:
+    """Add a new signing key; tokens signed by older keys stay valid until they expire."""
+    from infra.security import Keyring
+
+    settings = _settings()
+    click.echo(Keyring(settings.keys_dir).rotate())
+
+
 _TYPES = {"int": int, "str": str, "int | None": int}
 
 

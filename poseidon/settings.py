@@ -45,6 +45,12 @@ class Settings:
     processing_guarantee: str = "exactly_once"
     commit_interval_ms: int = 100
     state_dir: str = ".state"
+    jwt_keys_dir: str = ""
+    """Folder of ES256 signing keys `<kid>.pem`; empty: `<state_dir>/jwt-keys`."""
+    jwt_issuer: str = "poseidon-identity"
+    jwt_audience: str = "poseidon"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +77,11 @@ class Settings:
             processing_guarantee=env.get("POSEIDON_PROCESSING_GUARANTEE", d.processing_guarantee),
             commit_interval_ms=_int(env, "POSEIDON_COMMIT_INTERVAL_MS", d.commit_interval_ms),
             state_dir=env.get("POSEIDON_STATE_DIR", d.state_dir),
+            jwt_keys_dir=env.get("POSEIDON_JWT_KEYS_DIR", d.jwt_keys_dir),
+            jwt_issuer=env.get("POSEIDON_JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.get("POSEIDON_JWT_AUDIENCE", d.jwt_audience),
+            access_token_ttl_s=_int(env, "POSEIDON_ACCESS_TOKEN_TTL_S", d.access_token_ttl_s),
+            refresh_token_ttl_s=_int(env, "POSEIDON_REFRESH_TOKEN_TTL_S", d.refresh_token_ttl_s),
         )
         settings.check()
         return settings
@@ -94,6 +105,10 @@ class Settings:
             raise SettingsError("POSEIDON_TOPIC_MIN_ISR cannot exceed POSEIDON_TOPIC_REPLICATION")
         if self.schema_prefix and not self.schema_prefix.replace("_", "").isalnum():
             raise SettingsError("POSEIDON_SCHEMA_PREFIX may hold only letters, digits and underscores")
+
+    @property
+    def keys_dir(self) -> str:
+        return self.jwt_keys_dir or os.path.join(self.state_dir, "jwt-keys")
 
     def topic(self, name: str) -> str:
         """Physical Kafka topic name for a logical one (`wallet.events`)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from poseidon.settings import Settings
@@ -43,6 +44,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_LOG_LEVEL="INFO",
         POSEIDON_COMMIT_INTERVAL_MS=str(settings.commit_interval_ms),
         POSEIDON_STATE_DIR=settings.state_dir,
+        POSEIDON_JWT_KEYS_DIR=settings.keys_dir,
     )
     env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
     env.update(extra)
@@ -123,6 +125,40 @@ class Platform:
         return subprocess.run(
             [*POSEIDON, *args], cwd=ROOT, env=env_for(self.settings), capture_output=True, text=True, timeout=timeout
         )
+
+
+def mint_token(settings: Settings, principal_id: str, kind: str = "user", scopes=(), ttl_s: int | None = None) -> str:
+    """An access token signed with the namespace's keyring, as the Identity hub would."""
+    from infra.security import Keyring, TokenIssuer
+
+    return TokenIssuer(Keyring(settings.keys_dir), settings).access_token(principal_id, kind, scopes, ttl_s=ttl_s)
+
+
+def platform_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata of a platform service principal (every tenant)."""
+    from infra.security import PLATFORM_SCOPE
+
+    return (("authorization", f"Bearer {mint_token(settings, 'test-platform', 'service', [PLATFORM_SCOPE])}"),)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _WithMetadata(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, metadata):
+        self.metadata = tuple(metadata)
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        details = details._replace(metadata=tuple(details.metadata or ()) + self.metadata)
+        return await continuation(details, request)
+
+
+def channel(settings: Settings, hub: str, metadata=None) -> grpc.aio.Channel:
+    """A channel to a hub's gRPC port whose unary calls carry `metadata`
+    (default: a platform principal's token); `metadata=()` sends none."""
+    md = platform_metadata(settings) if metadata is None else metadata
+    return grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port(hub)}", interceptors=[_WithMetadata(md)] if md else None)
 
 
 async def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> list:

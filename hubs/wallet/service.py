@@ -9,12 +9,11 @@ import base64
 import json
 import uuid
 
-import asyncpg
 import click
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from infra.grpc_server import InvalidArgument, NotFound, QueryService
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
@@ -23,11 +22,12 @@ DEFAULT_PAGE = 50
 
 
 class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
+    def __init__(self, deps: ServiceDeps):
+        self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetBalance(self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.Balance:
         tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        await self.authorizer.require(tenant_id, "viewer")
         row = await queries.balance(self.pool, tenant_id, wallet_id)
         if row is None:
             raise NotFound(f"wallet {wallet_id} not found for tenant {tenant_id}")
@@ -44,6 +44,7 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
 
     async def ListLedger(self, request: wallet_pb2.ListLedgerRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.LedgerPage:
         tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        await self.authorizer.require(tenant_id, "viewer")
         size = request.page_size or DEFAULT_PAGE
         if not 1 <= size <= MAX_PAGE:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
@@ -108,8 +109,8 @@ def _ts(dt) -> Timestamp:
     return ts
 
 
-def _add_to_server(server: grpc.aio.Server, pool: asyncpg.Pool) -> None:
-    wallet_pb2_grpc.add_WalletQueryServicer_to_server(WalletQueries(pool), server)
+def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
+    wallet_pb2_grpc.add_WalletQueryServicer_to_server(WalletQueries(deps), server)
 
 
 SERVICE = QueryService(
@@ -124,14 +125,17 @@ def _query_cli(name: str, method: str, build, **option_help: str) -> click.Comma
     def run(**opts) -> None:
         from google.protobuf.json_format import MessageToDict
 
+        from poseidon.cli import operator_token
         from poseidon.settings import Settings
 
         settings = Settings.from_env()
         target = f"{settings.grpc_host if settings.grpc_host != '0.0.0.0' else '127.0.0.1'}:{settings.grpc_port('wallet')}"
+        metadata = (("authorization", f"Bearer {operator_token(settings)}"),)
 
         async def call():
             async with grpc.aio.insecure_channel(target) as channel:
-                return await getattr(wallet_pb2_grpc.WalletQueryStub(channel), method)(build(**opts), timeout=10)
+                stub = wallet_pb2_grpc.WalletQueryStub(channel)
+                return await getattr(stub, method)(build(**opts), timeout=10, metadata=metadata)
 
         try:
             reply = asyncio.run(call())

@@ -14,7 +14,7 @@ import pytest
 from hubs.wallet.commands import CaptureFunds, CreditFunds, DebitFunds, OpenWallet, ReleaseFunds, ReserveFunds
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
-from tests.harness import eventually, fetch, read_topic
+from tests.harness import channel, eventually, fetch, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -126,12 +126,11 @@ async def test_a_replay_rebuilds_the_read_store_identical_to_the_live_one_and_sw
         # The live projector and the gRPC server carry on against the swapped-in store.
         await client.send(CreditFunds(new_meta(wallets[0], "tenant-0"), amount=1))
         await eventually(lambda: _at_version(settings, wallets[0], 12), timeout=60)
-        import grpc
 
         from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('wallet')}") as channel:
-            reply = await wallet_pb2_grpc.WalletQueryStub(channel).GetBalance(
+        async with channel(settings, "wallet") as ch:
+            reply = await wallet_pb2_grpc.WalletQueryStub(ch).GetBalance(
                 wallet_pb2.GetBalanceRequest(tenant_id="tenant-0", wallet_id=wallets[0])
             )
         assert reply.version == 12 and reply.balance == 100 + 101 + 102 + 103 + 104 - 50 - 7 + 1

@@ -17,7 +17,7 @@ from hubs.wallet.commands import CreditFunds, DebitFunds, OpenWallet, ReserveFun
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
-from tests.harness import eventually, read_topic
+from tests.harness import bearer, channel, eventually, mint_token, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,9 @@ async def running(platform):
         yield platform, client, codec
 
 
-def stub(settings):
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('wallet')}")
-    return channel, wallet_pb2_grpc.WalletQueryStub(channel)
+def stub(settings, metadata=None):
+    ch = channel(settings, "wallet", metadata)
+    return ch, wallet_pb2_grpc.WalletQueryStub(ch)
 
 
 async def balance_when_version(settings, wallet_id: str, version: int, tenant: str = TENANT):
@@ -138,25 +138,49 @@ async def test_an_overdraft_is_rejected_with_a_reason_and_changes_nothing(runnin
 
 async def test_another_tenant_cannot_command_or_read_a_wallet(running):
     platform, client, _ = running
+    settings = platform.settings
     wallet_id = str(uuid.uuid4())
     await client.send(OpenWallet(new_meta(wallet_id, TENANT), currency="EUR"))
     stolen = await client.send(DebitFunds(new_meta(wallet_id, "tenant-b"), amount=1))
     assert not stolen.accepted and stolen.rejection == "TenantMismatch"
-    await balance_when_version(platform.settings, wallet_id, 1)
-    channel, wallet = stub(platform.settings)
-    async with channel:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await wallet.GetBalance(wallet_pb2.GetBalanceRequest(tenant_id="tenant-b", wallet_id=wallet_id))
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await wallet.ListLedger(wallet_pb2.ListLedgerRequest(tenant_id="tenant-b", wallet_id=wallet_id))
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await balance_when_version(settings, wallet_id, 1)
+
+    # A platform principal asking in the wrong tenant: the wallet is simply not there.
+    ch, wallet = stub(settings)
+    async with ch:
+        for call in (
+            wallet.GetBalance(wallet_pb2.GetBalanceRequest(tenant_id="tenant-b", wallet_id=wallet_id)),
+            wallet.ListLedger(wallet_pb2.ListLedgerRequest(tenant_id="tenant-b", wallet_id=wallet_id)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await wallet.GetBalance(wallet_pb2.GetBalanceRequest(tenant_id=TENANT, wallet_id="not-a-uuid"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "wallet_id" in err.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await wallet.ListLedger(wallet_pb2.ListLedgerRequest(tenant_id=TENANT, wallet_id=wallet_id, page_token="garbage"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.value.details()
+
+    # A user who is no member of the wallet's tenant is refused, whatever ids it sends.
+    ch, wallet = stub(settings, bearer(mint_token(settings, "user-of-tenant-b")))
+    async with ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await wallet.GetBalance(wallet_pb2.GetBalanceRequest(tenant_id=TENANT, wallet_id=wallet_id))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # No token, a forged one, an expired one: UNAUTHENTICATED, with the reason.
+    for metadata, reason in (
+        ((), "missing bearer token"),
+        (bearer(mint_token(settings, "u")[:-4] + "AAAA"), "invalid token"),
+        (bearer(mint_token(settings, "u", ttl_s=-60)), "token expired"),
+    ):
+        ch, wallet = stub(settings, metadata)
+        async with ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await wallet.GetBalance(wallet_pb2.GetBalanceRequest(tenant_id=TENANT, wallet_id=wallet_id))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason in err.value.details()
 
 
 async def test_garbage_on_the_command_topic_lands_in_the_dead_letter_topic_and_processing_goes_on(running):

@@ -1,0 +1,249 @@
+"""Authentication and authorisation shared by every gRPC service: ES256 signing
+keys with ids (rotation without invalidating live tokens), token issue and
+verification (algorithm fixed, so `none` and HS/RS confusion are refused), the
+caller's principal for the current call, and the role check against the Tenant
+hub's memberships. It decides nothing about any hub's data."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from poseidon.settings import Settings
+
+ALGORITHM = "ES256"
+ROLES = ("viewer", "agent", "admin", "owner")
+"""Tenant roles, weakest first: a role may do everything the ones before it may."""
+PLATFORM_SCOPE = "platform"
+"""Scope of platform service principals (sagas, the router): every tenant, as owner."""
+
+
+class Unauthenticated(Exception):
+    """No usable credentials: missing, malformed, expired, badly signed token…"""
+
+
+class PermissionDenied(Exception):
+    """Authenticated, but not allowed to do this in this tenant."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    kind: str
+    """`user` or `service`."""
+    scopes: frozenset[str] = frozenset()
+    token_id: str = ""
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("poseidon_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller of the gRPC call being served (set by the guard interceptor)."""
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("no authenticated caller")
+    return principal
+
+
+def set_current_principal(principal: Principal | None) -> contextvars.Token:
+    return _current.set(principal)
+
+
+class Keyring:
+    """ES256 keys in a folder, one `<kid>.pem` (private key) each. The newest kid
+    signs; every key present verifies, so after `rotate()` tokens signed by the
+    previous key stay valid until they expire and the old file is removed."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self._loaded_at = 0.0
+
+    def _load(self) -> None:
+        self._private = {}
+        if self.folder.is_dir():
+            for path in sorted(self.folder.glob("*.pem")):
+                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                if not isinstance(key, ec.EllipticCurvePrivateKey):
+                    raise ValueError(f"{path} is not an EC key")
+                self._private[path.stem] = key
+        self._loaded_at = time.monotonic()
+
+    def rotate(self) -> str:
+        """Create a new signing key; returns its kid. Kids sort by creation time."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        kid = f"k{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        path = self.folder / f"{kid}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        self._load()
+        return kid
+
+    def signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        if not self._private:
+            self._load()
+        if not self._private:
+            self.rotate()  # first start of a development stack: make the first key
+        kid = max(self._private)
+        return kid, self._private[kid]
+
+    def public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        if kid not in self._private and time.monotonic() - self._loaded_at > 1.0:
+            self._load()  # a key rotated in by another process
+        key = self._private.get(kid)
+        return key.public_key() if key is not None else None
+
+    def kids(self) -> list[str]:
+        if not self._private:
+            self._load()
+        return sorted(self._private)
+
+
+class TokenIssuer:
+    """Signs access tokens (used by the Identity hub, and by tests)."""
+
+    def __init__(self, keyring: Keyring, settings: Settings):
+        self.keyring, self.settings = keyring, settings
+
+    def access_token(
+        self,
+        principal_id: str,
+        kind: str = "user",
+        scopes: Iterable[str] = (),
+        ttl_s: int | None = None,
+        now: float | None = None,
+    ) -> str:
+        kid, key = self.keyring.signing_key()
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": principal_id,
+            "kind": kind,
+            "scope": " ".join(sorted(scopes)),
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + (ttl_s if ttl_s is not None else self.settings.access_token_ttl_s),
+            "jti": str(uuid.uuid4()),
+        }
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+class TokenVerifier:
+    CACHE_SIZE = 10_000
+
+    def __init__(self, keyring: Keyring, settings: Settings, leeway_s: int = 5):
+        self.keyring, self.settings, self.leeway_s = keyring, settings, leeway_s
+        # A token is immutable: once its signature and claims checked out, only
+        # its expiry can change the answer. Saves an ECDSA verify per call.
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit[1] + self.leeway_s:
+                return hit[0]
+            del self._verified[token]
+        principal, expires_at = self._verify(token)
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, expires_at)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"malformed token: {exc}") from None
+        # Checked before anything else: `none`, HS256-with-the-public-key and
+        # every other algorithm are refused whatever the token claims.
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted")
+        kid = header.get("kid")
+        key = self.keyring.public_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthenticated(f"unknown signing key id {kid!r}")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                leeway=self.leeway_s,
+                options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("token not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("token audience is not this platform") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated("token issuer is not trusted") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        scopes = frozenset(s for s in str(claims.get("scope", "")).split() if s)
+        principal = Principal(
+            id=str(claims["sub"]), kind=str(claims.get("kind", "user")), scopes=scopes, token_id=str(claims.get("jti", ""))
+        )
+        return principal, float(claims["exp"])
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+            return token.strip()
+    raise Unauthenticated("missing bearer token (metadata 'authorization: Bearer <token>')")
+
+
+class Authorizer:
+    """Checks the caller's role in a tenant against the Tenant hub's read store
+    (`<tenant schema>.memberships`), live, so a membership change applies to the
+    very next call. A tenant the caller is not a member of is refused exactly
+    like one that does not exist: no answer reveals other tenants."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings):
+        self.pool = pool
+        self.memberships = f'"{settings.pg_schema("tenant")}".memberships'
+
+    async def role_of(self, tenant_id: str, principal_id: str) -> str | None:
+        try:
+            return await self.pool.fetchval(
+                f"SELECT role FROM {self.memberships} WHERE tenant_id = $1 AND principal_id = $2", tenant_id, principal_id
+            )
+        except asyncpg.UndefinedTableError:
+            return None  # the Tenant read store does not exist yet: nobody is a member of anything
+
+    async def require(self, tenant_id: str, minimum: str = "viewer") -> str:
+        """The caller's role in `tenant_id` if it is at least `minimum`."""
+        if minimum not in ROLES:
+            raise ValueError(f"unknown role {minimum!r}")
+        principal = current_principal()
+        if PLATFORM_SCOPE in principal.scopes:
+            return "owner"
+        if not tenant_id:
+            raise PermissionDenied("a tenant id is required")
+        role = await self.role_of(tenant_id, principal.id)
+        if role is None or ROLES.index(role) < ROLES.index(minimum):
+            raise PermissionDenied(f"requires role {minimum} or higher in this tenant")
+        return role
