@@ -42,6 +42,8 @@ class CommandResult:
     """Name of the rule that refused the command; empty when accepted."""
     reason: str
     event_ids: tuple[str, ...]
+    event_types: tuple[str, ...]
+    """Full Avro names of the events, in the order of `event_ids`."""
     duplicate: bool
     """True when the command id had been decided before; this is that first outcome."""
 
@@ -181,6 +183,7 @@ class CommandClient:
                             rejection=r["rejection"],
                             reason=r["reason"],
                             event_ids=tuple(r["event_ids"]),
+                            event_types=tuple(r["event_types"]),
                             duplicate=r["duplicate"],
                         )
                     )

@@ -216,6 +216,7 @@ class AggregateProcessor:
         decision = decide(self.hub, aggregate, command)
         outgoing: list[Outgoing] = []
         event_ids: list[str] = []
+        event_types: list[str] = []
         if decision.accepted:
             for domain_event in decision.events:
                 name = self.hub.event_name(domain_event)
@@ -238,6 +239,7 @@ class AggregateProcessor:
                 value = self.codec.encode(name, record)
                 last_hash = hashlib.sha256(value).hexdigest()
                 event_ids.append(event_id)
+                event_types.append(name)
                 outgoing.append(Outgoing(self.events_topic_name, state_key, value, self._headers(name, meta)))
             self.aggregate_states[state_key] = self.snapshots.dumps(decision.aggregate, last_hash)
             log.info("command accepted", command=type(command).__name__, version=decision.version, events=len(event_ids))
@@ -257,6 +259,7 @@ class AggregateProcessor:
             "rejection": "" if decision.accepted else decision.rejection.rule,
             "reason": "" if decision.accepted else str(decision.rejection),
             "event_ids": event_ids,
+            "event_types": event_types,
             "duplicate": False,
             "decided_at": datetime.now(UTC),
         }
