@@ -13,7 +13,7 @@ PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
 
-.PHONY: help setup protos up down logs run stop test test-unit test-integration bench lint format clean status
+.PHONY: help setup protos up down logs run stop test test-unit test-integration bench lint format clean status docs
 
 help:
 	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
@@ -84,6 +84,9 @@ test-integration: up
 
 bench: up
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+docs: setup
+	$(PY) -m infra.docs
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -31,6 +31,13 @@ def main() -> None:
     """Poseidon Hub: event-sourced hub-and-spoke message broker."""
 
 
+@main.command("hubs")
+def list_hubs() -> None:
+    """Print the hubs this installation runs, one per line."""
+    for name in bootstrap.hubs():
+        click.echo(name)
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics of the platform."""

@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUN=$ROOT/.run
 POSEIDON=$ROOT/.venv/bin/poseidon
-HUBS=${POSEIDON_HUBS:-wallet}
+HUBS=${POSEIDON_HUBS:-$("$POSEIDON" hubs)}
 ROLES="processor projector grpc"
 mkdir -p "$RUN"
 
