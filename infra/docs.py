@@ -23,7 +23,7 @@ def _type_name(t) -> str:
     if isinstance(t, str):
         return t.rsplit(".", 1)[-1]
     if isinstance(t, list):
-        return " | ".join(_type_name(x) for x in t)
+        return " or ".join(_type_name(x) for x in t)  # a bare | would split the markdown table
     if t.get("logicalType"):
         return t["logicalType"]
     if t.get("type") == "array":

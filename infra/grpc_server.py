@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from infra import metrics
-from infra.command_client import CommandClient
+from infra.command_client import CommandClient, CommandTimeout
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.security import (
@@ -126,6 +126,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             except FailedPrecondition as exc:
                 code = grpc.StatusCode.FAILED_PRECONDITION
                 await context.abort(code, str(exc))
+            except CommandTimeout as exc:
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("hub did not answer in time", method=method, error=str(exc))
+                await context.abort(code, "the hub did not answer in time; retry (with the same command id, if any)")
             except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError) as exc:
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("read store unavailable", method=method, error=str(exc))

@@ -38,6 +38,8 @@ class HubSpec:
     """Operator CLI verb → command (`poseidon wallet credit …`)."""
     aggregate_option: str = "id"
     """CLI option naming the aggregate id (`--wallet`)."""
+    aggregate_is_tenant: bool = False
+    """The aggregate id is the tenant id (the Tenant hub): the CLI asks for it once."""
 
     def topic(self, kind: str) -> str:
         """Logical topic name: `<hub>.commands`, `<hub>.events`, `<hub>.command-results`."""

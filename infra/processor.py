@@ -28,6 +28,7 @@ from infra.hub import (
     new_event_id,
 )
 from infra.ops import OpsServer
+from infra.topics import PROCESSOR_TABLES, processor_app_id
 from poseidon.logging import bind_correlation
 from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError, EncodeError
@@ -71,7 +72,7 @@ class AggregateProcessor:
         datadir = Path(s.state_dir) / f"{s.topic_prefix}{self.hub.name}-processor"
         datadir.mkdir(parents=True, exist_ok=True)
         app = faust.App(
-            f"{s.topic_prefix}poseidon-{self.hub.name}-processor",
+            s.topic(processor_app_id(self.hub)),
             broker=[f"kafka://{server}" for server in s.kafka_bootstrap.split(",")],
             processing_guarantee=s.processing_guarantee,
             store="memory://",
@@ -104,13 +105,13 @@ class AggregateProcessor:
         # Both tables are written while handling a command, so faust puts their
         # changelog records in the command's partition and in its transaction.
         self.aggregate_states = app.Table(
-            f"{self.hub.name}-aggregate_states",
+            f"{self.hub.name}-{PROCESSOR_TABLES[0]}",
             partitions=s.topic_partitions,
             key_type=bytes,
             value_type=bytes,
         )
         self.command_outcomes = app.Table(
-            f"{self.hub.name}-command_outcomes",
+            f"{self.hub.name}-{PROCESSOR_TABLES[1]}",
             partitions=s.topic_partitions,
             key_type=bytes,
             value_type=bytes,

@@ -83,7 +83,9 @@ class Keyring:
     def rotate(self) -> str:
         """Create a new signing key; returns its kid. Kids sort by creation time."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        kid = f"k{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        now_ns = time.time_ns()
+        # Sortable to the nanosecond: the newest key must also be the greatest kid.
+        kid = f"k{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now_ns / 1e9))}{now_ns % 10**9:09d}"
         pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -4,6 +4,7 @@ auto-creation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,7 +37,23 @@ def hub_topics(hub: HubSpec) -> list[TopicSpec]:
         TopicSpec(hub.topic("command-results"), {"cleanup.policy": "delete", "retention.ms": MONTH_MS}),
         TopicSpec(hub.topic("commands.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
         TopicSpec(hub.topic("events.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        # The processor's table changelogs, created here rather than by faust on
+        # first use: a command arriving before faust declared them crashed the agent
+        # (PartitionsMismatch). Names follow faust's `<app id>-<table>-changelog`.
+        *(TopicSpec(changelog_topic(hub, table), {"cleanup.policy": "compact"}) for table in PROCESSOR_TABLES),
     ]
+
+
+PROCESSOR_TABLES = ("aggregate_states", "command_outcomes")
+
+
+def processor_app_id(hub: HubSpec) -> str:
+    """Logical faust app id of a hub's processor (the physical one adds the topic prefix)."""
+    return f"poseidon-{hub.name}-processor"
+
+
+def changelog_topic(hub: HubSpec, table: str) -> str:
+    return f"{processor_app_id(hub)}-{hub.name}-{table}-changelog"
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:
@@ -61,9 +78,25 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[
             except TopicAlreadyExistsError:
                 pass  # a concurrent starter won the race; the topics exist, which is all we need
             log.info("topics created", topics=[t.name for t in wanted])
+            await _wait_until_visible(admin, [t.name for t in wanted])
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """CreateTopics returns before every broker serves the new topics' metadata and
+    configs; a consumer starting in that window fails (faust: PartitionsMismatch)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pending = list(names)
+    while pending:
+        described = await admin.describe_topics(pending)
+        pending = [t["topic"] for t in described if t["error_code"] != 0 or not t["partitions"]]
+        if not pending:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s}s: {pending}")
+        await asyncio.sleep(0.1)
 
 
 async def delete_topics(settings: Settings, names: Iterable[str]) -> None:

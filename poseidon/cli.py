@@ -169,7 +169,7 @@ def _command_cli(hub, verb: str, command_cls) -> click.Command:
             raise click.UsageError(f"--{hub.aggregate_option} is required")
         meta = new_meta(
             aggregate_id,
-            options.pop("tenant"),
+            aggregate_id if hub.aggregate_is_tenant else options.pop("tenant"),
             actor=options.pop("actor"),
             command_id=options.pop("command_id"),
             expected_version=options.pop("expected_version"),
@@ -192,7 +192,11 @@ def _command_cli(hub, verb: str, command_cls) -> click.Command:
 
     params = [
         click.Option([f"--{hub.aggregate_option}", "aggregate_id"], required=verb != "open", help=f"{hub.name} id."),
-        click.Option(["--tenant"], required=True, help="Tenant id that owns the aggregate."),
+        *(
+            []
+            if hub.aggregate_is_tenant
+            else [click.Option(["--tenant"], required=True, help="Tenant id that owns the aggregate.")]
+        ),
         click.Option(["--actor"], default="operator-cli", show_default=True),
         click.Option(["--command-id"], default=None, help="Reuse to resend a command safely."),
         click.Option(["--expected-version"], type=int, default=None, help="Optimistic concurrency check."),

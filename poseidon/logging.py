@@ -11,8 +11,22 @@ from typing import Any
 
 import structlog
 
+# Keys whose values never reach a log line in clear, whoever logs them.
+SECRET_KEYS = frozenset({"password", "token", "refresh_token", "access_token", "secret", "totp_code", "authorization"})
+PII_KEYS = frozenset({"email", "phone", "display_name", "name", "text"})
+
+
+def redact(_logger: object, _method: str, event_dict: dict) -> dict:
+    """structlog processor: secrets become "[redacted]", PII "[pii]"."""
+    for key in event_dict.keys() & (SECRET_KEYS | PII_KEYS):
+        if event_dict[key]:
+            event_dict[key] = "[redacted]" if key in SECRET_KEYS else "[pii]"
+    return event_dict
+
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
+    redact,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),

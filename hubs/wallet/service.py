@@ -5,7 +5,6 @@ projections/wallet/queries.py."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 
@@ -14,11 +13,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.paging import MAX_PAGE, decode_token, encode_token, page_size
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
-
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
 
 
 class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
@@ -45,10 +42,8 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
     async def ListLedger(self, request: wallet_pb2.ListLedgerRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.LedgerPage:
         tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
         await self.authorizer.require(tenant_id, "viewer")
-        size = request.page_size or DEFAULT_PAGE
-        if not 1 <= size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
-        after = _decode_token(request.page_token)
+        size = page_size(request.page_size)
+        after = _after_version(request.page_token)
         rows = await queries.ledger_page(self.pool, tenant_id, wallet_id, after, size + 1)
         if not rows and after == 0 and await queries.balance(self.pool, tenant_id, wallet_id) is None:
             raise NotFound(f"wallet {wallet_id} not found for tenant {tenant_id}")
@@ -70,7 +65,7 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
                 )
                 for r in page
             ],
-            next_page_token=_encode_token(page[-1]["version"]) if more else "",
+            next_page_token=encode_token(page[-1]["version"]) if more else "",
         )
 
 
@@ -87,19 +82,10 @@ def _wallet_id(value: str) -> uuid.UUID:
         raise InvalidArgument(f"wallet_id must be a UUID, not {value!r}") from None
 
 
-def _encode_token(version: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{version}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
+def _after_version(token: str) -> int:
     try:
-        prefix, version = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "v1":
-            raise ValueError(prefix)
-        return int(version)
-    except (ValueError, UnicodeDecodeError):
+        return int(decode_token(token, "0"))
+    except ValueError:
         raise InvalidArgument("page_token is not a token this service issued") from None
 
 

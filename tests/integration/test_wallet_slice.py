@@ -257,8 +257,12 @@ async def test_the_events_topic_keeps_everything_forever_and_was_created_explici
     await admin.start()
     try:
         topic = namespace.topic("wallet.events")
-        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        configs = {c[0]: c[1] for c in response.resources[0][4]}
+        async def topic_configs():
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            found = {c[0]: c[1] for c in response.resources[0][4]}
+            return found if "retention.ms" in found else None
+
+        configs = await eventually(topic_configs, timeout=15)
         assert configs["retention.ms"] == "-1"
         assert configs["cleanup.policy"] == "delete"
         assert configs["min.insync.replicas"] == str(namespace.topic_min_isr)

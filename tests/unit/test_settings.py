@@ -169,3 +169,10 @@ def test_with_returns_changed_settings_and_leaves_the_original_alone():
 
     assert changed.topic("wallet.events") == "t.wallet.events"
     assert original.topic("wallet.events") == "wallet.events"
+
+
+def test_log_lines_never_carry_secrets_or_pii_in_clear():
+    from poseidon.logging import redact
+
+    line = redact(None, "info", {"event": "x", "password": "hunter2", "email": "a@b.co", "command_id": "c1", "text": ""})
+    assert line == {"event": "x", "password": "[redacted]", "email": "[pii]", "command_id": "c1", "text": ""}

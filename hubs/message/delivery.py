@@ -1,0 +1,27 @@
+"""The delivery state machine of an outbound message, pure. Receipts may overtake
+each other (a read receipt before the delivery one), so a status may skip ahead
+but never go back; failed is terminal except for a retry, which re-queues."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+QUEUED, SENT, DELIVERED, READ, FAILED = "queued", "sent", "delivered", "read", "failed"
+STATUSES = (QUEUED, SENT, DELIVERED, READ, FAILED)
+"""Delivery statuses of an outbound message; it is recorded as queued."""
+RECEIVED = "received"
+"""The one status of an inbound message: it has no delivery to follow."""
+
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    QUEUED: frozenset({SENT, DELIVERED, READ, FAILED}),
+    SENT: frozenset({DELIVERED, READ, FAILED}),
+    DELIVERED: frozenset({READ}),
+    READ: frozenset(),
+    FAILED: frozenset({QUEUED}),
+}
+
+
+def can_move(current: str, new: str) -> bool:
+    """True if an outbound message in `current` may move to `new`. Staying in the
+    same status is not a move (a repeated receipt changes nothing)."""
+    return new in TRANSITIONS.get(current, frozenset())

@@ -1,0 +1,4 @@
+"""Tenant hub: tenants (workspaces) and their memberships — who belongs to which
+tenant with which role (owner, admin, agent, viewer), invitations, role changes
+and removals, with at least one owner always left. Every role check on the
+platform reads the memberships this hub projects."""

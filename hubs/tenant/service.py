@@ -1,0 +1,300 @@
+"""Tenant gRPC service: queries over the tenant read store (TenantQuery) and the
+membership commands sent on the caller's behalf (TenantMembership), each
+guarded by the caller's role in the tenant it names. Parsing, authorising and
+answering only; SQL lives in projections/tenant/queries.py, rules in the aggregate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hubs.domain import Command
+from hubs.tenant.aggregate import MAX_NAME, ROLES, TENANT_ID
+from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from infra.command_client import CommandResult, new_meta
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.paging import decode_token, page_size, paginate
+from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
+from projections.tenant import PROJECTION, queries
+from schemas.protos import tenant_pb2, tenant_pb2_grpc
+
+COMMAND_TIMEOUT_S = 15.0
+PROJECTION_WAIT_S = 3.0
+"""How long a command reply waits for the read store to show its effect, so the
+caller's next query (and every role check) already sees it."""
+
+
+class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
+    def __init__(self, deps: ServiceDeps):
+        self.pool, self.authorizer = deps.pool, deps.authorizer
+
+    async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: grpc.aio.ServicerContext) -> tenant_pb2.Tenant:
+        tenant_id = _tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "viewer")
+        row = await queries.tenant(self.pool, tenant_id)
+        if row is None:  # only a platform principal gets here for a tenant that does not exist
+            raise NotFound(f"tenant {tenant_id} not found")
+        return tenant_pb2.Tenant(
+            tenant_id=row["tenant_id"],
+            name=row["name"],
+            version=row["version"],
+            member_count=row["member_count"],
+            created_at=_ts(row["created_at"]),
+            updated_at=_ts(row["updated_at"]),
+        )
+
+    async def ListMembers(
+        self, request: tenant_pb2.ListMembersRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.MemberPage:
+        tenant_id = _tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "viewer")
+        size, after = page_size(request.page_size), decode_token(request.page_token)
+        rows = await queries.members_page(self.pool, tenant_id, after, size + 1)
+        page, token = paginate(rows, size, "principal_id")
+        return tenant_pb2.MemberPage(
+            members=[
+                tenant_pb2.Member(principal_id=r["principal_id"], role=r["role"], joined_at=_ts(r["joined_at"])) for r in page
+            ],
+            next_page_token=token,
+        )
+
+    async def GetMyRole(self, request: tenant_pb2.GetMyRoleRequest, context: grpc.aio.ServicerContext) -> tenant_pb2.MyRole:
+        tenant_id = _tenant(request.tenant_id)
+        role = await self.authorizer.require(tenant_id, "viewer")
+        caller = current_principal()
+        return tenant_pb2.MyRole(tenant_id=tenant_id, principal_id=caller.id, role=role, platform=_is_platform(caller))
+
+    async def ListMyTenants(
+        self, request: tenant_pb2.ListMyTenantsRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.MyTenantPage:
+        caller = _member_caller()
+        size, after = page_size(request.page_size), decode_token(request.page_token)
+        rows = await queries.tenants_of(self.pool, caller.id, after, size + 1)
+        page, token = paginate(rows, size, "tenant_id")
+        return tenant_pb2.MyTenantPage(
+            tenants=[
+                tenant_pb2.MyTenant(tenant_id=r["tenant_id"], name=r["name"], role=r["role"], joined_at=_ts(r["joined_at"]))
+                for r in page
+            ],
+            next_page_token=token,
+        )
+
+    async def ListInvitations(
+        self, request: tenant_pb2.ListInvitationsRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.InvitationPage:
+        tenant_id = _tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "admin")
+        size, after = page_size(request.page_size), decode_token(request.page_token)
+        rows = await queries.invitations_page(self.pool, tenant_id, after, size + 1)
+        page, token = paginate(rows, size, "principal_id")
+        return tenant_pb2.InvitationPage(
+            invitations=[_invitation(r, tenant_id=tenant_id) for r in page],
+            next_page_token=token,
+        )
+
+    async def ListMyInvitations(
+        self, request: tenant_pb2.ListMyInvitationsRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.MyInvitationPage:
+        caller = _member_caller()
+        size, after = page_size(request.page_size), decode_token(request.page_token)
+        rows = await queries.invitations_of(self.pool, caller.id, after, size + 1)
+        page, token = paginate(rows, size, "tenant_id")
+        return tenant_pb2.MyInvitationPage(
+            invitations=[_invitation(r, principal_id=caller.id) for r in page],
+            next_page_token=token,
+        )
+
+
+class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
+    """Sends tenant commands as the caller (the command's actor). The role check
+    here reads the read store; the aggregate repeats it for member actors
+    against its own state, so a stale read store cannot widen anyone's rights."""
+
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the tenant service declares sends_commands"
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+
+    async def CreateTenant(
+        self, request: tenant_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        caller = current_principal()
+        tenant_id = _canonical_tenant(request.tenant_id) if request.tenant_id else str(uuid.uuid4())
+        if not request.name.strip() or len(request.name) > MAX_NAME:
+            raise InvalidArgument(f"name must be 1 to {MAX_NAME} characters and not blank")
+        if _is_platform(caller):
+            owner = _principal(request.owner_id, "owner_id")
+        elif request.owner_id and request.owner_id != caller.id:
+            raise PermissionDenied("only platform principals may name another owner")
+        else:
+            owner = caller.id
+        command = CreateTenant(self._meta(tenant_id, caller, request.command_id), name=request.name, owner_id=owner)
+        return await self._send(command)
+
+    async def InviteMember(
+        self, request: tenant_pb2.InviteMemberRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, principal_id, role = _tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
+        await self.authorizer.require(tenant_id, "owner" if role == "owner" else "admin")
+        caller = current_principal()
+        command = InviteMember(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id, role=role)
+        return await self._send(command)
+
+    async def AcceptInvitation(
+        self, request: tenant_pb2.AcceptInvitationRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, caller = _tenant(request.tenant_id), current_principal()
+        principal_id = _on_behalf_of(caller, request.principal_id)
+        command = AcceptInvitation(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id)
+        # Not a member yet, so no role to check: the aggregate only lets the
+        # invitee (or a platform principal) accept. Missing tenant and missing
+        # invitation answer alike, so this reveals no other tenant.
+        nothing = f"no pending invitation for {principal_id} in tenant {tenant_id}"
+        return await self._send(command, not_found={"AggregateNotFound": nothing, "NoInvitation": nothing})
+
+    async def ChangeMemberRole(
+        self, request: tenant_pb2.ChangeMemberRoleRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, principal_id, role = _tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
+        await self.authorizer.require(tenant_id, "admin")
+        if role == "owner" or await self.authorizer.role_of(tenant_id, principal_id) == "owner":
+            await self.authorizer.require(tenant_id, "owner")
+        caller = current_principal()
+        command = ChangeMemberRole(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id, role=role)
+        return await self._send(command)
+
+    async def RemoveMember(
+        self, request: tenant_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, principal_id, caller = _tenant(request.tenant_id), _principal(request.principal_id), current_principal()
+        command = RemoveMember(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id)
+        if principal_id == caller.id:
+            # Leaving, or declining one's own invitation: needs no role, and a
+            # tenant one has nothing to do with answers like a missing one.
+            nothing = f"no membership or invitation for {principal_id} in tenant {tenant_id}"
+            return await self._send(command, not_found={"AggregateNotFound": nothing, "NotAMember": nothing})
+        await self.authorizer.require(tenant_id, "admin")
+        if await self.authorizer.role_of(tenant_id, principal_id) == "owner":
+            await self.authorizer.require(tenant_id, "owner")
+        return await self._send(command)
+
+    def _meta(self, tenant_id: str, caller: Principal, command_id: str):
+        if len(command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        return new_meta(tenant_id, tenant_id, actor=caller.id, command_id=command_id or None)
+
+    async def _send(self, command: Command, not_found: dict[str, str] | None = None) -> tenant_pb2.CommandReply:
+        result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+        tenant_id = command.meta.tenant_id
+        if not result.accepted:
+            raise _refusal(result, not_found or {})
+        projected = await _wait_until_projected(self.pool, tenant_id, result.version)
+        return tenant_pb2.CommandReply(
+            tenant_id=tenant_id,
+            command_id=result.command_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=projected,
+        )
+
+
+def _refusal(result: CommandResult, not_found: dict[str, str]) -> Exception:
+    if result.rejection in not_found:
+        return NotFound(not_found[result.rejection])
+    if result.rejection == "InvalidCommand":
+        return InvalidArgument(result.reason)
+    if result.rejection == "InsufficientRole":
+        return PermissionDenied(result.reason)
+    if result.rejection == "AggregateNotFound":
+        return NotFound(result.reason)
+    return FailedPrecondition(f"{result.rejection}: {result.reason}")
+
+
+async def _wait_until_projected(pool, tenant_id: str, version: int) -> bool:
+    deadline = time.monotonic() + PROJECTION_WAIT_S
+    while True:
+        if (await pool.fetchval("SELECT version FROM tenants WHERE tenant_id = $1", tenant_id) or 0) >= version:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+def _is_platform(principal: Principal) -> bool:
+    return PLATFORM_SCOPE in principal.scopes
+
+
+def _member_caller() -> Principal:
+    caller = current_principal()
+    if _is_platform(caller):
+        raise InvalidArgument("caller: a platform principal is a member of no tenant; ask per tenant instead")
+    return caller
+
+
+def _on_behalf_of(caller: Principal, principal_id: str) -> str:
+    if _is_platform(caller):
+        return _principal(principal_id)
+    if principal_id and principal_id != caller.id:
+        raise PermissionDenied("only platform principals may act for another principal")
+    return caller.id
+
+
+def _tenant(value: str) -> str:
+    if not value:
+        raise InvalidArgument("tenant_id is required")
+    return value
+
+
+def _canonical_tenant(value: str) -> str:
+    if not TENANT_ID.match(value):
+        raise InvalidArgument(f"tenant_id must be a lower-case slug of 1 to 63 letters, digits and inner hyphens, not {value!r}")
+    return value
+
+
+def _principal(value: str, field: str = "principal_id") -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    return value
+
+
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(ROLES)}, not {value!r}")
+    return value
+
+
+def _invitation(row, *, tenant_id: str = "", principal_id: str = "") -> tenant_pb2.Invitation:
+    return tenant_pb2.Invitation(
+        tenant_id=tenant_id or row["tenant_id"],
+        tenant_name=row["name"],
+        principal_id=principal_id or row["principal_id"],
+        role=row["role"],
+        invited_by=row["invited_by"],
+        invited_at=_ts(row["invited_at"]),
+    )
+
+
+def _ts(dt) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
+    tenant_pb2_grpc.add_TenantQueryServicer_to_server(TenantQueries(deps), server)
+    tenant_pb2_grpc.add_TenantMembershipServicer_to_server(TenantMembership(deps), server)
+
+
+SERVICE = QueryService(
+    hub="tenant",
+    read_model=PROJECTION,
+    service_names=(
+        tenant_pb2.DESCRIPTOR.services_by_name["TenantQuery"].full_name,
+        tenant_pb2.DESCRIPTOR.services_by_name["TenantMembership"].full_name,
+    ),
+    add_to_server=_add_to_server,
+    sends_commands=True,
+)

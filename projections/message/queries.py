@@ -1,0 +1,64 @@
+"""The read queries the message gRPC service runs. Every query is scoped by
+tenant: another tenant's conversation or message is indistinguishable from a
+missing one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+_CONVERSATION_COLUMNS = """conversation_id, tenant_id, channel, channel_account_id, contact_id, status, message_count,
+    started_at, last_message_at, last_activity_at, version, updated_at"""
+_MESSAGE_COLUMNS = """message_id, conversation_id, sequence, direction, text, attachments::text AS attachments, in_reply_to,
+    status, status_reason, received_at, created_at, updated_at"""
+
+CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND conversation_id = $2"
+# Keyset pagination, newest activity first; the cursor is the last row's (last_activity_at, conversation_id).
+CONVERSATIONS_PAGE = f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations
+WHERE tenant_id = $1 AND (last_activity_at, conversation_id) < ($2, $3)
+ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $4"""
+CHANNEL_CONVERSATIONS_PAGE = f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations
+WHERE tenant_id = $1 AND channel = $5 AND (last_activity_at, conversation_id) < ($2, $3)
+ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $4"""
+MESSAGES_PAGE = f"""SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4"""
+MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3"
+HISTORY = """SELECT status, previous_status, reason, version, event_id, occurred_at FROM message_status_history
+WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3 ORDER BY version"""
+
+FIRST_CURSOR = (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))
+"""Sorts after every row: the cursor of the first page."""
+
+
+async def conversation(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, conversation_id: uuid.UUID):
+    return await conn.fetchrow(CONVERSATION, tenant_id, conversation_id)
+
+
+async def conversations_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    tenant_id: str,
+    channel: str | None,
+    before: tuple[datetime, uuid.UUID],
+    limit: int,
+) -> list[asyncpg.Record]:
+    if channel:
+        return await conn.fetch(CHANNEL_CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit, channel)
+    return await conn.fetch(CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit)
+
+
+async def messages_page(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, conversation_id: uuid.UUID, after_sequence: int, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(MESSAGES_PAGE, tenant_id, conversation_id, after_sequence, limit)
+
+
+async def message(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, conversation_id: uuid.UUID, message_id: str):
+    return await conn.fetchrow(MESSAGE, tenant_id, conversation_id, message_id)
+
+
+async def history(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, conversation_id: uuid.UUID, message_id: str
+) -> list[asyncpg.Record]:
+    return await conn.fetch(HISTORY, tenant_id, conversation_id, message_id)

@@ -1,0 +1,64 @@
+"""Pure mapping of tenant events to read-store statements. Every statement after
+the tenant's creation first moves the tenant row's version forward (only if it
+is behind the event's version) and changes memberships or invitations only when
+that happened, in one statement: a replayed event changes nothing, and events of
+one tenant apply in order whatever batch they arrive in."""
+
+from __future__ import annotations
+
+from infra.projection import Statement
+
+# Phases: the tenant row exists before anything guards on its version; every
+# other statement runs in event order (the version guard needs it).
+CREATED, CHANGED = 0, 1
+
+CREATE = """INSERT INTO tenants (tenant_id, name, version, created_by, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id) DO NOTHING"""
+
+# $1 tenant id, $2 event version, $3 occurred at: the shared guard of every change.
+_BUMP = """WITH bumped AS (
+    UPDATE tenants SET version = $2::bigint, updated_at = $3::timestamptz
+    WHERE tenant_id = $1::text AND version < $2::bigint RETURNING tenant_id)
+"""
+JOIN = (
+    _BUMP
+    + """, accepted AS (
+    DELETE FROM invitations i USING bumped WHERE i.tenant_id = bumped.tenant_id AND i.principal_id = $4::text)
+INSERT INTO memberships (tenant_id, principal_id, role, joined_at)
+SELECT tenant_id, $4::text, $5::text, $3::timestamptz FROM bumped
+ON CONFLICT (tenant_id, principal_id) DO UPDATE SET role = EXCLUDED.role, joined_at = EXCLUDED.joined_at"""
+)
+INVITE = (
+    _BUMP
+    + """INSERT INTO invitations (tenant_id, principal_id, role, invited_by, invited_at)
+SELECT tenant_id, $4::text, $5::text, $6::text, $3::timestamptz FROM bumped
+ON CONFLICT (tenant_id, principal_id) DO UPDATE
+SET role = EXCLUDED.role, invited_by = EXCLUDED.invited_by, invited_at = EXCLUDED.invited_at"""
+)
+WITHDRAW = _BUMP + """DELETE FROM invitations i USING bumped WHERE i.tenant_id = bumped.tenant_id AND i.principal_id = $4::text"""
+CHANGE_ROLE = (
+    _BUMP
+    + """UPDATE memberships m SET role = $5::text FROM bumped
+WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
+)
+REMOVE = _BUMP + """DELETE FROM memberships m USING bumped WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
+
+
+def apply(event_type: str, record: dict) -> list[Statement]:
+    env = record["envelope"]
+    tenant_id, version, at = env["tenant_id"], env["aggregate_version"], env["occurred_at"]
+    kind = event_type.rsplit(".", 1)[-1]
+    if kind == "TenantCreated":
+        return [Statement(CREATE, (tenant_id, record["name"], version, env["actor"], at), phase=CREATED)]
+    guarded = (tenant_id, version, at)
+    if kind == "MemberJoined":
+        return [Statement(JOIN, (*guarded, record["principal_id"], record["role"]), phase=CHANGED)]
+    if kind == "MemberInvited":
+        return [Statement(INVITE, (*guarded, record["principal_id"], record["role"], env["actor"]), phase=CHANGED)]
+    if kind == "InvitationWithdrawn":
+        return [Statement(WITHDRAW, (*guarded, record["principal_id"]), phase=CHANGED)]
+    if kind == "MemberRoleChanged":
+        return [Statement(CHANGE_ROLE, (*guarded, record["principal_id"], record["role"]), phase=CHANGED)]
+    if kind == "MemberRemoved":
+        return [Statement(REMOVE, (*guarded, record["principal_id"]), phase=CHANGED)]
+    raise ValueError(f"the tenant read model has no mapping for {event_type}")

@@ -1,0 +1,44 @@
+"""The read queries the tenant gRPC service runs. Every tenant-scoped query is
+keyed by tenant id; the caller-scoped ones ("my tenants", "my invitations") by
+the caller's principal id and nothing else."""
+
+from __future__ import annotations
+
+import asyncpg
+
+TENANT = """SELECT t.tenant_id, t.name, t.version, t.created_at, t.updated_at,
+    (SELECT count(*) FROM memberships m WHERE m.tenant_id = t.tenant_id) AS member_count
+FROM tenants t WHERE t.tenant_id = $1"""
+MEMBERS_PAGE = """SELECT principal_id, role, joined_at FROM memberships
+WHERE tenant_id = $1 AND principal_id > $2 ORDER BY principal_id LIMIT $3"""
+INVITATIONS_PAGE = """SELECT i.principal_id, t.name, i.role, i.invited_by, i.invited_at FROM invitations i
+JOIN tenants t ON t.tenant_id = i.tenant_id
+WHERE i.tenant_id = $1 AND i.principal_id > $2 ORDER BY i.principal_id LIMIT $3"""
+TENANTS_OF = """SELECT t.tenant_id, t.name, m.role, m.joined_at FROM memberships m
+JOIN tenants t ON t.tenant_id = m.tenant_id
+WHERE m.principal_id = $1 AND m.tenant_id > $2 ORDER BY m.tenant_id LIMIT $3"""
+INVITATIONS_OF = """SELECT i.tenant_id, t.name, i.role, i.invited_by, i.invited_at FROM invitations i
+JOIN tenants t ON t.tenant_id = i.tenant_id
+WHERE i.principal_id = $1 AND i.tenant_id > $2 ORDER BY i.tenant_id LIMIT $3"""
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+async def tenant(conn: Conn, tenant_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(TENANT, tenant_id)
+
+
+async def members_page(conn: Conn, tenant_id: str, after_principal: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(MEMBERS_PAGE, tenant_id, after_principal, limit)
+
+
+async def invitations_page(conn: Conn, tenant_id: str, after_principal: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(INVITATIONS_PAGE, tenant_id, after_principal, limit)
+
+
+async def tenants_of(conn: Conn, principal_id: str, after_tenant: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(TENANTS_OF, principal_id, after_tenant, limit)
+
+
+async def invitations_of(conn: Conn, principal_id: str, after_tenant: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(INVITATIONS_OF, principal_id, after_tenant, limit)

@@ -1,0 +1,394 @@
+"""The Tenant hub's business rules as given / when / then over `infra.hub.decide`,
+the same pure step the aggregate processor runs. No broker, no database."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given as for_all
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from hubs.domain import Command, CommandMeta
+from hubs.tenant.aggregate import ROLES, Tenant
+from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.hub import HUB
+from infra.hub import Decision, SnapshotCodec, decide, event_payload
+from schemas.codec import Catalog
+
+TENANT = "acme"
+OPERATOR = "operator-cli"  # not a member: authorised before sending
+
+
+def meta(tenant_id: str = TENANT, *, actor: str = OPERATOR, aggregate_id: str | None = None) -> CommandMeta:
+    command_id = str(uuid.uuid4())
+    return CommandMeta(
+        command_id=command_id,
+        aggregate_id=tenant_id if aggregate_id is None else aggregate_id,
+        tenant_id=tenant_id,
+        correlation_id=command_id,
+        causation_id=command_id,
+        actor=actor,
+    )
+
+
+def create(owner: str = "olga", name: str = "Acme", tenant_id: str = TENANT, **m) -> CreateTenant:
+    return CreateTenant(meta(tenant_id, **m), name=name, owner_id=owner)
+
+
+def invite(principal: str, role: str, **m) -> InviteMember:
+    return InviteMember(meta(**m), principal_id=principal, role=role)
+
+
+def accept(principal: str, **m) -> AcceptInvitation:
+    return AcceptInvitation(meta(**{"actor": principal, **m}), principal_id=principal)
+
+
+def change(principal: str, role: str, **m) -> ChangeMemberRole:
+    return ChangeMemberRole(meta(**m), principal_id=principal, role=role)
+
+
+def remove(principal: str, **m) -> RemoveMember:
+    return RemoveMember(meta(**m), principal_id=principal)
+
+
+def join(principal: str, role: str) -> list[Command]:
+    return [invite(principal, role), accept(principal)]
+
+
+def given(*commands: Command | list[Command]) -> Tenant:
+    tenant = None
+    for command in [c for item in commands for c in (item if isinstance(item, list) else [item])]:
+        decision = decide(HUB, tenant, command)
+        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
+        tenant = decision.aggregate
+    return tenant
+
+
+def when(tenant: Tenant | None, command: Command) -> Decision:
+    return decide(HUB, tenant, command)
+
+
+def then_rejected(decision: Decision, rule: str) -> None:
+    assert not decision.accepted
+    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
+    assert decision.events == []
+
+
+def events_of(decision: Decision) -> list[tuple]:
+    """(event name, the payload its Avro schema carries) of each new event."""
+    assert decision.accepted, decision.rejection
+    return [(type(e).__name__, event_payload(e, _fields(e))) for e in decision.events]
+
+
+CATALOG = Catalog.load()
+
+
+def _fields(event) -> list[str]:
+    return [f["name"] for f in CATALOG.latest(HUB.event_name(event)).parsed["fields"] if f["name"] != "envelope"]
+
+
+# -- creating --------------------------------------------------------------
+
+
+def test_creating_a_tenant_records_tenant_created_and_its_first_owner_joining():
+    decision = when(None, create(owner="olga", name="Acme Ltd"))
+
+    assert events_of(decision) == [
+        ("TenantCreated", {"name": "Acme Ltd"}),
+        ("MemberJoined", {"principal_id": "olga", "role": "owner"}),
+    ]
+    tenant = decision.aggregate
+    assert (tenant.tenant_id, tenant.name, tenant.members, tenant.version) == (TENANT, "Acme Ltd", {"olga": "owner"}, 2)
+    assert decision.events[0].originator_id == Tenant.create_id(TENANT)
+
+
+def test_the_aggregate_id_of_a_tenant_is_derived_from_its_tenant_id_alone():
+    assert Tenant.create_id("acme") == Tenant.create_id("acme")
+    assert Tenant.create_id("acme") != Tenant.create_id("acme-2")
+
+
+def test_creating_a_tenant_whose_aggregate_id_is_not_its_tenant_id_is_a_tenant_mismatch():
+    then_rejected(when(None, create(aggregate_id="other")), "TenantMismatch")
+
+
+def test_creating_a_tenant_twice_is_refused():
+    then_rejected(when(given(create()), create(owner="someone-else")), "AggregateAlreadyExists")
+
+
+@pytest.mark.parametrize("tenant_id", ["acme", "a", "tenant-a", "t0", str(uuid.uuid4()), "a" * 63])
+def test_tenant_ids_are_lower_case_slugs_or_uuids(tenant_id):
+    assert when(None, create(tenant_id=tenant_id)).accepted
+
+
+@pytest.mark.parametrize(
+    "tenant_id",
+    ["", "Acme", "ACME", "-acme", "acme-", "ac me", "ac_me", "acmé", "a" * 64, str(uuid.uuid4()).upper(), "a.b", "a/b"],
+)
+def test_a_tenant_id_that_is_not_a_canonical_slug_is_invalid(tenant_id):
+    decision = when(None, create(tenant_id=tenant_id))
+
+    then_rejected(decision, "InvalidCommand")
+    assert "tenant id" in str(decision.rejection)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201])
+def test_a_tenant_name_must_be_1_to_200_characters_and_not_blank(name):
+    then_rejected(when(None, create(name=name)), "InvalidCommand")
+
+
+def test_a_200_character_name_is_fine():
+    assert when(None, create(name="x" * 200)).accepted
+
+
+@pytest.mark.parametrize("owner", ["", "has space", "x" * 201, "tab\there"])
+def test_the_owner_id_must_be_a_usable_principal_id(owner):
+    decision = when(None, create(owner=owner))
+
+    then_rejected(decision, "InvalidCommand")
+    assert "owner_id" in str(decision.rejection)
+
+
+@pytest.mark.parametrize("command", [invite("p", "viewer"), accept("p"), change("p", "admin"), remove("p")])
+def test_every_other_command_needs_an_existing_tenant(command):
+    then_rejected(when(None, command), "AggregateNotFound")
+
+
+def test_a_command_for_a_tenant_sent_under_another_tenant_id_is_a_tenant_mismatch():
+    tenant = given(create())
+
+    then_rejected(when(tenant, InviteMember(meta("evil", aggregate_id=TENANT), principal_id="p", role="owner")), "TenantMismatch")
+
+
+# -- inviting and accepting ------------------------------------------------
+
+
+def test_inviting_records_member_invited_and_accepting_makes_the_invitee_a_member_with_that_role():
+    tenant = given(create())
+
+    invited = when(tenant, invite("ann", "agent"))
+    assert events_of(invited) == [("MemberInvited", {"principal_id": "ann", "role": "agent"})]
+    assert invited.aggregate.invitations == {"ann": "agent"} and "ann" not in invited.aggregate.members
+
+    joined = when(invited.aggregate, accept("ann"))
+    assert events_of(joined) == [("MemberJoined", {"principal_id": "ann", "role": "agent"})]
+    assert joined.aggregate.members["ann"] == "agent" and joined.aggregate.invitations == {}
+
+
+@pytest.mark.parametrize("role", ["", "Owner", "superuser", "member"])
+def test_an_unknown_role_is_invalid(role):
+    tenant = given(create(), join("ann", "viewer"))
+
+    then_rejected(when(tenant, invite("bob", role)), "InvalidCommand")
+    then_rejected(when(tenant, change("ann", role)), "InvalidCommand")
+
+
+def test_an_empty_principal_id_is_invalid():
+    tenant = given(create())
+
+    for command in (invite("", "viewer"), accept(""), change("", "admin"), remove("")):
+        then_rejected(when(tenant, command), "InvalidCommand")
+
+
+def test_inviting_a_member_again_is_refused_as_a_duplicate_membership():
+    tenant = given(create(), join("ann", "viewer"))
+
+    then_rejected(when(tenant, invite("ann", "admin")), "AlreadyMember")
+    then_rejected(when(tenant, invite("olga", "viewer")), "AlreadyMember")
+
+
+def test_inviting_someone_already_invited_is_refused():
+    tenant = given(create(), invite("ann", "viewer"))
+
+    then_rejected(when(tenant, invite("ann", "admin")), "AlreadyInvited")
+
+
+def test_accepting_without_an_invitation_is_refused():
+    then_rejected(when(given(create()), accept("ann")), "NoInvitation")
+
+
+def test_accepting_twice_is_refused_as_a_duplicate_membership():
+    then_rejected(when(given(create(), join("ann", "viewer")), accept("ann")), "AlreadyMember")
+
+
+def test_a_member_cannot_accept_an_invitation_for_someone_else():
+    tenant = given(create(), invite("ann", "viewer"))
+
+    then_rejected(when(tenant, accept("ann", actor="olga")), "InsufficientRole")
+
+
+def test_an_operator_may_accept_on_behalf_of_the_invitee():
+    tenant = given(create(), invite("ann", "viewer"))
+
+    assert when(tenant, accept("ann", actor=OPERATOR)).accepted
+
+
+# -- who may manage members -------------------------------------------------
+
+
+@pytest.mark.parametrize("actor_role", ["admin", "owner"])
+def test_admins_and_owners_may_invite_change_and_remove(actor_role):
+    tenant = given(create(), join("boss", actor_role), join("ann", "viewer"))
+
+    assert when(tenant, invite("bob", "agent", actor="boss")).accepted
+    assert when(tenant, change("ann", "agent", actor="boss")).accepted
+    assert when(tenant, remove("ann", actor="boss")).accepted
+
+
+@pytest.mark.parametrize("actor_role", ["viewer", "agent"])
+def test_viewers_and_agents_may_not_invite_change_or_remove_others(actor_role):
+    tenant = given(create(), join("pleb", actor_role), join("ann", "viewer"))
+
+    then_rejected(when(tenant, invite("bob", "viewer", actor="pleb")), "InsufficientRole")
+    then_rejected(when(tenant, change("ann", "agent", actor="pleb")), "InsufficientRole")
+    then_rejected(when(tenant, remove("ann", actor="pleb")), "InsufficientRole")
+    # Not even revealing who is a member: the role check comes first.
+    then_rejected(when(tenant, change("nobody", "agent", actor="pleb")), "InsufficientRole")
+
+
+def test_only_an_owner_may_grant_owner():
+    tenant = given(create(), join("adam", "admin"), join("ann", "viewer"))
+
+    then_rejected(when(tenant, invite("bob", "owner", actor="adam")), "InsufficientRole")
+    then_rejected(when(tenant, change("ann", "owner", actor="adam")), "InsufficientRole")
+    assert when(tenant, change("ann", "owner", actor="olga")).accepted
+    assert when(tenant, invite("bob", "owner", actor="olga")).accepted
+
+
+def test_an_admin_may_not_demote_or_remove_an_owner():
+    tenant = given(create(), join("adam", "admin"), join("otto", "owner"))
+
+    then_rejected(when(tenant, change("otto", "viewer", actor="adam")), "InsufficientRole")
+    then_rejected(when(tenant, remove("otto", actor="adam")), "InsufficientRole")
+
+
+def test_an_admin_may_not_withdraw_an_owner_invitation_but_an_owner_may():
+    tenant = given(create(), join("adam", "admin"), invite("otto", "owner"))
+
+    then_rejected(when(tenant, remove("otto", actor="adam")), "InsufficientRole")
+    assert when(tenant, remove("otto", actor="olga")).accepted
+
+
+def test_any_member_may_leave():
+    tenant = given(create(), join("ann", "viewer"))
+
+    decision = when(tenant, remove("ann", actor="ann"))
+
+    assert events_of(decision) == [("MemberRemoved", {"principal_id": "ann", "role": "viewer"})]
+    assert "ann" not in decision.aggregate.members
+
+
+# -- changing roles and removing ------------------------------------------
+
+
+def test_changing_a_role_records_the_new_and_the_previous_role():
+    tenant = given(create(), join("ann", "viewer"))
+
+    decision = when(tenant, change("ann", "admin"))
+
+    assert events_of(decision) == [("MemberRoleChanged", {"principal_id": "ann", "role": "admin", "previous_role": "viewer"})]
+    assert decision.aggregate.members["ann"] == "admin"
+
+
+def test_changing_a_role_to_the_one_the_member_has_is_refused():
+    then_rejected(when(given(create(), join("ann", "agent")), change("ann", "agent")), "RoleUnchanged")
+
+
+def test_changing_the_role_of_a_non_member_is_refused():
+    then_rejected(when(given(create(), invite("ann", "agent")), change("ann", "admin")), "NotAMember")
+
+
+def test_removing_a_non_member_is_refused():
+    then_rejected(when(given(create()), remove("ann")), "NotAMember")
+
+
+def test_removing_an_invitee_withdraws_the_invitation_and_it_can_no_longer_be_accepted():
+    tenant = given(create(), invite("ann", "agent"))
+
+    decision = when(tenant, remove("ann"))
+
+    assert events_of(decision) == [("InvitationWithdrawn", {"principal_id": "ann"})]
+    then_rejected(when(decision.aggregate, accept("ann")), "NoInvitation")
+
+
+def test_an_invitee_may_decline_its_own_invitation():
+    assert when(given(create(), invite("ann", "agent")), remove("ann", actor="ann")).accepted
+
+
+def test_a_removed_member_may_be_invited_again():
+    tenant = given(create(), join("ann", "agent"), remove("ann"))
+
+    assert "ann" not in tenant.members
+    assert given(create(), join("ann", "agent"), remove("ann"), join("ann", "viewer")).members["ann"] == "viewer"
+
+
+# -- the last owner --------------------------------------------------------
+
+
+def test_removing_the_last_owner_is_refused():
+    tenant = given(create(owner="olga"), join("adam", "admin"))
+
+    then_rejected(when(tenant, remove("olga")), "LastOwnerRequired")
+    then_rejected(when(tenant, remove("olga", actor="olga")), "LastOwnerRequired")
+
+
+def test_demoting_the_last_owner_is_refused():
+    decision = when(given(create(owner="olga")), change("olga", "admin", actor="olga"))
+
+    then_rejected(decision, "LastOwnerRequired")
+    assert "last owner" in str(decision.rejection)
+
+
+def test_an_owner_may_leave_or_be_demoted_once_another_owner_exists():
+    tenant = given(create(owner="olga"), join("otto", "owner"))
+
+    assert when(tenant, change("olga", "viewer", actor="otto")).accepted
+    assert when(tenant, remove("olga", actor="olga")).accepted
+
+
+def test_a_pending_owner_invitation_does_not_count_as_another_owner():
+    then_rejected(when(given(create(owner="olga"), invite("otto", "owner")), remove("olga")), "LastOwnerRequired")
+
+
+@settings(max_examples=200, deadline=None)
+@for_all(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["invite", "accept", "change", "remove"]),
+            st.sampled_from(["olga", "ann", "bob", "cid"]),
+            st.sampled_from(ROLES),
+            st.sampled_from([OPERATOR, "olga", "ann", "bob", "cid"]),
+        ),
+        max_size=40,
+    )
+)
+def test_whatever_is_asked_a_tenant_always_keeps_an_owner_and_invitees_are_never_members(steps):
+    tenant = given(create(owner="olga"))
+    build = {
+        "invite": lambda p, r, a: invite(p, r, actor=a),
+        "accept": lambda p, r, a: accept(p, actor=a),
+        "change": lambda p, r, a: change(p, r, actor=a),
+        "remove": lambda p, r, a: remove(p, actor=a),
+    }
+    codec = SnapshotCodec()
+    for verb, principal, role, actor in steps:
+        decision = when(tenant, build[verb](principal, role, actor))
+        if decision.accepted:
+            tenant, _ = codec.loads(codec.dumps(decision.aggregate, ""))  # as the processor stores it
+        assert tenant.owners, "a tenant lost its last owner"
+        assert not set(tenant.members) & set(tenant.invitations)
+        assert set(tenant.members.values()) <= set(ROLES)
+
+
+def test_the_platform_tenant_id_is_reserved():
+    from hubs.domain import CommandMeta
+    from hubs.tenant.commands import CreateTenant
+    from hubs.tenant.hub import HUB
+    from infra.hub import decide
+
+    meta = CommandMeta(
+        command_id="c", aggregate_id="platform", tenant_id="platform", correlation_id="c", causation_id="c", actor="a"
+    )
+    decision = decide(HUB, None, CreateTenant(meta, name="Platform", owner_id="eve"))
+    assert decision.rejection is not None and "reserved" in str(decision.rejection)
