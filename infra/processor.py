@@ -127,7 +127,7 @@ class AggregateProcessor:
             s.ops_host,
             s.ops_port_for("processor", self.hub.name),
             self.process_name,
-            {"kafka_consumer": lambda: app.consumer is not None and not app.should_stop},
+            {"kafka_consumer": lambda: app.consumer is not None and not app.should_stop, "agent": lambda: _agents_alive(app)},
         )
 
         @app.task
@@ -303,3 +303,13 @@ class AggregateProcessor:
             processor=self.process_name,
         )
         return Outgoing(self.dlq_topic_name, key or b"", value, headers)
+
+
+def _agents_alive(app: faust.App) -> bool:
+    """False while any agent actor is crashed (faust's supervisor restarts it; a
+    crash loop must show as unhealthy, not as a silent stall)."""
+    for agent in app.agents.values():
+        for actor in getattr(agent, "_actors", ()):
+            if getattr(actor, "crashed", False):
+                return False
+    return True
