@@ -69,6 +69,7 @@ class Keyring:
         self.folder = Path(folder)
         self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._loaded_at = 0.0
+        self._stamp: int | None = -1
 
     def _load(self) -> None:
         self._private = {}
@@ -96,9 +97,19 @@ class Keyring:
         self._load()
         return kid
 
-    def signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
-        if not self._private:
+    def _reload_if_changed(self) -> None:
+        # `poseidon token rotate` adds a key from another process: sign with it
+        # as soon as the folder changes (one stat per call, no re-read otherwise).
+        try:
+            stamp = self.folder.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
             self._load()
+
+    def signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        self._reload_if_changed()
         if not self._private:
             self.rotate()  # first start of a development stack: make the first key
         kid = max(self._private)
@@ -111,8 +122,7 @@ class Keyring:
         return key.public_key() if key is not None else None
 
     def kids(self) -> list[str]:
-        if not self._private:
-            self._load()
+        self._reload_if_changed()
         return sorted(self._private)
 
 

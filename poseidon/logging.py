@@ -13,7 +13,7 @@ import structlog
 
 # Keys whose values never reach a log line in clear, whoever logs them.
 SECRET_KEYS = frozenset({"password", "token", "refresh_token", "access_token", "secret", "totp_code", "authorization"})
-PII_KEYS = frozenset({"email", "phone", "display_name", "name", "text"})
+PII_KEYS = frozenset({"email", "phone", "display_name", "text"})
 
 
 def redact(_logger: object, _method: str, event_dict: dict) -> dict:

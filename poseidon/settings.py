@@ -47,6 +47,8 @@ class Settings:
     state_dir: str = ".state"
     jwt_keys_dir: str = ""
     """Folder of ES256 signing keys `<kid>.pem`; empty: `<state_dir>/jwt-keys`."""
+    identity_sealing_keys_dir: str = ""
+    """AES-256-GCM keys sealing password hashes and TOTP secrets; empty: `<state_dir>/identity-sealing-keys`."""
     jwt_issuer: str = "poseidon-identity"
     jwt_audience: str = "poseidon"
     access_token_ttl_s: int = 900
@@ -78,6 +80,7 @@ class Settings:
             commit_interval_ms=_int(env, "POSEIDON_COMMIT_INTERVAL_MS", d.commit_interval_ms),
             state_dir=env.get("POSEIDON_STATE_DIR", d.state_dir),
             jwt_keys_dir=env.get("POSEIDON_JWT_KEYS_DIR", d.jwt_keys_dir),
+            identity_sealing_keys_dir=env.get("POSEIDON_IDENTITY_SEALING_KEYS_DIR", d.identity_sealing_keys_dir),
             jwt_issuer=env.get("POSEIDON_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("POSEIDON_JWT_AUDIENCE", d.jwt_audience),
             access_token_ttl_s=_int(env, "POSEIDON_ACCESS_TOKEN_TTL_S", d.access_token_ttl_s),

@@ -1,0 +1,392 @@
+"""Identity gRPC service (port 50051): the one place where clear secrets exist.
+It hashes and seals passwords, creates and seals TOTP secrets, checks passwords
+and codes against the read store, mints refresh tokens and signs access tokens,
+and sends commands that carry only sealed values, hashes and time steps. The
+Principal aggregate decides every outcome (lockout, rotation, reuse, TOTP steps);
+this service never trusts the read store where a race would matter.
+
+Public (no token): Register (users sign themselves up), Login, Refresh,
+GetSigningKeys. Everything else needs the caller's access token and acts on the
+caller's own principal; a platform-scope caller may register service principals
+and revoke another principal's sessions. Access tokens never carry a scope:
+platform scope is for platform services whose tokens are minted where the keys
+are (`poseidon token issue --platform`)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import click
+import grpc
+import structlog
+from cryptography.hazmat.primitives import serialization
+
+from hubs.domain import Command, InvalidCommand
+from hubs.identity.aggregate import IDENTITY_TENANT, check_login, principal_id_for
+from hubs.identity.commands import (
+    ConfirmTotp,
+    RecordLoginFailure,
+    RecordLoginSuccess,
+    RegisterPrincipal,
+    RevokeAllRefreshFamilies,
+    RevokeRefreshFamily,
+    RotateRefreshToken,
+    StartTotpEnrollment,
+)
+from hubs.identity.credentials import (
+    MAX_PASSWORD,
+    RefreshToken,
+    hash_password,
+    new_totp_secret,
+    password_problem,
+    provisioning_uri,
+    totp_step,
+    verify_password,
+)
+from hubs.identity.events import REFRESH_TOKEN_ROTATED
+from hubs.identity.sealing import Sealer, password_context, sealing_keys_dir, totp_context
+from infra.command_client import CommandResult, new_meta
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
+from projections.identity import PROJECTION, queries
+from schemas.protos import identity_pb2, identity_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name
+PUBLIC = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "Refresh", "GetSigningKeys"))
+COMMAND_TIMEOUT_S = 30.0  # a fresh processor first waits for its partitions
+PROJECTION_WAIT_S = 5.0
+KDF_CONCURRENCY = 2  # argon2id hashes at once (19 MiB and one core each)
+BAD_CREDENTIALS = "invalid login or password"
+
+
+class IdentityService(identity_pb2_grpc.IdentityServicer):
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the identity service sends commands"
+        self.pool, self.settings, self.commands = deps.pool, deps.settings, deps.commands
+        self.keyring = deps.keyring
+        self.sealer = Sealer(sealing_keys_dir(deps.settings))
+        self.sealer.ensure_key()
+        self._kdf = asyncio.Semaphore(KDF_CONCURRENCY)
+        # Unknown logins are checked against this, so they cost what a real check costs.
+        self._decoy_hash = hash_password(secrets.token_urlsafe(24))
+
+    # -- sign-up ------------------------------------------------------------
+
+    async def Register(self, request, context) -> identity_pb2.RegisterReply:
+        return await self._register(request, "user", "self-signup", context)
+
+    async def RegisterService(self, request, context) -> identity_pb2.RegisterReply:
+        caller = current_principal()
+        if PLATFORM_SCOPE not in caller.scopes:
+            raise PermissionDenied("registering a service principal needs the platform scope")
+        return await self._register(request, "service", caller.id, context)
+
+    async def _register(self, request, kind: str, actor: str, context) -> identity_pb2.RegisterReply:
+        login = _login(request.login)
+        problem = password_problem(request.password, login)
+        if problem:
+            raise InvalidArgument(f"password {problem}")
+        principal_id = principal_id_for(login)
+        if await self._principal(principal_id) is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"login {login!r} is already registered")
+        async with self._kdf:
+            password_hash = await asyncio.to_thread(hash_password, request.password)
+        sealed = self.sealer.seal(password_hash.encode(), password_context(principal_id))
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=actor)
+        result = await self._send(RegisterPrincipal(meta, login=login, kind=kind, sealed_password=sealed))
+        if result.rejection == "AggregateAlreadyExists":
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"login {login!r} is already registered")
+        _raise_unless_accepted(result)
+        # Read-your-writes: once Register answers, Login finds the principal.
+        await self._projected(principal_id, result.version)
+        log.info("principal registered", principal_id=principal_id, kind=kind)
+        return identity_pb2.RegisterReply(principal_id=principal_id, login=login)
+
+    # -- login and tokens ---------------------------------------------------
+
+    async def Login(self, request, context) -> identity_pb2.TokenPair:
+        login = _login(request.login)
+        if not request.password:
+            raise InvalidArgument("password is required")
+        if len(request.password) > MAX_PASSWORD:
+            raise Unauthenticated(BAD_CREDENTIALS)
+        principal_id = principal_id_for(login)
+        row = await self._principal(principal_id)
+        if row is None:
+            await self._verify_password(self._decoy_hash, request.password)
+            raise Unauthenticated(BAD_CREDENTIALS)
+        if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
+            # Checked before the password, so a locked principal costs no KDF work.
+            raise Unauthenticated(
+                f"locked after repeated failed logins until {row['locked_until'].isoformat(timespec='seconds')}"
+            )
+        password_hash = self.sealer.unseal(row["sealed_password"], password_context(principal_id)).decode()
+        if not await self._verify_password(password_hash, request.password):
+            await self._record_failure(principal_id, "password")
+            raise Unauthenticated(BAD_CREDENTIALS)
+        step = -1
+        if row["totp_status"] == "active":
+            if not request.totp_code:
+                raise Unauthenticated("totp_code is required for this principal")
+            secret = self._totp_secret(principal_id, row)
+            step = totp_step(secret, request.totp_code, time.time())
+            if step is None or step <= row["totp_last_step"]:
+                await self._record_failure(principal_id, "totp")
+                raise Unauthenticated("invalid or already used TOTP code")
+        token = RefreshToken.start(principal_id)
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=principal_id)
+        expires_at = meta.issued_at + timedelta(seconds=self.settings.refresh_token_ttl_s)
+        command = RecordLoginSuccess(
+            meta,
+            family_id=token.family_id,
+            family_proof=token.family_proof,
+            token_hash=token.hash,
+            expires_at=expires_at,
+            totp_step=step,
+        )
+        result = await self._send(command)
+        if not result.accepted:
+            if result.rejection in ("PrincipalLocked", "TotpRequired", "TotpCodeReused"):
+                raise Unauthenticated(result.reason)
+            log.warning("login refused by the aggregate", rule=result.rejection, reason=result.reason)
+            raise Unauthenticated(BAD_CREDENTIALS)
+        # The session is in the read store before its first refresh can arrive.
+        await self._projected(principal_id, result.version)
+        return self._token_pair(principal_id, row["kind"], token)
+
+    async def Refresh(self, request, context) -> identity_pb2.TokenPair:
+        try:
+            presented = RefreshToken.parse(request.refresh_token)
+        except ValueError:
+            raise Unauthenticated("invalid refresh token") from None
+        principal_id = presented.principal_id
+        family = await queries.family(self.pool, IDENTITY_TENANT, uuid.UUID(principal_id), uuid.UUID(presented.family_id))
+        # A token naming no session we know (or with the wrong family secret) is
+        # refused here, so forged tokens never turn into commands on the log.
+        if family is None or not secrets.compare_digest(family["family_proof"], presented.family_proof):
+            raise Unauthenticated("invalid refresh token")
+        if family["status"] != "active":
+            raise Unauthenticated("refresh token revoked")
+        token = presented.next()
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=principal_id)
+        command = RotateRefreshToken(
+            meta,
+            family_id=presented.family_id,
+            family_proof=presented.family_proof,
+            presented_generation=presented.generation,
+            presented_hash=presented.hash,
+            new_hash=token.hash,
+            expires_at=meta.issued_at + timedelta(seconds=self.settings.refresh_token_ttl_s),
+        )
+        result = await self._send(command)
+        if not result.accepted:
+            raise Unauthenticated(
+                "refresh token expired" if result.rejection == "RefreshTokenExpired" else "invalid refresh token"
+            )
+        if REFRESH_TOKEN_ROTATED not in result.event_types:
+            log.warning("refresh token reuse: session revoked", principal_id=principal_id, family_id=presented.family_id)
+            raise Unauthenticated("refresh token already used: the session is revoked")
+        row = await self._principal(principal_id)
+        return self._token_pair(principal_id, row["kind"] if row is not None else "user", token)
+
+    async def Revoke(self, request, context) -> identity_pb2.RevokeReply:
+        caller = current_principal()
+        principal_id = _subject(request.principal_id)
+        if request.all_sessions == bool(request.session_id):
+            raise InvalidArgument("give either session_id or all_sessions")
+        reason = "logout" if principal_id == caller.id else f"revoked by {caller.id}"[:200]
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=caller.id)
+        command: Command
+        if request.session_id:
+            command = RevokeRefreshFamily(meta, family_id=_uuid(request.session_id, "session_id"), reason=reason)
+        else:
+            command = RevokeAllRefreshFamilies(meta, reason=reason)
+        result = await self._send(command)
+        if result.rejection in ("UnknownRefreshFamily", "AggregateNotFound"):
+            # Another principal's session looks exactly like a missing one.
+            raise NotFound(f"session {request.session_id} not found" if request.session_id else "principal not found")
+        _raise_unless_accepted(result)
+        return identity_pb2.RevokeReply(revoked=len(result.event_types))
+
+    # -- TOTP ---------------------------------------------------------------
+
+    async def EnrollTotp(self, request, context) -> identity_pb2.TotpEnrollment:
+        principal_id = _subject("")
+        row = await self._principal(principal_id)
+        if row is None:
+            raise NotFound("principal not found")
+        if row["totp_status"] == "active":
+            raise FailedPrecondition("TOTP is already enabled")
+        secret, enrollment_id = new_totp_secret(), str(uuid.uuid4())
+        sealed = self.sealer.seal(secret.encode(), totp_context(principal_id, enrollment_id))
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=principal_id)
+        result = await self._send(StartTotpEnrollment(meta, enrollment_id=enrollment_id, sealed_secret=sealed))
+        _raise_unless_accepted(result)
+        # ConfirmTotp reads the sealed secret from the read store: wait for it.
+        await self._projected(principal_id, result.version)
+        return identity_pb2.TotpEnrollment(
+            enrollment_id=enrollment_id, secret=secret, provisioning_uri=provisioning_uri(secret, row["login"])
+        )
+
+    async def ConfirmTotp(self, request, context) -> identity_pb2.ConfirmTotpReply:
+        principal_id = _subject("")
+        enrollment_id = _uuid(request.enrollment_id, "enrollment_id")
+        row = await self._principal(principal_id)
+        if row is None:
+            raise NotFound("principal not found")
+        if row["totp_status"] != "pending" or str(row["totp_enrollment_id"]) != enrollment_id:
+            raise FailedPrecondition(f"no pending TOTP enrolment {enrollment_id}")
+        step = totp_step(self._totp_secret(principal_id, row), request.code, time.time())
+        if step is None:
+            raise InvalidArgument("code is not a valid TOTP code for this enrolment")
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=principal_id)
+        result = await self._send(ConfirmTotp(meta, enrollment_id=enrollment_id, step=step))
+        if result.rejection == "TotpCodeReused":
+            raise InvalidArgument("code was already used; wait for the next one")
+        _raise_unless_accepted(result)
+        await self._projected(principal_id, result.version)
+        return identity_pb2.ConfirmTotpReply(totp_enabled=True)
+
+    # -- about the caller and the keys --------------------------------------
+
+    async def WhoAmI(self, request, context) -> identity_pb2.WhoAmIReply:
+        caller = current_principal()
+        row = await self._principal(caller.id) if _is_uuid(caller.id) else None
+        return identity_pb2.WhoAmIReply(
+            principal_id=caller.id,
+            kind=caller.kind,
+            scopes=sorted(caller.scopes),
+            token_id=caller.token_id,
+            registered=row is not None,
+            login=row["login"] if row is not None else "",
+            totp_enabled=row is not None and row["totp_status"] == "active",
+        )
+
+    async def GetSigningKeys(self, request, context) -> identity_pb2.SigningKeys:
+        keyring = self.keyring
+        active, _ = keyring.signing_key()
+        keys = []
+        for kid in sorted(keyring.kids(), reverse=True):
+            public = keyring.public_key(kid)
+            if public is None:
+                continue
+            pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+            keys.append(identity_pb2.SigningKey(kid=kid, alg=ALGORITHM, public_key_pem=pem, active=kid == active))
+        return identity_pb2.SigningKeys(keys=keys)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _token_pair(self, principal_id: str, kind: str, refresh: RefreshToken) -> identity_pb2.TokenPair:
+        access = TokenIssuer(self.keyring, self.settings).access_token(principal_id, kind)
+        return identity_pb2.TokenPair(
+            access_token=access,
+            token_type="Bearer",
+            expires_in=self.settings.access_token_ttl_s,
+            refresh_token=refresh.encode(),
+            refresh_expires_in=self.settings.refresh_token_ttl_s,
+            session_id=refresh.family_id,
+            principal_id=principal_id,
+        )
+
+    async def _principal(self, principal_id: str):
+        return await queries.principal(self.pool, IDENTITY_TENANT, uuid.UUID(principal_id))
+
+    async def _projected(self, principal_id: str, version: int):
+        """Wait (bounded) until the read store shows the principal at `version`."""
+        deadline = time.monotonic() + PROJECTION_WAIT_S
+        while True:
+            row = await self._principal(principal_id)
+            if (row is not None and row["version"] >= version) or time.monotonic() > deadline:
+                return row
+            await asyncio.sleep(0.02)
+
+    async def _verify_password(self, password_hash: str, password: str) -> bool:
+        async with self._kdf:
+            return await asyncio.to_thread(verify_password, password_hash, password)
+
+    def _totp_secret(self, principal_id: str, row) -> str:
+        return self.sealer.unseal(row["totp_sealed_secret"], totp_context(principal_id, str(row["totp_enrollment_id"]))).decode()
+
+    async def _record_failure(self, principal_id: str, reason: str) -> None:
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor="anonymous")
+        result = await self._send(RecordLoginFailure(meta, reason=reason))
+        if not result.accepted and result.rejection != "PrincipalLocked":
+            log.warning("login failure not recorded", rule=result.rejection, reason=result.reason)
+
+    async def _send(self, command: Command) -> CommandResult:
+        # A timeout (CommandTimeout) becomes UNAVAILABLE in the shared interceptor.
+        return await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+
+
+def _raise_unless_accepted(result: CommandResult) -> None:
+    if result.accepted:
+        return
+    if result.rejection == "AggregateNotFound":
+        raise NotFound("principal not found")
+    if result.rejection == "InvalidCommand" or result.rejection.endswith("Invalid"):
+        raise InvalidArgument(result.reason)
+    raise FailedPrecondition(f"{result.rejection}: {result.reason}")
+
+
+def _login(value: str) -> str:
+    if not value:
+        raise InvalidArgument("login is required")
+    try:
+        return check_login(value.strip().lower())
+    except InvalidCommand as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _subject(requested: str) -> str:
+    """The principal a guarded call acts on: the caller, or (platform scope only) another."""
+    caller = current_principal()
+    if requested and requested != caller.id:
+        if PLATFORM_SCOPE not in caller.scopes:
+            raise PermissionDenied("a principal may only act on itself")
+        return _uuid(requested, "principal_id")
+    if not _is_uuid(caller.id):
+        raise NotFound("principal not found")  # a platform token whose subject is no identity principal
+    return caller.id
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def _uuid(value: str, name: str) -> str:
+    if not _is_uuid(value):
+        raise InvalidArgument(f"{name} must be a lower-case UUID, not {value!r}")
+    return value
+
+
+def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
+    identity_pb2_grpc.add_IdentityServicer_to_server(IdentityService(deps), server)
+
+
+SERVICE = QueryService(
+    hub="identity",
+    read_model=PROJECTION,
+    service_names=(SERVICE_NAME,),
+    add_to_server=_add_to_server,
+    public_methods=PUBLIC,
+    sends_commands=True,
+)
+
+
+@click.command("principal-id")
+@click.option("--login", required=True, help="Login name (any case).")
+def _principal_id_cli(login: str) -> None:
+    """Print the principal id of a login (the --principal of `revoke-session` / `revoke-all`, tenant `platform`)."""
+    click.echo(principal_id_for(login))
+
+
+CLI_QUERIES = [_principal_id_cli]
