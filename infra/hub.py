@@ -29,7 +29,10 @@ class HubSpec:
     name: str
     """Lower-case hub name: topic prefix (`wallet.commands`), schema namespace, CLI group."""
     aggregate: type[Aggregate]
-    """The eventsourcing Aggregate class; every instance has a `tenant_id`."""
+    """The eventsourcing Aggregate class — or the base class of the hub's aggregate
+    classes (the App hub has apps and subscriptions); every instance has a
+    `tenant_id`. The machinery never builds it: the handler does, and snapshots
+    restore each aggregate as its own class."""
     commands: Sequence[type[Command]]
     """Command classes; each has an Avro schema `poseidon.<hub>.commands.<Class>`."""
     handle: Callable[[Aggregate | None, Command], Aggregate]

@@ -203,7 +203,9 @@ class AggregateProcessor:
         except (EncodeError, ValueError, TypeError, AttributeError, KeyError, AssertionError) as exc:
             # A bug in a hub's rules or schemas must not stop the partition: the
             # command is parked, with the reason, for an operator to re-drive.
-            log.exception("command could not be applied")
+            # Only the type: exception texts (fastavro's included) may quote personal
+            # data; the full reason travels in the dead letter, not in the log.
+            log.error("command could not be applied", error_type=type(exc).__name__)
             metrics.FAILURES.labels(self.process_name, self.hub.name, type(exc).__name__).inc()
             return [
                 self._dead_letter(topic, partition, offset, key, value, f"{type(exc).__name__}: {exc}", "ApplyError")
