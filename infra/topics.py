@@ -44,6 +44,22 @@ def hub_topics(hub: HubSpec) -> list[TopicSpec]:
     ]
 
 
+def ingress_topics() -> list[TopicSpec]:
+    return [
+        # Everything a platform pushed to us and we answered 200 for: kept like events.
+        TopicSpec("ingress.inbound", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        TopicSpec("ingress.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        TopicSpec("ingress.inbound.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+    ]
+
+
+def spoke_topics(name: str) -> list[TopicSpec]:
+    return [
+        TopicSpec(f"spoke.{name}.events", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        TopicSpec(f"spoke.{name}.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+    ]
+
+
 PROCESSOR_TABLES = ("aggregate_states", "command_outcomes")
 
 

@@ -44,6 +44,29 @@ def hub(name: str) -> HubSpec:
 
 
 @lru_cache(maxsize=1)
+def spokes() -> dict:
+    """Every `spokes/<name>/spoke.py` that declares `SPOKE`."""
+    return {spec.name: spec for spec in _discover("spokes", "spoke", "SPOKE")}
+
+
+def spoke(name: str):
+    try:
+        return spokes()[name]
+    except KeyError:
+        raise KeyError(f"unknown spoke {name!r}; known: {', '.join(sorted(spokes()))}") from None
+
+
+def all_topics() -> list:
+    """Every topic the platform uses: hubs, ingress, spokes."""
+    from infra.topics import hub_topics, ingress_topics, spoke_topics
+
+    specs = [spec for hub in hubs().values() for spec in hub_topics(hub)]
+    specs += ingress_topics()
+    specs += [spec for name in spokes() for spec in spoke_topics(name)]
+    return specs
+
+
+@lru_cache(maxsize=1)
 def projections() -> dict:
     return {p.name: p for p in _discover("projections", "", "PROJECTION")}
 

@@ -50,7 +50,10 @@ def topics_create(hub_names: tuple[str, ...]) -> None:
     from infra.topics import ensure_topics, hub_topics
 
     settings = _settings()
-    specs = [spec for name, hub in bootstrap.hubs().items() if not hub_names or name in hub_names for spec in hub_topics(hub)]
+    if hub_names:
+        specs = [spec for name, hub in bootstrap.hubs().items() if name in hub_names for spec in hub_topics(hub)]
+    else:
+        specs = bootstrap.all_topics()
     created = asyncio.run(ensure_topics(settings, specs))
     click.echo(f"{len(created)} topics created, {len(specs) - len(created)} already existed")
 
@@ -84,6 +87,17 @@ def grpc(hub_name: str) -> None:
 
     settings = _settings()
     asyncio.run(serve(bootstrap.query_service(hub_name), settings))
+
+
+@main.command("spoke")
+@click.argument("name")
+def run_spoke(name: str) -> None:
+    """Run a spoke (adapter to an outside system) on the shared spoke runtime."""
+    from infra.spoke import SpokeRunner
+
+    settings = _settings()
+    runner = SpokeRunner(bootstrap.spoke(name), settings, bootstrap.codec(settings), list(bootstrap.hubs().values()))
+    asyncio.run(runner.serve())
 
 
 @main.command()

@@ -53,6 +53,31 @@ class Settings:
     jwt_audience: str = "poseidon"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    ingress_max_body_bytes: int = 1024 * 1024
+    ingress_rate_per_s: float = 50.0
+    """Per channel account (≈ per tenant channel) sustained webhook items per second; bursts of 2x."""
+    facebook_app_secret: str = "dev-app-secret"
+    facebook_verify_token: str = "dev-verify-token"
+    facebook_graph_url: str = "http://127.0.0.1:18081"
+    facebook_page_token: str = "dev-page-token"
+    botpress_url: str = "http://127.0.0.1:18082"
+    botpress_webhook_secret: str = "dev-botpress-secret"
+    odoo_url: str = "http://127.0.0.1:18083"
+    odoo_db: str = "poseidon"
+    odoo_user: str = "admin"
+    odoo_api_key: str = "dev-odoo-key"
+    odoo_protocol: str = "xmlrpc"
+    """`xmlrpc` (deprecated upstream, still the default of most servers) or `json2`."""
+    s3_url: str = "http://127.0.0.1:18084"
+    s3_access_key: str = "poseidon"
+    s3_secret_key: str = "poseidon-secret"
+    s3_region: str = "us-east-1"
+    spoke_max_attempts: int = 4
+    breaker_fail_max: int = 5
+    breaker_reset_s: float = 30.0
+    http_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +110,29 @@ class Settings:
             jwt_audience=env.get("POSEIDON_JWT_AUDIENCE", d.jwt_audience),
             access_token_ttl_s=_int(env, "POSEIDON_ACCESS_TOKEN_TTL_S", d.access_token_ttl_s),
             refresh_token_ttl_s=_int(env, "POSEIDON_REFRESH_TOKEN_TTL_S", d.refresh_token_ttl_s),
+            ingress_host=env.get("POSEIDON_INGRESS_HOST", d.ingress_host),
+            ingress_port=_int(env, "POSEIDON_INGRESS_PORT", d.ingress_port),
+            ingress_max_body_bytes=_int(env, "POSEIDON_INGRESS_MAX_BODY_BYTES", d.ingress_max_body_bytes),
+            ingress_rate_per_s=_float(env, "POSEIDON_INGRESS_RATE_PER_S", d.ingress_rate_per_s),
+            facebook_app_secret=env.get("POSEIDON_FACEBOOK_APP_SECRET", d.facebook_app_secret),
+            facebook_verify_token=env.get("POSEIDON_FACEBOOK_VERIFY_TOKEN", d.facebook_verify_token),
+            facebook_graph_url=env.get("POSEIDON_FACEBOOK_GRAPH_URL", d.facebook_graph_url).rstrip("/"),
+            facebook_page_token=env.get("POSEIDON_FACEBOOK_PAGE_TOKEN", d.facebook_page_token),
+            botpress_url=env.get("POSEIDON_BOTPRESS_URL", d.botpress_url).rstrip("/"),
+            botpress_webhook_secret=env.get("POSEIDON_BOTPRESS_WEBHOOK_SECRET", d.botpress_webhook_secret),
+            odoo_url=env.get("POSEIDON_ODOO_URL", d.odoo_url).rstrip("/"),
+            odoo_db=env.get("POSEIDON_ODOO_DB", d.odoo_db),
+            odoo_user=env.get("POSEIDON_ODOO_USER", d.odoo_user),
+            odoo_api_key=env.get("POSEIDON_ODOO_API_KEY", d.odoo_api_key),
+            odoo_protocol=env.get("POSEIDON_ODOO_PROTOCOL", d.odoo_protocol),
+            s3_url=env.get("POSEIDON_S3_URL", d.s3_url).rstrip("/"),
+            s3_access_key=env.get("POSEIDON_S3_ACCESS_KEY", d.s3_access_key),
+            s3_secret_key=env.get("POSEIDON_S3_SECRET_KEY", d.s3_secret_key),
+            s3_region=env.get("POSEIDON_S3_REGION", d.s3_region),
+            spoke_max_attempts=_int(env, "POSEIDON_SPOKE_MAX_ATTEMPTS", d.spoke_max_attempts),
+            breaker_fail_max=_int(env, "POSEIDON_BREAKER_FAIL_MAX", d.breaker_fail_max),
+            breaker_reset_s=_float(env, "POSEIDON_BREAKER_RESET_S", d.breaker_reset_s),
+            http_timeout_s=_float(env, "POSEIDON_HTTP_TIMEOUT_S", d.http_timeout_s),
         )
         settings.check()
         return settings
@@ -98,6 +146,10 @@ class Settings:
             )
         if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
+        if self.odoo_protocol not in ("xmlrpc", "json2"):
+            raise SettingsError(f"POSEIDON_ODOO_PROTOCOL must be xmlrpc or json2, not {self.odoo_protocol!r}")
+        if self.spoke_max_attempts < 1 or self.breaker_fail_max < 1 or self.breaker_reset_s <= 0 or self.http_timeout_s <= 0:
+            raise SettingsError("spoke retry, breaker and timeout settings must be positive")
         if self.commit_interval_ms < 1:
             raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
         if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (
@@ -131,6 +183,16 @@ class Settings:
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None) -> int | None:

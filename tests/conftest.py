@@ -67,7 +67,7 @@ def _testcontainers_stack():
 @pytest.fixture
 async def namespace(stack: Settings, tmp_path: Path):
     """Private topics and schemas for one test, deleted afterwards."""
-    from infra.topics import delete_topics, ensure_topics, hub_topics
+    from infra.topics import delete_topics, ensure_topics
     from poseidon import bootstrap
 
     tag = f"t{uuid.uuid4().hex[:10]}"
@@ -78,7 +78,7 @@ async def namespace(stack: Settings, tmp_path: Path):
         grpc_ports={hub: _free_port() for hub in stack.grpc_ports},
         state_dir=str(tmp_path / "state"),
     )
-    await ensure_topics(settings, [spec for hub in bootstrap.hubs().values() for spec in hub_topics(hub)])
+    await ensure_topics(settings, bootstrap.all_topics())
     yield settings
     from aiokafka.admin import AIOKafkaAdminClient
 

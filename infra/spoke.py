@@ -1,0 +1,407 @@
+"""The one spoke runtime every adapter runs on: consumes the topics a spoke
+reacts to, calls the spoke's handler with a shared retry policy (tenacity:
+exponential backoff with jitter, retryable failures only) and a circuit breaker
+per outside system and tenant (pybreaker), reports every outcome and breaker
+change as an event on `spoke.<name>.events`, parks poison records on
+`spoke.<name>.dlq`, and exposes breaker state as a metric. A spoke decides no
+routing: it acts on what the Message Hub decided."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pybreaker
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from infra.command_client import CommandClient
+from infra.dlq import dead_letter
+from infra.ops import OpsServer
+from poseidon.logging import bind_correlation
+from poseidon.settings import Settings
+from schemas.codec import Codec, DecodeError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
+BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+BREAKER_STATE = Gauge("poseidon_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["system", "scope"])
+SPOKE_CALLS = Counter("poseidon_spoke_calls_total", "Outside-system calls by outcome.", ["spoke", "system", "outcome"])
+
+
+class SpokeError(Exception):
+    """Base of the failures a spoke client reports; `reason` never holds personal data."""
+
+    code = "error"
+
+    def __init__(self, reason: str, *, code: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        if code:
+            self.code = code
+
+
+class RetryableError(SpokeError):
+    """Worth trying again: timeouts, 5xx, rate limits (`retry_after` seconds, if the system said)."""
+
+    code = "retryable"
+
+    def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None):
+        super().__init__(reason, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentError(SpokeError):
+    """Will fail the same way again (bad request, outside the messaging window…): no retry."""
+
+    code = "permanent"
+
+
+class ReauthorizationRequired(PermanentError):
+    """The tenant's credentials for the system are invalid: the channel needs re-authorisation.
+    Counts against that tenant's breaker only."""
+
+    code = "reauthorization_required"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler did, reported as a `poseidon.spoke.SpokeOutcome` event."""
+
+    operation: str
+    succeeded: bool = True
+    detail: str = ""
+    external_id: str = ""
+    data: Mapping[str, str] = field(default_factory=dict)
+    error_code: str = ""
+
+
+@dataclass(frozen=True)
+class SpokeSpec:
+    """What a spoke declares (`spokes/<name>/spoke.py: SPOKE`)."""
+
+    name: str
+    """`facebook`, `botpress`, `odoo`, `minio`: topic names and consumer group."""
+    system: str
+    """The outside system, for breakers and metrics (`facebook-graph`)."""
+    topics: Sequence[str]
+    """Logical topics it reacts to (`message.events`)."""
+    accepts: Callable[[str, dict], bool]
+    """(event type, decoded record) → act on it? Pure and cheap: called for every record."""
+    handle: Callable[[SpokeContext, str, dict], Awaitable[Outcome]]
+    """The I/O step. Raise RetryableError / PermanentError / ReauthorizationRequired."""
+    per_tenant_breaker: bool = True
+    """One breaker per tenant (credentials per tenant) or one for the whole system."""
+
+
+class BreakerOpen(RetryableError):
+    code = "breaker_open"
+
+
+class _BreakerEvents(pybreaker.CircuitBreakerListener):
+    def __init__(self, runtime: SpokeContext, scope: str):
+        self.runtime, self.scope = runtime, scope
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        old = old_state.name if old_state is not None else "closed"
+        BREAKER_STATE.labels(self.runtime.spec.system, self.scope).set(BREAKER_STATES.get(new_state.name, 0))
+        log.warning(
+            "circuit breaker changed", system=self.runtime.spec.system, scope=self.scope, previous=old, state=new_state.name
+        )
+        self.runtime.breaker_changes.append((self.scope, old, new_state.name))
+
+
+class SpokeContext:
+    """What a handler may use: settings, one pooled httpx client with timeouts,
+    the command client (to tell hubs what happened), and `call()` — the shared
+    retry + breaker policy around one outside call."""
+
+    def __init__(self, spec: SpokeSpec, settings: Settings, codec: Codec, commands: CommandClient | None):
+        self.spec, self.settings, self.codec, self.commands = spec, settings, codec, commands
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0)))
+        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self.breaker_changes: list[tuple[str, str, str]] = []
+        self.attempts = 0
+
+    def breaker(self, tenant_id: str) -> pybreaker.CircuitBreaker:
+        scope = tenant_id if self.spec.per_tenant_breaker and tenant_id else "*"
+        breaker = self._breakers.get(scope)
+        if breaker is None:
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=self.settings.breaker_fail_max,
+                reset_timeout=self.settings.breaker_reset_s,
+                # A bad request says nothing about the system's health; bad credentials do (per tenant).
+                exclude=[lambda e: isinstance(e, PermanentError) and not isinstance(e, ReauthorizationRequired)],
+                listeners=[_BreakerEvents(self, scope)],
+                name=f"{self.spec.system}:{scope}",
+            )
+            BREAKER_STATE.labels(self.spec.system, scope).set(0)
+            self._breakers[scope] = breaker
+        return breaker
+
+    async def call(self, tenant_id: str, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` (one outside call) under the breaker of (system, tenant), retrying
+        RetryableError with exponential backoff + jitter (at least `retry_after`)."""
+        breaker = self.breaker(tenant_id)
+        self.attempts = 0
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = wait_exponential_jitter(initial=0.2, max=5.0)(state)
+            hint = getattr(exc, "retry_after", None) or 0.0
+            return max(backoff, min(hint, 60.0))
+
+        async for attempt in AsyncRetrying(
+            # An open breaker is not retried here: the runner waits for it to half-open.
+            retry=retry_if_exception(lambda e: isinstance(e, RetryableError) and not isinstance(e, BreakerOpen)),
+            stop=stop_after_attempt(self.settings.spoke_max_attempts),
+            wait=wait,
+            reraise=True,
+        ):
+            with attempt:
+                self.attempts += 1
+                return await self._through_breaker(breaker, operation, fn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _through_breaker(self, breaker: pybreaker.CircuitBreaker, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        # pybreaker is synchronous: refuse while open (its own rule), make the async
+        # call, then let the breaker account for the outcome by replaying it.
+        if breaker.current_state == pybreaker.STATE_OPEN:
+            opened_at = breaker._state_storage.opened_at
+            if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout):
+                raise BreakerOpen(f"{self.spec.system} breaker open for {breaker.name.split(':', 1)[1]}; not calling")
+        try:
+            result = await fn()
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            failure: BaseException = RetryableError(
+                f"{operation}: {type(exc).__name__} talking to {self.spec.system}", code="unreachable"
+            )
+        except SpokeError as exc:
+            failure = exc
+        else:
+            breaker.call(lambda: result)
+            SPOKE_CALLS.labels(self.spec.name, self.spec.system, "ok").inc()
+            return result
+        SPOKE_CALLS.labels(self.spec.name, self.spec.system, getattr(failure, "code", "error")).inc()
+        try:
+            breaker.call(_raise, failure)
+        except pybreaker.CircuitBreakerError:
+            raise BreakerOpen(f"{self.spec.system} breaker opened after repeated failures ({failure})") from failure
+        raise failure  # pragma: no cover - breaker.call re-raises
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class SpokeRunner:
+    """Runs one spoke: a consumer group on its topics, one record at a time per
+    partition, offsets committed after each record is fully handled.
+
+    * accepted record → `handle` → outcome event; PermanentError → a failed outcome
+      event (not retried); an undecodable record or a handler bug → dead letter.
+    * RetryableError after the retry policy, or an open breaker → the record is NOT
+      skipped: the runner waits (until the breaker may half-open) and tries the same
+      record again, so messages are processed once the system recovers.
+    * Delivery to the outside system is at least once: a crash between the call and
+      the commit repeats the call on restart. Hubs deduplicate what spokes report.
+    * A new consumer group starts at the end of its topics (a new spoke must not
+      replay history at the outside world); afterwards it resumes from its commits.
+    """
+
+    def __init__(self, spec: SpokeSpec, settings: Settings, codec: Codec, hubs: Sequence | None = None):
+        self.spec, self.settings, self.codec = spec, settings, codec
+        self.hubs = hubs
+        self.process_name = f"{spec.name}-spoke"
+        self.events_topic = settings.topic(f"spoke.{spec.name}.events")
+        self.dlq_topic = settings.topic(f"spoke.{spec.name}.dlq")
+        self.assigned = asyncio.Event()
+        self.handled = 0
+
+    async def serve(self) -> None:
+        ops = OpsServer(
+            self.settings.ops_host,
+            self.settings.ops_port if self.settings.ops_port is not None else 9400 + _SPOKE_INDEX.get(self.spec.name, 0),
+            self.process_name,
+            {"assigned": lambda: self.assigned.is_set()},
+        )
+        await ops.start()
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            log.info("spoke stopped", spoke=self.spec.name, handled=self.handled)
+        finally:
+            await ops.stop()
+
+    async def run(self) -> None:
+        commands = None
+        if self.hubs is not None:
+            commands = CommandClient(self.settings, self.codec, self.hubs)
+            await commands.start()
+        ctx = SpokeContext(self.spec, self.settings, self.codec, commands)
+        consumer = AIOKafkaConsumer(
+            *[self.settings.topic(t) for t in self.spec.topics],
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.settings.topic(f"poseidon-spoke-{self.spec.name}"),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            max_poll_interval_ms=15 * 60 * 1000,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await asyncio.sleep(0.05)
+                await consumer.getmany(timeout_ms=50, max_records=0)
+            # Pin the start position now, so a record produced after "healthy" is never skipped.
+            for tp in consumer.assignment():
+                await consumer.position(tp)
+            self.assigned.set()
+            log.info("spoke consuming", spoke=self.spec.name, topics=list(self.spec.topics))
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=50)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle(ctx, producer, consumer, record)
+                        await consumer.commit({tp: record.offset + 1})
+        finally:
+            self.assigned.clear()
+            await consumer.stop()
+            await producer.stop()
+            await ctx.http.aclose()
+            if commands is not None:
+                await commands.stop()
+
+    async def _handle(self, ctx: SpokeContext, producer: AIOKafkaProducer, consumer, record: ConsumerRecord) -> None:
+        try:
+            decoded = self.codec.decode(record.value)
+        except DecodeError as exc:
+            await self._dead_letter(producer, record, exc.reason, "DecodeError")
+            return
+        name, rec = decoded.name, decoded.record
+        try:
+            wanted = self.spec.accepts(name, rec)
+        except Exception as exc:  # a bug in a pure filter: park the record, keep the partition moving
+            await self._dead_letter(producer, record, f"accepts() failed: {type(exc).__name__}: {exc}", "FilterError")
+            return
+        if not wanted:
+            return
+        envelope = rec.get("envelope", {})
+        bind_correlation(envelope.get("correlation_id"), spoke=self.spec.name, event_id=envelope.get("event_id"))
+        started = time.perf_counter()
+        while True:
+            try:
+                outcome = await self.spec.handle(ctx, name, rec)
+                break
+            except PermanentError as exc:
+                outcome = Outcome(operation=name.rsplit(".", 1)[-1], succeeded=False, detail=exc.reason, error_code=exc.code)
+                break
+            except RetryableError as exc:
+                # Not skipped: wait for the system (or the breaker's reset) and try again.
+                pause = self.settings.breaker_reset_s if isinstance(exc, BreakerOpen) else min(self.settings.breaker_reset_s, 5.0)
+                log.warning("outside system unavailable; will retry the same record", reason=exc.reason, pause_s=pause)
+                await self._emit_breaker_changes(ctx, producer, envelope)
+                await self._emit(
+                    producer,
+                    envelope,
+                    Outcome(operation=name.rsplit(".", 1)[-1], succeeded=False, detail=exc.reason, error_code=exc.code),
+                    ctx.attempts,
+                )
+                await asyncio.sleep(pause)
+                # Keep the group membership alive while waiting (heartbeats run in the background).
+            except Exception as exc:
+                log.error("spoke handler failed", error_type=type(exc).__name__)
+                await self._dead_letter(producer, record, f"{type(exc).__name__}: {exc}", "HandlerError")
+                return
+        await self._emit_breaker_changes(ctx, producer, envelope)
+        await self._emit(producer, envelope, outcome, ctx.attempts)
+        self.handled += 1
+        log.info(
+            "spoke outcome",
+            operation=outcome.operation,
+            succeeded=outcome.succeeded,
+            error_code=outcome.error_code,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def _emit(self, producer: AIOKafkaProducer, source: Mapping[str, Any], outcome: Outcome, attempts: int) -> None:
+        record = {
+            "envelope": self._envelope(OUTCOME_SCHEMA, source),
+            "spoke": self.spec.name,
+            "system": self.spec.system,
+            "operation": outcome.operation,
+            "succeeded": outcome.succeeded,
+            "detail": outcome.detail[:2000],
+            "error_code": outcome.error_code,
+            "external_id": outcome.external_id,
+            "data": {k: str(v) for k, v in outcome.data.items()},
+            "attempts": max(attempts, 1),
+        }
+        key = str(source.get("aggregate_id", "")).encode()
+        await producer.send_and_wait(self.events_topic, self.codec.encode(OUTCOME_SCHEMA, record), key=key)
+
+    async def _emit_breaker_changes(self, ctx: SpokeContext, producer: AIOKafkaProducer, source: Mapping[str, Any]) -> None:
+        while ctx.breaker_changes:
+            scope, previous, state = ctx.breaker_changes.pop(0)
+            record = {
+                "envelope": self._envelope(BREAKER_SCHEMA, source),
+                "spoke": self.spec.name,
+                "system": self.spec.system,
+                "scope": scope,
+                "previous_state": previous,
+                "state": state,
+            }
+            await producer.send_and_wait(self.events_topic, self.codec.encode(BREAKER_SCHEMA, record), key=scope.encode())
+
+    def _envelope(self, event_type: str, source: Mapping[str, Any]) -> dict:
+        return {
+            "event_id": str(uuid.uuid4()),
+            "event_type": event_type,
+            "aggregate_id": str(source.get("aggregate_id", "")),
+            "aggregate_version": int(source.get("aggregate_version", 0) or 0),
+            "tenant_id": str(source.get("tenant_id", "")),
+            "correlation_id": str(source.get("correlation_id", "")),
+            "causation_id": str(source.get("event_id", "")),
+            "occurred_at": datetime.now(UTC),
+            "actor": f"spoke:{self.spec.name}",
+            "previous_hash": "",
+        }
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: str, error_type: str) -> None:
+        log.warning("dead-lettering", topic=record.topic, offset=record.offset, reason=reason[:300])
+        value, headers = dead_letter(
+            self.codec,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            error_type=error_type,
+            processor=self.process_name,
+        )
+        await producer.send_and_wait(self.dlq_topic, value, key=record.key, headers=headers)
+
+
+# Ops ports of spokes: 9400 + this number (POSEIDON_OPS_PORT overrides).
+_SPOKE_INDEX = {"facebook": 1, "botpress": 2, "odoo": 3, "minio": 4}

@@ -1,0 +1,1 @@
+"""Spokes: adapters between the platform and outside systems (Facebook, Botpress, Odoo, S3/MinIO). They react to topics, never route."""
