@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STACK := infra/local/stack.sh
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' infra/local/pom.xml)
 KAFKA_LIB := .stack/kafka/lib-$(KAFKA_VERSION)
+S3PROXY_VERSION := $(shell sed -n 's:.*<s3proxy.version>\(.*\)</s3proxy.version>.*:\1:p' infra/local/s3proxy-pom.xml)
+S3PROXY_LIB := .stack/s3proxy/lib-$(S3PROXY_VERSION)
 PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
@@ -23,7 +25,7 @@ help:
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete .stack/.postgres-installed $(PROTO_OUT)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed $(PROTO_OUT)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +39,9 @@ $(KAFKA_LIB)/.complete: infra/local/pom.xml
 	mkdir -p $(KAFKA_LIB)
 	mvn -q -B -f infra/local/pom.xml dependency:copy-dependencies -DoutputDirectory=$(ROOT)/$(KAFKA_LIB) -DincludeScope=runtime
 	touch $@
+
+$(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
+	infra/local/s3.sh setup
 
 .stack/.postgres-installed:
 	@mkdir -p .stack
@@ -54,15 +59,19 @@ protos: $(PROTO_OUT)
 ## the local stack (Kafka KRaft + PostgreSQL), idempotent
 up: setup
 	$(STACK) up
+	infra/local/s3.sh up
 
 down: stop
+	infra/local/s3.sh down
 	$(STACK) down
 
 status:
 	@$(STACK) status
+	@infra/local/s3.sh status
 
 logs:
 	@$(STACK) logs
+	@infra/local/s3.sh logs
 
 ## the platform
 run: up

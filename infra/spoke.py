@@ -113,16 +113,14 @@ class BreakerOpen(RetryableError):
 
 
 class _BreakerEvents(pybreaker.CircuitBreakerListener):
-    def __init__(self, runtime: SpokeContext, scope: str):
-        self.runtime, self.scope = runtime, scope
+    def __init__(self, runtime: SpokeContext, system: str, scope: str):
+        self.runtime, self.system, self.scope = runtime, system, scope
 
     def state_change(self, cb, old_state, new_state) -> None:
         old = old_state.name if old_state is not None else "closed"
-        BREAKER_STATE.labels(self.runtime.spec.system, self.scope).set(BREAKER_STATES.get(new_state.name, 0))
-        log.warning(
-            "circuit breaker changed", system=self.runtime.spec.system, scope=self.scope, previous=old, state=new_state.name
-        )
-        self.runtime.breaker_changes.append((self.scope, old, new_state.name))
+        BREAKER_STATE.labels(self.system, self.scope).set(BREAKER_STATES.get(new_state.name, 0))
+        log.warning("circuit breaker changed", system=self.system, scope=self.scope, previous=old, state=new_state.name)
+        self.runtime.breaker_changes.append((self.system, self.scope, old, new_state.name))
 
 
 class SpokeContext:
@@ -134,29 +132,32 @@ class SpokeContext:
         self.spec, self.settings, self.codec, self.commands = spec, settings, codec, commands
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0)))
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
-        self.breaker_changes: list[tuple[str, str, str]] = []
+        self.breaker_changes: list[tuple[str, str, str, str]] = []
         self.attempts = 0
 
-    def breaker(self, tenant_id: str) -> pybreaker.CircuitBreaker:
+    def breaker(self, tenant_id: str, system: str | None = None) -> pybreaker.CircuitBreaker:
+        system = system or self.spec.system
         scope = tenant_id if self.spec.per_tenant_breaker and tenant_id else "*"
-        breaker = self._breakers.get(scope)
+        breaker = self._breakers.get(f"{system}|{scope}")
         if breaker is None:
             breaker = pybreaker.CircuitBreaker(
                 fail_max=self.settings.breaker_fail_max,
                 reset_timeout=self.settings.breaker_reset_s,
                 # A bad request says nothing about the system's health; bad credentials do (per tenant).
                 exclude=[lambda e: isinstance(e, PermanentError) and not isinstance(e, ReauthorizationRequired)],
-                listeners=[_BreakerEvents(self, scope)],
-                name=f"{self.spec.system}:{scope}",
+                listeners=[_BreakerEvents(self, system, scope)],
+                name=f"{system}:{scope}",
             )
-            BREAKER_STATE.labels(self.spec.system, scope).set(0)
-            self._breakers[scope] = breaker
+            BREAKER_STATE.labels(system, scope).set(0)
+            self._breakers[f"{system}|{scope}"] = breaker
         return breaker
 
-    async def call(self, tenant_id: str, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, tenant_id: str, operation: str, fn: Callable[[], Awaitable[T]], system: str | None = None) -> T:
         """Run `fn` (one outside call) under the breaker of (system, tenant), retrying
-        RetryableError with exponential backoff + jitter (at least `retry_after`)."""
-        breaker = self.breaker(tenant_id)
+        RetryableError with exponential backoff + jitter (at least `retry_after`).
+        `system` names another outside system than the spoke's own (the MinIO
+        spoke fetches from the chat platform's CDN before it writes to S3)."""
+        breaker = self.breaker(tenant_id, system)
         self.attempts = 0
 
         def wait(state: RetryCallState) -> float:
@@ -362,11 +363,11 @@ class SpokeRunner:
 
     async def _emit_breaker_changes(self, ctx: SpokeContext, producer: AIOKafkaProducer, source: Mapping[str, Any]) -> None:
         while ctx.breaker_changes:
-            scope, previous, state = ctx.breaker_changes.pop(0)
+            system, scope, previous, state = ctx.breaker_changes.pop(0)
             record = {
                 "envelope": self._envelope(BREAKER_SCHEMA, source),
                 "spoke": self.spec.name,
-                "system": self.spec.system,
+                "system": system,
                 "scope": scope,
                 "previous_state": previous,
                 "state": state,

@@ -82,7 +82,7 @@ async def test_bad_credentials_of_one_tenant_open_that_tenants_breaker_only():
         await ctx.call("tenant-a", "send", never)
     assert never.calls == 0, "an open breaker makes no call"
     assert await ctx.call("tenant-b", "send", Script()) == "ok"
-    assert ("tenant-a", "closed", "open") in ctx.breaker_changes
+    assert ("test-system", "tenant-a", "closed", "open") in ctx.breaker_changes
 
 
 async def test_an_open_breaker_closes_after_its_reset_time_when_the_system_recovered():
@@ -110,3 +110,11 @@ async def test_a_system_wide_breaker_is_shared_by_all_tenants():
         await ctx.call("t1", "put", Script(*[RetryableError("down")] * 10))
     with pytest.raises(BreakerOpen):
         await ctx.call("t2", "put", Script())
+
+
+async def test_calls_to_another_system_have_their_own_breaker():
+    ctx = context()
+    with pytest.raises(BreakerOpen):
+        await ctx.call("t1", "fetch", Script(*[RetryableError("cdn down")] * 10), system="cdn")
+    assert ctx.breaker("t1", "cdn").current_state == "open"
+    assert await ctx.call("t1", "put", Script()) == "ok"
