@@ -44,11 +44,21 @@ def hub_topics(hub: HubSpec) -> list[TopicSpec]:
     ]
 
 
+# A stored item carries its text twice (text and raw) and a dead letter the whole
+# body: room for twice the largest accepted webhook body (1 MiB) plus framing.
+INGRESS_MAX_MESSAGE_BYTES = str(2 * 1024 * 1024 + 64 * 1024)
+
+
 def ingress_topics() -> list[TopicSpec]:
     return [
         # Everything a platform pushed to us and we answered 200 for: kept like events.
-        TopicSpec("ingress.inbound", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
-        TopicSpec("ingress.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        TopicSpec(
+            "ingress.inbound",
+            {"cleanup.policy": "delete", "retention.ms": FOREVER, "max.message.bytes": INGRESS_MAX_MESSAGE_BYTES},
+        ),
+        TopicSpec(
+            "ingress.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER, "max.message.bytes": INGRESS_MAX_MESSAGE_BYTES}
+        ),
         TopicSpec("ingress.inbound.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
     ]
 

@@ -89,6 +89,15 @@ def grpc(hub_name: str) -> None:
     asyncio.run(serve(bootstrap.query_service(hub_name), settings))
 
 
+@main.command()
+def ingress() -> None:
+    """Serve the webhook ingress (Facebook, Botpress callbacks) with /healthz and /metrics."""
+    from infra.ingress import serve
+
+    settings = _settings()
+    asyncio.run(serve(settings, bootstrap.codec(settings)))
+
+
 @main.command("spoke")
 @click.argument("name")
 def run_spoke(name: str) -> None:
