@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -106,6 +107,9 @@ class SpokeSpec:
     """The I/O step. Raise RetryableError / PermanentError / ReauthorizationRequired."""
     per_tenant_breaker: bool = True
     """One breaker per tenant (credentials per tenant) or one for the whole system."""
+    resources: Callable[[SpokeContext], AbstractAsyncContextManager[Any]] | None = None
+    """Opens what the handler needs for the spoke's lifetime (a client, a database
+    pool); the runner enters it at start, exits at stop, and puts it on `ctx.resources`."""
 
 
 class BreakerOpen(RetryableError):
@@ -133,6 +137,7 @@ class SpokeContext:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0)))
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self.breaker_changes: list[tuple[str, str, str, str]] = []
+        self.resources: Any = None
         self.attempts = 0
 
     def breaker(self, tenant_id: str, system: str | None = None) -> pybreaker.CircuitBreaker:
@@ -258,6 +263,15 @@ class SpokeRunner:
             commands = CommandClient(self.settings, self.codec, self.hubs)
             await commands.start()
         ctx = SpokeContext(self.spec, self.settings, self.codec, commands)
+        async with AsyncExitStack() as stack:
+            if self.spec.resources is not None:
+                ctx.resources = await stack.enter_async_context(self.spec.resources(ctx))
+            await self._consume(ctx)
+        await ctx.http.aclose()
+        if commands is not None:
+            await commands.stop()
+
+    async def _consume(self, ctx: SpokeContext) -> None:
         consumer = AIOKafkaConsumer(
             *[self.settings.topic(t) for t in self.spec.topics],
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -289,9 +303,6 @@ class SpokeRunner:
             self.assigned.clear()
             await consumer.stop()
             await producer.stop()
-            await ctx.http.aclose()
-            if commands is not None:
-                await commands.stop()
 
     async def _handle(self, ctx: SpokeContext, producer: AIOKafkaProducer, consumer, record: ConsumerRecord) -> None:
         try:
