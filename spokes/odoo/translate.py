@@ -300,3 +300,18 @@ def _with_retry_after(failure: Failure, retry_after: str | None) -> Failure:
     if failure.kind != "retryable" or failure.retry_after is not None:
         return failure
     return Failure(failure.kind, failure.code, failure.reason, parse_retry_after(retry_after))
+
+
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])(\+?\d[\d ().-]{6,18}\d)(?!\w)")
+
+
+def phone_in_text(text: str) -> str | None:
+    """The first phone number a customer typed (8 to 15 digits, optional +), normalised
+    to `+digits` or `digits`; None when the text holds none. Capturing the number is
+    what the CRM wants from a chat ("call me on +33 6 12 34 56 78")."""
+    for match in _PHONE_IN_TEXT.finditer(text or ""):
+        raw = match.group(1)
+        digits = re.sub(r"\D", "", raw)
+        if 8 <= len(digits) <= 15:
+            return ("+" if raw.startswith("+") else "") + digits
+    return None

@@ -270,3 +270,20 @@ def test_a_json2_retry_after_is_kept_for_retryable_errors_only():
 def test_retry_after_as_an_http_date_is_left_to_the_backoff():
     assert translate.parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT") is None
     assert translate.parse_retry_after("120") == 120.0
+
+
+@pytest.mark.parametrize(
+    "text, phone",
+    [
+        ("call me on +33 6 12 34 56 78 please", "+33612345678"),
+        ("my number: 06.12.34.56.78", "0612345678"),
+        ("(415) 555-0132", "4155550132"),
+        ("order 1234 shipped", None),
+        ("", None),
+        ("ref ABC12345678XYZ", None),
+    ],
+)
+def test_a_phone_number_typed_in_a_message_is_found_and_normalised(text, phone):
+    from spokes.odoo.translate import phone_in_text
+
+    assert phone_in_text(text) == phone
