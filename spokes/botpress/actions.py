@@ -1,0 +1,204 @@
+"""ask_bot: hand one contact message to the tenant's Botpress bot and collect its
+answer. Ensures the contact's Botpress user and conversation (created once, then
+reused from the store; recreated when Botpress no longer accepts them), sends the
+text once even across retries and redeliveries, and polls for the bot's replies
+within a bounded wait. Every outside call goes through SpokeContext.call."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from infra.spoke import Outcome, PermanentError, ReauthorizationRequired, SpokeContext
+from spokes.botpress import translate
+from spokes.botpress.client import BotpressChat, StaleMapping
+from spokes.botpress.mapping_store import ContactMapping, MappingStore, SentRecord
+from spokes.botpress.translate import ChatMessage
+
+log = structlog.get_logger(__name__)
+
+OPERATION = "ask_bot"
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How the bot's answer is awaited: polls back off from `first_s` to `max_s`; once
+    replies appear, one more poll after `settle_s` collects any that follow."""
+
+    first_s: float = 0.1
+    max_s: float = 1.0
+    factor: float = 1.5
+    settle_s: float = 0.25
+    max_pages: int = 10
+    """Pages (newest first) read per poll while looking back for our message."""
+
+
+async def ask_bot(
+    ctx: SpokeContext,
+    store: MappingStore,
+    *,
+    tenant_id: str,
+    channel: str,
+    contact_id: str,
+    text: str,
+    wait_s: float = 10.0,
+    webhook_id: str = translate.DEFAULT_WEBHOOK_ID,
+    message_id: str = "",
+    poll: PollPolicy = PollPolicy(),
+) -> tuple[Outcome, list[str]]:
+    """Ask the bot behind `webhook_id` (the tenant's Chat integration) and return the
+    outcome with the reply texts, oldest first ([] if the bot said nothing within `wait_s`).
+    With `message_id` (our message's id) a repeated call does not ask twice; it reads
+    the replies again, with the same Botpress ids (`data["reply_ids"]`, comma-separated,
+    in the order of the texts): derive outbound message ids from them so the Message
+    hub refuses a second recording.
+
+    Raises RetryableError (Botpress unavailable or rate limiting, after the shared
+    retries; BreakerOpen while the breaker is open), ReauthorizationRequired (the
+    tenant's Chat integration refuses us) and PermanentError (the request itself is
+    wrong; StaleMapping if Botpress drops the conversation while we wait for replies)."""
+    if not text.strip():
+        raise PermanentError("nothing to ask the bot: the message has no text", code="empty_text")
+    chat = BotpressChat(ctx.http, translate.api_url(ctx.settings.botpress_url, webhook_id))
+    asking = _Asking(ctx, store, chat, tenant_id, channel, contact_id, webhook_id)
+
+    mapping = await asking.mapping()
+    record = await store.sent(tenant_id, message_id) if message_id else None
+    if record and record.botpress_message_id and record.conversation_id == mapping.conversation_id:
+        sent = ChatMessage(record.botpress_message_id, record.botpress_created_at, mapping.user_id, mapping.conversation_id, {})
+        asking.how = "already_sent"
+    else:
+        mapping, sent = await asking.send(mapping, text, message_id, maybe_sent=record is not None)
+
+    replies = await asking.replies(mapping, sent, wait_s, poll)
+    said = translate.spoken_replies(replies)
+    texts = [text for _, text in said]
+    detail = f"bot answered with {len(texts)} message(s)" if texts else f"bot sent no reply within {wait_s:g}s"
+    data = {
+        "conversation_id": mapping.conversation_id,
+        "replies": str(len(texts)),
+        "reply_ids": ",".join(reply_id for reply_id, _ in said),
+        "mapping": asking.how,
+        "webhook_id": webhook_id,
+    }
+    return Outcome(operation=OPERATION, succeeded=True, detail=detail, external_id=sent.id, data=data), texts
+
+
+class _Asking:
+    """One ask_bot call's steps; `how` tells what happened to the mapping (for the outcome)."""
+
+    def __init__(self, ctx: SpokeContext, store: MappingStore, chat: BotpressChat, tenant_id, channel, contact_id, webhook_id):
+        self.ctx, self.store, self.chat = ctx, store, chat
+        self.tenant_id, self.channel, self.contact_id, self.webhook_id = tenant_id, channel, contact_id, webhook_id
+        self.how = "reused"
+
+    async def mapping(self) -> ContactMapping:
+        stored = await self.store.get(self.tenant_id, self.channel, self.contact_id)
+        if stored and stored.webhook_id == self.webhook_id and stored.user_key:
+            return stored
+        # None, another bot's user (the tenant changed bots), or a key that no longer opens.
+        return await self._recreate(stored, keep_user=False)
+
+    async def send(
+        self, mapping: ContactMapping, text: str, message_id: str, *, maybe_sent: bool
+    ) -> tuple[ContactMapping, ChatMessage]:
+        for fresh in (False, True):
+            if message_id:
+                await self.store.begin_send(self.tenant_id, message_id, mapping.conversation_id)
+            try:
+                sent = await self.ctx.call(
+                    self.tenant_id, "create_message", self._sender(mapping, text, message_id, maybe_sent, fresh)
+                )
+            except StaleMapping as exc:
+                if fresh:  # pragma: no cover - _sender turns it into ReauthorizationRequired
+                    raise
+                log.info("Botpress no longer accepts the stored mapping; recreating", tenant_id=self.tenant_id, code=exc.code)
+                mapping = await self._recreate(mapping, keep_user=exc.scope == "conversation")
+                maybe_sent = False  # a new conversation holds nothing of ours
+                continue
+            if message_id:
+                record = SentRecord(mapping.conversation_id, sent.id, sent.created_at)
+                await self.store.record_sent(self.tenant_id, message_id, record)
+            return mapping, sent
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def replies(self, mapping: ContactMapping, sent: ChatMessage, wait_s: float, poll: PollPolicy) -> list[ChatMessage]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        delay, previous = poll.first_s, 0
+        while True:
+            listed = await self.ctx.call(self.tenant_id, "list_messages", lambda: self._since(mapping, sent, poll.max_pages))
+            replies = translate.bot_replies(listed, user_id=mapping.user_id, sent=sent)
+            if replies and len(replies) == previous:
+                return replies
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return replies
+            await asyncio.sleep(min(poll.settle_s if replies else delay, remaining))
+            if not replies:
+                delay = min(delay * poll.factor, poll.max_s)
+            previous = len(replies)
+
+    async def _recreate(self, stale: ContactMapping | None, *, keep_user: bool) -> ContactMapping:
+        conversation_id = None
+        if keep_user and stale is not None:
+            # Keeping the user keeps what the bot remembers about the contact.
+            user_id, key = stale.user_id, stale.user_key
+            try:
+                conversation_id = await self.ctx.call(
+                    self.tenant_id, "create_conversation", lambda: self.chat.create_conversation(key)
+                )
+            except StaleMapping:
+                conversation_id = None
+        if conversation_id is None:
+            user_id, key = await self.ctx.call(self.tenant_id, "create_user", self.chat.create_user)
+            conversation_id = await self.ctx.call(
+                self.tenant_id, "create_conversation", _refused_if_stale(lambda: self.chat.create_conversation(key))
+            )
+        self.how = "created" if stale is None else "recreated"
+        fresh = ContactMapping(self.tenant_id, self.channel, self.contact_id, self.webhook_id, user_id, conversation_id, key)
+        return await self.store.save(fresh, replacing=stale)
+
+    def _sender(self, mapping: ContactMapping, text: str, message_id: str, maybe_sent: bool, fresh: bool):
+        attempts = 0
+
+        async def send() -> ChatMessage:
+            nonlocal attempts
+            attempts += 1
+            if message_id and (maybe_sent or attempts > 1):
+                # An earlier try may have reached Botpress and lost its answer: look before sending again.
+                listed, _ = await self.chat.list_messages(mapping.user_key, mapping.conversation_id)
+                found = translate.find_sent(listed, user_id=mapping.user_id, message_id=message_id)
+                if found:
+                    return found
+            return await self.chat.create_message(mapping.user_key, mapping.conversation_id, text, message_id=message_id)
+
+        return _refused_if_stale(send) if fresh else send
+
+    async def _since(self, mapping: ContactMapping, sent: ChatMessage, max_pages: int) -> list[ChatMessage]:
+        """The conversation's messages back to (and including) `sent`, oldest first."""
+        newest_first: list[ChatMessage] = []
+        token = None
+        for _ in range(max_pages):
+            page, token = await self.chat.list_messages(mapping.user_key, mapping.conversation_id, next_token=token)
+            newest_first.extend(page)
+            if not token or any(m.id == sent.id or m.created_at < sent.created_at for m in page):
+                break
+        return newest_first[::-1]
+
+
+def _refused_if_stale(fn):
+    """For calls with a user or conversation Botpress has just made: if it rejects
+    them at once, the tenant's Chat integration is the problem, not our mapping."""
+
+    async def call():
+        try:
+            return await fn()
+        except StaleMapping as exc:
+            raise ReauthorizationRequired(
+                f"Botpress rejects what it just created: {exc.reason}", code="fresh_mapping_rejected"
+            ) from exc
+
+    return call

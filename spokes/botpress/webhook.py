@@ -1,0 +1,117 @@
+"""Botpress callbacks: the Chat integration's webhook pushes each `message_created`
+signal to `POST /webhooks/botpress/{tenant_id}` with its secret in `x-bp-secret`;
+each bot message becomes one `poseidon.ingress.InboundReceived` (kind bot_reply),
+stored through infra.ingress under the same rules as Facebook's webhook. Routes
+nothing; our own user's messages echoed back are counted and left out.
+
+Push body (the Chat API's signal, as tests/standins/botpress.py sends it):
+`{"type": "message_created", "data": {"id", "createdAt", "conversationId", "userId",
+"payload": {"type": "text", "text": ...}, "metadata"?, "isBot": true}}`.
+The push names neither the bot nor our contact: the record's account id is the
+tenant (its callback URL stands for its bot) and its contact id is the Botpress
+conversation id, which the Botpress spoke maps to our contact. The secret is one
+for the platform (POSEIDON_BOTPRESS_WEBHOOK_SECRET), so the path's tenant is trusted
+as far as that secret is."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from infra.ingress import INGRESS, error, request_id
+from spokes.botpress.translate import PUSH_SECRET_HEADER, ChatMessage, MalformedAnswer, parse_push, push_is_authentic, reply_text
+
+PLATFORM = "botpress"
+KIND = "bot_reply"
+PATH = "/webhooks/botpress/{tenant_id}"
+ACTOR = "ingress:botpress"
+EVENT_TYPE = "poseidon.ingress.InboundReceived"
+MEDIA_URL_FIELDS = {"image": "imageUrl", "audio": "audioUrl", "video": "videoUrl", "file": "fileUrl"}
+_TENANT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def attachments_of(payload: Mapping[str, Any]) -> list[dict[str, str]]:
+    kind = payload.get("type")
+    url = payload.get(MEDIA_URL_FIELDS.get(kind, ""), "") if isinstance(kind, str) else ""
+    return [{"type": kind, "url": url}] if isinstance(url, str) and url else []
+
+
+def inbound_record(
+    message: ChatMessage,
+    raw: Any,
+    *,
+    tenant_id: str,
+    request_id: str,
+    now: datetime,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> dict[str, Any]:
+    """One InboundReceived (bot_reply) for one bot message pushed for `tenant_id`."""
+    return {
+        "envelope": {
+            "event_id": new_id(),
+            "event_type": EVENT_TYPE,
+            "aggregate_id": f"{PLATFORM}/{tenant_id}/{message.conversation_id}",
+            "aggregate_version": 0,
+            "tenant_id": tenant_id,
+            "correlation_id": new_id(),
+            "causation_id": request_id,
+            "occurred_at": now,
+            "actor": ACTOR,
+            "previous_hash": "",
+        },
+        "platform": PLATFORM,
+        "kind": KIND,
+        "account_id": tenant_id,
+        "contact_id": message.conversation_id,
+        "message_id": message.id,
+        "text": reply_text(message.payload) or "",
+        "attachments": attachments_of(message.payload),
+        "mids": [],
+        "watermark": 0,
+        "sent_at": message.created_at,
+        "tenant_hint": tenant_id,
+        "raw": json.dumps(raw, separators=(",", ":"), ensure_ascii=False),
+    }
+
+
+async def receive(request: web.Request) -> web.Response:
+    ingress = request.app[INGRESS]
+    tenant_id = request.match_info["tenant_id"]
+    body = await ingress.read_body(request)
+    secret = request.headers.get(PUSH_SECRET_HEADER)
+    if not secret:
+        ingress.signature_failed(request, "missing")
+        return error(401, f"{PUSH_SECRET_HEADER} is missing")
+    if not push_is_authentic(secret, ingress.settings.botpress_webhook_secret):
+        ingress.signature_failed(request, "invalid")
+        return error(403, f"{PUSH_SECRET_HEADER} is not ours")
+    if not _TENANT_ID.match(tenant_id):
+        return await ingress.dead_letter(request, body, "tenant id in the path is not an id", "InvalidTenant")
+    if request.content_type != "application/json":
+        reason = f"content type must be application/json, not {request.content_type or 'missing'}"
+        return await ingress.dead_letter(request, body, reason, "UnsupportedMediaType", status=415)
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return await ingress.dead_letter(request, body, f"malformed JSON: {exc}", "MalformedJSON")
+    try:
+        message = parse_push(decoded)
+    except MalformedAnswer as exc:
+        return await ingress.dead_letter(request, body, f"invalid push: {exc}", "InvalidPush")
+    if message is None:
+        # Label values from a fixed set: metric labels must not grow with what callers send.
+        user_message = isinstance(decoded, Mapping) and decoded.get("type") == "message_created"
+        ingress.skipped(PLATFORM, ["user_message" if user_message else "other_signal"])
+        return await ingress.accept(request, [])
+    record = inbound_record(message, decoded["data"], tenant_id=tenant_id, request_id=request_id(request), now=datetime.now(UTC))
+    return await ingress.accept(request, [record])
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post(PATH, receive)]
