@@ -1,0 +1,416 @@
+"""The one HTTP ingress of the platform: chat platforms' webhooks and Botpress
+callbacks come in here, are authenticated, split into items and stored as
+`poseidon.ingress.InboundReceived` on `ingress.inbound` before we answer 200.
+Ingress never routes and never deduplicates: it stores every accepted item.
+
+Why no dedupe store here: platforms re-deliver (Facebook retries until it gets a
+200, and may deliver twice anyway), so the same platform message id can be stored
+more than once. Exactly-once acting is enforced downstream, where state changes:
+the Message hub's conversation aggregate rejects a `RecordInboundMessage` whose
+message id is already recorded (`DuplicateMessage`), atomically inside the
+processor's exactly-once transaction, and the router makes no routing decision
+(and so no reply) for a duplicate. That holds across restarts and concurrent
+deliveries because the aggregate is the single writer of its conversation;
+a second store here would only be a weaker copy of it.
+
+Answers: 200 {"accepted": n} only once every item is durable (acks=all,
+idempotent producer); 503 when Kafka does not confirm within the produce timeout
+(the platform retries; never 200 for something not stored); 400 {"error"} for
+malformed bodies, which, when authenticated, also go whole to `ingress.dlq` with
+the reason; 401/403 for a missing/bad signature (counted, never processed); 413
+too large; 415 wrong content type; 429 with Retry-After when a platform account
+exceeds its rate.
+
+Rate limiting is per platform account (Facebook page id, Botpress tenant), not
+per tenant: ingress does not know tenants yet, and each page belongs to exactly
+one tenant, so a page's bucket is a share of its tenant's budget.
+
+Run it with `python -m infra.ingress` (or `poseidon ingress`); `/healthz` and
+`/metrics` are served on the same port, and on POSEIDON_OPS_PORT when set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from infra import metrics
+from infra.dlq import dead_letter
+from infra.ops import OpsServer
+from infra.ratelimit import TokenBuckets
+from poseidon.settings import Settings
+from schemas.codec import Codec, EncodeError
+
+if __name__ == "__main__":
+    # `python -m infra.ingress`: run the importable copy of this module, the one the
+    # webhook handlers import, so its metrics are registered once.
+    from infra.ingress import main
+
+    main()
+    raise SystemExit(0)
+
+log = structlog.get_logger(__name__)
+
+INBOUND_SCHEMA = "poseidon.ingress.InboundReceived"
+INBOUND_TOPIC = "ingress.inbound"
+DLQ_TOPIC = "ingress.dlq"
+CONTENT_TYPE = b"application/vnd.poseidon.avro"
+PRODUCE_TIMEOUT_S = 5.0
+"""How long a request waits for Kafka's acks before answering 503: short, so the
+platform hears "retry" well before it gives up on us."""
+PROCESS = "ingress"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+WEBHOOK_REQUESTS = Counter("poseidon_webhook_requests_total", "Ingress HTTP requests by route and status.", ["route", "status"])
+SIGNATURE_FAILURES = Counter(
+    "poseidon_webhook_signature_failures_total", "Webhook requests refused for their signature or secret.", ["route", "reason"]
+)
+ITEMS_ACCEPTED = Counter(
+    "poseidon_ingress_items_total", "Inbound items stored on Kafka, by platform and kind.", ["platform", "kind"]
+)
+ITEMS_SKIPPED = Counter(
+    "poseidon_ingress_items_skipped_total", "Well-formed items not stored (kinds not handled, standby).", ["platform", "kind"]
+)
+PRODUCE_LATENCY = Histogram(
+    "poseidon_ingress_produce_seconds",
+    "Time from the first send to the last ack for one request's records.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """The largest record ingress may write: a dead letter holds the whole body, and
+    an item holds its text twice (`text` and `raw`), plus envelope and framing. The
+    ingress topics' `max.message.bytes` must allow it (Kafka's default is 1 MB)."""
+    return 2 * settings.ingress_max_body_bytes + 64 * 1024
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not confirm the records in time (or the producer is not connected)."""
+
+
+class Ingress:
+    """The shared machinery every webhook handler uses: one idempotent acks=all
+    producer, the per-account rate limiter, dead letters, metrics and the JSON
+    error answers. Platform handlers only authenticate, parse and map.
+
+    The producer connects in the background and keeps trying: while Kafka is
+    unreachable every request that would store something is answered 503.
+    """
+
+    def __init__(self, settings: Settings, codec: Codec, *, produce_timeout_s: float = PRODUCE_TIMEOUT_S):
+        self.settings, self.codec = settings, codec
+        self.produce_timeout_s = produce_timeout_s
+        self.limiter = TokenBuckets(settings.ingress_rate_per_s, 2 * settings.ingress_rate_per_s)
+        self.inbound_topic = settings.topic(INBOUND_TOPIC)
+        self.dlq_topic = settings.topic(DLQ_TOPIC)
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._connect(), name="ingress-kafka-connect")
+
+    async def stop(self) -> None:
+        """Flush what was sent (in-flight requests are already finished by the
+        HTTP server's graceful shutdown) and close."""
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+            try:
+                await self._connector
+            except asyncio.CancelledError:
+                pass
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether the producer connected within `timeout` seconds (tests, start-up checks)."""
+        if self._connector is None:
+            return self.connected
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connector), timeout)
+        except TimeoutError:
+            pass
+        return self.connected
+
+    async def kafka_reachable(self) -> bool:
+        """Health: the producer is connected and a broker answers metadata."""
+        if self._producer is None:
+            return False
+        await self._producer.client.fetch_all_metadata()
+        return True
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=1,
+                max_request_size=max_record_bytes(self.settings),
+                client_id="poseidon-ingress",
+            )
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                await producer.stop()
+                log.warning("kafka not reachable, retrying", bootstrap=self.settings.kafka_bootstrap, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            log.info("ingress producer connected", bootstrap=self.settings.kafka_bootstrap)
+            return
+
+    # -- storing ---------------------------------------------------------------
+
+    async def produce(self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        """Send (topic, key, value, headers) records and wait until Kafka acked all
+        of them, or raise KafkaUnavailable. A timed-out record may still land
+        later; the platform's retry then stores it twice, which is harmless
+        (see the module docstring on deduplication)."""
+        producer = self._producer
+        if producer is None:
+            raise KafkaUnavailable("not connected to Kafka")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.produce_timeout_s):
+                acks = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in records]
+                # shield: a timeout must not cancel the producer's own delivery futures.
+                await asyncio.gather(*(asyncio.shield(ack) for ack in acks))
+        except TimeoutError:
+            raise KafkaUnavailable(f"no acknowledgement from Kafka within {self.produce_timeout_s}s") from None
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        PRODUCE_LATENCY.observe(time.perf_counter() - started)
+
+    async def accept(self, request: web.Request, records: Sequence[Mapping[str, Any]]) -> web.Response:
+        """Rate-limit, store every InboundReceived record and answer: 200 only once
+        all are durable, 429 over the account's rate, 503 when Kafka cannot confirm."""
+        if not records:
+            return web.json_response({"accepted": 0})
+        try:
+            encoded = [
+                (self.inbound_topic, r["envelope"]["aggregate_id"].encode(), self.codec.encode(INBOUND_SCHEMA, r), _headers(r))
+                for r in records
+            ]
+        except EncodeError as exc:
+            # Signed, parsed, and still not storable: keep it whole for a human.
+            return await self.dead_letter(request, await request.read(), f"cannot encode item: {exc}", "EncodeError")
+        wanted = collections.Counter(f"{r['platform']}/{r['account_id']}" for r in records)
+        wait = self.limiter.acquire_all(wanted)
+        if wait > 0:
+            log.warning("rate limited", accounts=sorted(wanted), retry_after_s=round(wait, 3))
+            return error(429, "rate limited, retry later", {"Retry-After": str(self.limiter.retry_after(wait))})
+        try:
+            await self.produce(encoded)
+        except KafkaUnavailable as exc:
+            log.warning("inbound items not stored", items=len(records), reason=str(exc))
+            return error(503, "event store unavailable, retry later", {"Retry-After": "1"})
+        for r in records:
+            ITEMS_ACCEPTED.labels(r["platform"], r["kind"]).inc()
+        log.info(
+            "inbound items accepted",
+            items=len(records),
+            kinds=sorted({r["kind"] for r in records}),
+            correlation_ids=[r["envelope"]["correlation_id"] for r in records],
+        )
+        return web.json_response({"accepted": len(records)})
+
+    async def dead_letter(
+        self, request: web.Request, body: bytes, reason: str, error_type: str, *, status: int = 400
+    ) -> web.Response:
+        """Keep an authenticated but unusable body whole on `ingress.dlq` with the
+        reason, then answer `status` with the reason; 503 if Kafka cannot take it
+        (so the platform retries rather than the body being lost)."""
+        value, headers = dead_letter(
+            self.codec,
+            topic=f"http:{request.method} {request.path}",
+            partition=-1,
+            offset=-1,
+            key=None,
+            value=body,
+            reason=reason,
+            error_type=error_type,
+            processor=PROCESS,
+        )
+        headers.append(("request_id", request_id(request).encode()))
+        try:
+            await self.produce([(self.dlq_topic, None, value, headers)])
+        except KafkaUnavailable as exc:
+            log.warning("dead letter not stored", reason=reason, error=str(exc))
+            return error(503, "event store unavailable, retry later", {"Retry-After": "1"})
+        metrics.DEAD_LETTERS.labels(self.dlq_topic).inc()
+        log.warning("webhook body dead-lettered", reason=reason, error_type=error_type, bytes=len(body))
+        return error(status, reason)
+
+    # -- checks shared by the handlers ----------------------------------------
+
+    def skipped(self, platform: str, kinds: Iterable[str]) -> None:
+        """Count well-formed items a handler chose not to store (answered 200 all the same)."""
+        counted = collections.Counter(kinds)
+        for kind, n in counted.items():
+            ITEMS_SKIPPED.labels(platform, kind).inc(n)
+        log.info("inbound items skipped", platform=platform, kinds=dict(counted))
+
+    def signature_failed(self, request: web.Request, reason: str) -> None:
+        SIGNATURE_FAILURES.labels(route_of(request), reason).inc()
+        log.warning("webhook signature refused", route=route_of(request), reason=reason)
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The raw body (what signatures cover); 413 past the size limit, without
+        reading it when Content-Length already says so."""
+        limit = self.settings.ingress_max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        return await request.read()
+
+
+def _headers(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    envelope = record["envelope"]
+    return [
+        ("content-type", CONTENT_TYPE),
+        ("event_type", envelope["event_type"].encode()),
+        ("correlation_id", envelope["correlation_id"].encode()),
+        ("tenant_id", envelope["tenant_id"].encode()),
+    ]
+
+
+def error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Every refusal: JSON {"error": reason}."""
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id: the caller's X-Request-Id if it is a sane one, else a new uuid4."""
+    return request[REQUEST_ID]
+
+
+def route_of(request: web.Request) -> str:
+    """The route's template (`/webhooks/botpress/{tenant_id}`), never the raw path:
+    metric labels must not grow with tenant ids or garbage URLs."""
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    return resource.canonical if resource is not None else "unmatched"
+
+
+INGRESS = web.AppKey("ingress", Ingress)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+@web.middleware
+async def observe(request: web.Request, handler) -> web.StreamResponse:
+    """Request id (the causation id of every record it produces), logging context,
+    the requests metric, and JSON bodies for aiohttp's own refusals (413, 404, 405)."""
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _SANE_REQUEST_ID.match(given) else str(uuid.uuid4())
+    request[REQUEST_ID] = rid
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            reason = exc.reason.lower()
+            if exc.status == 413:
+                reason = f"body larger than {request.app[INGRESS].settings.ingress_max_body_bytes} bytes"
+            response = error(exc.status, reason, {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+        except Exception:
+            log.exception("ingress handler failed", route=route_of(request))
+            response = error(500, "internal error")
+        response.headers["X-Request-Id"] = rid
+        WEBHOOK_REQUESTS.labels(route_of(request), str(response.status)).inc()
+        return response
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _health(request: web.Request) -> web.Response:
+    ingress = request.app[INGRESS]
+    try:
+        kafka = await asyncio.wait_for(ingress.kafka_reachable(), timeout=2.0)
+    except Exception as exc:  # an unreachable broker is an unhealthy answer, not a crash
+        log.warning("health check failed", check="kafka", error=str(exc))
+        kafka = False
+    return web.json_response(
+        {"process": PROCESS, "status": "ok" if kafka else "unhealthy", "checks": {"kafka": kafka}}, status=200 if kafka else 503
+    )
+
+
+def make_app(ingress: Ingress, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
+    """The ingress application: every platform's webhook routes, /healthz and
+    /metrics. Starting it connects the producer; cleaning it up flushes it."""
+    from spokes.botpress import webhook as botpress_webhook
+    from spokes.facebook import webhook as facebook_webhook
+
+    app = web.Application(client_max_size=ingress.settings.ingress_max_body_bytes, middlewares=[observe])
+    app[INGRESS] = ingress
+    app.add_routes(facebook_webhook.routes())
+    app.add_routes(botpress_webhook.routes())
+    app.add_routes(list(extra_routes))
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/metrics", _metrics)
+
+    async def producer(_: web.Application):
+        await ingress.start()
+        yield
+        await ingress.stop()
+
+    app.cleanup_ctx.append(producer)
+    return app
+
+
+async def serve(settings: Settings, codec: Codec, *, produce_timeout_s: float = PRODUCE_TIMEOUT_S) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests
+    finish (each bounded by the produce timeout) and flush the producer."""
+    ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
+    runner = web.AppRunner(make_app(ingress), access_log=None, shutdown_timeout=produce_timeout_s + 1)
+    await runner.setup()
+    await web.TCPSite(runner, settings.ingress_host, settings.ingress_port).start()
+    ops = None
+    if settings.ops_port is not None:
+        ops = OpsServer(settings.ops_host, settings.ops_port, PROCESS, {"kafka": ingress.kafka_reachable})
+        await ops.start()
+    log.info("ingress listening", url=f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/facebook")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("ingress stopping")
+    if ops is not None:
+        await ops.stop()
+    await runner.cleanup()
+    log.info("ingress stopped")
+
+
+def main() -> None:
+    """`python -m infra.ingress`: settings from the environment, then serve."""
+    from poseidon import bootstrap
+    from poseidon.logging import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings, bootstrap.codec(settings)))
