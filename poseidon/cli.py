@@ -38,6 +38,13 @@ def list_hubs() -> None:
         click.echo(name)
 
 
+@main.command("spokes")
+def list_spokes() -> None:
+    """Print the spokes this installation runs, one per line."""
+    for name in bootstrap.spokes():
+        click.echo(name)
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics of the platform."""
@@ -96,6 +103,14 @@ def ingress() -> None:
 
     settings = _settings()
     asyncio.run(serve(settings, bootstrap.codec(settings)))
+
+
+@main.command()
+def router() -> None:
+    """Run the Message Hub's router: ingress.inbound → routing decisions (MessageRouted / MessageRejected)."""
+    from hubs.message.router import main as run_router
+
+    asyncio.run(run_router(_settings()))
 
 
 @main.command("spoke")

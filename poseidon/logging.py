@@ -12,7 +12,9 @@ from typing import Any
 import structlog
 
 # Keys whose values never reach a log line in clear, whoever logs them.
-SECRET_KEYS = frozenset({"password", "token", "refresh_token", "access_token", "secret", "totp_code", "authorization", "user_key"})
+SECRET_KEYS = frozenset(
+    {"password", "token", "refresh_token", "access_token", "secret", "totp_code", "authorization", "user_key"}
+)
 PII_KEYS = frozenset({"email", "phone", "display_name", "text"})
 
 

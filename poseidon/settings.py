@@ -19,7 +19,7 @@ DEFAULT_GRPC_PORTS = {
     "message": 50058,
 }
 # Ops (metrics + health) ports: role base + the hub's index (wallet → 06).
-OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300}
+OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "router": 9500}
 
 
 class SettingsError(ValueError):

@@ -1,1 +1,2 @@
-"""Spokes: adapters between the platform and outside systems (Facebook, Botpress, Odoo, S3/MinIO). They react to topics, never route."""
+"""Spokes: adapters between the platform and outside systems (Facebook, Botpress,
+Odoo, S3/MinIO). They react to topics and never route."""

@@ -1,13 +1,19 @@
 """The Conversation aggregate: decides (public verbs, small named checks) and
 evolves (the @event methods only assign state). Pure: no I/O. Rejection reasons
-name ids and sizes only, never message text: they end up in logs."""
+name ids and sizes only, never message text: they end up in logs.
+
+It records what the router decided (`RouteMessage`: the inbound message and its
+routing decision in one step, so a re-delivered message id is refused before any
+second decision exists) and applies platform receipts to the outbound messages
+they cover (`RecordDeliveryReceipt`); it does not decide routes itself."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
@@ -15,12 +21,14 @@ from eventsourcing.domain import Aggregate, event
 from hubs.domain import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 from hubs.message.commands import (
     CloseConversation,
+    RecordDeliveryReceipt,
     RecordInboundMessage,
     RecordOutboundMessage,
+    RouteMessage,
     StartConversation,
     UpdateDeliveryStatus,
 )
-from hubs.message.delivery import FAILED, QUEUED, RECEIVED, STATUSES, can_move
+from hubs.message.delivery import DELIVERED, FAILED, QUEUED, READ, RECEIVED, SENT, STATUSES, can_move
 
 CONVERSATION_NAMESPACE = uuid.UUID("86ebb7cc-09fb-4f9d-8781-6db27f108fb1")
 """uuid5 namespace of conversation ids. Never change it: every id derives from it."""
@@ -40,6 +48,16 @@ _PLATFORM_ID = re.compile(r"^[\x21-\x2e\x30-\x7e]{1,200}$")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,300}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ATTACHMENT_FIELDS = ("kind", "key", "content_type", "size_bytes")
+_RULE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+_FACT_KEY = re.compile(r"^[a-z][a-z0-9_.:-]{0,99}$")
+_URL = re.compile(r"^https?://[\x21-\x7e]{1,2000}$")
+MAX_FACTS = 50
+MAX_FACT_VALUE = 500
+MAX_RECEIPT_IDS = 100
+RECEIPTS = {"delivery": DELIVERED, "read": READ}
+"""Receipt kind → the status it moves covered outbound messages to."""
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+"""`last_inbound_at` of a conversation the contact never wrote in (Avro's 0)."""
 
 
 class DuplicateMessage(Rejected):
@@ -66,6 +84,19 @@ class ConversationAlreadyOpen(AggregateAlreadyExists):
     """StartConversation on a conversation that is open."""
 
 
+@dataclass(frozen=True)
+class RoutingRecord:
+    """What the router decided for one inbound message (hubs/message/routing.py
+    decides; this is its record as the command carries it)."""
+
+    routed: bool
+    rule: str
+    reason: str
+    app_id: str = ""
+    spoke: str = ""
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+
 def conversation_id(tenant_id: str, channel: str, channel_account_id: str, contact_id: str) -> str:
     """The one id of the conversation of a tenant's channel account with a contact."""
     return str(uuid.uuid5(CONVERSATION_NAMESPACE, f"{tenant_id}/{channel}/{channel_account_id}/{contact_id}"))
@@ -86,6 +117,11 @@ class Conversation(Aggregate):
         self.message_count = 0
         self.recent: dict[str, str] = {}
         """message id → status of the last MESSAGE_WINDOW messages, oldest first."""
+        self.last_inbound_at = NEVER
+        """The platform's time of the contact's last message (messaging windows)."""
+        self.sent: dict[str, list] = {}
+        """Outbound message id → [platform message id, sent at (ms)], for those of
+        `recent` that were reported sent: receipts name and date messages so."""
 
     def reopen(self) -> None:
         if self.status == OPEN:
@@ -103,6 +139,34 @@ class Conversation(Aggregate):
             self._conversation_reopened()
         self._inbound_message_recorded(message_id, self.message_count + 1, text, cleaned, received_at)
 
+    def route(
+        self,
+        message_id: str,
+        text: str,
+        links: list[Mapping[str, Any]],
+        received_at: datetime,
+        decision: RoutingRecord,
+    ) -> None:
+        """Record an inbound message and the router's decision about it, together."""
+        check_message_id(message_id, "message_id")
+        check_text(text, required=not links)
+        links = check_links(links)
+        check_timestamp(received_at, "received_at")
+        check_decision(decision)
+        check_is_new(self, message_id)
+        if self.status == CLOSED:
+            self._conversation_reopened()
+        attachments = [{"kind": a["type"], "key": "", "url": a["url"], "content_type": "", "size_bytes": 0} for a in links]
+        self._inbound_message_recorded(message_id, self.message_count + 1, text, attachments, received_at)
+        facts = dict(sorted(decision.facts.items()))
+        if decision.routed:
+            self._message_routed(
+                message_id, decision.app_id, decision.spoke, decision.rule, decision.reason,
+                self.channel, self.channel_account_id, self.contact_id, text, links, received_at, facts,
+            )  # fmt: skip
+        else:
+            self._message_rejected(message_id, decision.rule, decision.reason, facts)
+
     def record_outbound(self, message_id: str, text: str, in_reply_to: str) -> None:
         check_message_id(message_id, "message_id")
         check_text(text, required=True)
@@ -112,17 +176,49 @@ class Conversation(Aggregate):
                 raise InvalidCommand(f"message {message_id} cannot reply to itself")
         check_is_open(self)
         check_is_new(self, message_id)
-        self._outbound_message_recorded(message_id, self.message_count + 1, text, in_reply_to)
+        self._outbound_message_recorded(
+            message_id, self.message_count + 1, text, in_reply_to,
+            self.channel, self.channel_account_id, self.contact_id, getattr(self, "last_inbound_at", NEVER),
+        )  # fmt: skip
 
-    def update_delivery_status(self, message_id: str, status: str, reason: str) -> None:
+    def update_delivery_status(
+        self, message_id: str, status: str, reason: str, platform_message_id: str = "", at: datetime = NEVER
+    ) -> None:
+        """`at`: when the reporter says the status was reached (the command's issue time)."""
         check_message_id(message_id, "message_id")
         if status not in STATUSES:
             raise InvalidCommand(f"status must be one of {', '.join(STATUSES)}")
         check_reason(reason, required=status == FAILED)
+        if platform_message_id != "":
+            check_message_id(platform_message_id, "platform_message_id")
+            if status != SENT:
+                raise InvalidCommand("platform_message_id is reported with status sent only")
         current = check_is_outbound(self, message_id)
         if not can_move(current, status):
             raise InvalidStatusTransition(f"message {message_id} cannot go from {current} to {status}")
-        self._delivery_status_updated(message_id, status, current, reason)
+        self._delivery_status_updated(message_id, status, current, reason, platform_message_id, at)
+
+    def record_receipt(self, receipt: str, watermark: datetime, platform_message_ids: list[str], at: datetime) -> None:
+        """Move every outbound message the receipt covers forward. Only what the
+        conversation knows was sent at or before the watermark counts as covered
+        by it, so a receipt never claims more than happened; a message whose sent
+        report arrives after the receipt waits for the next one. A receipt that
+        covers nothing new changes nothing (receipts repeat)."""
+        if not isinstance(receipt, str) or receipt not in RECEIPTS:
+            raise InvalidCommand(f"receipt must be one of {', '.join(RECEIPTS)}, not {str(receipt)[:40]!r}")
+        check_timestamp(watermark, "watermark")
+        named = check_receipt_ids(platform_message_ids, receipt)
+        target, limit = RECEIPTS[receipt], millis(watermark)
+        sent = getattr(self, "sent", {})
+        for message_id, status in list(self.recent.items()):
+            if status == RECEIVED or not can_move(status, target):
+                continue
+            platform_id, sent_at = sent.get(message_id, ("", None))
+            by_id = target == DELIVERED and platform_id != "" and platform_id in named
+            by_watermark = sent_at is not None and limit > 0 and sent_at <= limit and status in (SENT, DELIVERED)
+            if by_id or by_watermark:
+                reached_at = watermark if limit > 0 else at
+                self._delivery_status_updated(message_id, target, status, f"{receipt} receipt", "", reached_at)
 
     def close(self, reason: str) -> None:
         check_reason(reason, required=False)
@@ -138,16 +234,54 @@ class Conversation(Aggregate):
         self, message_id: str, sequence: int, text: str, attachments: list[dict[str, Any]], received_at: datetime
     ) -> None:
         self.message_count = sequence
+        self.last_inbound_at = received_at
         self._remember(message_id, RECEIVED)
 
+    @event("MessageRouted")
+    def _message_routed(
+        self,
+        message_id: str,
+        app_id: str,
+        spoke: str,
+        rule: str,
+        reason: str,
+        channel: str,
+        channel_account_id: str,
+        contact_id: str,
+        text: str,
+        attachments: list[dict[str, str]],
+        received_at: datetime,
+        facts: dict[str, str],
+    ) -> None:
+        pass  # a fact for the spokes and the audit; the conversation's state is unchanged
+
+    @event("MessageRejected")
+    def _message_rejected(self, message_id: str, rule: str, reason: str, facts: dict[str, str]) -> None:
+        pass
+
     @event("OutboundMessageRecorded")
-    def _outbound_message_recorded(self, message_id: str, sequence: int, text: str, in_reply_to: str) -> None:
+    def _outbound_message_recorded(
+        self,
+        message_id: str,
+        sequence: int,
+        text: str,
+        in_reply_to: str,
+        channel: str,
+        channel_account_id: str,
+        contact_id: str,
+        last_inbound_at: datetime,
+    ) -> None:
         self.message_count = sequence
         self._remember(message_id, QUEUED)
 
     @event("DeliveryStatusUpdated")
-    def _delivery_status_updated(self, message_id: str, status: str, previous_status: str, reason: str) -> None:
+    def _delivery_status_updated(
+        self, message_id: str, status: str, previous_status: str, reason: str, platform_message_id: str, status_at: datetime
+    ) -> None:
         self.recent[message_id] = status
+        if status == SENT:
+            # Conversations restored from snapshots older than this attribute lack it.
+            self.__dict__.setdefault("sent", {})[message_id] = [platform_message_id, millis(status_at)]
 
     @event("ConversationClosed")
     def _conversation_closed(self, reason: str) -> None:
@@ -156,10 +290,12 @@ class Conversation(Aggregate):
     def _remember(self, message_id: str, status: str) -> None:
         self.recent[message_id] = status
         while len(self.recent) > MESSAGE_WINDOW:
-            del self.recent[next(iter(self.recent))]
+            forgotten = next(iter(self.recent))
+            del self.recent[forgotten]
+            self.__dict__.get("sent", {}).pop(forgotten, None)
 
 
-def check_conversation_id(meta_aggregate_id: str, tenant_id: str, command: StartConversation) -> None:
+def check_conversation_id(meta_aggregate_id: str, tenant_id: str, command: StartConversation | RouteMessage) -> None:
     # One spelling only: the id is the Kafka key and the table key, and deriving it
     # from the tenant means one tenant can never start another tenant's conversation.
     expected = conversation_id(tenant_id, command.channel, command.channel_account_id, command.contact_id)
@@ -221,6 +357,72 @@ def check_attachments(attachments: list[Mapping[str, Any]]) -> list[dict[str, An
     return cleaned
 
 
+def check_links(links: list[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The platform's attachments as `{type, url}` records (a URL or nothing, never bytes)."""
+    if not isinstance(links, list | tuple):
+        raise InvalidCommand("attachments must be a list")
+    if len(links) > MAX_ATTACHMENTS:
+        raise InvalidCommand(f"at most {MAX_ATTACHMENTS} attachments, not {len(links)}")
+    cleaned = []
+    for i, a in enumerate(links):
+        if not isinstance(a, Mapping) or set(a) - {"type", "url"}:
+            raise InvalidCommand(f"attachments[{i}] must be a record of type and url")
+        kind, url = a.get("type"), a.get("url", "")
+        if not isinstance(kind, str) or not _KIND.match(kind):
+            raise InvalidCommand(f"attachments[{i}].type must be a lower-case name like image")
+        if not isinstance(url, str) or (url != "" and not _URL.match(url)):
+            raise InvalidCommand(f"attachments[{i}].url must be an http(s) URL of at most 2000 characters, or empty")
+        cleaned.append({"type": kind, "url": url})
+    return cleaned
+
+
+def check_decision(decision: RoutingRecord) -> None:
+    # A decision must explain itself: the rule that decided and why, in words.
+    if not isinstance(decision.routed, bool):
+        raise InvalidCommand("routed must be true or false")
+    if not isinstance(decision.rule, str) or not _RULE.match(decision.rule):
+        raise InvalidCommand(f"rule must be a rule name like Routed or UnknownChannelAccount, not {str(decision.rule)[:80]!r}")
+    if not isinstance(decision.reason, str) or not decision.reason.strip() or len(decision.reason) > MAX_REASON:
+        raise InvalidCommand(f"reason is required: 1 to {MAX_REASON} characters saying why")
+    if decision.routed:
+        check_uuid(decision.app_id, "app_id")
+        if not isinstance(decision.spoke, str) or not _KIND.match(decision.spoke):
+            raise InvalidCommand("a routed message names the spoke that acts next (a lower-case name like botpress)")
+    elif decision.app_id != "" or decision.spoke != "":
+        raise InvalidCommand("a rejected message goes to no app and no spoke: app_id and spoke must be empty")
+    facts = decision.facts
+    if not isinstance(facts, Mapping) or len(facts) > MAX_FACTS:
+        raise InvalidCommand(f"facts must be a map of at most {MAX_FACTS} entries")
+    for key, value in facts.items():
+        if not isinstance(key, str) or not _FACT_KEY.match(key):
+            raise InvalidCommand(f"fact name {str(key)[:80]!r} must be 1 to 100 of a-z 0-9 _ . : - starting with a letter")
+        if not isinstance(value, str) or len(value) > MAX_FACT_VALUE:
+            raise InvalidCommand(f"fact {key} must be text of at most {MAX_FACT_VALUE} characters")
+
+
+def check_uuid(value: str, name: str) -> None:
+    try:
+        canonical = str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidCommand(f"{name} must be a UUID, not {str(value)[:80]!r}") from None
+    if canonical != value:
+        raise InvalidCommand(f"{name} must be a lower-case hyphenated UUID ({canonical}), not {value!r}")
+
+
+def check_receipt_ids(platform_message_ids: list[str], receipt: str) -> set[str]:
+    if not isinstance(platform_message_ids, list | tuple) or len(platform_message_ids) > MAX_RECEIPT_IDS:
+        raise InvalidCommand(f"platform_message_ids must be a list of at most {MAX_RECEIPT_IDS} message ids")
+    for value in platform_message_ids:
+        check_message_id(value, "platform_message_ids[]")
+    if platform_message_ids and receipt != "delivery":
+        raise InvalidCommand("only a delivery receipt names messages; a read receipt has a watermark only")
+    return set(platform_message_ids)
+
+
+def millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 def check_timestamp(value: datetime, name: str) -> None:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidCommand(f"{name} must be a timezone-aware timestamp")
@@ -259,6 +461,24 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
     """The one handler of every message command: returns the conversation with its
     new pending events, or raises a Rejected subclass before changing anything."""
     meta = command.meta
+    if isinstance(command, RouteMessage):
+        check_channel(command.channel)
+        check_platform_id(command.channel_account_id, "channel_account_id")
+        check_platform_id(command.contact_id, "contact_id")
+        check_conversation_id(meta.aggregate_id, meta.tenant_id, command)
+        decision = RoutingRecord(command.routed, command.rule, command.reason, command.app_id, command.spoke, command.facts)
+        if conversation is None:
+            # The first message of a contact starts the conversation; a refusal
+            # below discards it with everything else (nothing is emitted).
+            conversation = Conversation(
+                conversation_id=meta.aggregate_id,
+                tenant_id=meta.tenant_id,
+                channel=command.channel,
+                channel_account_id=command.channel_account_id,
+                contact_id=command.contact_id,
+            )
+        conversation.route(command.message_id, command.text, command.attachments, command.received_at, decision)
+        return conversation
     if isinstance(command, StartConversation):
         check_channel(command.channel)
         check_platform_id(command.channel_account_id, "channel_account_id")
@@ -281,7 +501,11 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
     elif isinstance(command, RecordOutboundMessage):
         conversation.record_outbound(command.message_id, command.text, command.in_reply_to)
     elif isinstance(command, UpdateDeliveryStatus):
-        conversation.update_delivery_status(command.message_id, command.status, command.reason)
+        conversation.update_delivery_status(
+            command.message_id, command.status, command.reason, command.platform_message_id, meta.issued_at
+        )
+    elif isinstance(command, RecordDeliveryReceipt):
+        conversation.record_receipt(command.receipt, command.watermark, command.platform_message_ids, meta.issued_at)
     elif isinstance(command, CloseConversation):
         conversation.close(command.reason)
     else:

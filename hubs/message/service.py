@@ -127,6 +127,17 @@ def _message(r) -> message_pb2.Message:
         received_at=_ts(r["received_at"]) if r["received_at"] is not None else None,
         created_at=_ts(r["created_at"]),
         updated_at=_ts(r["updated_at"]),
+        routing=_routing(r) if r["routing_rule"] else None,
+    )
+
+
+def _routing(r) -> message_pb2.Routing:
+    return message_pb2.Routing(
+        rule=r["routing_rule"],
+        reason=r["routing_reason"],
+        app_id=r["routed_app_id"],
+        spoke=r["routed_spoke"],
+        facts=json.loads(r["routing_facts"]),
     )
 
 

@@ -1,5 +1,6 @@
-"""The Tenant aggregate: a workspace and its memberships. Decides (public verbs,
-small named checks) and evolves (the @event methods only assign state). Pure: no I/O.
+"""The Tenant hub's aggregates: a workspace and its memberships (`Tenant`), and
+the channel accounts tenants connect (`ChannelAccount`). Decide (public verbs,
+small named checks) and evolve (the @event methods only assign state). Pure: no I/O.
 
 Who may do what: an actor who is a member of the tenant needs admin or owner to
 invite, change roles or remove others, and owner to grant owner or to touch an
@@ -7,7 +8,19 @@ owner; any member may leave and any invitee may decline or accept their own
 invitation. An actor who is not a member is a platform principal or an operator
 whose authority was checked before the command was sent (the gRPC service does
 that against the read store); the aggregate re-checks members here so a stale
-read store can never let a demoted admin act."""
+read store can never let a demoted admin act.
+
+Channel accounts (the channel registry the Message Hub's router resolves a page
+id with) are aggregates of their own, not part of the Tenant: a channel account
+must be unique on the whole platform, and its id `"<channel>/<account_id>"` makes
+it so by construction — the first tenant to connect an account owns that
+aggregate, and `infra.hub.decide` refuses any other tenant's command on it
+(TenantMismatch), connecting included. Both classes subclass `TenantHubAggregate`,
+which is what `HubSpec.aggregate` declares; the processor restores each from its
+own snapshot. The id spaces cannot meet: a tenant id is a slug, a channel
+account id contains a `/`. Consequence: an account stays with its first tenant
+even after it disconnected it (that tenant may connect it again; moving it to
+another tenant needs a platform-level transfer, not built yet)."""
 
 from __future__ import annotations
 
@@ -24,7 +37,16 @@ from hubs.domain import (
     Rejected,
     TenantMismatch,
 )
-from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.commands import (
+    AcceptInvitation,
+    ChangeMemberRole,
+    ConnectChannel,
+    CreateTenant,
+    DisconnectChannel,
+    InviteMember,
+    RemoveMember,
+    channel_account_id,
+)
 
 ROLES = ("viewer", "agent", "admin", "owner")
 """Weakest first; the same order as infra.security.ROLES, which reads the projected roles."""
@@ -37,6 +59,17 @@ TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 label). A lower-case hyphenated UUID is one too."""
 # Fixed forever: tenant ids are slugs, the aggregate machinery wants UUIDs.
 TENANT_NAMESPACE = uuid.UUID("5b0e4c1e-7f64-4d38-9a8e-0c6d1f3a2b71")
+# uuid5(NAMESPACE_URL, "urn:poseidon:tenant:channel-account"). Fixed forever too:
+# channel account UUIDs (eventsourcing ids) derive from it.
+CHANNEL_ACCOUNT_NAMESPACE = uuid.UUID("23b32071-72f0-5454-902f-e642c20b703a")
+CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+"""The chat platform the account is on, as ingress and conversations name it
+(`facebook`, …): the Message hub's spelling of a channel."""
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+"""A platform account id (Facebook page id, Botpress bot id): the same alphabet as
+the App hub's page guards, so every connected account can be named in a guard,
+and never a `/`, so a channel account id splits one way only."""
+MAX_REASON = 200
 
 
 class AlreadyMember(Rejected):
@@ -67,7 +100,19 @@ class InsufficientRole(Rejected):
     pass
 
 
-class Tenant(Aggregate):
+class AlreadyConnected(Rejected):
+    pass
+
+
+class NotConnected(Rejected):
+    pass
+
+
+class TenantHubAggregate(Aggregate):
+    """Base of the Tenant hub's aggregates; every one sets its owning `tenant_id`."""
+
+
+class Tenant(TenantHubAggregate):
     @staticmethod
     def create_id(tenant_id: str, **_: object) -> uuid.UUID:
         return uuid.uuid5(TENANT_NAMESPACE, tenant_id)
@@ -165,6 +210,38 @@ class Tenant(Aggregate):
         del self.members[principal_id]
 
 
+class ChannelAccount(TenantHubAggregate):
+    @staticmethod
+    def create_id(channel_account_id: str, **_: object) -> uuid.UUID:
+        return uuid.uuid5(CHANNEL_ACCOUNT_NAMESPACE, channel_account_id)
+
+    @event("ChannelConnected")
+    def __init__(self, channel_account_id: str, tenant_id: str, channel: str, account_id: str):
+        self.tenant_id = tenant_id
+        self.channel = channel
+        self.account_id = account_id
+        self.connected = True
+
+    def reconnect(self) -> None:
+        if self.connected:
+            raise AlreadyConnected(f"{self.channel} account {self.account_id} is already connected to this tenant")
+        self._reconnected(self.channel, self.account_id)
+
+    def disconnect(self, reason: str) -> None:
+        check_reason(reason)
+        if not self.connected:
+            raise NotConnected(f"{self.channel} account {self.account_id} is not connected")
+        self._disconnected(self.channel, self.account_id, reason)
+
+    @event("ChannelReconnected")
+    def _reconnected(self, channel: str, account_id: str) -> None:
+        self.connected = True
+
+    @event("ChannelDisconnected")
+    def _disconnected(self, channel: str, account_id: str, reason: str) -> None:
+        self.connected = False
+
+
 def check_tenant_id(tenant_id: str) -> None:
     # Only one spelling: the id is the Kafka key, the table key and what every
     # other hub's tenant_id refers to, so "Acme" and "acme" must not be two tenants.
@@ -223,9 +300,65 @@ def check_actor_may_manage(tenant: Tenant, actor: str, *roles_involved: str) -> 
         raise InsufficientRole(f"{actor} is {actor_role}; this needs {needed}")
 
 
-def handle(tenant: Tenant | None, command: Command) -> Tenant:
-    """The one handler of every tenant command: returns the tenant with its new
-    pending events, or raises a Rejected subclass before changing anything."""
+def check_channel(channel: str) -> None:
+    if not isinstance(channel, str) or not CHANNEL.match(channel):
+        raise InvalidCommand(
+            f"channel must be a lower-case platform name like facebook (a-z, 0-9, _; at most 32), not {channel!r}"
+        )
+
+
+def check_account_id(account_id: str) -> None:
+    if not isinstance(account_id, str) or not ACCOUNT_ID.match(account_id):
+        raise InvalidCommand(f"account_id must be 1 to 128 of A-Z a-z 0-9 _ . : -, not {account_id!r}")
+
+
+def check_channel_account_id(aggregate_id: str, channel: str, account_id: str) -> None:
+    expected = channel_account_id(channel, account_id)
+    if aggregate_id != expected:
+        raise InvalidCommand(f"the aggregate id of {channel} account {account_id} is {expected!r}, not {aggregate_id!r}")
+
+
+def check_reason(reason: str) -> None:
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+        raise InvalidCommand(f"reason must be at most {MAX_REASON} printable characters")
+
+
+def handle(aggregate: TenantHubAggregate | None, command: Command) -> TenantHubAggregate:
+    """The one handler of every tenant hub command: returns the aggregate with its
+    new pending events, or raises a Rejected subclass before changing anything."""
+    if isinstance(command, ConnectChannel | DisconnectChannel):
+        return handle_channel(aggregate, command)
+    if aggregate is not None and not isinstance(aggregate, Tenant):
+        raise InvalidCommand(f"{command.meta.aggregate_id} is a channel account, not a tenant")
+    return handle_tenant(aggregate, command)
+
+
+def handle_channel(account: TenantHubAggregate | None, command: ConnectChannel | DisconnectChannel) -> ChannelAccount:
+    meta = command.meta
+    if account is not None and not isinstance(account, ChannelAccount):
+        raise InvalidCommand(f"{meta.aggregate_id} is a tenant, not a channel account")
+    if isinstance(command, ConnectChannel):
+        check_channel(command.channel)
+        check_account_id(command.account_id)
+        check_channel_account_id(meta.aggregate_id, command.channel, command.account_id)
+        # The reserved ids own no channel: a message of such an account would route nowhere.
+        check_tenant_id(meta.tenant_id)
+        if account is None:
+            return ChannelAccount(
+                channel_account_id=meta.aggregate_id,
+                tenant_id=meta.tenant_id,
+                channel=command.channel,
+                account_id=command.account_id,
+            )
+        account.reconnect()
+        return account
+    if account is None:
+        raise AggregateNotFound(f"no channel account {meta.aggregate_id[:200]!r} is connected to tenant {meta.tenant_id}")
+    account.disconnect(command.reason)
+    return account
+
+
+def handle_tenant(tenant: Tenant | None, command: Command) -> Tenant:
     meta = command.meta
     if isinstance(command, CreateTenant):
         if meta.tenant_id != meta.aggregate_id:

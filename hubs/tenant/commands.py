@@ -1,5 +1,7 @@
 """Tenant commands: what callers may ask of a tenant. The aggregate id of every
-tenant command is the tenant id itself (meta.aggregate_id == meta.tenant_id)."""
+membership command is the tenant id itself (meta.aggregate_id == meta.tenant_id);
+the channel commands address one channel account (`channel_account_id`), which
+the tenant of the command owns once it connected it."""
 
 from __future__ import annotations
 
@@ -42,4 +44,27 @@ class RemoveMember(TenantCommand):
     principal_id: str
 
 
-COMMANDS = (CreateTenant, InviteMember, AcceptInvitation, ChangeMemberRole, RemoveMember)
+@dataclass(frozen=True)
+class ConnectChannel(TenantCommand):
+    """Aggregate id: `channel_account_id(channel, account_id)`. Connects the
+    account (a Facebook page, …) to the command's tenant: its messages route there."""
+
+    channel: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class DisconnectChannel(TenantCommand):
+    """Aggregate id: `channel_account_id(channel, account_id)`. The account's
+    messages no longer route to the tenant; the tenant may connect it again."""
+
+    reason: str = ""
+
+
+def channel_account_id(channel: str, account_id: str) -> str:
+    """The aggregate id of a channel account: readable in the log and as the Kafka
+    key, and one per (channel, account) on the whole platform by construction."""
+    return f"{channel}/{account_id}"
+
+
+COMMANDS = (CreateTenant, InviteMember, AcceptInvitation, ChangeMemberRole, RemoveMember, ConnectChannel, DisconnectChannel)

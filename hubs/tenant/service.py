@@ -1,7 +1,9 @@
-"""Tenant gRPC service: queries over the tenant read store (TenantQuery) and the
-membership commands sent on the caller's behalf (TenantMembership), each
-guarded by the caller's role in the tenant it names. Parsing, authorising and
-answering only; SQL lives in projections/tenant/queries.py, rules in the aggregate."""
+"""Tenant gRPC service: queries over the tenant read store (TenantQuery), the
+membership commands (TenantMembership) and the channel registry's commands
+(TenantChannels) sent on the caller's behalf, each guarded by the caller's role
+in the tenant it names (ResolveChannel: platform principals only). Parsing,
+authorising and answering only; SQL lives in projections/tenant/queries.py,
+rules in the aggregates."""
 
 from __future__ import annotations
 
@@ -13,11 +15,20 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.domain import Command
-from hubs.tenant.aggregate import MAX_NAME, ROLES, TENANT_ID
-from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.aggregate import ACCOUNT_ID, CHANNEL, MAX_NAME, MAX_REASON, ROLES, TENANT_ID
+from hubs.tenant.commands import (
+    AcceptInvitation,
+    ChangeMemberRole,
+    ConnectChannel,
+    CreateTenant,
+    DisconnectChannel,
+    InviteMember,
+    RemoveMember,
+    channel_account_id,
+)
 from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
-from infra.paging import decode_token, page_size, paginate
+from infra.paging import decode_token, encode_token, page_size, paginate
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
 from schemas.protos import tenant_pb2, tenant_pb2_grpc
@@ -106,6 +117,34 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         return tenant_pb2.MyInvitationPage(
             invitations=[_invitation(r, principal_id=caller.id) for r in page],
             next_page_token=token,
+        )
+
+    async def ResolveChannel(
+        self, request: tenant_pb2.ResolveChannelRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.ChannelAccount:
+        channel, account_id = _channel(request.channel), _account(request.account_id)
+        # Which tenant owns a page is another tenant's business: only the platform
+        # (the router) may ask it of an arbitrary account.
+        if not _is_platform(current_principal()):
+            raise PermissionDenied("only platform principals may resolve a channel account")
+        row = await queries.channel_account(self.pool, channel, account_id)
+        if row is None:
+            raise NotFound(f"no tenant connected {channel} account {account_id}")
+        return _channel_account(row)
+
+    async def ListChannels(
+        self, request: tenant_pb2.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.ChannelPage:
+        tenant_id = _tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "viewer")
+        size = page_size(request.page_size)
+        channel, _, account_id = decode_token(request.page_token).partition("/")
+        rows = await queries.channels_page(self.pool, tenant_id, (channel, account_id), size + 1)
+        page = rows[:size]
+        more = len(rows) > size
+        return tenant_pb2.ChannelPage(
+            channels=[_channel_account(r) for r in page],
+            next_page_token=encode_token(f"{page[-1]['channel']}/{page[-1]['account_id']}") if more else "",
         )
 
 
@@ -201,6 +240,61 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
         )
 
 
+class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
+    """Sends the channel registry's commands as the caller. A channel account is
+    its own aggregate, owned by the tenant that first connected it; another
+    tenant's command on it is refused by the shared ownership rule."""
+
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the tenant service declares sends_commands"
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+
+    async def ConnectChannel(
+        self, request: tenant_pb2.ConnectChannelRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, channel, account_id = _tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
+        await self.authorizer.require(tenant_id, "admin")
+        meta = _channel_meta(tenant_id, channel, account_id, request.command_id)
+        result = await self.commands.send(ConnectChannel(meta, channel=channel, account_id=account_id), timeout=COMMAND_TIMEOUT_S)
+        if result.rejection == "TenantMismatch":
+            # Say that it is taken, never by whom.
+            raise FailedPrecondition(f"ChannelTaken: {channel} account {account_id} is connected to another tenant")
+        return await self._reply(result, tenant_id, channel, account_id)
+
+    async def DisconnectChannel(
+        self, request: tenant_pb2.DisconnectChannelRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.CommandReply:
+        tenant_id, channel, account_id = _tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
+        await self.authorizer.require(tenant_id, "admin")
+        meta = _channel_meta(tenant_id, channel, account_id, request.command_id)
+        result = await self.commands.send(DisconnectChannel(meta, reason=request.reason), timeout=COMMAND_TIMEOUT_S)
+        if result.rejection in ("TenantMismatch", "AggregateNotFound"):
+            # Another tenant's account answers exactly like one nobody connected.
+            raise NotFound(f"tenant {tenant_id} has no {channel} account {account_id}")
+        return await self._reply(result, tenant_id, channel, account_id)
+
+    async def _reply(self, result: CommandResult, tenant_id: str, channel: str, account_id: str) -> tenant_pb2.CommandReply:
+        if not result.accepted:
+            raise _refusal(result, {})
+        projected = await _wait_until(lambda: queries.channel_version(self.pool, tenant_id, channel, account_id), result.version)
+        return tenant_pb2.CommandReply(
+            tenant_id=tenant_id,
+            command_id=result.command_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=projected,
+        )
+
+
+def _channel_meta(tenant_id: str, channel: str, account_id: str, command_id: str):
+    if len(command_id) > 200:
+        raise InvalidArgument("command_id must be at most 200 characters")
+    caller = current_principal()
+    return new_meta(channel_account_id(channel, account_id), tenant_id, actor=caller.id, command_id=command_id or None)
+
+
 def _refusal(result: CommandResult, not_found: dict[str, str]) -> Exception:
     if result.rejection in not_found:
         return NotFound(not_found[result.rejection])
@@ -214,9 +308,13 @@ def _refusal(result: CommandResult, not_found: dict[str, str]) -> Exception:
 
 
 async def _wait_until_projected(pool, tenant_id: str, version: int) -> bool:
+    return await _wait_until(lambda: pool.fetchval("SELECT version FROM tenants WHERE tenant_id = $1", tenant_id), version)
+
+
+async def _wait_until(projected_version, version: int) -> bool:
     deadline = time.monotonic() + PROJECTION_WAIT_S
     while True:
-        if (await pool.fetchval("SELECT version FROM tenants WHERE tenant_id = $1", tenant_id) or 0) >= version:
+        if (await projected_version() or 0) >= version:
             return True
         if time.monotonic() >= deadline:
             return False
@@ -254,6 +352,30 @@ def _canonical_tenant(value: str) -> str:
     return value
 
 
+def _channel(value: str) -> str:
+    if not CHANNEL.match(value):
+        raise InvalidArgument(f"channel must be a lower-case platform name like facebook, not {value[:40]!r}")
+    return value
+
+
+def _account(value: str) -> str:
+    if not ACCOUNT_ID.match(value):
+        raise InvalidArgument(f"account_id must be 1 to 128 of A-Z a-z 0-9 _ . : -, not {value[:200]!r}")
+    return value
+
+
+def _channel_account(row) -> tenant_pb2.ChannelAccount:
+    return tenant_pb2.ChannelAccount(
+        channel=row["channel"],
+        account_id=row["account_id"],
+        tenant_id=row["tenant_id"],
+        connected=row["connected"],
+        version=row["version"],
+        connected_at=_ts(row["connected_at"]),
+        updated_at=_ts(row["updated_at"]),
+    )
+
+
 def _principal(value: str, field: str = "principal_id") -> str:
     if not value:
         raise InvalidArgument(f"{field} is required")
@@ -286,6 +408,7 @@ def _ts(dt) -> Timestamp:
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     tenant_pb2_grpc.add_TenantQueryServicer_to_server(TenantQueries(deps), server)
     tenant_pb2_grpc.add_TenantMembershipServicer_to_server(TenantMembership(deps), server)
+    tenant_pb2_grpc.add_TenantChannelsServicer_to_server(TenantChannels(deps), server)
 
 
 SERVICE = QueryService(
@@ -294,6 +417,7 @@ SERVICE = QueryService(
     service_names=(
         tenant_pb2.DESCRIPTOR.services_by_name["TenantQuery"].full_name,
         tenant_pb2.DESCRIPTOR.services_by_name["TenantMembership"].full_name,
+        tenant_pb2.DESCRIPTOR.services_by_name["TenantChannels"].full_name,
     ),
     add_to_server=_add_to_server,
     sends_commands=True,

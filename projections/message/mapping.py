@@ -24,6 +24,10 @@ HISTORY_ROW = """INSERT INTO message_status_history (tenant_id, conversation_id,
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"""
 STATUS = """UPDATE messages SET status = $4, status_reason = $5, updated_at = $6, version = $7
 WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3 AND version < $7"""
+# One routing decision per message (the hub refuses a second one): a plain SET is idempotent.
+ROUTING = """UPDATE messages SET routed_app_id = $4, routed_spoke = $5, routing_rule = $6, routing_reason = $7,
+    routing_facts = $8::jsonb, updated_at = $9
+WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3"""
 # One statement for every conversation change (NULL keeps a column), so a batch of them is one executemany.
 CONVERSATION = """UPDATE conversations SET status = COALESCE($3, status), message_count = COALESCE($4, message_count),
     last_message_at = COALESCE($5, last_message_at), last_activity_at = COALESCE($5, last_activity_at),
@@ -77,6 +81,11 @@ def apply(event_type: str, record: dict) -> list[Statement]:
             Statement(STATUS, (tenant_id, conversation_id, message_id, status, reason, at, version), phase=MESSAGE_UPDATED),
             conversation(),
         ]
+    if kind in ("MessageRouted", "MessageRejected"):
+        app_id, spoke = record.get("app_id", ""), record.get("spoke", "")
+        facts = json.dumps(record["facts"], sort_keys=True, separators=(",", ":"))
+        args = (tenant_id, conversation_id, record["message_id"], app_id, spoke, record["rule"], record["reason"], facts, at)
+        return [Statement(ROUTING, args, phase=MESSAGE_UPDATED), conversation()]
     if kind == "ConversationClosed":
         return [conversation(status="closed")]
     if kind == "ConversationReopened":
@@ -86,4 +95,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
 
 def _json(attachments: list) -> str:
     keys = ("kind", "key", "content_type", "size_bytes")
-    return json.dumps([{k: a[k] for k in keys} for a in attachments], separators=(",", ":"))
+    # The platform's URL (InboundMessageRecorded v2) only where there is one.
+    return json.dumps(
+        [{**{k: a[k] for k in keys}, **({"url": a["url"]} if a.get("url") else {})} for a in attachments], separators=(",", ":")
+    )

@@ -12,7 +12,8 @@ import asyncpg
 _CONVERSATION_COLUMNS = """conversation_id, tenant_id, channel, channel_account_id, contact_id, status, message_count,
     started_at, last_message_at, last_activity_at, version, updated_at"""
 _MESSAGE_COLUMNS = """message_id, conversation_id, sequence, direction, text, attachments::text AS attachments, in_reply_to,
-    status, status_reason, received_at, created_at, updated_at"""
+    status, status_reason, received_at, created_at, updated_at,
+    routing_rule, routing_reason, routed_app_id, routed_spoke, routing_facts::text AS routing_facts"""
 
 CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND conversation_id = $2"
 # Keyset pagination, newest activity first; the cursor is the last row's (last_activity_at, conversation_id).

@@ -1,5 +1,7 @@
-"""Tenant read model: tenants, memberships and pending invitations in the
-`tenant` schema. Its `memberships` table is what every gRPC role check reads."""
+"""Tenant read model: tenants, memberships, pending invitations and the channel
+registry (`channel_accounts`) in the `tenant` schema. Its `memberships` table is
+what every gRPC role check reads; `channel_accounts` is what the Message Hub's
+router resolves page ids with."""
 
 from pathlib import Path
 
@@ -11,5 +13,5 @@ PROJECTION = ProjectionSpec(
     topics=("tenant.events",),
     migrations=Path(__file__).parent / "migrations",
     apply=apply,
-    tables=("tenants", "memberships", "invitations"),
+    tables=("tenants", "memberships", "invitations", "channel_accounts"),
 )

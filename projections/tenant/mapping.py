@@ -2,15 +2,18 @@
 the tenant's creation first moves the tenant row's version forward (only if it
 is behind the event's version) and changes memberships or invitations only when
 that happened, in one statement: a replayed event changes nothing, and events of
-one tenant apply in order whatever batch they arrive in."""
+one tenant apply in order whatever batch they arrive in. A channel account's
+events are one version-guarded upsert of its row each, which gives the same
+guarantees in any order."""
 
 from __future__ import annotations
 
 from infra.projection import Statement
 
 # Phases: the tenant row exists before anything guards on its version; every
-# other statement runs in event order (the version guard needs it).
-CREATED, CHANGED = 0, 1
+# other statement runs in event order (the version guard needs it). Channel
+# accounts touch no tenant row: their own phase lets their upserts batch.
+CREATED, CHANGED, CHANNEL = 0, 1, 2
 
 CREATE = """INSERT INTO tenants (tenant_id, name, version, created_by, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id) DO NOTHING"""
@@ -43,11 +46,23 @@ WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 )
 REMOVE = _BUMP + """DELETE FROM memberships m USING bumped WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 
+# $1 channel, $2 account id, $3 owning tenant, $4 connected, $5 event version, $6 occurred at.
+CHANNEL_STATE = """INSERT INTO channel_accounts (channel, account_id, tenant_id, connected, version, connected_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $6)
+ON CONFLICT (channel, account_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, connected = EXCLUDED.connected,
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+    connected_at = CASE WHEN EXCLUDED.connected THEN EXCLUDED.connected_at ELSE channel_accounts.connected_at END
+WHERE channel_accounts.version < EXCLUDED.version"""
+_CHANNEL_EVENTS = {"ChannelConnected": True, "ChannelReconnected": True, "ChannelDisconnected": False}
+
 
 def apply(event_type: str, record: dict) -> list[Statement]:
     env = record["envelope"]
     tenant_id, version, at = env["tenant_id"], env["aggregate_version"], env["occurred_at"]
     kind = event_type.rsplit(".", 1)[-1]
+    if kind in _CHANNEL_EVENTS:
+        args = (record["channel"], record["account_id"], tenant_id, _CHANNEL_EVENTS[kind], version, at)
+        return [Statement(CHANNEL_STATE, args, phase=CHANNEL)]
     if kind == "TenantCreated":
         return [Statement(CREATE, (tenant_id, record["name"], version, env["actor"], at), phase=CREATED)]
     guarded = (tenant_id, version, at)

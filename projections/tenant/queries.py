@@ -21,6 +21,15 @@ INVITATIONS_OF = """SELECT i.tenant_id, t.name, i.role, i.invited_by, i.invited_
 JOIN tenants t ON t.tenant_id = i.tenant_id
 WHERE i.principal_id = $1 AND i.tenant_id > $2 ORDER BY i.tenant_id LIMIT $3"""
 
+# The channel registry: resolved by (channel, account) for platform principals
+# only (the router); listed per tenant for its members.
+CHANNEL_ACCOUNT = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at
+FROM channel_accounts WHERE channel = $1 AND account_id = $2"""
+CHANNELS_PAGE = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at
+FROM channel_accounts WHERE tenant_id = $1 AND (channel, account_id) > ($2, $3)
+ORDER BY channel, account_id LIMIT $4"""
+CHANNEL_VERSION = "SELECT version FROM channel_accounts WHERE channel = $1 AND account_id = $2 AND tenant_id = $3"
+
 Conn = asyncpg.Connection | asyncpg.Pool
 
 
@@ -42,3 +51,15 @@ async def tenants_of(conn: Conn, principal_id: str, after_tenant: str, limit: in
 
 async def invitations_of(conn: Conn, principal_id: str, after_tenant: str, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(INVITATIONS_OF, principal_id, after_tenant, limit)
+
+
+async def channel_account(conn: Conn, channel: str, account_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(CHANNEL_ACCOUNT, channel, account_id)
+
+
+async def channels_page(conn: Conn, tenant_id: str, after: tuple[str, str], limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(CHANNELS_PAGE, tenant_id, after[0], after[1], limit)
+
+
+async def channel_version(conn: Conn, tenant_id: str, channel: str, account_id: str) -> int:
+    return await conn.fetchval(CHANNEL_VERSION, channel, account_id, tenant_id) or 0

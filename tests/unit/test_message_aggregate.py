@@ -15,8 +15,10 @@ from hubs.domain import Command, CommandMeta
 from hubs.message.aggregate import MAX_ATTACHMENTS, MAX_TEXT, MESSAGE_WINDOW, Conversation, conversation_id
 from hubs.message.commands import (
     CloseConversation,
+    RecordDeliveryReceipt,
     RecordInboundMessage,
     RecordOutboundMessage,
+    RouteMessage,
     StartConversation,
     UpdateDeliveryStatus,
 )
@@ -624,7 +626,15 @@ COMMAND_SAMPLES = [
     Story(contact="psid-1").outbound("out-1", text="hello", in_reply_to="mid.1"),
     Story(contact="psid-1").status("out-1", "failed", reason="(#100) invalid recipient"),
     Story(contact="psid-1").close(reason="resolved"),
-]
+    # Routing and receipts: their rules are in tests/unit/test_message_routing_records.py.
+    RouteMessage(
+        meta(Story(contact="psid-1").id), channel="facebook", channel_account_id="page-1", contact_id="psid-1",
+        message_id="mid.3", text="hi", received_at=AT, routed=True, rule="Routed", reason="bot app",
+        app_id=str(uuid.UUID(int=7)), spoke="botpress", attachments=[{"type": "image", "url": "https://cdn.example/1.jpg"}],
+        facts={"tenant": "tenant-a"},
+    ),
+    RecordDeliveryReceipt(meta(Story(contact="psid-1").id), receipt="delivery", watermark=AT, platform_message_ids=["m_1"]),
+]  # fmt: skip
 
 
 def test_the_samples_cover_every_message_command():

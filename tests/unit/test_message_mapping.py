@@ -16,6 +16,7 @@ from hubs.message.commands import (
     CloseConversation,
     RecordInboundMessage,
     RecordOutboundMessage,
+    RouteMessage,
     StartConversation,
     UpdateDeliveryStatus,
 )
@@ -216,6 +217,18 @@ def test_every_statement_of_every_event_is_scoped_by_the_tenant_and_the_conversa
     story.only(RecordInboundMessage, message_id="mid.1", text="hi", received_at=AT)
     story.only(RecordOutboundMessage, message_id="out-1", text="hello", in_reply_to="mid.1")
     story.only(UpdateDeliveryStatus, message_id="out-1", status="sent", reason="")
+    route = {"channel": "facebook", "channel_account_id": "page-1", "contact_id": story.contact, "text": "hi", "received_at": AT}
+    story.do(
+        RouteMessage,
+        **route,
+        message_id="mid.2",
+        routed=True,
+        rule="Routed",
+        reason="r",
+        app_id=str(uuid.UUID(int=1)),
+        spoke="agent",
+    )
+    story.do(RouteMessage, **route, message_id="mid.3", routed=False, rule="NoActiveSubscription", reason="none")
     story.only(CloseConversation, reason="")
     story.do(StartConversation, channel="facebook", channel_account_id="page-1", contact_id=story.contact)
 

@@ -1,0 +1,614 @@
+"""The Message Hub's router process: consumes `ingress.inbound`, gathers the
+routing facts over the hubs' gRPC services (platform scope), takes the decision
+with the pure `hubs.message.routing.decide_route`, and records it through the
+Message hub's aggregate. It owns no rule of its own and writes no state but
+commands: every step is a command with a deterministic id (uuid5 of the
+inbound event id and the step), so a crash and re-read never applies anything
+twice, and the offset is committed only once its record is fully handled.
+
+What each kind of item becomes:
+
+* message, postback — `RouteMessage` to the conversation of (tenant, channel,
+  account, contact): the message and its decision, MessageRouted or
+  MessageRejected, in one step. A channel account no tenant connected keeps its
+  messages in a conversation of the reserved tenant `platform`. A re-delivered
+  message id is refused by the conversation (DuplicateMessage): no decision.
+* delivery, read — `RecordDeliveryReceipt` to the owner's conversation.
+* bot_reply (Botpress, authenticated by ingress) — `RecordOutboundMessage`
+  (message id `botpress:<Botpress message id>`) to the conversation whose id is
+  `contact_id`, of the tenant in `tenant_hint`. A push naming a Botpress
+  conversation id instead of ours is dead-lettered: mapping it is the Botpress
+  spoke's knowledge, not the router's.
+* echo — our own outbound message coming back: ignored (debug log).
+
+Undecodable records, unknown platforms or kinds, and items the hub refuses as
+invalid go to `ingress.inbound.dlq` whole. Hubs or Kafka away: the record is
+retried with backoff until it can be handled; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
+from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
+
+from hubs.app.guards import GuardDecision
+from hubs.domain import Command
+from hubs.message.aggregate import conversation_id
+from hubs.message.commands import RecordDeliveryReceipt, RecordOutboundMessage, RouteMessage
+from hubs.message.routing import (
+    GUARD_CHANNEL_OF,
+    MESSAGING_FEATURE,
+    BillingVerdict,
+    ChannelOwner,
+    InboundItem,
+    RoutingFacts,
+    SubscriptionVerdict,
+    decide_route,
+)
+from hubs.tenant.aggregate import ACCOUNT_ID
+from infra import metrics
+from infra.command_client import CommandClient, CommandResult, CommandTimeout, new_meta
+from infra.dlq import dead_letter
+from infra.ops import OpsServer
+from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
+from poseidon.logging import bind_correlation
+from poseidon.settings import Settings
+from schemas.codec import Codec, DecodeError
+from schemas.protos import app_pb2, app_pb2_grpc, billing_pb2, billing_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+SOURCE_TOPIC = "ingress.inbound"
+DLQ_TOPIC = "ingress.inbound.dlq"
+CONSUMER_GROUP = "poseidon-message-router"
+"""Logical group id; the physical one adds POSEIDON_TOPIC_PREFIX."""
+INBOUND_SCHEMA = "poseidon.ingress.InboundReceived"
+PROCESS = "message-router"
+ACTOR = "message-router"
+"""meta.actor of every command the router sends, and its token's principal."""
+COMMAND_NAMESPACE = uuid.UUID("3f4b3a57-1d4e-5c39-b1a2-7c8d9e0f1a2b")
+"""uuid5 namespace of the router's command ids. Never change it: a re-read after
+a crash must produce the very same ids."""
+GRPC_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 30.0
+MAX_IN_FLIGHT = 64
+"""Conversations handled at once; one conversation's items stay in order."""
+MAX_RECEIPT_IDS = 100
+BOT_REPLY_PREFIX = "botpress:"
+"""Outbound message id of a bot reply: this prefix and Botpress's message id."""
+MESSAGE_KINDS = ("message", "postback")
+RECEIPT_KINDS = {"delivery": "delivery", "read": "read"}
+TRANSIENT_GRPC = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        # The router's own credentials or keyring are wrong: an operator fixes
+        # them; until then nothing may be skipped.
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+ROUTING_DECISIONS = Counter("poseidon_routing_decisions_total", "Routing decisions recorded, by the rule that decided.", ["rule"])
+ROUTER_ITEMS = Counter(
+    "poseidon_router_items_total", "Inbound items handled by the router, by kind and outcome.", ["kind", "outcome"]
+)
+ROUTER_RETRIES = Counter("poseidon_router_retries_total", "Items retried because a hub or Kafka could not answer.", ["error"])
+
+
+class Unhandleable(Exception):
+    """The item cannot become a command (bad platform, kind or ids): dead-letter it."""
+
+
+class Inbound:
+    """A decoded `poseidon.ingress.InboundReceived`: its fields as attributes."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self.record["envelope"]
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope["event_id"]
+
+    @property
+    def correlation_id(self) -> str:
+        return self.envelope.get("correlation_id") or self.event_id
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.record[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def command_id(event_id: str, step: str) -> str:
+    """The id of the router's `step` for one inbound event: the same on every re-read."""
+    return str(uuid.uuid5(COMMAND_NAMESPACE, f"{event_id}/{step}"))
+
+
+def grpc_target(settings: Settings, hub: str) -> str:
+    host = settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"{host}:{settings.grpc_port(hub)}"
+
+
+# -- facts over gRPC ---------------------------------------------------------------
+
+
+class _PlatformToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds a platform-scope bearer token to every call, minting a new one before
+    the current one expires (the keyring may rotate meanwhile)."""
+
+    def __init__(self, settings: Settings):
+        self.issuer = TokenIssuer(Keyring(settings.keys_dir), settings)
+        self.ttl_s = settings.access_token_ttl_s
+        self._token, self._renew_at = "", 0.0
+
+    def token(self) -> str:
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._token = self.issuer.access_token(ACTOR, "service", [PLATFORM_SCOPE], ttl_s=self.ttl_s)
+            self._renew_at = now + self.ttl_s * 0.5
+        return self._token
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        metadata = (*(details.metadata or ()), ("authorization", f"Bearer {self.token()}"))
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+class GrpcFacts:
+    """Gathers routing facts from the Tenant, App and Billing hubs' gRPC services."""
+
+    def __init__(self, settings: Settings):
+        token = _PlatformToken(settings)
+        self._channels = {
+            hub: grpc.aio.insecure_channel(grpc_target(settings, hub), interceptors=[token])
+            for hub in ("tenant", "app", "billing")
+        }
+        self.tenant = tenant_pb2_grpc.TenantQueryStub(self._channels["tenant"])
+        self.app = app_pb2_grpc.AppQueryStub(self._channels["app"])
+        self.billing = billing_pb2_grpc.BillingQueryStub(self._channels["billing"])
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def owner(self, channel: str, account_id: str) -> ChannelOwner | None:
+        if not ACCOUNT_ID.match(account_id):
+            return None  # no tenant can have connected an id the registry refuses
+        try:
+            found = await self.tenant.ResolveChannel(
+                tenant_pb2.ResolveChannelRequest(channel=channel, account_id=account_id), timeout=GRPC_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return ChannelOwner(found.tenant_id, found.connected)
+
+    async def gather(self, item: InboundItem) -> RoutingFacts:
+        owner = await self.owner(item.channel, item.account_id)
+        if owner is None or not owner.connected:
+            return RoutingFacts(owner)
+        subscriptions, billing = await asyncio.gather(self._active_subscriptions(owner.tenant_id), self._billing(owner.tenant_id))
+        verdicts = await asyncio.gather(*(self._verdict(owner.tenant_id, app_id, item) for app_id in subscriptions))
+        return RoutingFacts(owner, tuple(verdicts), billing)
+
+    async def _active_subscriptions(self, tenant_id: str) -> list[str]:
+        app_ids, token = [], ""
+        while True:
+            page = await self.app.ListSubscriptions(
+                app_pb2.ListSubscriptionsRequest(tenant_id=tenant_id, active_only=True, page_size=500, page_token=token),
+                timeout=GRPC_TIMEOUT_S,
+            )
+            app_ids += [s.app_id for s in page.subscriptions]
+            token = page.next_page_token
+            if not token:
+                return app_ids
+
+    async def _verdict(self, tenant_id: str, app_id: str, item: InboundItem) -> SubscriptionVerdict:
+        at = Timestamp()
+        at.FromDatetime(item.received_at)
+        decision = await self.app.CheckGuards(
+            app_pb2.CheckGuardsRequest(
+                tenant_id=tenant_id, app_id=app_id, channel=item.guard_channel, page_id=item.account_id, at=at
+            ),
+            timeout=GRPC_TIMEOUT_S,
+        )
+        kind = ""
+        if decision.allowed:
+            try:
+                kind = (
+                    await self.app.GetApp(app_pb2.GetAppRequest(tenant_id=tenant_id, app_id=app_id), timeout=GRPC_TIMEOUT_S)
+                ).kind
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        return SubscriptionVerdict(app_id, kind, GuardDecision(decision.allowed, decision.rule, decision.reason))
+
+    async def _billing(self, tenant_id: str) -> BillingVerdict:
+        check = await self.billing.CheckEntitlement(
+            billing_pb2.CheckEntitlementRequest(tenant_id=tenant_id, feature=MESSAGING_FEATURE), timeout=GRPC_TIMEOUT_S
+        )
+        reason = billing_pb2.Reason.Name(check.reason)
+        if not check.entitled:
+            return BillingVerdict(False, reason, 0, reason)
+        try:
+            quota = await self.billing.GetQuota(billing_pb2.GetQuotaRequest(tenant_id=tenant_id), timeout=GRPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return BillingVerdict(True, reason, 0, "NO_ENTITLEMENT")
+        return BillingVerdict(True, reason, quota.remaining, billing_pb2.Reason.Name(quota.reason))
+
+
+# -- one item ------------------------------------------------------------------------
+
+
+class Router:
+    """Turns one inbound record into the Message hub's commands."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        facts: GrpcFacts,
+        commands: CommandClient,
+        dead_letter_sink: Callable[[Any, str, str], Awaitable[None]],
+    ):
+        self.codec, self.facts, self.commands, self.dead_letter = codec, facts, commands, dead_letter_sink
+
+    async def handle(self, record: Any) -> str:
+        """Handle one Kafka record completely; returns its outcome (a metric label).
+        Raises only what is worth retrying (a hub or Kafka away)."""
+        try:
+            decoded = self.codec.decode(record.value)
+        except DecodeError as exc:
+            await self.dead_letter(record, exc.reason, "DecodeError")
+            return self._count("unknown", "dead_lettered")
+        if decoded.name != INBOUND_SCHEMA:
+            await self.dead_letter(record, f"{decoded.name} is not {INBOUND_SCHEMA}", "UnexpectedSchema")
+            return self._count("unknown", "dead_lettered")
+        item = Inbound(decoded.record)
+        kind = item.kind if item.kind in (*MESSAGE_KINDS, *RECEIPT_KINDS, "echo", "bot_reply") else "unknown"
+        bind_correlation(item.correlation_id, inbound_event_id=item.event_id, kind=kind, platform=item.platform)
+        try:
+            if kind in MESSAGE_KINDS:
+                outcome = await self.route_message(item)
+            elif kind in RECEIPT_KINDS:
+                outcome = await self.apply_receipt(item)
+            elif kind == "bot_reply":
+                outcome = await self.record_bot_reply(item)
+            elif kind == "echo":
+                log.debug("echo of our own outbound message ignored")
+                outcome = "ignored"
+            else:
+                raise Unhandleable(f"kind {str(item.kind)[:40]!r} is not one the router knows")
+        except Unhandleable as exc:
+            await self.dead_letter(record, str(exc), "Unhandleable")
+            outcome = "dead_lettered"
+        return self._count(kind, outcome)
+
+    async def route_message(self, item: Inbound) -> str:
+        inbound = InboundItem(_channel(item), item.account_id, item.contact_id, item.sent_at)
+        decision = decide_route(inbound, await self.facts.gather(inbound))
+        meta = self._meta(
+            item,
+            "route",
+            conversation_id(decision.tenant_id, inbound.channel, item.account_id, item.contact_id),
+            decision.tenant_id,
+        )
+        command = RouteMessage(
+            meta,
+            channel=inbound.channel,
+            channel_account_id=item.account_id,
+            contact_id=item.contact_id,
+            message_id=item.message_id,
+            text=item.text,
+            received_at=item.sent_at,
+            routed=decision.routed,
+            rule=decision.rule,
+            reason=decision.reason,
+            app_id=decision.app_id,
+            spoke=decision.spoke,
+            attachments=[{"type": a["type"], "url": a["url"]} for a in item.attachments],
+            facts=dict(decision.facts),
+        )
+        result = await self._send(command)
+        if result.accepted:
+            if not result.duplicate:  # a re-read after a crash was counted before
+                ROUTING_DECISIONS.labels(decision.rule).inc()
+            log.info(
+                "routing decision recorded",
+                rule=decision.rule,
+                tenant_id=decision.tenant_id,
+                app_id=decision.app_id,
+                spoke=decision.spoke,
+            )
+            return "routed" if decision.routed else "rejected"
+        if result.rejection == "DuplicateMessage":
+            log.info("re-delivered message: already recorded and decided", message_id=item.message_id)
+            return "duplicate"
+        raise Unhandleable(f"RouteMessage refused: {result.rejection}: {result.reason}")
+
+    async def apply_receipt(self, item: Inbound) -> str:
+        channel = _channel(item)
+        owner = await self.facts.owner(channel, item.account_id)
+        if owner is None:
+            log.debug("receipt for a channel account no tenant connected", account_id=item.account_id)
+            return "unknown_account"
+        conversation = conversation_id(owner.tenant_id, channel, item.account_id, item.contact_id)
+        watermark = datetime.fromtimestamp(max(item.watermark, 0) / 1000, tz=UTC)
+        mids = list(item.mids) if item.kind == "delivery" else []
+        chunks = [mids[i : i + MAX_RECEIPT_IDS] for i in range(0, len(mids), MAX_RECEIPT_IDS)] or [[]]
+        moved = 0
+        for n, chunk in enumerate(chunks):
+            meta = self._meta(item, f"receipt-{n}", conversation, owner.tenant_id)
+            command = RecordDeliveryReceipt(
+                meta, receipt=RECEIPT_KINDS[item.kind], watermark=watermark, platform_message_ids=chunk
+            )
+            result = await self._send(command)
+            if result.rejection == "AggregateNotFound":
+                log.debug("receipt for a conversation that does not exist")
+                return "no_conversation"
+            if not result.accepted:
+                raise Unhandleable(f"RecordDeliveryReceipt refused: {result.rejection}: {result.reason}")
+            moved += len(result.event_ids)
+        return "receipt_applied" if moved else "receipt_unchanged"
+
+    async def record_bot_reply(self, item: Inbound) -> str:
+        tenant_id, conversation = item.tenant_hint, item.contact_id
+        if not tenant_id:
+            raise Unhandleable("a bot reply names no tenant (tenant_hint is empty)")
+        try:
+            if str(uuid.UUID(conversation)) != conversation:
+                raise ValueError(conversation)
+        except ValueError:
+            # Botpress pushes name its own conversation; the map to ours is the
+            # Botpress spoke's. Parked whole, so it can be re-driven once mapped.
+            raise Unhandleable(
+                f"a bot reply's contact_id must be our conversation id (a UUID), not {conversation[:80]!r}"
+            ) from None
+        # Named by the bot's message id: a reply recorded by another path under the
+        # same name is refused as a duplicate, so the contact gets it once.
+        message_id = f"{BOT_REPLY_PREFIX}{item.message_id or uuid.uuid5(COMMAND_NAMESPACE, f'{item.event_id}/reply-id')}"
+        if item.attachments:
+            log.warning("bot reply attachments are not recorded yet", attachments=len(item.attachments))
+        meta = self._meta(item, "reply", conversation, tenant_id)
+        result = await self._send(RecordOutboundMessage(meta, message_id=message_id, text=item.text))
+        if result.accepted:
+            return "reply_recorded"
+        if result.rejection == "DuplicateMessage":
+            return "duplicate"
+        raise Unhandleable(f"RecordOutboundMessage refused: {result.rejection}: {result.reason}")
+
+    def _meta(self, item: Inbound, step: str, aggregate_id: str, tenant_id: str):
+        return new_meta(
+            aggregate_id,
+            tenant_id,
+            actor=ACTOR,
+            command_id=command_id(item.event_id, step),
+            correlation_id=item.correlation_id,
+            causation_id=item.event_id,
+        )
+
+    async def _send(self, command: Command) -> CommandResult:
+        return await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+
+    @staticmethod
+    def _count(kind: str, outcome: str) -> str:
+        ROUTER_ITEMS.labels(kind, outcome).inc()
+        return outcome
+
+
+def _channel(item: Inbound) -> str:
+    """The conversation's channel: the platform, if the router knows it."""
+    if item.platform not in GUARD_CHANNEL_OF:
+        raise Unhandleable(f"platform {str(item.platform)[:40]!r} is not one the router knows")
+    return item.platform
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the record is fine, something it needs is away."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in TRANSIENT_GRPC
+    return isinstance(exc, CommandTimeout | KafkaError | ConnectionError | OSError)
+
+
+# -- the process ---------------------------------------------------------------------
+
+
+class MessageRouter:
+    """The consumer loop: batches of `ingress.inbound`, each conversation's items in
+    order, conversations concurrently, the offsets committed after the batch."""
+
+    def __init__(self, settings: Settings, codec: Codec):
+        self.settings, self.codec = settings, codec
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.commands: CommandClient | None = None
+        self.facts: GrpcFacts | None = None
+        self.router: Router | None = None
+        self.handled = 0
+        self._running = False
+        self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def start(self) -> None:
+        from poseidon import bootstrap
+
+        s = self.settings
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+        self.commands = CommandClient(s, self.codec, [bootstrap.hub("message")])
+        await self.commands.start()
+        self.facts = GrpcFacts(s)
+        self.router = Router(self.codec, self.facts, self.commands, self._dead_letter)
+        self.consumer = AIOKafkaConsumer(
+            s.topic(SOURCE_TOPIC),
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.topic(CONSUMER_GROUP),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # A killed router's partitions move on in seconds, not the default 45.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        await self.consumer.start()
+        self._running = True
+        log.info("router started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))
+
+    async def stop(self) -> None:
+        self._running = False
+        for closing in (self.consumer, self.commands, self.producer):
+            if closing is not None:
+                try:
+                    await closing.stop()
+                except Exception as exc:  # stopping anyway: report, do not mask the others
+                    log.warning("stopping a client failed", error=str(exc))
+        if self.facts is not None:
+            await self.facts.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self._running
+
+    async def run(self) -> None:
+        assert self.consumer is not None
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
+            if not batches:
+                continue
+            await self.handle_batch(batches)
+
+    async def handle_batch(self, batches: dict[TopicPartition, list]) -> None:
+        started = time.perf_counter()
+        by_conversation: dict[tuple, list] = defaultdict(list)
+        for tp, records in batches.items():
+            for record in records:
+                # The ingress key is the conversation's platform/account/contact: its items stay in order.
+                by_conversation[(tp, record.key)].append(record)
+        await asyncio.gather(*(self._handle_in_order(records) for records in by_conversation.values()))
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # Rebalanced away mid-batch: the new owner re-reads these records and
+            # the deterministic command ids make that harmless.
+            log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
+        count = sum(len(r) for r in batches.values())
+        self.handled += count
+        metrics.LATENCY.labels(PROCESS, "message").observe(time.perf_counter() - started)
+        for tp, records in batches.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.LAG.labels(PROCESS, tp.topic, str(tp.partition)).set(max(highwater - records[-1].offset - 1, 0))
+
+    async def _handle_in_order(self, records: list) -> None:
+        async with self._limit:
+            for record in records:
+                await self._handle_until_done(record)
+
+    async def _handle_until_done(self, record) -> None:
+        assert self.router is not None
+
+        def before_sleep(state) -> None:
+            exc = state.outcome.exception()
+            ROUTER_RETRIES.labels(type(exc).__name__).inc()
+            log.warning(
+                "item not handled yet; retrying", error_type=type(exc).__name__, error=str(exc)[:300], offset=record.offset
+            )
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                wait=wait_exponential_jitter(initial=0.2, max=10.0),
+                stop=stop_never,
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    outcome = await self.router.handle(record)
+        except Exception as exc:
+            # Not transient: a bug or data no rule foresaw. Park it whole, go on.
+            log.error("item could not be handled", error_type=type(exc).__name__)
+            metrics.FAILURES.labels(PROCESS, "message", type(exc).__name__).inc()
+            await self._dead_letter(record, f"{type(exc).__name__}: {exc}", "RouterError")
+            outcome = "dead_lettered"
+        metrics.RECORDS_PROCESSED.labels(PROCESS, "message", outcome).inc()
+
+    async def _dead_letter(self, record, reason: str, error_type: str) -> None:
+        assert self.producer is not None
+        topic = self.settings.topic(DLQ_TOPIC)
+        value, headers = dead_letter(
+            self.codec,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            error_type=error_type,
+            processor=PROCESS,
+        )
+        await self.producer.send_and_wait(topic, value, key=record.key, headers=headers)
+        metrics.DEAD_LETTERS.labels(topic).inc()
+        log.warning("inbound item dead-lettered", reason=reason[:300], offset=record.offset, partition=record.partition)
+
+
+async def main(settings: Settings) -> None:
+    """Run the router until SIGTERM / SIGINT (`poseidon router`)."""
+    from poseidon import bootstrap
+
+    router = MessageRouter(settings, bootstrap.codec(settings))
+    ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "message"), PROCESS, {"consuming": lambda: router.healthy})
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    await ops.start()
+    try:
+        # Kafka away at start: wait for it; afterwards run() only returns by cancellation.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, KafkaError | OSError)),
+            wait=wait_exponential_jitter(initial=0.5, max=10),
+            stop=stop_never,
+            before_sleep=lambda rs: log.warning("router restarting", error=str(rs.outcome.exception())),
+        ):
+            with attempt:
+                try:
+                    await router.start()
+                    await router.run()
+                finally:
+                    await router.stop()
+    except asyncio.CancelledError:
+        log.info("router stopped", handled=router.handled)
+    finally:
+        await ops.stop()
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(main(settings))

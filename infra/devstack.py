@@ -1,0 +1,58 @@
+"""`make run`'s last step: waits until every process of the local platform
+answers its health endpoint, then prints where everything listens. Development
+tooling only; production uses each process's /healthz through its orchestrator."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+
+from infra.spoke import _SPOKE_INDEX
+from poseidon import bootstrap
+from poseidon.settings import Settings
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def endpoints(s: Settings) -> list[tuple[str, str, str]]:
+    """(process, health url, what it serves)."""
+    rows = []
+    for hub in bootstrap.hubs():
+        for role in ("processor", "projector", "grpc"):
+            serves = f"gRPC {s.grpc_host}:{s.grpc_port(hub)}" if role == "grpc" else ""
+            rows.append((f"{hub}-{role}", f"http://{s.ops_host}:{s.ops_port_for(role, hub)}/healthz", serves))
+    rows.append(
+        (
+            "ingress",
+            f"http://{s.ingress_host}:{s.ingress_port}/healthz",
+            f"webhooks http://{s.ingress_host}:{s.ingress_port}/webhooks/facebook",
+        )
+    )
+    rows.append(("router", f"http://{s.ops_host}:{s.ops_port_for('router', 'message')}/healthz", "routing decisions"))
+    for name in bootstrap.spokes():
+        rows.append((f"spoke-{name}", f"http://{s.ops_host}:{9400 + _SPOKE_INDEX.get(name, 0)}/healthz", ""))
+    return rows
+
+
+def main(timeout_s: float = 90.0) -> None:
+    s = Settings.from_env()
+    deadline = time.time() + timeout_s
+    for name, url, serves in endpoints(s):
+        while not _healthy(url):
+            if time.time() > deadline:
+                sys.exit(f"{name} not healthy at {url} after {timeout_s:.0f}s; see .run/{name}.log")
+            time.sleep(0.5)
+        print(f"  {name:<18} healthy  {url:<40} {serves}")
+    print(f"  Kafka {s.kafka_bootstrap}   PostgreSQL {s.pg_dsn}   S3 {s.s3_url}")
+    print(f"  stand-ins: Facebook Graph {s.facebook_graph_url}  Botpress {s.botpress_url}  Odoo {s.odoo_url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""End-to-end: a chat platform's webhook through ingress, routing, spokes and stand-ins."""

@@ -1,0 +1,292 @@
+"""The product's main path end to end on the real stack: a signed Facebook webhook
+goes in; the Message Hub decides; the Botpress stand-in answers; the reply
+reaches the Facebook stand-in's Send API; the attachment lands in the real S3
+server; the Odoo stand-in has the partner; the Message read store shows the
+conversation with its delivery status; every step is an event with the same
+correlation id. Processors run as subprocesses; projectors, gRPC servers,
+router, ingress and spokes run on this test's event loop (2 cores)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
+from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
+from hubs.message.router import MessageRouter
+from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
+from infra.command_client import CommandClient, new_meta
+from infra.grpc_server import start_server
+from infra.ingress import Ingress, make_app
+from infra.projector import Projector
+from infra.spoke import SpokeRunner
+from poseidon import bootstrap
+from spokes.minio.client import S3Store
+from spokes.minio.translate import bucket_for_tenant
+from tests.harness import eventually, fetch, free_port, read_topic
+from tests.standins.botpress import running_botpress
+from tests.standins.facebook import attachment, message_event, running_facebook, signed_webhook, webhook_body
+from tests.standins.odoo import running_odoo
+
+pytestmark = pytest.mark.integration
+
+APP_SECRET = "e2e-app-secret"
+ACME, GLOBEX = "acme", "globex"
+PAGE, GLOBEX_PAGE, UNKNOWN_PAGE = "104857600777", "104857600888", "999000111"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+HUBS = ("tenant", "app", "billing", "message")
+
+
+@dataclass
+class World:
+    settings: object
+    client: CommandClient
+    fb: object
+    bp: object
+    odoo: object
+    webhook_url: str
+    runners: dict
+
+    async def post(self, body: bytes, headers: dict) -> int:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(self.webhook_url, data=body, headers=headers) as reply:
+                return reply.status
+
+
+@pytest.fixture
+async def world(platform):
+    base = platform.settings
+    for hub in HUBS:
+        platform.start("processor", hub, wait=False)
+    async with AsyncExitStack() as stack:
+        fb = await stack.enter_async_context(running_facebook(app_secret=APP_SECRET))
+        bp = await stack.enter_async_context(running_botpress())
+        odoo = await stack.enter_async_context(running_odoo())
+        ingress_port = free_port()
+        settings = base.with_(
+            facebook_graph_url=fb.url,
+            facebook_app_secret=APP_SECRET,
+            botpress_url=bp.url,
+            odoo_url=odoo.url,
+            ingress_port=ingress_port,
+            ops_port=0,
+            spoke_max_attempts=2,
+            breaker_fail_max=2,
+            breaker_reset_s=2.0,
+            http_timeout_s=5.0,
+        )
+        fb.state.add_page(PAGE, settings.facebook_page_token)
+        webhook_url = f"http://127.0.0.1:{ingress_port}/webhooks/facebook"
+        fb.state.webhook_url = webhook_url  # the stand-in pushes delivery receipts back to us
+        codec = bootstrap.codec(settings)
+        tasks = [asyncio.create_task(Projector(bootstrap.projection(h), settings, codec).run()) for h in HUBS]
+        servers = [await start_server(bootstrap.query_service(h), settings) for h in HUBS]
+        ingress_runner = web.AppRunner(make_app(Ingress(settings, codec)), access_log=None)
+        await ingress_runner.setup()
+        await web.TCPSite(ingress_runner, "127.0.0.1", ingress_port).start()
+        router = MessageRouter(settings, codec)
+        await router.start()
+        tasks.append(asyncio.create_task(router.run()))
+        runners = {
+            name: SpokeRunner(spec, settings, codec, list(bootstrap.hubs().values())) for name, spec in bootstrap.spokes().items()
+        }
+        tasks += [asyncio.create_task(r.run()) for r in runners.values()]
+        for hub in HUBS:
+            await asyncio.to_thread(platform.wait_healthy, f"{hub}-processor")
+        await asyncio.wait_for(asyncio.gather(*(r.assigned.wait() for r in runners.values())), 60)
+        client = await stack.enter_async_context(CommandClient(settings, codec, list(bootstrap.hubs().values())))
+        await given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client)
+        try:
+            yield World(settings, client, fb, bp, odoo, webhook_url, runners)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await router.stop()
+            await ingress_runner.cleanup()
+            for server in servers:
+                await server.stop(grace=0)
+
+
+async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client: CommandClient) -> None:
+    now = datetime.now(UTC)
+    app_id = str(uuid.uuid4())
+    commands = [
+        CreateTenant(new_meta(ACME, ACME, actor="operator"), name="Acme", owner_id="olga"),
+        CreateTenant(new_meta(GLOBEX, GLOBEX, actor="operator"), name="Globex", owner_id="gus"),
+        ConnectChannel(new_meta(channel_account_id("facebook", PAGE), ACME), channel="facebook", account_id=PAGE),
+        ConnectChannel(new_meta(channel_account_id("facebook", GLOBEX_PAGE), GLOBEX), channel="facebook", account_id=GLOBEX_PAGE),
+        RegisterApp(new_meta(app_id, "platform"), name="Support bot", kind="bot", channels=["messenger"], visibility="public"),
+        SubscribeApp(new_meta(subscription_id(ACME, app_id), ACME), app_id=app_id),
+        SubscribeApp(new_meta(subscription_id(GLOBEX, app_id), GLOBEX), app_id=app_id),
+        ApplyEntitlement(
+            new_meta(entitlement_id(ACME), ACME, actor=BILLING_PROVIDER), plan="pro", message_quota=1000,
+            period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
+        ),
+    ]  # fmt: skip
+    results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), 90)
+    assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
+
+    async def projected() -> bool:
+        rows = [
+            await fetch(settings, settings.pg_schema("tenant"), "SELECT count(*) AS n FROM channel_accounts WHERE connected"),
+            await fetch(settings, settings.pg_schema("app"), "SELECT count(*) AS n FROM subscriptions WHERE active"),
+            await fetch(settings, settings.pg_schema("billing"), "SELECT count(*) AS n FROM entitlements"),
+        ]
+        return [r[0]["n"] for r in rows] == [2, 2, 1]
+
+    await eventually(projected, timeout=60)
+
+
+async def events_of(settings, topic: str) -> list[tuple[str, dict]]:
+    codec = bootstrap.codec(settings)
+    return [
+        (d.name.rsplit(".", 1)[1], d.record)
+        for d in (codec.decode(r.value) for r in await read_topic(settings, settings.topic(topic), timeout=20))
+    ]
+
+
+async def message_row(settings, tenant: str, message_id: str):
+    rows = await fetch(
+        settings,
+        settings.pg_schema("message"),
+        "SELECT * FROM messages WHERE tenant_id = $1 AND message_id = $2",
+        tenant,
+        message_id,
+    )
+    return rows[0] if rows else None
+
+
+async def test_a_signed_webhook_becomes_a_bot_reply_a_crm_customer_a_stored_attachment_and_a_delivered_status(world):
+    settings, fb, odoo = world.settings, world.fb, world.odoo
+    psid = "24000000000000001"
+    url = fb.state.put_file("photo.png", PNG, "image/png")
+    event = message_event(PAGE, psid, "Hello, call me on +33 6 12 34 56 78", attachments=[attachment("image", url)])
+    mid = event["message"]["mid"]
+    fb.state.user_wrote(psid)
+    body, headers = signed_webhook(webhook_body(event), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    sent = await eventually(lambda: _sent(fb, psid), timeout=90)
+    assert sent[0].message["text"] == "echo: Hello, call me on +33 6 12 34 56 78"
+    partners = await eventually(lambda: _async(odoo.state.find(x_facebook_psid=psid)), timeout=60)
+    assert len(partners) == 1 and partners[0]["phone"] == "+33612345678"
+
+    # The inbound message, its routing decision, the bot's reply delivered (receipt pushed back by the stand-in).
+    inbound = await eventually(lambda: message_row(settings, ACME, mid), timeout=60)
+    assert (inbound["routing_rule"], inbound["routed_spoke"]) == ("Routed", "botpress")
+    reply = await eventually(lambda: _delivered_reply(settings, inbound["conversation_id"]), timeout=90)
+    assert reply["text"] == sent[0].message["text"]
+
+    # The attachment is in the tenant's bucket of the real S3 server; its key travels in the outcome event.
+    spoke_events = {name: await events_of(settings, f"spoke.{name}.events") for name in ("botpress", "facebook", "odoo", "minio")}
+    stored = [r for n, r in spoke_events["minio"] if n == "SpokeOutcome" and r["succeeded"]]
+    assert len(stored) == 1
+    key = stored[0]["external_id"]
+    async with S3Store(settings) as store:
+        head = await store.head_object(bucket_for_tenant(ACME), key)
+    assert head is not None and head["ContentLength"] == len(PNG)
+
+    # Every step of this message carries the webhook item's correlation id.
+    correlation = (await events_of(settings, "ingress.inbound"))[0][1]["envelope"]["correlation_id"]
+    message_events = [
+        (n, r) for n, r in await events_of(settings, "message.events") if r["envelope"]["correlation_id"] == correlation
+    ]
+    names = [n for n, _ in message_events]
+    for expected in ("InboundMessageRecorded", "MessageRouted", "OutboundMessageRecorded", "DeliveryStatusUpdated"):
+        assert expected in names, (expected, names)
+    for name, events in spoke_events.items():
+        outcomes = [r for n, r in events if n == "SpokeOutcome" and r["succeeded"]]
+        assert outcomes and all(r["envelope"]["correlation_id"] == correlation for r in outcomes), name
+
+
+async def test_ten_concurrent_redeliveries_of_one_webhook_yield_exactly_one_reply(world):
+    fb = world.fb
+    psid = "24000000000000002"
+    fb.state.user_wrote(psid)
+    body, headers = signed_webhook(webhook_body(message_event(PAGE, psid, "are you there?")), APP_SECRET)
+    statuses = await asyncio.gather(*[world.post(body, headers) for _ in range(10)])
+    assert statuses == [200] * 10
+    await eventually(lambda: _sent(fb, psid), timeout=90)
+    await asyncio.sleep(5)  # anything doubled would have been sent by now
+    assert len(fb.state.sent_to(psid)) == 1
+    routed = [r for n, r in await events_of(world.settings, "message.events") if n == "MessageRouted" and r["contact_id"] == psid]
+    assert len(routed) == 1
+
+
+async def test_bad_input_gets_its_clear_answer_or_rejection_event_and_nothing_is_doubled(world):
+    settings, fb = world.settings, world.fb
+    good, headers = signed_webhook(webhook_body(message_event(PAGE, "24000000000000003", "hi")), APP_SECRET)
+    assert await world.post(good, {**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64}) == 403
+    assert await world.post(good, {"Content-Type": "application/json"}) == 401
+    big, big_headers = signed_webhook(
+        {"object": "page", "entry": [], "pad": "x" * (settings.ingress_max_body_bytes + 10)}, APP_SECRET
+    )
+    assert await world.post(big, big_headers) == 413
+    malformed, malformed_headers = signed_webhook({"object": "page", "entry": "not a list"}, APP_SECRET)
+    assert await world.post(malformed, malformed_headers) == 400
+    dead = await events_of(settings, "ingress.dlq")
+    assert len(dead) == 1 and "entry" in dead[0][1]["reason"]
+
+    unknown = message_event(UNKNOWN_PAGE, "24000000000000004", "who are you?")
+    unentitled = message_event(GLOBEX_PAGE, "24000000000000005", "hello globex")
+    for event in (unknown, unentitled):
+        body, hdrs = signed_webhook(webhook_body(event), APP_SECRET)
+        assert await world.post(body, hdrs) == 200
+
+    async def rejections():
+        found = {r["message_id"]: r["rule"] for n, r in await events_of(settings, "message.events") if n == "MessageRejected"}
+        return found if len(found) >= 2 else None
+
+    rules = await eventually(rejections, timeout=90)
+    assert rules[unknown["message"]["mid"]] == "UnknownChannelAccount"
+    assert rules[unentitled["message"]["mid"]].startswith("NotEntitled")
+    assert fb.state.sent_to("24000000000000004") == [] and fb.state.sent_to("24000000000000005") == []
+
+
+async def test_a_bot_that_is_down_trips_the_breaker_visibly_and_its_messages_are_answered_once_it_recovers(world):
+    settings, fb, bp = world.settings, world.fb, world.bp
+    psid = "24000000000000006"
+    fb.state.user_wrote(psid)
+    bp.state.fail("500", count=1000)
+    body, headers = signed_webhook(webhook_body(message_event(PAGE, psid, "anyone home?")), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    def breaker_state():
+        return REGISTRY.get_sample_value("poseidon_breaker_state", {"system": "botpress", "scope": ACME})
+
+    await eventually(lambda: _async(breaker_state() == 2), timeout=90)
+    changes = [r for n, r in await events_of(settings, "spoke.botpress.events") if n == "BreakerStateChanged"]
+    assert any(c["state"] == "open" and c["scope"] == ACME for c in changes)
+    assert fb.state.sent_to(psid) == []
+
+    bp.state.faults.clear()
+    sent = await eventually(lambda: _sent(fb, psid), timeout=90)
+    assert sent[0].message["text"] == "echo: anyone home?"
+    assert breaker_state() == 0
+
+
+async def _sent(fb, psid: str):
+    return fb.state.sent_to(psid) or None
+
+
+async def _async(value):
+    return value
+
+
+async def _delivered_reply(settings, conversation_id: str):
+    rows = await fetch(
+        settings,
+        settings.pg_schema("message"),
+        "SELECT * FROM messages WHERE conversation_id = $1 AND direction = 'outbound' AND status IN ('delivered', 'read')",
+        conversation_id,
+    )
+    return rows[0] if rows else None

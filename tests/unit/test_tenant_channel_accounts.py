@@ -1,0 +1,257 @@
+"""The channel registry's rules as given / when / then over `infra.hub.decide` (the
+step the Tenant processor runs): connecting, reconnecting and disconnecting a
+channel account, global uniqueness through the shared tenant-ownership rule,
+canonical ids, and the read model's statements for its events. No broker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from hubs.domain import Command, CommandMeta
+from hubs.tenant.aggregate import ChannelAccount, Tenant
+from hubs.tenant.commands import ConnectChannel, CreateTenant, DisconnectChannel, InviteMember, channel_account_id
+from hubs.tenant.hub import HUB
+from infra.hub import Decision, SnapshotCodec, decide, event_payload
+from projections.tenant.mapping import CHANNEL, CHANNEL_STATE, apply
+from schemas.codec import Catalog, Codec
+
+CODEC = Codec(Catalog.load())
+PAGE = "104857600123"
+ACCOUNT = channel_account_id("facebook", PAGE)
+
+
+def meta(aggregate_id: str = ACCOUNT, tenant_id: str = "acme", actor: str = "operator-cli") -> CommandMeta:
+    command_id = str(uuid.uuid4())
+    return CommandMeta(command_id, aggregate_id, tenant_id, f"corr-{command_id}", command_id, actor)
+
+
+def connect(tenant_id: str = "acme", channel: str = "facebook", account_id: str = PAGE, aggregate_id: str | None = None):
+    aggregate_id = channel_account_id(channel, account_id) if aggregate_id is None else aggregate_id
+    return ConnectChannel(meta(aggregate_id, tenant_id), channel=channel, account_id=account_id)
+
+
+def disconnect(tenant_id: str = "acme", reason: str = "", aggregate_id: str = ACCOUNT):
+    return DisconnectChannel(meta(aggregate_id, tenant_id), reason=reason)
+
+
+def given(*commands: Command):
+    aggregate = None
+    for command in commands:
+        decision = decide(HUB, aggregate, command)
+        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
+        aggregate = decision.aggregate
+    return aggregate
+
+
+def when(aggregate, command: Command) -> Decision:
+    return decide(HUB, aggregate, command)
+
+
+def then_rejected(decision: Decision, rule: str) -> None:
+    assert not decision.accepted
+    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
+    assert decision.events == []
+
+
+def events_of(decision: Decision) -> list[tuple]:
+    assert decision.accepted, decision.rejection
+    return [(type(e).__name__, event_payload(e, _fields(e))) for e in decision.events]
+
+
+def _fields(event) -> list[str]:
+    return [f["name"] for f in CODEC.catalog.latest(HUB.event_name(event)).parsed["fields"] if f["name"] != "envelope"]
+
+
+# -- connecting ----------------------------------------------------------------
+
+
+def test_connecting_a_channel_account_records_channel_connected_owned_by_the_tenant():
+    decision = when(None, connect())
+
+    assert events_of(decision) == [("ChannelConnected", {"channel": "facebook", "account_id": PAGE})]
+    account = decision.aggregate
+    assert isinstance(account, ChannelAccount)
+    assert (account.tenant_id, account.channel, account.account_id, account.connected) == ("acme", "facebook", PAGE, True)
+    assert decision.events[0].originator_id == ChannelAccount.create_id(ACCOUNT)
+
+
+def test_the_aggregate_id_of_a_channel_account_is_channel_slash_account_and_its_uuid_derives_from_it_alone():
+    assert channel_account_id("facebook", PAGE) == f"facebook/{PAGE}"
+    assert ChannelAccount.create_id(ACCOUNT) == ChannelAccount.create_id(f"facebook/{PAGE}")
+    assert ChannelAccount.create_id(ACCOUNT) != ChannelAccount.create_id(channel_account_id("telegram", PAGE))
+    # Never the UUID of a tenant, whatever the names: the two id spaces cannot meet.
+    assert ChannelAccount.create_id(ACCOUNT) != Tenant.create_id(ACCOUNT)
+
+
+def test_a_second_tenant_connecting_the_same_account_is_refused_by_the_tenant_ownership_rule():
+    account = given(connect("acme"))
+
+    decision = when(account, connect("globex"))
+
+    then_rejected(decision, "TenantMismatch")
+    assert "globex" in str(decision.rejection) and "acme" not in str(decision.rejection)
+
+
+def test_the_same_page_on_another_channel_is_another_account():
+    given(connect("acme", "facebook"))
+
+    assert when(None, connect("globex", "telegram")).accepted
+
+
+def test_connecting_an_account_already_connected_to_the_tenant_is_refused():
+    then_rejected(when(given(connect()), connect()), "AlreadyConnected")
+
+
+@pytest.mark.parametrize(
+    "channel, account_id",
+    [("Facebook", PAGE), ("face book", PAGE), ("", PAGE), ("x" * 33, PAGE), ("facebook/x", PAGE), ("facebook", ""),
+     ("facebook", "a/b"), ("facebook", "a b"), ("facebook", "x" * 129), ("facebook", "pagé")],
+)  # fmt: skip
+def test_an_unknown_channel_or_a_malformed_account_id_is_an_invalid_command(channel, account_id):
+    then_rejected(
+        when(None, connect(channel=channel, account_id=account_id, aggregate_id=f"{channel}/{account_id}")), "InvalidCommand"
+    )
+
+
+@pytest.mark.parametrize("aggregate_id", ["facebook/104857600124", "telegram/104857600123", "104857600123", "FACEBOOK/1"])
+def test_an_aggregate_id_other_than_the_canonical_channel_slash_account_is_refused(aggregate_id):
+    decision = when(None, connect(aggregate_id=aggregate_id))
+
+    then_rejected(decision, "InvalidCommand")
+    assert ACCOUNT in str(decision.rejection)
+
+
+@pytest.mark.parametrize("tenant_id", ["platform", "system", "global", "Acme", ""])
+def test_a_reserved_or_malformed_tenant_cannot_connect_a_channel_account(tenant_id):
+    then_rejected(when(None, connect(tenant_id)), "InvalidCommand")
+
+
+# -- disconnecting and reconnecting -------------------------------------------------
+
+
+def test_disconnecting_records_the_reason_and_reconnecting_records_channel_reconnected():
+    account = given(connect())
+
+    disconnected = when(account, disconnect(reason="page unpublished"))
+    assert events_of(disconnected) == [
+        ("ChannelDisconnected", {"channel": "facebook", "account_id": PAGE, "reason": "page unpublished"})
+    ]
+    assert disconnected.aggregate.connected is False
+
+    reconnected = when(disconnected.aggregate, connect())
+    assert events_of(reconnected) == [("ChannelReconnected", {"channel": "facebook", "account_id": PAGE})]
+    assert reconnected.aggregate.connected is True and reconnected.aggregate.version == 3
+
+
+def test_disconnecting_twice_is_refused():
+    then_rejected(when(given(connect(), disconnect()), disconnect()), "NotConnected")
+
+
+def test_disconnecting_an_account_nobody_connected_is_aggregate_not_found():
+    then_rejected(when(None, disconnect()), "AggregateNotFound")
+
+
+def test_another_tenant_can_neither_disconnect_nor_take_over_a_disconnected_account():
+    account = given(connect("acme"), disconnect("acme"))
+
+    then_rejected(when(account, disconnect("globex")), "TenantMismatch")
+    then_rejected(when(account, connect("globex")), "TenantMismatch")
+    assert when(account, connect("acme")).accepted
+
+
+def test_a_reason_longer_than_200_characters_is_refused():
+    then_rejected(when(given(connect()), disconnect(reason="x" * 201)), "InvalidCommand")
+
+
+# -- the two aggregates of the hub never mix -----------------------------------------
+
+
+def test_a_membership_command_on_a_channel_account_is_refused_not_crashed():
+    account = given(connect("acme"))
+
+    decision = when(account, InviteMember(meta(ACCOUNT, "acme"), principal_id="ann", role="agent"))
+
+    then_rejected(decision, "InvalidCommand")
+
+
+def test_a_channel_command_on_a_tenant_is_refused_not_crashed():
+    tenant = given(CreateTenant(meta("acme", "acme"), name="Acme", owner_id="olga"))
+
+    then_rejected(when(tenant, DisconnectChannel(meta("acme", "acme"))), "InvalidCommand")
+
+
+def test_a_channel_account_survives_the_processors_snapshot_as_its_own_class():
+    codec = SnapshotCodec()
+    account = given(connect(), disconnect(reason="r"))
+
+    restored, last_hash = codec.loads(codec.dumps(account, "abc"))
+
+    assert isinstance(restored, ChannelAccount) and last_hash == "abc"
+    assert (restored.tenant_id, restored.channel, restored.account_id, restored.connected, restored.version) == (
+        "acme",
+        "facebook",
+        PAGE,
+        False,
+        2,
+    )
+    assert when(restored, connect()).accepted
+
+
+# -- the read model ------------------------------------------------------------
+
+
+def records(decision: Decision, tenant_id: str = "acme") -> list[tuple[str, dict]]:
+    """The decision's events as the projector receives them (through the real codec)."""
+    out = []
+    for event in decision.events:
+        name = HUB.event_name(event)
+        record = {
+            "envelope": {
+                "event_id": str(uuid.uuid4()),
+                "event_type": name,
+                "aggregate_id": ACCOUNT,
+                "aggregate_version": event.originator_version,
+                "tenant_id": tenant_id,
+                "correlation_id": "c",
+                "causation_id": "c",
+                "occurred_at": event.timestamp,
+                "actor": "operator-cli",
+                "previous_hash": "",
+            },
+            **event_payload(event, _fields(event)),
+        }
+        decoded = CODEC.decode(CODEC.encode(name, record))
+        out.append((decoded.name, decoded.record))
+    return out
+
+
+def test_every_channel_event_is_one_version_guarded_upsert_of_the_accounts_row():
+    connected = when(None, connect())
+    disconnected = when(connected.aggregate, disconnect())
+    reconnected = when(disconnected.aggregate, connect())
+    stream = records(connected) + records(disconnected) + records(reconnected)
+
+    statements = [s for name, record in stream for s in apply(name, record)]
+
+    assert sorted({name for name, _ in stream}) == sorted(
+        n for n in CODEC.catalog.names() if n.startswith("poseidon.tenant.Channel")
+    ), "every channel event schema is covered"
+    assert [(s.sql, s.phase) for s in statements] == [(CHANNEL_STATE, CHANNEL)] * 3
+    assert [s.args[:5] for s in statements] == [
+        ("facebook", PAGE, "acme", True, 1),
+        ("facebook", PAGE, "acme", False, 2),
+        ("facebook", PAGE, "acme", True, 3),
+    ]
+    assert all(isinstance(s.args[5], datetime) and s.args[5].tzinfo is not None for s in statements)
+    assert "WHERE channel_accounts.version < EXCLUDED.version" in CHANNEL_STATE
+
+
+def test_the_upsert_keys_on_channel_and_account_and_never_needs_the_tenant_row():
+    assert "ON CONFLICT (channel, account_id)" in CHANNEL_STATE
+    assert "tenants" not in CHANNEL_STATE
+    record = {"envelope": {"tenant_id": "acme", "aggregate_version": 1, "occurred_at": datetime.now(UTC)}}
+    record.update(channel="facebook", account_id=PAGE)
+    assert apply("poseidon.tenant.ChannelConnected", record)[0].args[2] == "acme"
