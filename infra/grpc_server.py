@@ -12,11 +12,13 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import grpc
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,6 +38,13 @@ from infra.security import (
 from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+def to_timestamp(dt: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime (every service answers times this way)."""
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
 
 
 class InvalidArgument(ValueError):

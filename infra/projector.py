@@ -35,6 +35,9 @@ SAVE_POSITION_SQL = """INSERT INTO projection_offsets (topic, partition, next_of
 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"""
 
 
+_STOP = object()
+
+
 class PositionMoved(Exception):
     """The stored position is not where this projector left it (a rebuilt store
     was swapped in, or another instance wrote): re-seek to the stored one."""
@@ -44,7 +47,14 @@ class Projector:
     """Projects one read model into one PostgreSQL schema.
 
     `run(until=...)` stops once every partition reached the given offsets (used
-    by replay); `serve()` runs forever with ops endpoint and reconnects.
+    by replay) and never applies a record at or past them; `serve()` runs
+    forever with ops endpoint and reconnects.
+
+    `record_filter(event_type, record)`: events it refuses are read and passed
+    over (their offsets still advance), as a per-tenant rebuild needs.
+    `stop_before(event_type, record)`: with `until`, a partition ends just
+    before the first event it accepts (a point-in-time rebuild); the stored
+    position is that event's offset, so a later run resumes exactly there.
     """
 
     def __init__(
@@ -56,11 +66,16 @@ class Projector:
         schema: str | None = None,
         batch_size: int = 2000,
         on_progress: Callable[[int], None] | None = None,
+        record_filter: Callable[[str, dict], bool] | None = None,
+        stop_before: Callable[[str, dict], bool] | None = None,
     ):
         self.spec, self.settings, self.codec = spec, settings, codec
         self.schema = schema or settings.pg_schema(spec.name)
         self.batch_size = batch_size
         self.on_progress = on_progress
+        self.record_filter = record_filter
+        self.stop_before = stop_before
+        self._until: dict[TopicPartition, int] | None = None
         self.process_name = f"{spec.name}-projector"
         self.topics = [settings.topic(t) for t in spec.topics]
         self.positions: dict[TopicPartition, int] = {}
@@ -95,6 +110,7 @@ class Projector:
             await ops.stop()
 
     async def run(self, until: dict[TopicPartition, int] | None = None) -> int:
+        self._until = dict(until) if until is not None else None
         conn = await asyncpg.connect(
             self.settings.pg_dsn, server_settings={"search_path": self.schema, "application_name": self.process_name}
         )
@@ -120,7 +136,7 @@ class Projector:
             while True:
                 # The consumer's position steps over transaction markers, which
                 # the end offsets count; the stored positions do not.
-                if until is not None and all([await consumer.position(tp) >= end for tp, end in until.items()]):
+                if self._until is not None and all([await consumer.position(tp) >= end for tp, end in self._until.items()]):
                     return self.applied
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 if not batch:
@@ -151,7 +167,7 @@ class Projector:
         started = time.perf_counter()
         statements: list[Statement] = []
         new_positions: dict[TopicPartition, int] = {}
-        count = 0
+        count = read = 0
         async with conn.transaction():
             stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(LOCK_POSITIONS_SQL)}
             for tp, records in batch.items():
@@ -159,12 +175,22 @@ class Projector:
                     raise PositionMoved(
                         f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}"
                     )
+                end = self._until.get(tp) if self._until is not None else None
                 for record in records:
                     if record.offset < self.positions[tp]:
                         continue
-                    statements.extend(await self._statements_for(producer, record))
-                    count += 1
-                new_positions[tp] = records[-1].offset + 1
+                    if end is not None and record.offset >= end:
+                        break
+                    applied = await self._statements_for(producer, record)
+                    if applied is _STOP:
+                        self._until[tp] = record.offset
+                        new_positions[tp] = record.offset
+                        break
+                    new_positions[tp] = record.offset + 1
+                    read += 1
+                    if applied is not None:
+                        statements.extend(applied)
+                        count += 1
             await _execute(conn, statements)
             await conn.executemany(SAVE_POSITION_SQL, [(tp.topic, tp.partition, off) for tp, off in new_positions.items()])
         self.positions.update(new_positions)
@@ -172,11 +198,17 @@ class Projector:
         metrics.RECORDS_PROCESSED.labels(self.process_name, self.spec.name, "applied").inc(count)
         metrics.LATENCY.labels(self.process_name, self.spec.name).observe(time.perf_counter() - started)
         if self.on_progress is not None:
-            self.on_progress(count)
+            self.on_progress(read)
 
-    async def _statements_for(self, producer: AIOKafkaProducer, record: ConsumerRecord) -> list[Statement]:
+    async def _statements_for(self, producer: AIOKafkaProducer, record: ConsumerRecord) -> list[Statement] | None | object:
+        """The record's statements; None if the filter passes over it; _STOP if
+        its partition ends before it."""
         try:
             decoded = self.codec.decode(record.value)
+            if self.stop_before is not None and self._until is not None and self.stop_before(decoded.name, decoded.record):
+                return _STOP
+            if self.record_filter is not None and not self.record_filter(decoded.name, decoded.record):
+                return None
             bind_correlation(decoded.record.get("envelope", {}).get("correlation_id"), projector=self.spec.name)
             return self.spec.apply(decoded.name, decoded.record)
         except (DecodeError, ValueError, KeyError, TypeError) as exc:

@@ -1,11 +1,26 @@
-"""Rebuilds a read store from offset zero into a fresh shadow schema, compares
-it with the live one, and swaps it in atomically. The live projector may keep
-running: the swap waits for its current batch, and afterwards it notices the
-stored positions changed and continues from the rebuilt store's positions."""
+"""Rebuilds a read store into a shadow schema — all of it, or one tenant's rows,
+up to the present or to an end position — shows how it differs from the live
+store, and swaps it in: whole (atomic schema rename) or one tenant (rows
+replaced in one transaction). The live projector may keep running throughout.
+
+Rules the swap keeps (nothing ever silently lost):
+- A partial shadow (`to_offsets` / `to_time`) is for investigation: swapping it
+  needs `force_partial`. A forced whole swap installs the past store *with its
+  positions*, so the live projector replays forward from there to the present.
+- A tenant swap replaces only that tenant's rows and never moves the live
+  positions, so the shadow must have reached every live position: a complete
+  shadow is caught up (tenant-filtered) under the lock; a partial one behind
+  the live store is refused even with `force_partial` (the events between
+  would never be re-applied). A shadow ahead of the live store is fine: the
+  live projector re-applies those events idempotently.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -22,10 +37,14 @@ from schemas.codec import Codec
 log = structlog.get_logger(__name__)
 
 POSITIONS = 'SELECT topic, partition, next_offset FROM "{schema}".projection_offsets'
+PRIMARY_KEY_SQL = """SELECT a.attname FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)"""
+COLUMNS_SQL = "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
 
 
 class ReplayError(RuntimeError):
-    """The rebuild could not be completed or swapped in."""
+    """The rebuild could not be completed, or its swap was refused."""
 
 
 async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
@@ -40,15 +59,46 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
+def tenant_filter(tenant: str | None) -> Callable[[str, dict], bool] | None:
+    """Events whose envelope names the tenant (every read-model row's tenant_id comes from there)."""
+    if tenant is None:
+        return None
+    return lambda _name, record: record["envelope"]["tenant_id"] == tenant
+
+
+def after_time(to_time: datetime | None) -> Callable[[str, dict], bool] | None:
+    if to_time is None:
+        return None
+    return lambda _name, record: record["envelope"]["occurred_at"] > to_time
+
+
 async def compare(conn: asyncpg.Connection, spec: ProjectionSpec, a: str, b: str) -> dict[str, int]:
     """Rows present in one schema's table but not the other's, per table."""
-    diffs = {}
+    return {t: d["only_live"] + d["only_shadow"] for t, d in (await difference(conn, spec, a, b, samples=0)).items()}
+
+
+async def difference(
+    conn: asyncpg.Connection, spec: ProjectionSpec, live: str, shadow: str, *, tenant: str | None = None, samples: int = 5
+) -> dict[str, dict[str, Any]]:
+    """Per table: rows only in the live store, rows only in the shadow (as
+    multisets, EXCEPT ALL), and up to `samples` primary keys of each; only the
+    tenant's rows when `tenant` is given."""
+    where, args = ("WHERE tenant_id = $1", (tenant,)) if tenant is not None else ("", ())
+    out: dict[str, dict[str, Any]] = {}
     for table in spec.tables:
-        diffs[table] = await conn.fetchval(
-            f'SELECT count(*) FROM ((TABLE "{a}".{table} EXCEPT ALL TABLE "{b}".{table}) '
-            f'UNION ALL (TABLE "{b}".{table} EXCEPT ALL TABLE "{a}".{table})) d'
-        )
-    return diffs
+        key = [r[0] for r in await conn.fetch(PRIMARY_KEY_SQL, f'"{shadow}".{table}')] or await _columns(conn, shadow, table)
+        cols = ", ".join(f'"{c}"' for c in key)
+        entry: dict[str, Any] = {"key": key}
+        for side, x, y in (("only_live", live, shadow), ("only_shadow", shadow, live)):
+            rows = await conn.fetch(
+                f'SELECT {cols}, count(*) OVER () AS n FROM (SELECT * FROM "{x}".{table} {where} '
+                f'EXCEPT ALL SELECT * FROM "{y}".{table} {where}) d ORDER BY {cols} LIMIT {max(samples, 1)}',
+                *args,
+            )
+            entry[side] = rows[0]["n"] if rows else 0
+            entry[f"{side}_keys"] = [{c: _plain(r[c]) for c in key} for r in rows[:samples]]
+        out[table] = entry
+    return out
 
 
 async def rebuild(
@@ -57,61 +107,239 @@ async def rebuild(
     codec: Codec,
     *,
     swap: bool = True,
+    keep: bool = False,
     progress: bool = True,
     max_catch_ups: int = 5,
+    tenant: str | None = None,
+    to_offsets: dict[int, int] | int | None = None,
+    to_time: datetime | None = None,
+    force_partial: bool = False,
+    samples: int = 5,
 ) -> dict[str, Any]:
+    """Rebuild into `<schema>_rebuild_<ms>` and compare with the live store.
+
+    `swap`: swap it in (see the module's rules); otherwise `keep` leaves the
+    shadow for a later `swap_shadow`/`drop_shadow`, else it is dropped (dry run).
+    `tenant`: only events of that tenant; compared and swapped as that tenant's rows.
+    `to_offsets`: end offset per partition (or one for all), exclusive.
+    `to_time`: each partition stops before its first event that occurred later.
+    """
     live = settings.pg_schema(spec.name)
     shadow = f"{live}_rebuild_{int(time.time() * 1000)}"
     topics = [settings.topic(t) for t in spec.topics]
     ends = await end_offsets(settings, topics)
-    total = sum(ends.values())
-    bar = tqdm(total=total, unit="event", desc=f"rebuild {spec.name}", disable=not progress, mininterval=0.5)
+    until = dict(ends)
+    if to_offsets is not None:
+        until = {
+            tp: min(end, to_offsets if isinstance(to_offsets, int) else to_offsets.get(tp.partition, end))
+            for tp, end in ends.items()
+        }
+    partial = to_offsets is not None or to_time is not None
+    bar = tqdm(total=sum(until.values()), unit="event", desc=f"rebuild {spec.name}", disable=not progress, mininterval=0.5)
     started = time.perf_counter()
-    projector = Projector(spec, settings, codec, schema=shadow, on_progress=bar.update)
-    await projector.run(until=ends)
+    projector = Projector(
+        spec,
+        settings,
+        codec,
+        schema=shadow,
+        on_progress=bar.update,
+        record_filter=tenant_filter(tenant),
+        stop_before=after_time(to_time),
+    )
+    await projector.run(until=until)
     bar.close()
     elapsed = time.perf_counter() - started
-    report: dict[str, Any] = {
+    meta = {
         "read_model": spec.name,
+        "tenant": tenant,
+        "partial": partial,
+        "to_offsets": to_offsets,
+        "to_time": to_time.isoformat() if to_time else None,
+    }
+    report: dict[str, Any] = {
+        **meta,
         "live_schema": live,
         "shadow_schema": shadow,
         "events": projector.applied,
         "seconds": round(elapsed, 3),
         "events_per_second": round(projector.applied / elapsed, 1) if elapsed > 0 else None,
         "swapped": False,
+        "kept": False,
     }
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
-        live_exists = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", live) == 1
-        if not swap:
-            report["differences"] = await compare(conn, spec, live, shadow) if live_exists else None
+        comment = json.dumps(meta).replace("'", "''")
+        await conn.execute(f"COMMENT ON SCHEMA \"{shadow}\" IS '{comment}'")
+        report["end_positions"] = await _positions_for_report(conn, shadow)
+        live_exists = await _exists(conn, live)
+        diff = await difference(conn, spec, live, shadow, tenant=tenant, samples=samples) if live_exists else None
+        _set_diff(report, diff)
+        if swap:
+            await _swap(
+                conn,
+                spec,
+                settings,
+                codec,
+                shadow,
+                meta,
+                report,
+                force_partial=force_partial,
+                max_catch_ups=max_catch_ups,
+                samples=samples,
+            )
+        elif keep:
+            report["kept"] = True
+        else:
             await conn.execute(f'DROP SCHEMA "{shadow}" CASCADE')
-            return report
-        for _ in range(max_catch_ups):
-            behind: dict[TopicPartition, int] = {}
-            async with conn.transaction():
+        return report
+    finally:
+        await conn.close()
+
+
+async def swap_shadow(
+    spec: ProjectionSpec,
+    settings: Settings,
+    codec: Codec,
+    shadow: str,
+    *,
+    force_partial: bool = False,
+    max_catch_ups: int = 5,
+    samples: int = 5,
+) -> dict[str, Any]:
+    """Swap in a shadow kept by an earlier `rebuild(keep=True)`, by name."""
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        meta = await _shadow_meta(conn, spec, settings, shadow)
+        report: dict[str, Any] = {**meta, "live_schema": settings.pg_schema(spec.name), "shadow_schema": shadow, "swapped": False}
+        await _swap(
+            conn,
+            spec,
+            settings,
+            codec,
+            shadow,
+            meta,
+            report,
+            force_partial=force_partial,
+            max_catch_ups=max_catch_ups,
+            samples=samples,
+        )
+        return report
+    finally:
+        await conn.close()
+
+
+async def drop_shadow(spec: ProjectionSpec, settings: Settings, shadow: str) -> None:
+    """Drop a kept shadow (only ever a rebuild schema of this read model)."""
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        await _shadow_meta(conn, spec, settings, shadow)
+        await conn.execute(f'DROP SCHEMA "{shadow}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def _swap(
+    conn: asyncpg.Connection,
+    spec: ProjectionSpec,
+    settings: Settings,
+    codec: Codec,
+    shadow: str,
+    meta: dict[str, Any],
+    report: dict[str, Any],
+    *,
+    force_partial: bool,
+    max_catch_ups: int,
+    samples: int,
+) -> None:
+    live, tenant, partial = settings.pg_schema(spec.name), meta["tenant"], meta["partial"]
+    if partial and not force_partial:
+        raise ReplayError(
+            f"{shadow} is a partial rebuild (up to {meta['to_offsets'] or meta['to_time']}): for investigation only, not swapped."
+            " Swap it anyway with --force-partial (see `poseidon replay --help`), or drop it."
+        )
+    live_exists = await _exists(conn, live)
+    if tenant is not None and not live_exists:
+        raise ReplayError(f"no live store {live} to replace tenant {tenant}'s rows in: rebuild it whole instead")
+    for _ in range(max_catch_ups):
+        behind: dict[TopicPartition, int] = {}
+        async with conn.transaction():
+            if live_exists:
+                # Waits for the live projector's open batch and holds off its next one.
+                await conn.execute(f'LOCK TABLE "{live}".projection_offsets IN EXCLUSIVE MODE')
+                live_pos = await _positions(conn, live)
+                shadow_pos = await _positions(conn, shadow)
+                behind = {tp: off for tp, off in live_pos.items() if shadow_pos.get(tp, 0) < off}
+                if behind and partial:
+                    if tenant is not None:
+                        raise ReplayError(
+                            f"refused: the live store is past the partial shadow's end on {_fmt(behind)}; replacing tenant "
+                            f"{tenant}'s rows would lose those events for good (a tenant swap cannot rewind live "
+                            f"positions); {shadow} kept"
+                        )
+                    behind = {}  # Forced whole swap: the live projector replays forward from the shadow's positions.
+            if not behind:
                 if live_exists:
-                    # Waits for the live projector's open batch and holds off its next one.
-                    await conn.execute(f'LOCK TABLE "{live}".projection_offsets IN EXCLUSIVE MODE')
-                    live_pos = {TopicPartition(r[0], r[1]): r[2] for r in await conn.fetch(POSITIONS.format(schema=live))}
-                    shadow_pos = {TopicPartition(r[0], r[1]): r[2] for r in await conn.fetch(POSITIONS.format(schema=shadow))}
-                    behind = {tp: off for tp, off in live_pos.items() if shadow_pos.get(tp, 0) < off}
-                if not behind:
+                    _set_diff(report, await difference(conn, spec, live, shadow, tenant=tenant, samples=samples))
+                if tenant is not None:
+                    for table in spec.tables:
+                        cols = ", ".join(f'"{c}"' for c in await _columns(conn, live, table))
+                        await conn.execute(f'DELETE FROM "{live}".{table} WHERE tenant_id = $1', tenant)
+                        await conn.execute(
+                            f'INSERT INTO "{live}".{table} ({cols}) SELECT {cols} FROM "{shadow}".{table} WHERE tenant_id = $1',
+                            tenant,
+                        )
+                    await conn.execute(f'DROP SCHEMA "{shadow}" CASCADE')
+                else:
                     if live_exists:
-                        report["differences"] = await compare(conn, spec, live, shadow)
                         await conn.execute(f'ALTER SCHEMA "{live}" RENAME TO "{shadow}_old"')
                     await conn.execute(f'ALTER SCHEMA "{shadow}" RENAME TO "{live}"')
+                    await conn.execute(f'COMMENT ON SCHEMA "{live}" IS NULL')
                     if live_exists:
                         # Dropping the old tables in the same transaction invalidates
                         # every cached plan on them, so readers re-resolve to the new ones.
                         await conn.execute(f'DROP SCHEMA "{shadow}_old" CASCADE')
-                    report["swapped"] = True
-            if report["swapped"]:
-                log.info("read store rebuilt and swapped in", **{k: v for k, v in report.items() if k != "differences"})
-                return report
-            log.info("live projector moved on during the rebuild; catching up", partitions=len(behind))
-            await Projector(spec, settings, codec, schema=shadow).run(until=behind)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{shadow}" CASCADE')
-        raise ReplayError(f"the live projector kept moving; gave up after {max_catch_ups} catch-ups")
-    finally:
-        await conn.close()
+                report["swapped"] = True
+        if report["swapped"]:
+            log.info("read store rebuilt and swapped in", **{k: v for k, v in report.items() if k not in ("differences", "diff")})
+            return
+        log.info("live projector moved on during the rebuild; catching up", partitions=len(behind))
+        await Projector(spec, settings, codec, schema=shadow, record_filter=tenant_filter(tenant)).run(until=behind)
+    raise ReplayError(f"the live projector kept moving; gave up after {max_catch_ups} catch-ups ({shadow} kept)")
+
+
+async def _shadow_meta(conn: asyncpg.Connection, spec: ProjectionSpec, settings: Settings, shadow: str) -> dict[str, Any]:
+    if not shadow.startswith(f"{settings.pg_schema(spec.name)}_rebuild_"):
+        raise ReplayError(f"{shadow} is not a rebuild of {spec.name}")
+    comment = await conn.fetchval("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1", shadow)
+    if comment is None:
+        raise ReplayError(f"no kept rebuild {shadow}")
+    return json.loads(comment)
+
+
+async def _exists(conn: asyncpg.Connection, schema: str) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema) == 1
+
+
+async def _positions(conn: asyncpg.Connection, schema: str) -> dict[TopicPartition, int]:
+    return {TopicPartition(r[0], r[1]): r[2] for r in await conn.fetch(POSITIONS.format(schema=schema))}
+
+
+async def _positions_for_report(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
+    return {f"{tp.topic}:{tp.partition}": off for tp, off in sorted((await _positions(conn, schema)).items())}
+
+
+async def _columns(conn: asyncpg.Connection, schema: str, table: str) -> list[str]:
+    return [r[0] for r in await conn.fetch(COLUMNS_SQL, f'"{schema}".{table}')]
+
+
+def _set_diff(report: dict[str, Any], diff: dict[str, dict[str, Any]] | None) -> None:
+    report["diff"] = diff
+    report["differences"] = None if diff is None else {t: d["only_live"] + d["only_shadow"] for t, d in diff.items()}
+
+
+def _fmt(positions: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}:{tp.partition}@{off}" for tp, off in sorted(positions.items()))
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)

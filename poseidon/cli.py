@@ -124,23 +124,6 @@ def run_spoke(name: str) -> None:
     asyncio.run(runner.serve())
 
 
-@main.command()
-@click.argument("name")
-@click.option("--dry-run", is_flag=True, help="Rebuild into a shadow schema, report differences, drop it.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def replay(name: str, dry_run: bool, no_progress: bool) -> None:
-    """Rebuild a read store from offset zero into a fresh schema and swap it in."""
-    from infra.replay import rebuild
-
-    settings = _settings()
-    report = asyncio.run(
-        rebuild(bootstrap.projection(name), settings, bootstrap.codec(settings), swap=not dry_run, progress=not no_progress)
-    )
-    click.echo(json.dumps(report, indent=2, default=str))
-    if dry_run and report["differences"]:
-        sys.exit(1)
-
-
 def operator_token(settings: Settings) -> str:
     """POSEIDON_TOKEN if set; otherwise a short platform-scope token signed with
     the local keyring — only possible where the signing keys are (an operator
@@ -251,6 +234,16 @@ def _command_cli(hub, verb: str, command_cls) -> click.Command:
         )
     return click.Command(verb, callback=run, params=params, help=f"Send {command_cls.__name__}.")
 
+
+def _add_operator_commands() -> None:
+    from infra.audit_cli import audit
+    from infra.replay_cli import replay
+
+    main.add_command(audit)
+    main.add_command(replay)
+
+
+_add_operator_commands()
 
 for _hub in bootstrap.hubs().values():
     main.add_command(_hub_group(_hub))

@@ -17,6 +17,7 @@ DEFAULT_GRPC_PORTS = {
     "wallet": 50056,
     "config": 50057,
     "message": 50058,
+    "saga": 50059,
 }
 # Ops (metrics + health) ports: role base + the hub's index (wallet → 06).
 OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "router": 9500}
@@ -53,6 +54,7 @@ class Settings:
     jwt_audience: str = "poseidon"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    dashboard_port: int = 8090
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
     ingress_max_body_bytes: int = 1024 * 1024
@@ -110,6 +112,7 @@ class Settings:
             jwt_audience=env.get("POSEIDON_JWT_AUDIENCE", d.jwt_audience),
             access_token_ttl_s=_int(env, "POSEIDON_ACCESS_TOKEN_TTL_S", d.access_token_ttl_s),
             refresh_token_ttl_s=_int(env, "POSEIDON_REFRESH_TOKEN_TTL_S", d.refresh_token_ttl_s),
+            dashboard_port=_int(env, "POSEIDON_DASHBOARD_PORT", d.dashboard_port),
             ingress_host=env.get("POSEIDON_INGRESS_HOST", d.ingress_host),
             ingress_port=_int(env, "POSEIDON_INGRESS_PORT", d.ingress_port),
             ingress_max_body_bytes=_int(env, "POSEIDON_INGRESS_MAX_BODY_BYTES", d.ingress_max_body_bytes),

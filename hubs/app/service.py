@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.app.aggregate import PLATFORM_TENANT
 from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evaluate_subscription
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
@@ -83,7 +82,7 @@ class AppQueries(app_pb2_grpc.AppQueryServicer):
             if row["app_tenant_id"] is not None:
                 app = AppFacts(row["app_tenant_id"], row["app_visibility"], frozenset(row["app_channels"]))
         decision = evaluate_subscription(tenant_id, str(app_id), app, subscription, request.channel, request.page_id, at)
-        return app_pb2.GuardDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason, at=_ts(at))
+        return app_pb2.GuardDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason, at=to_timestamp(at))
 
 
 def _app(row: asyncpg.Record, tenant_id: str) -> app_pb2.App:
@@ -97,7 +96,7 @@ def _app(row: asyncpg.Record, tenant_id: str) -> app_pb2.App:
         owned=row["tenant_id"] == tenant_id,
         first_party=row["tenant_id"] == PLATFORM_TENANT,
         version=row["version"],
-        registered_at=_ts(row["registered_at"]),
+        registered_at=to_timestamp(row["registered_at"]),
     )
 
 
@@ -111,8 +110,8 @@ def _subscription(row: asyncpg.Record) -> app_pb2.Subscription:
         active=row["active"],
         guards=app_pb2.Guards(channels=channels, page_ids=page_ids),
         version=row["version"],
-        subscribed_at=_ts(row["subscribed_at"]),
-        updated_at=_ts(row["updated_at"]),
+        subscribed_at=to_timestamp(row["subscribed_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
     if hours is not None:
         message.guards.business_hours.CopyFrom(
@@ -160,12 +159,6 @@ def _decode_token(token: str) -> uuid.UUID | None:
         return uuid.UUID(app_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _ts(dt: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

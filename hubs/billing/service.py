@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 
 import click
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.billing.aggregate import FEATURE
 from hubs.billing.commands import entitlement_id
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from projections.billing import PROJECTION, answers, queries
 from schemas.protos import billing_pb2, billing_pb2_grpc
 
@@ -40,11 +39,11 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
             used=quota.used,
             remaining=quota.remaining,
             features=list(row["features"]),
-            period_start=_ts(row["period_start"]),
-            period_end=_ts(row["period_end"]),
+            period_start=to_timestamp(row["period_start"]),
+            period_end=to_timestamp(row["period_end"]),
             reason=billing_pb2.Reason.Value(quota.reason),
             version=row["version"],
-            updated_at=_ts(row["updated_at"]),
+            updated_at=to_timestamp(row["updated_at"]),
         )
 
     async def CheckEntitlement(
@@ -72,8 +71,8 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
             used=quota.used,
             remaining=quota.remaining,
             reason=billing_pb2.Reason.Value(quota.reason),
-            period_start=_ts(row["period_start"]),
-            period_end=_ts(row["period_end"]),
+            period_start=to_timestamp(row["period_start"]),
+            period_end=to_timestamp(row["period_end"]),
         )
 
     async def _row(self, tenant_id: str):
@@ -87,12 +86,6 @@ def _tenant(value: str) -> str:
     if not value:
         raise InvalidArgument("tenant_id is required")
     return value
-
-
-def _ts(dt: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

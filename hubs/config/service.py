@@ -6,13 +6,11 @@ resolution rules in hubs/config/resolve.py."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable
 from datetime import UTC
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.config.aggregate import (
     ENVIRONMENT,
@@ -31,7 +29,8 @@ from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.resolve import Change, ScopedValue, effective, effective_at, effective_by_key
 from hubs.domain import Command, CommandMeta, InvalidCommand
 from infra.command_client import CommandResult, CommandTimeout, new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import decode_token, encode_token
 from infra.security import PLATFORM_SCOPE, PermissionDenied, current_principal
 from projections.config import PROJECTION, queries
 from schemas.protos import config_pb2, config_pb2_grpc
@@ -86,7 +85,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         page, more = values[:size], len(values) > size
         return config_pb2.EffectiveValuePage(
             values=[_effective_value(v) for v in page],
-            next_page_token=_encode_token(page[-1].key) if more else "",
+            next_page_token=encode_token(page[-1].key) if more else "",
         )
 
     async def GetValueAt(
@@ -234,31 +233,18 @@ def _effective_value(value: ScopedValue) -> config_pb2.EffectiveValue:
         source_scope=_SCOPE_TO_PROTO[value.scope_kind],
         source_scope_id=value.scope_id,
         version=value.version,
-        changed_at=_ts(value.changed_at),
+        changed_at=to_timestamp(value.changed_at),
     )
 
 
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(f"v1:{key}".encode()).decode()
-
-
 def _decode_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        prefix, key = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        if prefix != "v1":
-            raise ValueError(prefix)
-        check_key(key)
-        return key
-    except (ValueError, UnicodeDecodeError, InvalidCommand):
-        raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _ts(dt) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
+    key = decode_token(token)
+    if key:
+        try:
+            check_key(key)
+        except InvalidCommand:
+            raise InvalidArgument("page_token is not a token this service issued") from None
+    return key
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

@@ -11,9 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from projections.message import PROJECTION, queries
 from schemas.protos import message_pb2, message_pb2_grpc
 
@@ -90,7 +89,7 @@ class MessageQueries(message_pb2_grpc.MessageQueryServicer):
                     reason=h["reason"],
                     version=h["version"],
                     event_id=str(h["event_id"]),
-                    occurred_at=_ts(h["occurred_at"]),
+                    occurred_at=to_timestamp(h["occurred_at"]),
                 )
                 for h in history
             ],
@@ -106,10 +105,10 @@ def _conversation(r) -> message_pb2.Conversation:
         contact_id=r["contact_id"],
         status=r["status"],
         message_count=r["message_count"],
-        started_at=_ts(r["started_at"]),
-        last_message_at=_ts(r["last_message_at"]) if r["last_message_at"] is not None else None,
+        started_at=to_timestamp(r["started_at"]),
+        last_message_at=to_timestamp(r["last_message_at"]) if r["last_message_at"] is not None else None,
         version=r["version"],
-        updated_at=_ts(r["updated_at"]),
+        updated_at=to_timestamp(r["updated_at"]),
     )
 
 
@@ -124,9 +123,9 @@ def _message(r) -> message_pb2.Message:
         in_reply_to=r["in_reply_to"],
         status=r["status"],
         status_reason=r["status_reason"],
-        received_at=_ts(r["received_at"]) if r["received_at"] is not None else None,
-        created_at=_ts(r["created_at"]),
-        updated_at=_ts(r["updated_at"]),
+        received_at=to_timestamp(r["received_at"]) if r["received_at"] is not None else None,
+        created_at=to_timestamp(r["created_at"]),
+        updated_at=to_timestamp(r["updated_at"]),
         routing=_routing(r) if r["routing_rule"] else None,
     )
 
@@ -197,12 +196,6 @@ def _decode_message_token(token: str) -> int:
         return int(sequence)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _ts(dt: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

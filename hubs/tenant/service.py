@@ -12,7 +12,6 @@ import time
 import uuid
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.domain import Command
 from hubs.tenant.aggregate import ACCOUNT_ID, CHANNEL, MAX_NAME, MAX_REASON, ROLES, TENANT_ID
@@ -27,7 +26,7 @@ from hubs.tenant.commands import (
     channel_account_id,
 )
 from infra.command_client import CommandResult, new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, encode_token, page_size, paginate
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
@@ -54,8 +53,8 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
             name=row["name"],
             version=row["version"],
             member_count=row["member_count"],
-            created_at=_ts(row["created_at"]),
-            updated_at=_ts(row["updated_at"]),
+            created_at=to_timestamp(row["created_at"]),
+            updated_at=to_timestamp(row["updated_at"]),
         )
 
     async def ListMembers(
@@ -68,7 +67,8 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         page, token = paginate(rows, size, "principal_id")
         return tenant_pb2.MemberPage(
             members=[
-                tenant_pb2.Member(principal_id=r["principal_id"], role=r["role"], joined_at=_ts(r["joined_at"])) for r in page
+                tenant_pb2.Member(principal_id=r["principal_id"], role=r["role"], joined_at=to_timestamp(r["joined_at"]))
+                for r in page
             ],
             next_page_token=token,
         )
@@ -88,7 +88,9 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         page, token = paginate(rows, size, "tenant_id")
         return tenant_pb2.MyTenantPage(
             tenants=[
-                tenant_pb2.MyTenant(tenant_id=r["tenant_id"], name=r["name"], role=r["role"], joined_at=_ts(r["joined_at"]))
+                tenant_pb2.MyTenant(
+                    tenant_id=r["tenant_id"], name=r["name"], role=r["role"], joined_at=to_timestamp(r["joined_at"])
+                )
                 for r in page
             ],
             next_page_token=token,
@@ -371,8 +373,8 @@ def _channel_account(row) -> tenant_pb2.ChannelAccount:
         tenant_id=row["tenant_id"],
         connected=row["connected"],
         version=row["version"],
-        connected_at=_ts(row["connected_at"]),
-        updated_at=_ts(row["updated_at"]),
+        connected_at=to_timestamp(row["connected_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
 
 
@@ -395,14 +397,8 @@ def _invitation(row, *, tenant_id: str = "", principal_id: str = "") -> tenant_p
         principal_id=principal_id or row["principal_id"],
         role=row["role"],
         invited_by=row["invited_by"],
-        invited_at=_ts(row["invited_at"]),
+        invited_at=to_timestamp(row["invited_at"]),
     )
-
-
-def _ts(dt) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

@@ -9,10 +9,9 @@ import uuid
 
 import click
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubs.user.aggregate import profile_id
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
 from infra.security import ROLES, PermissionDenied, current_principal
 from projections.user import PROJECTION, queries
@@ -61,7 +60,9 @@ class UserQueries(user_pb2_grpc.UserQueryServicer):
         return user_pb2.Preferences(
             tenant_id=tenant_id,
             principal_id=str(principal_id),
-            preferences=[user_pb2.Preference(key=r["key"], value=r["value"], updated_at=_ts(r["updated_at"])) for r in rows],
+            preferences=[
+                user_pb2.Preference(key=r["key"], value=r["value"], updated_at=to_timestamp(r["updated_at"])) for r in rows
+            ],
             version=version,
         )
 
@@ -88,8 +89,8 @@ def _profile(row, *, masked: bool) -> user_pb2.Profile:
         timezone=row["timezone"],
         pii_masked=masked,
         version=row["version"],
-        created_at=_ts(row["created_at"]),
-        updated_at=_ts(row["updated_at"]),
+        created_at=to_timestamp(row["created_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
 
 
@@ -112,12 +113,6 @@ def _after(token: str) -> uuid.UUID | None:
         return uuid.UUID(after) if after else None
     except ValueError:
         raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _ts(dt) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

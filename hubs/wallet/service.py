@@ -10,9 +10,8 @@ import uuid
 
 import click
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import MAX_PAGE, decode_token, encode_token, page_size
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
@@ -36,7 +35,7 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
             reserved=row["reserved"],
             available=row["balance"] - row["reserved"],
             version=row["version"],
-            updated_at=_ts(row["updated_at"]),
+            updated_at=to_timestamp(row["updated_at"]),
         )
 
     async def ListLedger(self, request: wallet_pb2.ListLedgerRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.LedgerPage:
@@ -61,7 +60,7 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
                     reference=r["reference"],
                     event_id=str(r["event_id"]),
                     correlation_id=r["correlation_id"],
-                    occurred_at=_ts(r["occurred_at"]),
+                    occurred_at=to_timestamp(r["occurred_at"]),
                 )
                 for r in page
             ],
@@ -87,12 +86,6 @@ def _after_version(token: str) -> int:
         return int(decode_token(token, "0"))
     except ValueError:
         raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _ts(dt) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

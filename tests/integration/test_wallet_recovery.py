@@ -115,7 +115,7 @@ async def test_a_replay_rebuilds_the_read_store_identical_to_the_live_one_and_sw
 
         schema = settings.pg_schema("wallet")
         before = await _dump(settings, schema)
-        done = platform.run_cli("replay", "wallet", "--no-progress")
+        done = platform.run_cli("replay", "wallet", "--no-progress", "--confirm", "--json")
         assert done.returncode == 0, done.stderr[-2000:]
         report = json.loads(done.stdout)
         assert report["swapped"] is True
