@@ -47,10 +47,10 @@ async def test_killing_the_processor_and_projector_mid_stream_of_debits_leaves_t
         resolved_before = sum(f.done() for f in futures)
         assert resolved_before < len(futures), "the kill must land mid-stream"
         platform.start("processor")
-        await eventually(lambda: _resolved_at_least(futures, 600), timeout=120)
+        await eventually(lambda: _resolved_at_least(futures, 600), timeout=240)
         platform.kill("wallet-projector")
         platform.start("projector")
-        results = await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
+        results = await asyncio.wait_for(asyncio.gather(*futures), timeout=240)
 
     accepted = [d for d, r in zip(debits, results, strict=True) if r.accepted]
     refused = [r for r in results if not r.accepted]
@@ -71,7 +71,7 @@ async def test_killing_the_processor_and_projector_mid_stream_of_debits_leaves_t
         assert current["envelope"]["previous_hash"] == hashlib.sha256(previous.value).hexdigest()
 
     # The read store: caught up, sum of movements equals balance, no entry twice, none missing.
-    await eventually(lambda: _at_version(settings, wallet_id, final_version), timeout=60)
+    await eventually(lambda: _at_version(settings, wallet_id, final_version), timeout=180)
     schema = settings.pg_schema("wallet")
     [wallet] = await fetch(settings, schema, "SELECT balance, version FROM wallets WHERE wallet_id = $1", uuid.UUID(wallet_id))
     [ledger] = await fetch(
