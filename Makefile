@@ -25,7 +25,7 @@ help:
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed $(PROTO_OUT)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed $(PROTO_OUT)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,15 @@ $(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
 	else echo "installing PostgreSQL from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi; fi
+	touch $@
+
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; it never downloads a browser).
+.stack/.chromium-installed:
+	@mkdir -p .stack
+	@if [ -x /usr/bin/chromium ]; then echo "Chromium found"; \
+	else echo "installing Chromium from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; fi
 	touch $@
 
 schemas/protos/%_pb2.py: schemas/protos/%.proto $(VENV)/.installed

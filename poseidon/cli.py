@@ -113,6 +113,22 @@ def router() -> None:
     asyncio.run(run_router(_settings()))
 
 
+@main.command("saga-driver")
+def saga_driver() -> None:
+    """Run the saga driver: sends requested steps and compensations, feeds results and deadlines back."""
+    from sagas.driver import main as run_driver
+
+    asyncio.run(run_driver(_settings()))
+
+
+@main.command()
+def dashboard() -> None:
+    """Serve the operator saga dashboard (login, live saga list and timelines, actions, dead letters)."""
+    from infra.dashboard.__main__ import serve
+
+    asyncio.run(serve(_settings()))
+
+
 @main.command("spoke")
 @click.argument("name")
 def run_spoke(name: str) -> None:

@@ -39,6 +39,7 @@ from hubs.domain import (
 )
 from hubs.tenant.commands import (
     AcceptInvitation,
+    ArchiveTenant,
     ChangeMemberRole,
     ConnectChannel,
     CreateTenant,
@@ -108,11 +109,18 @@ class NotConnected(Rejected):
     pass
 
 
+class TenantIsArchived(Rejected):
+    pass
+
+
 class TenantHubAggregate(Aggregate):
     """Base of the Tenant hub's aggregates; every one sets its owning `tenant_id`."""
 
 
 class Tenant(TenantHubAggregate):
+    archived = False
+    """Class default: tenants snapshotted before archiving existed were all active."""
+
     @staticmethod
     def create_id(tenant_id: str, **_: object) -> uuid.UUID:
         return uuid.uuid5(TENANT_NAMESPACE, tenant_id)
@@ -138,6 +146,7 @@ class Tenant(TenantHubAggregate):
         return [p for p, role in self.members.items() if role == OWNER]
 
     def invite(self, principal_id: str, role: str, actor: str) -> None:
+        check_not_archived(self)
         check_principal_id(principal_id)
         check_role(role)
         check_actor_may_manage(self, actor, role)
@@ -148,6 +157,7 @@ class Tenant(TenantHubAggregate):
         self._member_invited(principal_id, role)
 
     def accept(self, principal_id: str, actor: str) -> None:
+        check_not_archived(self)
         check_principal_id(principal_id)
         if principal_id in self.members:
             raise AlreadyMember(f"{principal_id} is already a member ({self.members[principal_id]})")
@@ -159,6 +169,7 @@ class Tenant(TenantHubAggregate):
         self._member_joined(principal_id, role)
 
     def change_role(self, principal_id: str, role: str, actor: str) -> None:
+        check_not_archived(self)
         check_principal_id(principal_id)
         check_role(role)
         check_actor_may_manage(self, actor)
@@ -171,6 +182,7 @@ class Tenant(TenantHubAggregate):
         self._member_role_changed(principal_id, role, previous)
 
     def remove(self, principal_id: str, actor: str) -> None:
+        check_not_archived(self)
         check_principal_id(principal_id)
         if actor != principal_id:  # leaving (or declining) needs no authority
             check_actor_may_manage(self, actor)
@@ -187,6 +199,15 @@ class Tenant(TenantHubAggregate):
             self._invitation_withdrawn(principal_id)
         else:
             raise NotAMember(f"{principal_id} is neither a member of nor invited to this tenant")
+
+    def archive(self, reason: str) -> None:
+        check_not_archived(self)
+        check_reason(reason)
+        self._tenant_archived(reason)
+
+    @event("TenantArchived")
+    def _tenant_archived(self, reason: str) -> None:
+        self.archived = True
 
     @event("MemberInvited")
     def _member_invited(self, principal_id: str, role: str) -> None:
@@ -240,6 +261,11 @@ class ChannelAccount(TenantHubAggregate):
     @event("ChannelDisconnected")
     def _disconnected(self, channel: str, account_id: str, reason: str) -> None:
         self.connected = False
+
+
+def check_not_archived(tenant: Tenant) -> None:
+    if tenant.archived:
+        raise TenantIsArchived(f"tenant {tenant.tenant_id} is archived; its memberships can no longer change")
 
 
 def check_tenant_id(tenant_id: str) -> None:
@@ -298,6 +324,12 @@ def check_actor_may_manage(tenant: Tenant, actor: str, *roles_involved: str) -> 
     needed = OWNER if OWNER in roles_involved else ADMIN
     if ROLES.index(actor_role) < ROLES.index(needed):
         raise InsufficientRole(f"{actor} is {actor_role}; this needs {needed}")
+
+
+def check_actor_is_owner_or_platform(tenant: Tenant, actor: str) -> None:
+    role = tenant.members.get(actor)
+    if role is not None and role != OWNER:
+        raise InsufficientRole(f"{actor} is {role}; archiving a tenant needs owner")
 
 
 def check_channel(channel: str) -> None:
@@ -376,6 +408,9 @@ def handle_tenant(tenant: Tenant | None, command: Command) -> Tenant:
         tenant.change_role(command.principal_id, command.role, meta.actor)
     elif isinstance(command, RemoveMember):
         tenant.remove(command.principal_id, meta.actor)
+    elif isinstance(command, ArchiveTenant):
+        check_actor_is_owner_or_platform(tenant, meta.actor)
+        tenant.archive(command.reason)
     else:
         raise InvalidCommand(f"the tenant hub has no handler for {type(command).__name__}")
     return tenant

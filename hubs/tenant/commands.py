@@ -45,6 +45,14 @@ class RemoveMember(TenantCommand):
 
 
 @dataclass(frozen=True)
+class ArchiveTenant(TenantCommand):
+    """Archives the tenant: its memberships are frozen (no invitation, join, role
+    change or removal). The compensation of CreateTenant."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ConnectChannel(TenantCommand):
     """Aggregate id: `channel_account_id(channel, account_id)`. Connects the
     account (a Facebook page, …) to the command's tenant: its messages route there."""
@@ -67,4 +75,13 @@ def channel_account_id(channel: str, account_id: str) -> str:
     return f"{channel}/{account_id}"
 
 
-COMMANDS = (CreateTenant, InviteMember, AcceptInvitation, ChangeMemberRole, RemoveMember, ConnectChannel, DisconnectChannel)
+COMMANDS = (
+    CreateTenant,
+    InviteMember,
+    AcceptInvitation,
+    ChangeMemberRole,
+    RemoveMember,
+    ConnectChannel,
+    DisconnectChannel,
+    ArchiveTenant,
+)

@@ -4,6 +4,7 @@ from hubs.tenant.aggregate import TenantHubAggregate, handle
 from hubs.tenant.commands import (
     COMMANDS,
     AcceptInvitation,
+    ArchiveTenant,
     ChangeMemberRole,
     CreateTenant,
     InviteMember,
@@ -26,6 +27,7 @@ HUB = HubSpec(
         "accept": AcceptInvitation,
         "change-role": ChangeMemberRole,
         "remove": RemoveMember,
+        "archive": ArchiveTenant,
     },
     aggregate_option="tenant",
     aggregate_is_tenant=True,

@@ -17,6 +17,7 @@ from hubs.domain import (
 )
 from hubs.wallet.commands import (
     CaptureFunds,
+    CloseWallet,
     CreditFunds,
     DebitFunds,
     OpenWallet,
@@ -40,7 +41,18 @@ class DuplicateReservation(Rejected):
     pass
 
 
+class WalletNotEmpty(Rejected):
+    pass
+
+
+class WalletIsClosed(Rejected):
+    pass
+
+
 class Wallet(Aggregate):
+    closed = False
+    """Class default: wallets snapshotted before closing existed were all open."""
+
     @staticmethod
     def create_id(wallet_id: str, **_: object) -> uuid.UUID:
         return uuid.UUID(wallet_id)
@@ -58,16 +70,19 @@ class Wallet(Aggregate):
         return self.balance - self.reserved
 
     def credit(self, entry_id: str, amount: int, reference: str = "") -> None:
+        check_is_open(self)
         check_amount(amount)
         check_amount(self.balance + amount)
         self._funds_credited(entry_id, amount, self.balance + amount, reference)
 
     def debit(self, entry_id: str, amount: int, reference: str = "") -> None:
+        check_is_open(self)
         check_amount(amount)
         check_has_sufficient_funds(self, amount)
         self._funds_debited(entry_id, amount, self.balance - amount, reference)
 
     def reserve(self, reservation_id: str, amount: int) -> None:
+        check_is_open(self)
         check_amount(amount)
         check_reference(reservation_id, "reservation_id")
         if reservation_id in self.reservations:
@@ -82,6 +97,18 @@ class Wallet(Aggregate):
     def capture(self, reservation_id: str) -> None:
         amount = check_reservation_is_open(self, reservation_id)
         self._reservation_captured(reservation_id, amount, self.balance - amount, self.reserved - amount)
+
+    def close(self, reason: str) -> None:
+        check_is_open(self)
+        if len(reason) > 200:
+            raise InvalidCommand("reason must be at most 200 characters")
+        if self.balance != 0 or self.reserved != 0:
+            raise WalletNotEmpty(f"a wallet closes only when empty (balance {self.balance}, reserved {self.reserved})")
+        self._wallet_closed(reason)
+
+    @event("WalletClosed")
+    def _wallet_closed(self, reason: str) -> None:
+        self.closed = True
 
     @event("FundsCredited")
     def _funds_credited(self, entry_id: str, amount: int, balance_after: int, reference: str) -> None:
@@ -121,6 +148,11 @@ def check_has_sufficient_funds(wallet: Wallet, amount: int) -> None:
             f"{amount} {wallet.currency} requested but only {wallet.available} available "
             f"(balance {wallet.balance}, reserved {wallet.reserved})"
         )
+
+
+def check_is_open(wallet: Wallet) -> None:
+    if wallet.closed:
+        raise WalletIsClosed("the wallet is closed")
 
 
 def check_reservation_is_open(wallet: Wallet, reservation_id: str) -> int:
@@ -169,6 +201,8 @@ def handle(wallet: Wallet | None, command: Command) -> Wallet:
         wallet.release(command.reservation_id)
     elif isinstance(command, CaptureFunds):
         wallet.capture(command.reservation_id)
+    elif isinstance(command, CloseWallet):
+        wallet.close(command.reason)
     else:
         raise InvalidCommand(f"the wallet hub has no handler for {type(command).__name__}")
     return wallet

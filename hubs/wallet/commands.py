@@ -47,4 +47,12 @@ class CaptureFunds(WalletCommand):
     reservation_id: str
 
 
-COMMANDS = (OpenWallet, CreditFunds, DebitFunds, ReserveFunds, ReleaseFunds, CaptureFunds)
+@dataclass(frozen=True)
+class CloseWallet(WalletCommand):
+    """Closes an empty wallet (balance and reserved 0) for good: it refuses every
+    movement afterwards. The compensation of OpenWallet."""
+
+    reason: str = ""
+
+
+COMMANDS = (OpenWallet, CreditFunds, DebitFunds, ReserveFunds, ReleaseFunds, CaptureFunds, CloseWallet)

@@ -4,6 +4,7 @@ from hubs.wallet.aggregate import Wallet, handle
 from hubs.wallet.commands import (
     COMMANDS,
     CaptureFunds,
+    CloseWallet,
     CreditFunds,
     DebitFunds,
     OpenWallet,
@@ -24,6 +25,7 @@ HUB = HubSpec(
         "reserve": ReserveFunds,
         "release": ReleaseFunds,
         "capture": CaptureFunds,
+        "close": CloseWallet,
     },
     aggregate_option="wallet",
 )

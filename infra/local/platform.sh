@@ -38,6 +38,8 @@ start() {
   done
   launch ingress "$POSEIDON" ingress
   launch router "$POSEIDON" router
+  launch saga-driver "$POSEIDON" saga-driver
+  launch dashboard "$POSEIDON" dashboard
   for name in $("$POSEIDON" spokes); do launch "spoke-$name" "$POSEIDON" spoke "$name"; done
   "$PY" -m infra.devstack
 }

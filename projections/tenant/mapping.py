@@ -44,6 +44,9 @@ CHANGE_ROLE = (
     + """UPDATE memberships m SET role = $5::text FROM bumped
 WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 )
+# One UPDATE, not _BUMP + UPDATE: a statement cannot change the row its own CTE just changed.
+ARCHIVE = """UPDATE tenants SET version = $2::bigint, updated_at = $3::timestamptz, archived_at = $3::timestamptz
+WHERE tenant_id = $1::text AND version < $2::bigint"""
 REMOVE = _BUMP + """DELETE FROM memberships m USING bumped WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 
 # $1 channel, $2 account id, $3 owning tenant, $4 connected, $5 event version, $6 occurred at.
@@ -76,4 +79,6 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         return [Statement(CHANGE_ROLE, (*guarded, record["principal_id"], record["role"]), phase=CHANGED)]
     if kind == "MemberRemoved":
         return [Statement(REMOVE, (*guarded, record["principal_id"]), phase=CHANGED)]
+    if kind == "TenantArchived":
+        return [Statement(ARCHIVE, guarded, phase=CHANGED)]
     raise ValueError(f"the tenant read model has no mapping for {event_type}")

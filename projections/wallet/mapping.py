@@ -21,6 +21,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO N
 UPDATE = """UPDATE wallets SET balance = COALESCE($2, balance), reserved = COALESCE($3, reserved), version = $4,
     updated_at = $5 WHERE wallet_id = $1 AND version < $4"""
 
+CLOSE = """UPDATE wallets SET closed_at = $3, version = $2, updated_at = $3 WHERE wallet_id = $1 AND version < $2"""
+
 
 def apply(event_type: str, record: dict) -> list[Statement]:
     env = record["envelope"]
@@ -74,4 +76,6 @@ def apply(event_type: str, record: dict) -> list[Statement]:
             ledger("capture", a, -a, -a, reservation_id=record["reservation_id"]),
             update(record["balance_after"], record["reserved_after"]),
         ]
+    if kind == "WalletClosed":
+        return [Statement(CLOSE, (wallet_id, version, at), phase=UPDATED)]
     raise ValueError(f"the wallet read model has no mapping for {event_type}")

@@ -14,6 +14,7 @@ from hubs.domain import CommandMeta, InvalidCommand
 from hubs.wallet.commands import (
     COMMANDS,
     CaptureFunds,
+    CloseWallet,
     CreditFunds,
     DebitFunds,
     OpenWallet,
@@ -204,6 +205,8 @@ def test_every_wallet_event_has_the_fields_of_its_newest_schema_and_encodes():
         ReserveFunds(meta(wallet_id), reservation_id="b", amount=60),
         ReleaseFunds(meta(wallet_id), reservation_id="a"),
         CaptureFunds(meta(wallet_id), reservation_id="b"),
+        DebitFunds(meta(wallet_id), amount=340),
+        CloseWallet(meta(wallet_id), reason="done"),
     )
     wallet_event_schemas = {n for n in CODEC.catalog.names() if n.startswith("poseidon.wallet.") and ".commands." not in n}
     assert {HUB.event_name(e) for e in events} == wallet_event_schemas
@@ -247,6 +250,7 @@ def sample_commands() -> list:
         ReserveFunds(m(expected_version=3), reservation_id="hold-ü", amount=99),
         ReleaseFunds(m(), reservation_id="hold-1"),
         CaptureFunds(m(), reservation_id="hold-2"),
+        CloseWallet(m(), reason="onboarding compensated"),
     ]
 
 

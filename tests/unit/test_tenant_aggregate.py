@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hubs.domain import Command, CommandMeta
 from hubs.tenant.aggregate import ROLES, Tenant
-from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
 from hubs.tenant.hub import HUB
 from infra.hub import Decision, SnapshotCodec, decide, event_payload
 from schemas.codec import Catalog
@@ -392,3 +392,32 @@ def test_the_platform_tenant_id_is_reserved():
     )
     decision = decide(HUB, None, CreateTenant(meta, name="Platform", owner_id="eve"))
     assert decision.rejection is not None and "reserved" in str(decision.rejection)
+
+
+# -- archiving (the compensation of CreateTenant) ----------------------------
+
+
+def archive(reason: str = "onboarding compensated", **m) -> ArchiveTenant:
+    return ArchiveTenant(meta(**m), reason=reason)
+
+
+def test_archiving_a_tenant_records_tenant_archived_with_the_reason():
+    decision = when(given(create()), archive())
+
+    assert [type(e).__name__ for e in decision.events] == ["TenantArchived"]
+    assert decision.events[0].reason == "onboarding compensated"
+    assert decision.aggregate.archived
+
+
+def test_an_archived_tenant_refuses_invitations_joins_role_changes_removals_and_a_second_archive():
+    tenant = given(create(), invite("ann", "agent"), join("bob", "admin"), archive())
+
+    for command in (invite("cid", "agent"), accept("ann"), change("bob", "viewer"), remove("bob"), archive()):
+        then_rejected(when(tenant, command), "TenantIsArchived")
+
+
+def test_only_an_owner_member_or_a_platform_principal_may_archive_a_tenant():
+    tenant = given(create(), join("bob", "admin"))
+
+    then_rejected(when(tenant, archive(actor="bob")), "InsufficientRole")
+    assert when(tenant, archive(actor="olga")).accepted

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hubs.domain import CommandMeta
-from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
 from hubs.tenant.hub import HUB
 from infra.hub import decide, event_payload
 from projections.tenant import PROJECTION
@@ -112,6 +112,7 @@ def test_every_tenant_event_schema_has_a_mapping():
     story.run(RemoveMember, principal_id="ann")
     story.run(InviteMember, principal_id="bob", role="agent")
     story.run(RemoveMember, principal_id="bob")
+    story.run(ArchiveTenant, reason="onboarding compensated")
 
     assert sorted({name for name, _ in story.records}) == sorted(names)
     assert all(statements([r]) for r in story.records)

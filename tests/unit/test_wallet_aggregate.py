@@ -15,6 +15,7 @@ from hubs.domain import Command, CommandMeta
 from hubs.wallet.aggregate import MAX_AMOUNT, Wallet
 from hubs.wallet.commands import (
     CaptureFunds,
+    CloseWallet,
     CreditFunds,
     DebitFunds,
     OpenWallet,
@@ -502,3 +503,35 @@ def test_any_sequence_of_commands_keeps_the_books_consistent(steps):
         assert wallet.reserved == sum(wallet.reservations.values())
         assert all(amount > 0 for amount in wallet.reservations.values())
         assert wallet.version == 1 + accepted
+
+
+# -- closing (the compensation of OpenWallet) -------------------------------
+
+
+def close(w: Story, reason: str = "onboarding compensated") -> CloseWallet:
+    return CloseWallet(meta(w.wallet_id), reason=reason)
+
+
+def test_closing_an_empty_wallet_records_wallet_closed_with_the_reason():
+    w = Story()
+
+    event = only_event(when(given(w.open()), close(w)))
+
+    assert type(event).__name__ == "WalletClosed" and event.reason == "onboarding compensated"
+
+
+def test_a_wallet_with_a_balance_or_a_reservation_refuses_to_close():
+    w = Story()
+    then_rejected(when(given(w.open(), w.credit(10)), close(w)), "WalletNotEmpty")
+    v = Story()
+    reserved_only = given(v.open(), v.credit(10), v.reserve("r1", 10), v.capture("r1"), v.credit(3), v.reserve("r2", 3))
+    assert reserved_only.balance == 3 and reserved_only.reserved == 3
+    then_rejected(when(reserved_only, close(v)), "WalletNotEmpty")
+
+
+def test_a_closed_wallet_refuses_credits_debits_reservations_and_a_second_close():
+    w = Story()
+    closed = given(w.open(), w.credit(5), w.debit(5), close(w))
+
+    for command in (w.credit(1), w.debit(1), w.reserve("r1", 1), close(w)):
+        then_rejected(when(closed, command), "WalletIsClosed")

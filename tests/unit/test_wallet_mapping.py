@@ -245,7 +245,7 @@ def test_the_mapping_handles_the_full_avro_name_and_the_bare_event_name_alike():
     assert apply("FundsCredited", record) == apply(event_type, record)
 
 
-@pytest.mark.parametrize("event_type", ["poseidon.wallet.WalletClosed", "poseidon.billing.InvoiceIssued", "", "wallet"])
+@pytest.mark.parametrize("event_type", ["poseidon.wallet.WalletRenamed", "poseidon.billing.InvoiceIssued", "", "wallet"])
 def test_an_event_type_the_read_model_does_not_know_raises_value_error_naming_it(event_type):
     story = opened()
     _, record = story.only(CreditFunds, amount=5)
@@ -298,3 +298,18 @@ def test_for_any_sequence_of_commands_the_ledger_adds_up_to_the_wallet_row(steps
     assert balance == wallet.balance
     assert reserved == wallet.reserved
     assert versions == list(range(2, wallet.version + 1))
+
+
+def test_wallet_closed_sets_closed_at_and_moves_the_version_forward_once():
+    from datetime import UTC, datetime
+
+    from projections.wallet.mapping import CLOSE
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    wallet_id = str(uuid.uuid4())
+    record = {"envelope": {"aggregate_id": wallet_id, "aggregate_version": 4, "occurred_at": at, "tenant_id": "t"}, "reason": "x"}
+
+    [statement] = apply("poseidon.wallet.WalletClosed", record)
+
+    assert statement.sql == CLOSE and "version < $2" in CLOSE
+    assert statement.args == (uuid.UUID(wallet_id), 4, at)

@@ -1,0 +1,60 @@
+"""Saga commands. The aggregate id is the saga id (a lower-case UUID); the tenant
+is the tenant the saga concerns (for onboarding, the new tenant)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hubs.domain import Command
+
+
+@dataclass(frozen=True)
+class SagaCommand(Command):
+    hub: ClassVar[str] = "saga"
+
+
+@dataclass(frozen=True)
+class StartSaga(SagaCommand):
+    saga_type: str
+    input_json: str
+
+
+@dataclass(frozen=True)
+class RecordStepResult(SagaCommand):
+    """Sent by the saga driver with the target hub's answer to a step's (or a
+    compensation's) command."""
+
+    step: str
+    attempt: int
+    succeeded: bool
+    detail: str
+    result_json: str = "{}"
+
+
+@dataclass(frozen=True)
+class FailOverdueStep(SagaCommand):
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class RetryStep(SagaCommand):
+    step: str
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CompensateFromHere(SagaCommand):
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AbortSaga(SagaCommand):
+    operator: str
+    reason: str
+
+
+COMMANDS = (StartSaga, RecordStepResult, FailOverdueStep, RetryStep, CompensateFromHere, AbortSaga)

@@ -1,0 +1,98 @@
+"""Saga gRPC queries (GetSaga, ListSagas) over the saga read store, for operators
+(admin of the tenant, or a platform principal). Parsing and answering only; SQL
+lives in projections/saga/queries.py. The operator dashboard reads the store directly."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import decode_token, encode_token, page_size
+from projections.saga import PROJECTION, queries
+from sagas.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
+from schemas.protos import saga_pb2, saga_pb2_grpc
+
+STATES = (RUNNING, WAITING, FAILED, COMPENSATING, COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION)
+MINIMUM_ROLE = "admin"
+
+
+class SagaQueries(saga_pb2_grpc.SagaQueryServicer):
+    def __init__(self, deps: ServiceDeps):
+        self.pool, self.authorizer = deps.pool, deps.authorizer
+
+    async def GetSaga(self, request: saga_pb2.GetSagaRequest, context: grpc.aio.ServicerContext) -> saga_pb2.SagaDetail:
+        tenant_id, saga_id = _tenant(request.tenant_id), _uuid(request.saga_id, "saga_id")
+        await self.authorizer.require(tenant_id, MINIMUM_ROLE)
+        row = await queries.saga(self.pool, tenant_id, saga_id)
+        if row is None:
+            raise NotFound(f"saga {saga_id} not found for tenant {tenant_id}")
+        events = await queries.timeline(self.pool, tenant_id, saga_id)
+        return saga_pb2.SagaDetail(
+            saga=_saga(row),
+            timeline=[
+                saga_pb2.TimelineEntry(
+                    version=e["version"],
+                    event_type=e["event_type"],
+                    step=e["step"],
+                    summary=e["summary"],
+                    actor=e["actor"],
+                    occurred_at=to_timestamp(e["occurred_at"]),
+                )
+                for e in events
+            ],
+        )
+
+    async def ListSagas(self, request: saga_pb2.ListSagasRequest, context: grpc.aio.ServicerContext) -> saga_pb2.SagaPage:
+        tenant_id = _tenant(request.tenant_id)
+        if request.state and request.state not in STATES:
+            raise InvalidArgument(f"state must be empty or one of {', '.join(STATES)}, not {request.state!r}")
+        size = page_size(request.page_size)
+        after = _uuid(decode_token(request.page_token, str(uuid.UUID(int=0))), "page_token")
+        await self.authorizer.require(tenant_id, MINIMUM_ROLE)
+        rows = await queries.saga_page(self.pool, tenant_id, request.state, after, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return saga_pb2.SagaPage(
+            sagas=[_saga(r) for r in page], next_page_token=encode_token(page[-1]["saga_id"]) if more else ""
+        )
+
+
+def _saga(row) -> saga_pb2.Saga:
+    return saga_pb2.Saga(
+        saga_id=str(row["saga_id"]),
+        tenant_id=row["tenant_id"],
+        saga_type=row["saga_type"],
+        state=row["state"],
+        current_step=row["current_step"],
+        correlation_id=row["correlation_id"],
+        error=row["error"],
+        version=row["version"],
+        started_at=to_timestamp(row["started_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
+    )
+
+
+def _tenant(value: str) -> str:
+    if not value:
+        raise InvalidArgument("tenant_id is required")
+    return value
+
+
+def _uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(f"{field} must be a UUID, not {value!r}") from None
+
+
+def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
+    saga_pb2_grpc.add_SagaQueryServicer_to_server(SagaQueries(deps), server)
+
+
+SERVICE = QueryService(
+    hub="saga",
+    read_model=PROJECTION,
+    service_names=(saga_pb2.DESCRIPTOR.services_by_name["SagaQuery"].full_name,),
+    add_to_server=_add_to_server,
+)

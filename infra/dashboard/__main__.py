@@ -1,0 +1,59 @@
+"""`python -m infra.dashboard`: serve the operator dashboard on
+settings.ops_host:settings.dashboard_port until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from infra.command_client import CommandClient
+from infra.dashboard.actions import CommandSagaActions
+from infra.dashboard.app import Deps, build_app
+from infra.dashboard.deadletters import DeadLetters
+from infra.security import Keyring, TokenVerifier
+from poseidon import bootstrap
+from poseidon.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: Settings, port: int | None = None) -> None:
+    codec = bootstrap.codec(settings)
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=5)
+    client = CommandClient(settings, codec, [bootstrap.hub("saga")])
+    deps = Deps(
+        settings=settings,
+        pool=pool,
+        verifier=TokenVerifier(Keyring(settings.keys_dir), settings),
+        actions=CommandSagaActions(client),
+        dead_letters=DeadLetters(settings, codec),
+        identity_target=f"{settings.grpc_host}:{settings.grpc_port('identity')}",
+    )
+    runner = web.AppRunner(build_app(deps), access_log=None)
+    await runner.setup()
+    port = port if port is not None else settings.dashboard_port
+    await web.TCPSite(runner, settings.ops_host, port).start()
+    log.info("dashboard listening", url=f"http://{settings.ops_host}:{port}/")
+    # After the page is up: without the saga topics the client waits, and actions with it.
+    await client.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await client.stop()
+        await pool.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Pure rules of the dashboard: list filters → SQL, PII masking of payload
+summaries, the double-submit CSRF check and who counts as an operator. No I/O."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+STATES = ("running", "waiting", "failed", "compensating", "compensated", "completed", "aborted", "needs_attention")
+ACTIONS = ("retry", "compensate", "abort")
+OPERATOR_TENANT = "platform"
+"""The reserved tenant whose admins and owners operate the platform."""
+OPERATOR_ROLES = ("admin", "owner")
+MAX_PAGE_SIZE = 200
+_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_IDENT = re.compile(r"^[A-Za-z0-9_.:@/-]{1,200}$")
+
+
+class BadFilter(ValueError):
+    """A list filter that cannot be used; the message names the parameter."""
+
+
+def parse_duration(name: str, raw: str) -> int | None:
+    """`90s`, `15m`, `2h`, `7d` → seconds; empty → None."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    match = _DURATION.match(raw)
+    if not match:
+        raise BadFilter(f"{name} must look like 30s, 15m, 2h or 7d, not {raw!r}")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+@dataclass(frozen=True)
+class SagaFilter:
+    state: str = ""
+    saga_type: str = ""
+    tenant_id: str = ""
+    min_age_s: int | None = None
+    """Started at least this long ago (stuck sagas)."""
+    max_age_s: int | None = None
+    """Started at most this long ago (recent sagas)."""
+    page: int = 1
+    page_size: int = 50
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> SagaFilter:
+        state = query.get("state", "").strip()
+        if state and state not in STATES:
+            raise BadFilter(f"state must be one of {', '.join(STATES)}, not {state!r}")
+        saga_type, tenant_id = query.get("type", "").strip(), query.get("tenant", "").strip()
+        for name, value in (("type", saga_type), ("tenant", tenant_id)):
+            if value and not _IDENT.match(value):
+                raise BadFilter(f"{name} has characters that no {name} has")
+        try:
+            page = int(query.get("page", "1") or 1)
+            page_size = int(query.get("page_size", "50") or 50)
+        except ValueError:
+            raise BadFilter("page and page_size must be whole numbers") from None
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise BadFilter(f"page must be at least 1 and page_size between 1 and {MAX_PAGE_SIZE}")
+        return cls(
+            state=state,
+            saga_type=saga_type,
+            tenant_id=tenant_id,
+            min_age_s=parse_duration("min_age", query.get("min_age", "")),
+            max_age_s=parse_duration("max_age", query.get("max_age", "")),
+            page=page,
+            page_size=page_size,
+        )
+
+    def where(self, *, with_state: bool = True) -> tuple[str, list]:
+        """`WHERE …` with numbered parameters (empty string when unfiltered).
+        Values are always parameters, never spliced into the SQL."""
+        clauses: list[str] = []
+        args: list = []
+
+        def add(sql: str, value) -> None:
+            args.append(value)
+            clauses.append(sql.format(f"${len(args)}"))
+
+        if with_state and self.state:
+            add("state = {}", self.state)
+        if self.saga_type:
+            add("saga_type = {}", self.saga_type)
+        if self.tenant_id:
+            add("tenant_id = {}", self.tenant_id)
+        if self.min_age_s is not None:
+            add("started_at <= now() - make_interval(secs => {})", float(self.min_age_s))
+        if self.max_age_s is not None:
+            add("started_at >= now() - make_interval(secs => {})", float(self.max_age_s))
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    def limit_offset(self) -> tuple[int, int]:
+        return self.page_size, (self.page - 1) * self.page_size
+
+    def query_string(self, **changes) -> str:
+        f = replace(self, **changes)
+        pairs = {
+            "state": f.state,
+            "type": f.saga_type,
+            "tenant": f.tenant_id,
+            "min_age": duration_text(f.min_age_s),
+            "max_age": duration_text(f.max_age_s),
+            "page": str(f.page) if f.page != 1 else "",
+            "page_size": str(f.page_size) if f.page_size != 50 else "",
+        }
+        return urlencode({k: v for k, v in pairs.items() if v})
+
+
+def duration_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    for unit in ("d", "h", "m"):
+        if seconds % _UNIT_S[unit] == 0:
+            return f"{seconds // _UNIT_S[unit]}{unit}"
+    return f"{seconds}s"
+
+
+# --- PII masking of payload summaries ---------------------------------------
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+_PHONE = re.compile(r"(?<![\w])\+?\d[\d ().-]{6,}\d(?![\w])")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_SECRET_FIELD = re.compile(
+    r"""(?i)(["']?\b(?:password|passwd|secret|token|api_key|apikey|access_token|refresh_token|totp[_a-z]*)\b["']?\s*[:=]\s*)(["']?)[^"',;}\s]+"""
+)
+_TEXT_FIELD = re.compile(
+    r"""(?i)(["']?\b(?:text|body|message_text|first_name|last_name|full_name|name|address)\b["']?\s*[:=]\s*)(["'])(.*?)\2"""
+)
+MAX_SUMMARY = 300
+
+
+def _mask_phone(match: re.Match) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "•••" + digits[-2:] if len(digits) >= 7 else match.group(0)
+
+
+def mask_summary(text: str, limit: int = MAX_SUMMARY) -> str:
+    """A payload summary safe to show an operator: emails keep their first
+    letter and domain, phone numbers their last two digits; secrets, tokens and
+    free text (message bodies, names, addresses) are replaced entirely."""
+    if not text:
+        return ""
+    text = _JWT.sub("[token]", text)
+    text = _BEARER.sub(r"\1[token]", text)
+    text = _SECRET_FIELD.sub(r"\1\2[secret]", text)
+    text = _TEXT_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}[{len(m.group(3))} chars]{m.group(2)}", text)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}•••@{m.group(0).split('@', 1)[1]}", text)
+    text = _PHONE.sub(_mask_phone, text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- CSRF (double submit) ----------------------------------------------------
+
+CSRF_COOKIE = "poseidon_csrf"
+CSRF_FIELD = "csrf_token"
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def csrf_ok(cookie_value: str | None, submitted: str | None) -> bool:
+    """The form's token must equal the cookie's: a page on another origin can
+    make the browser send the cookie but cannot read it to fill the form."""
+    if not cookie_value or not submitted or len(cookie_value) < 32:
+        return False
+    return hmac.compare_digest(cookie_value.encode(), submitted.encode())
+
+
+# --- operator role -----------------------------------------------------------
+
+
+def is_operator(scopes: frozenset[str], platform_role: str | None, platform_scope: str = "platform") -> bool:
+    """An operator holds a platform-scope token, or is admin/owner of the
+    reserved tenant `platform` (membership read live from the Tenant hub)."""
+    return platform_scope in scopes or platform_role in OPERATOR_ROLES
+
+
+def check_reason(reason: str) -> str:
+    reason = " ".join(reason.split())
+    if len(reason) < 3:
+        raise BadFilter("a reason of at least 3 characters is required")
+    if len(reason) > 500:
+        raise BadFilter("the reason may have at most 500 characters")
+    return reason

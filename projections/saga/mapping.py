@@ -1,0 +1,101 @@
+"""Pure mapping of saga events to read-store statements: the saga's row (state,
+current step, error, pending attempt and deadline — what the driver's timer
+reads) and one timeline row per event. Every statement is idempotent (version
+guard, keys), so a replayed event changes nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+from infra.projection import Statement
+
+# Phases: the saga row exists first; timeline rows depend on nothing; row updates
+# run in event order (their version guard needs it).
+STARTED, TIMELINE, UPDATED = 0, 1, 2
+
+START = """INSERT INTO sagas (saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at,
+    version, error, input_json) VALUES ($1, $2, $3, 'running', '', $4, $5, $5, $6, '', $7) ON CONFLICT (saga_id) DO NOTHING"""
+TIMELINE_ROW = """INSERT INTO saga_events (saga_id, version, tenant_id, event_type, step, summary, payload_json, occurred_at,
+    actor, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"""
+# NULL keeps a column; $6 says whether the pending request (attempt, deadline) changes.
+UPDATE = """UPDATE sagas SET state = COALESCE($3, state), current_step = COALESCE($4, current_step),
+    error = COALESCE($5, error),
+    pending_attempt = CASE WHEN $6::boolean THEN $7::integer ELSE pending_attempt END,
+    deadline_at = CASE WHEN $6::boolean THEN $8::timestamptz ELSE deadline_at END,
+    version = $2, updated_at = $9 WHERE saga_id = $1 AND version < $2"""
+
+
+def summary(kind: str, r: dict) -> str:
+    """A one-line account of the event; names and payloads stay out (the payload
+    column has them, for masked display)."""
+    if kind == "SagaStarted":
+        return f"{r['saga_type']} started"
+    if kind in ("StepRequested", "CompensationRequested"):
+        what = "compensation " if kind == "CompensationRequested" else ""
+        return f"{what}{r['command_type'].rsplit('.', 1)[-1]} sent to {r['target_hub']} (attempt {r['attempt']})"
+    if kind == "StepSucceeded":
+        return f"{r['step']} succeeded (attempt {r['attempt']})"
+    if kind in ("StepFailed", "CompensationFailed"):
+        then = "will retry" if r["will_retry"] else ("compensating" if kind == "StepFailed" else "needs operator attention")
+        return f"{r['step']} {'compensation ' if kind == 'CompensationFailed' else ''}failed: {r['reason']} ({then})"
+    if kind == "Compensated":
+        return f"{r['step']} compensated"
+    if kind == "SagaCompleted":
+        return "completed"
+    if kind == "SagaAborted":
+        return f"{'compensated' if r['compensated'] else 'aborted'}: {r['reason']}"
+    if kind == "OperatorActed":
+        return f"{r['operator']} chose {r['action']}: {r['reason']}"
+    return kind
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def apply(event_type: str, record: dict) -> list[Statement]:
+    env = record["envelope"]
+    saga_id = uuid.UUID(env["aggregate_id"])
+    version, at, tenant = env["aggregate_version"], env["occurred_at"], env["tenant_id"]
+    kind = event_type.rsplit(".", 1)[-1]
+    payload = {k: _jsonable(v) for k, v in record.items() if k != "envelope"}
+    r = record
+    # state, current step, error, pending changes?, attempt, deadline
+    if kind == "SagaStarted":
+        change = (None, None, None, True, None, None)
+    elif kind == "StepRequested":
+        change = ("waiting", r["step"], None, True, r["attempt"], r["deadline_at"])
+    elif kind == "CompensationRequested":
+        change = ("compensating", r["step"], None, True, r["attempt"], r["deadline_at"])
+    elif kind == "StepSucceeded":
+        change = ("running", r["step"], "", True, None, None)
+    elif kind == "StepFailed":
+        change = ("failed", r["step"], f"{r['step']}: {r['reason']}", True, None, None)
+    elif kind == "Compensated":
+        change = ("compensating", r["step"], None, True, None, None)
+    elif kind == "CompensationFailed":
+        state = "compensating" if r["will_retry"] else "needs_attention"
+        change = (state, r["step"], f"{r['step']} (compensation): {r['reason']}", True, None, None)
+    elif kind == "SagaCompleted":
+        change = ("completed", "", "", True, None, None)
+    elif kind == "SagaAborted":
+        change = ("compensated" if r["compensated"] else "aborted", None, None, True, None, None)
+    elif kind == "OperatorActed":
+        change = (None, None, None, False, None, None)
+    else:
+        raise ValueError(f"the saga read model has no mapping for {event_type}")
+
+    statements = []
+    if kind == "SagaStarted":
+        statements.append(
+            Statement(START, (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"]), phase=STARTED)
+        )
+    step = payload.get("step", "")
+    timeline = (saga_id, version, tenant, kind, step, summary(kind, r)[:1000], json.dumps(payload, sort_keys=True), at,
+                env["actor"], uuid.UUID(env["event_id"]))  # fmt: skip
+    statements.append(Statement(TIMELINE_ROW, timeline, phase=TIMELINE))
+    state, current, error, touch, attempt, deadline = change
+    statements.append(Statement(UPDATE, (saga_id, version, state, current, error, touch, attempt, deadline, at), phase=UPDATED))
+    return statements

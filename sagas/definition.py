@@ -1,0 +1,386 @@
+"""What a saga is, as pure data and one pure reaction: a `SagaDefinition` (ordered
+`Step`s, each with the business command that does it, the one that compensates it,
+its retry policy and its deadline) and `react(definition, state, fact)`, which
+turns a saga's current state and one fact (started, a step's result, an overdue
+step, an operator's action) into the saga events to record. No I/O: the Saga
+aggregate (hubs/saga) calls `react` and records what it returns; the saga driver
+(sagas/driver.py) sends the commands those events carry.
+
+Rules the reaction holds:
+* Retry before compensate: a failed step is requested again (attempt + 1) while
+  attempts < `max_attempts`; only then are the steps done so far compensated, in
+  reverse order, skipping steps without a compensation.
+* A compensation is retried the same way; when its attempts are exhausted the saga
+  stops in `needs_attention` (CompensationFailed with will_retry false) — never
+  silently stuck: an operator retries it, skips it (compensate from here) or aborts.
+* Deadlines: every request carries `deadline_at` = command time + `deadline_s`; a
+  FailOverdueStep after it counts as a failed attempt (same retry policy). A
+  saga's input may shorten or lengthen one step's deadline with
+  `"deadlines_s": {"<step>": seconds}` (urgent sagas; tests).
+* Command ids are deterministic — uuid5(saga id / step / attempt, plus
+  "compensate" for compensations) — so a driver that re-sends after a crash gets
+  the first outcome from the target hub's command-outcome table, never a second
+  application.
+* A result for anything but the pending (step, attempt) is stale and refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from hubs.domain import Command, CommandMeta
+
+SAGA_NAMESPACE = uuid.UUID("0f6c1f49-3f0e-5b7e-9a55-6a3c2d7e8b10")
+"""Fixed forever: command ids and derived aggregate ids of every saga come from it."""
+
+# Saga states (the read store's `sagas.state` uses the same words).
+RUNNING, WAITING, FAILED, COMPENSATING = "running", "waiting", "failed", "compensating"
+COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION = "compensated", "completed", "aborted", "needs_attention"
+FINISHED = frozenset({COMPENSATED, COMPLETED, ABORTED})
+ACTION, COMPENSATION = "action", "compensation"
+
+
+@dataclass(frozen=True)
+class SagaView:
+    """What a step's action or compensation may read: the saga's identity, its
+    input and the results of the steps done so far."""
+
+    saga_id: str
+    tenant_id: str
+    saga_type: str
+    correlation_id: str
+    input: Mapping[str, Any]
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+    def derived_id(self, name: str) -> str:
+        """A stable UUID for an aggregate this saga creates (a wallet, …): the same
+        on every attempt and every replay."""
+        return str(uuid.uuid5(SAGA_NAMESPACE, f"{self.saga_id}/{name}"))
+
+    def meta(self, aggregate_id: str, tenant_id: str | None = None) -> CommandMeta:
+        """Meta for a step's command; `react` replaces its command id, causation and
+        actor with the saga's deterministic ones."""
+        return CommandMeta(
+            command_id="",
+            aggregate_id=aggregate_id,
+            tenant_id=tenant_id if tenant_id is not None else self.tenant_id,
+            correlation_id=self.correlation_id,
+            causation_id=self.saga_id,
+            actor=f"saga:{self.saga_type}",
+        )
+
+
+@dataclass(frozen=True)
+class SpokeRequest(Command):
+    """A step done by a spoke (ask the bot, send through Facebook, …) rather than
+    by a hub: same deterministic id, deadline and retry policy as a hub command.
+    The event names it `poseidon.spoke.<spoke>.<action>` with target `spoke.<spoke>`.
+    The driver does not deliver these yet (see sagas/driver.py): until it does,
+    such a step fails at its deadline and the saga compensates — visibly."""
+
+    spoke: str = ""
+    action: str = ""
+    payload_json: str = "{}"
+
+    @property
+    def hub(self) -> str:  # type: ignore[override]
+        return f"spoke.{self.spoke}"
+
+    def avro_name(self) -> str:  # type: ignore[override]
+        return f"poseidon.spoke.{self.spoke}.{self.action}"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: Callable[[SagaView], Command]
+    """Builds the hub command (or SpokeRequest) that does the step."""
+    compensation: Callable[[SagaView], Command | None] | None = None
+    """None (or returning None): the step changes nothing that needs undoing, or
+    cannot be undone (a reply already delivered) — say which in the definition."""
+    max_attempts: int = 3
+    deadline_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    steps: Sequence[Step]
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(f"saga {self.name} has no step {name!r}")
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.steps].index(name)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The one request a saga is waiting for."""
+
+    kind: str  # ACTION or COMPENSATION
+    step: str
+    attempt: int
+    command_id: str
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class SagaState:
+    """The part of a saga's state the reaction reads (the aggregate keeps it)."""
+
+    view: SagaView
+    status: str
+    pending: Pending | None
+    done: tuple[str, ...]
+    """Steps that succeeded, in order."""
+    to_compensate: tuple[str, ...]
+    """Steps still to compensate, next first (set when compensation starts)."""
+
+
+# Facts the reaction answers.
+@dataclass(frozen=True)
+class Started:
+    pass
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    attempt: int
+    succeeded: bool
+    detail: str
+    result_json: str = "{}"
+
+
+@dataclass(frozen=True)
+class Overdue:
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class OperatorRetry:
+    operator: str
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OperatorCompensate:
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OperatorAbort:
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One saga event to record: its name (the @event name of the aggregate) and payload."""
+
+    event: str
+    payload: dict[str, Any]
+
+
+class SagaRuleBroken(Exception):
+    """The fact does not apply to the saga as it is; `rule` names why (the
+    aggregate turns it into a Rejected subclass of the same name)."""
+
+    def __init__(self, rule: str, message: str):
+        super().__init__(message)
+        self.rule = rule
+
+
+def command_id(saga_id: str, step: str, attempt: int, kind: str = ACTION) -> str:
+    suffix = "" if kind == ACTION else "/compensate"
+    return str(uuid.uuid5(SAGA_NAMESPACE, f"{saga_id}/{step}{suffix}/{attempt}"))
+
+
+def record_of(command: Command) -> dict[str, Any]:
+    """A command as a JSON-able record (issued_at as ISO text); `command_from_json` reverses it."""
+    meta = dataclasses.asdict(command.meta)
+    meta["issued_at"] = command.meta.issued_at.isoformat()
+    return {"meta": meta, **command.payload()}
+
+
+def command_json(command: Command) -> str:
+    return json.dumps(record_of(command), sort_keys=True, separators=(",", ":"))
+
+
+def request(definition: SagaDefinition, state: SagaState, kind: str, step_name: str, attempt: int, now: datetime) -> Emit | None:
+    """The StepRequested / CompensationRequested event of one attempt, or None for
+    a step without compensation."""
+    step = definition.step(step_name)
+    build = step.action if kind == ACTION else step.compensation
+    command = build(state.view) if build is not None else None
+    if command is None:
+        return None
+    cid = command_id(state.view.saga_id, step_name, attempt, kind)
+    meta = dataclasses.replace(
+        command.meta,
+        command_id=cid,
+        correlation_id=state.view.correlation_id,
+        causation_id=state.view.saga_id,
+        issued_at=now,
+    )
+    command = dataclasses.replace(command, meta=meta)
+    deadline_s = deadline_of(step, state.view)
+    return Emit(
+        "StepRequested" if kind == ACTION else "CompensationRequested",
+        {
+            "step": step_name,
+            "attempt": attempt,
+            "command_type": command.avro_name(),
+            "target_hub": command.hub,
+            "command_json": command_json(command),
+            "command_id": cid,
+            "deadline_at": now + timedelta(seconds=deadline_s),
+        },
+    )
+
+
+def deadline_of(step: Step, view: SagaView) -> float:
+    overrides = view.input.get("deadlines_s")
+    value = overrides.get(step.name) if isinstance(overrides, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 86_400:
+        return float(value)
+    return step.deadline_s
+
+
+def _next_action(definition: SagaDefinition, state: SagaState, done: tuple[str, ...], now: datetime) -> list[Emit]:
+    remaining = [s for s in definition.steps if s.name not in done]
+    if not remaining:
+        return [Emit("SagaCompleted", {})]
+    emit = request(definition, state, ACTION, remaining[0].name, 1, now)
+    assert emit is not None
+    return [emit]
+
+
+def _compensate(definition: SagaDefinition, state: SagaState, queue: Sequence[str], now: datetime, reason: str) -> list[Emit]:
+    """Request the first compensation in `queue` (next first) that has a command;
+    when none is left the saga ends compensated."""
+    for name in queue:
+        emit = request(definition, state, COMPENSATION, name, 1, now)
+        if emit is not None:
+            return [emit]
+    return [Emit("SagaAborted", {"reason": reason, "compensated": True})]
+
+
+def compensation_queue(definition: SagaDefinition, done: Sequence[str]) -> tuple[str, ...]:
+    """Done steps in reverse order: the order compensations run in."""
+    order = [s.name for s in definition.steps]
+    return tuple(sorted(done, key=order.index, reverse=True))
+
+
+def _failure(definition: SagaDefinition, state: SagaState, pending: Pending, reason: str, now: datetime) -> list[Emit]:
+    step = definition.step(pending.step)
+    will_retry = pending.attempt < step.max_attempts
+    if pending.kind == ACTION:
+        emits = [
+            Emit("StepFailed", {"step": pending.step, "attempt": pending.attempt, "reason": reason, "will_retry": will_retry})
+        ]
+        if will_retry:
+            retry = request(definition, state, ACTION, pending.step, pending.attempt + 1, now)
+            assert retry is not None
+            return [*emits, retry]
+        queue = compensation_queue(definition, state.done)
+        return [*emits, *_compensate(definition, state, queue, now, f"step {pending.step} failed: {reason}")]
+    emits = [
+        Emit("CompensationFailed", {"step": pending.step, "attempt": pending.attempt, "reason": reason, "will_retry": will_retry})
+    ]
+    if will_retry:
+        retry = request(definition, state, COMPENSATION, pending.step, pending.attempt + 1, now)
+        assert retry is not None
+        emits.append(retry)
+    return emits
+
+
+def check_pending(state: SagaState, step: str, attempt: int) -> Pending:
+    pending = state.pending
+    if state.status in FINISHED:
+        raise SagaRuleBroken("SagaFinished", f"the saga is {state.status}")
+    if state.status == NEEDS_ATTENTION:
+        raise SagaRuleBroken("StaleStepResult", "the saga awaits an operator; a late answer changes nothing")
+    if pending is None or pending.step != step or pending.attempt != attempt:
+        waiting = f"{pending.step} attempt {pending.attempt}" if pending else "nothing"
+        raise SagaRuleBroken("StaleStepResult", f"step {step} attempt {attempt} is not pending (waiting for {waiting})")
+    return pending
+
+
+def check_not_finished(state: SagaState) -> None:
+    if state.status in FINISHED:
+        raise SagaRuleBroken("SagaFinished", f"the saga is {state.status}")
+
+
+def react(definition: SagaDefinition, state: SagaState, fact: object, now: datetime) -> list[Emit]:
+    """The saga events that follow from `fact` in `state`, in order; raises
+    SagaRuleBroken when the fact does not apply. `now` is the command's time, so
+    deadlines are reproducible."""
+    if isinstance(fact, Started):
+        return _next_action(definition, state, (), now)
+
+    if isinstance(fact, StepResult):
+        pending = check_pending(state, fact.step, fact.attempt)
+        if not fact.succeeded:
+            return _failure(definition, state, pending, fact.detail, now)
+        if pending.kind == ACTION:
+            ok = Emit(
+                "StepSucceeded",
+                {"step": fact.step, "attempt": fact.attempt, "detail": fact.detail, "result_json": fact.result_json},
+            )
+            return [ok, *_next_action(definition, state, (*state.done, fact.step), now)]
+        ok = Emit("Compensated", {"step": fact.step, "attempt": fact.attempt, "detail": fact.detail})
+        rest = tuple(s for s in state.to_compensate if s != fact.step)
+        return [ok, *_compensate(definition, state, rest, now, "compensated after a failed step")]
+
+    if isinstance(fact, Overdue):
+        pending = check_pending(state, fact.step, fact.attempt)
+        if now < pending.deadline_at:
+            raise SagaRuleBroken("DeadlineNotReached", f"step {fact.step} is due at {pending.deadline_at.isoformat()}")
+        seconds = deadline_of(definition.step(fact.step), state.view)
+        return _failure(definition, state, pending, f"no answer within {seconds:g}s (deadline passed)", now)
+
+    if isinstance(fact, OperatorRetry):
+        check_not_finished(state)
+        pending = state.pending
+        if pending is None or pending.step != fact.step:
+            raise SagaRuleBroken("NothingToRetry", f"step {fact.step} is not the saga's current step")
+        acted = Emit("OperatorActed", {"operator": fact.operator, "action": "retry", "reason": fact.reason, "step": fact.step})
+        again = request(definition, state, pending.kind, pending.step, pending.attempt + 1, now)
+        assert again is not None
+        return [acted, again]
+
+    if isinstance(fact, OperatorCompensate):
+        check_not_finished(state)
+        step = state.pending.step if state.pending else ""
+        acted = Emit("OperatorActed", {"operator": fact.operator, "action": "compensate", "reason": fact.reason, "step": step})
+        if state.pending is not None and state.pending.kind == COMPENSATION:
+            # Compensate from here: give up on the stuck compensation, go on with the earlier ones.
+            queue = tuple(s for s in state.to_compensate if s != state.pending.step)
+        else:
+            # The pending action is abandoned: a late answer to it is refused as stale.
+            queue = compensation_queue(definition, state.done)
+        return [acted, *_compensate(definition, state, queue, now, f"compensated by {fact.operator}: {fact.reason}")]
+
+    if isinstance(fact, OperatorAbort):
+        check_not_finished(state)
+        step = state.pending.step if state.pending else ""
+        return [
+            Emit("OperatorActed", {"operator": fact.operator, "action": "abort", "reason": fact.reason, "step": step}),
+            Emit("SagaAborted", {"reason": f"aborted by {fact.operator}: {fact.reason}", "compensated": False}),
+        ]
+
+    raise TypeError(f"react has no rule for {type(fact).__name__}")

@@ -1,0 +1,295 @@
+"""The saga driver (`poseidon saga-driver`): the I/O half of every saga. It sends
+the commands the Saga hub's StepRequested / CompensationRequested events carry to
+their hubs, records each answer back on the saga (RecordStepResult), and fails
+requests that got no answer by their deadline (FailOverdueStep). It decides
+nothing: the Saga aggregate and the pure definitions do (sagas/definition.py).
+
+Crash safety without state of its own:
+* `saga.events` is read in a consumer group and offsets are committed only after
+  a batch is handled; a restarted driver re-reads what it had not finished and
+  re-sends with the same command ids (from the events), so a hub answers a
+  repeated command with its first outcome — nothing is applied twice — and the
+  RecordStepResult it then sends has a deterministic id too.
+* Timers survive restarts because deadlines are facts: `deadline_at` is in the
+  event and in the saga read store, which the timer loop scans every second. A
+  request re-read after its deadline is not re-sent (the timer fails it instead),
+  so a late command cannot land after the saga moved on.
+* The driver waits for a hub's answer only until the request's deadline; then it
+  moves on and the timer takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
+
+from hubs.domain import Command, CommandMeta
+from hubs.saga.commands import FailOverdueStep, RecordStepResult
+from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
+from infra import metrics
+from infra.command_client import CommandClient, CommandResult, CommandTimeout
+from infra.hub import command_from_record
+from infra.ops import OpsServer
+from poseidon.settings import Settings
+from projections.saga.queries import overdue_requests
+from sagas.definition import SAGA_NAMESPACE
+from schemas.codec import Codec, DecodeError
+
+log = structlog.get_logger(__name__)
+
+PROCESS = "saga-driver"
+SOURCE_TOPIC = "saga.events"
+CONSUMER_GROUP = "poseidon-saga-driver"
+ACTOR = "saga-driver"
+TIMER_INTERVAL_S = 1.0
+RESULT_TIMEOUT_S = 30.0
+MAX_DETAIL = 500
+CONCURRENCY = 32
+
+
+def derived_command_id(*parts: object) -> str:
+    return str(uuid.uuid5(SAGA_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def command_of(hub, command_type: str, command_json: str) -> Command:
+    """The target hub's typed command from a request event's `command_json`."""
+    record = json.loads(command_json)
+    record["meta"]["issued_at"] = datetime.fromisoformat(record["meta"]["issued_at"])
+    return command_from_record(hub, command_type, record)
+
+
+def result_of(result: CommandResult) -> tuple[bool, str, str]:
+    """(succeeded, detail, result_json) of a hub's answer."""
+    if result.accepted:
+        detail = f"accepted at version {result.version}" + (" (duplicate)" if result.duplicate else "")
+    else:
+        detail = f"{result.rejection}: {result.reason}"
+    body = {"version": result.version, "event_types": list(result.event_types), "duplicate": result.duplicate}
+    if not result.accepted:
+        body["rejection"] = result.rejection
+    return result.accepted, detail[:MAX_DETAIL], json.dumps(body, sort_keys=True)
+
+
+class SagaDriver:
+    def __init__(self, settings: Settings, codec: Codec, hubs: dict):
+        self.settings, self.codec, self.hubs = settings, codec, hubs
+        self.commands = CommandClient(settings, codec, hubs.values())
+        self.consumer: AIOKafkaConsumer | None = None
+        self.pool: asyncpg.Pool | None = None
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._overdue_sent: set[tuple[str, str, int]] = set()
+        self._sending: set[asyncio.Task] = set()
+        self._running = False
+        self.handled = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.commands.start()
+        self.pool = await asyncpg.create_pool(
+            s.pg_dsn,
+            min_size=1,
+            max_size=2,
+            server_settings={"search_path": s.pg_schema("saga"), "application_name": PROCESS},
+        )
+        self.consumer = AIOKafkaConsumer(
+            s.topic(SOURCE_TOPIC),
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.topic(CONSUMER_GROUP),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        await self.consumer.start()
+        self._running = True
+        log.info("saga driver started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))
+
+    async def stop(self) -> None:
+        self._running = False
+        for closing in (self.consumer, self.commands):
+            if closing is not None:
+                try:
+                    await closing.stop()
+                except Exception as exc:  # stopping anyway: report, do not mask the others
+                    log.warning("stopping a client failed", error=str(exc))
+        if self.pool is not None:
+            await self.pool.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self._running
+
+    async def run(self) -> None:
+        timer = asyncio.create_task(self.run_timer(), name="saga-deadlines")
+        try:
+            assert self.consumer is not None
+            while True:
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=200)
+                if batches:
+                    await self.handle_batch(batches)
+                if timer.done():
+                    timer.result()  # a timer crash restarts the driver
+        finally:
+            timer.cancel()
+
+    async def handle_batch(self, batches: dict[TopicPartition, list]) -> None:
+        by_saga: dict[tuple, list] = defaultdict(list)
+        for tp, records in batches.items():
+            for record in records:
+                by_saga[(tp, record.key)].append(record)
+        await asyncio.gather(*(self._handle_in_order(records) for records in by_saga.values()))
+        try:
+            await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        except CommitFailedError as exc:
+            log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
+        self.handled += sum(len(r) for r in batches.values())
+
+    async def _handle_in_order(self, records: list) -> None:
+        async with self._limit:
+            for record in records:
+                outcome = await self.handle(record)
+                metrics.RECORDS_PROCESSED.labels(PROCESS, "saga", outcome).inc()
+
+    async def handle(self, record) -> str:
+        try:
+            decoded = self.codec.decode(record.value)
+        except DecodeError as exc:
+            # The projector dead-letters undecodable saga events; here they are just not ours.
+            log.warning("undecodable saga event skipped", reason=exc.reason, offset=record.offset)
+            return "undecodable"
+        if decoded.name not in REQUESTS:
+            return "ignored"
+        event = decoded.record
+        env = event["envelope"]
+        saga_id, tenant_id = env["aggregate_id"], env["tenant_id"]
+        kind = "compensation" if decoded.name == COMPENSATION_REQUESTED else "action"
+        deadline = event["deadline_at"]
+        remaining = (deadline - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            log.info("request past its deadline not re-sent", saga=saga_id, step=event["step"], attempt=event["attempt"])
+            return "past_deadline"
+        hub = self.hubs.get(event["target_hub"])
+        if hub is None:
+            # A SpokeRequest (sagas/definition.py): delivering these is not wired yet; the deadline fails it.
+            log.warning("no route for this request yet; its deadline will fail it", target=event["target_hub"], saga=saga_id)
+            return "unroutable"
+        command = command_of(hub, event["command_type"], event["command_json"])
+        try:
+            result = await self.commands.send(command, timeout=remaining + 0.5)
+        except CommandTimeout:
+            log.warning(
+                "no answer by the deadline; the timer fails it", saga=saga_id, step=event["step"], attempt=event["attempt"]
+            )
+            return "timed_out"
+        succeeded, detail, result_json = result_of(result)
+        meta = CommandMeta(
+            command_id=derived_command_id(saga_id, event["step"], kind, event["attempt"], "result"),
+            aggregate_id=saga_id,
+            tenant_id=tenant_id,
+            correlation_id=env["correlation_id"],
+            causation_id=event["command_id"],
+            actor=ACTOR,
+        )
+        await self._send_to_saga(RecordStepResult(meta, event["step"], event["attempt"], succeeded, detail, result_json))
+        return "answered" if succeeded else "refused"
+
+    async def _send_to_saga(self, command: Command) -> CommandResult:
+        """Send until the saga hub answers (same command id every time)."""
+        while True:
+            try:
+                result = await self.commands.send(command, timeout=RESULT_TIMEOUT_S)
+            except CommandTimeout:
+                log.warning("saga hub did not answer; re-sending", command=type(command).__name__, saga=command.meta.aggregate_id)
+                continue
+            if not result.accepted:
+                # Stale (the saga moved on) or finished: the saga's own rule, recorded in command-results.
+                log.info("saga refused", command=type(command).__name__, rule=result.rejection, reason=result.reason[:200])
+            return result
+
+    async def run_timer(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_INTERVAL_S)
+            try:
+                await self.fail_overdue()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("deadline scan failed; retrying", error=str(exc)[:300])
+
+    async def fail_overdue(self) -> int:
+        """Send FailOverdueStep for every request past its deadline; returns how many."""
+        assert self.pool is not None
+        now = datetime.now(UTC)
+        rows = await overdue_requests(self.pool, now)
+        sent = 0
+        for row in rows:
+            key = (row["saga_id"], row["current_step"], row["pending_attempt"])
+            if key in self._overdue_sent:
+                continue  # sent; the read store has not caught up yet
+            meta = CommandMeta(
+                command_id=derived_command_id(*key, "overdue"),
+                aggregate_id=row["saga_id"],
+                tenant_id=row["tenant_id"],
+                correlation_id=row["correlation_id"],
+                causation_id=row["saga_id"],
+                actor=ACTOR,
+                issued_at=now,
+            )
+            self._overdue_sent.add(key)
+            log.info("step overdue", saga=key[0], step=key[1], attempt=key[2])
+            task = asyncio.create_task(self._send_to_saga(FailOverdueStep(meta, row["current_step"], row["pending_attempt"])))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            sent += 1
+        return sent
+
+
+async def main(settings: Settings) -> None:
+    """Run the saga driver until SIGTERM / SIGINT (`poseidon saga-driver`)."""
+    from poseidon import bootstrap
+
+    driver = SagaDriver(settings, bootstrap.codec(settings), bootstrap.hubs())
+    ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "saga"), PROCESS, {"consuming": lambda: driver.healthy})
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    await ops.start()
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, KafkaError | OSError | asyncpg.PostgresError)),
+            wait=wait_exponential_jitter(initial=0.5, max=10),
+            stop=stop_never,
+            before_sleep=lambda rs: log.warning("saga driver restarting", error=str(rs.outcome.exception())),
+        ):
+            with attempt:
+                try:
+                    await driver.start()
+                    await driver.run()
+                finally:
+                    await driver.stop()
+    except asyncio.CancelledError:
+        log.info("saga driver stopped", handled=driver.handled)
+    finally:
+        await ops.stop()
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(main(settings))
+
+
+if __name__ == "__main__":  # `python -m sagas.driver` until `poseidon saga-driver` is wired
+    from poseidon.logging import configure
+
+    _settings = Settings.from_env()
+    configure(_settings.log_level, _settings.log_format)
+    run(_settings)

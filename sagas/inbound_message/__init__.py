@@ -1,0 +1,2 @@
+"""Inbound message handling: reserve the charge → ask the bot → deliver the reply →
+record the customer → store attachments → capture the charge."""

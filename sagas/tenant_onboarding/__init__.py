@@ -1,0 +1,1 @@
+"""Tenant onboarding: create tenant (with its owner) → open wallet → default config → subscribe default app."""

@@ -1,0 +1,116 @@
+"""The dashboard's pure rules: filters → SQL, PII masking, CSRF, operator role."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.dashboard.pages import list_page, timeline_fragment
+from infra.dashboard.rules import BadFilter, SagaFilter, check_reason, csrf_ok, is_operator, mask_summary, new_csrf_token
+
+
+def test_an_empty_filter_selects_every_saga_without_parameters():
+    assert SagaFilter.from_query({}).where() == ("", [])
+
+
+def test_every_filter_value_becomes_a_numbered_parameter_never_sql_text():
+    f = SagaFilter.from_query({"state": "failed", "type": "inbound_message", "tenant": "acme", "min_age": "15m", "max_age": "2d"})
+    sql, args = f.where()
+    assert sql == (
+        "WHERE state = $1 AND saga_type = $2 AND tenant_id = $3 AND started_at <= now() - make_interval(secs => $4) "
+        "AND started_at >= now() - make_interval(secs => $5)"
+    )
+    assert args == ["failed", "inbound_message", "acme", 900.0, 172800.0]
+
+
+def test_counts_ignore_the_state_filter_but_keep_the_others():
+    sql, args = SagaFilter.from_query({"state": "failed", "tenant": "acme"}).where(with_state=False)
+    assert (sql, args) == ("WHERE tenant_id = $1", ["acme"])
+
+
+@pytest.mark.parametrize(
+    "query, names",
+    [
+        ({"state": "stuck"}, "state"),
+        ({"tenant": "acme'; DROP TABLE sagas; --"}, "tenant"),
+        ({"min_age": "ten minutes"}, "min_age"),
+        ({"page": "0"}, "page"),
+        ({"page_size": "10000"}, "page_size"),
+    ],
+)
+def test_a_bad_filter_is_refused_naming_the_parameter(query, names):
+    with pytest.raises(BadFilter, match=names):
+        SagaFilter.from_query(query)
+
+
+def test_pagination_turns_pages_into_limit_and_offset_and_links_keep_the_filters():
+    f = SagaFilter.from_query({"state": "failed", "page": "3", "page_size": "20", "min_age": "2h"})
+    assert f.limit_offset() == (20, 40)
+    assert f.query_string(page=4) == "state=failed&min_age=2h&page=4&page_size=20"
+
+
+def test_summaries_mask_emails_phones_tokens_secrets_and_message_text():
+    raw = (
+        "contact jane.doe@example.com phone +49 170 1234567 text='I am Jane, call me' "
+        "password=hunter2 Authorization: Bearer abcdefghijklmnop eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    )
+    masked = mask_summary(raw)
+    for secret in ("jane.doe", "1234567", "I am Jane", "hunter2", "abcdefghijklmnop", "eyJhbGci"):
+        assert secret not in masked
+    assert "j•••@example.com" in masked and "•••67" in masked and "[18 chars]" in masked
+
+
+def test_summaries_keep_ids_amounts_and_step_names_readable():
+    text = "step reserve_funds wallet 3f2a amount 500 reservation r-1"
+    assert mask_summary(text) == text
+
+
+def test_long_summaries_are_cut():
+    assert len(mask_summary("x" * 1000)) == 300
+
+
+def test_csrf_passes_only_when_form_and_cookie_carry_the_same_token():
+    token = new_csrf_token()
+    assert csrf_ok(token, token)
+    assert not csrf_ok(token, new_csrf_token())
+    assert not csrf_ok(token, None) and not csrf_ok(None, token) and not csrf_ok("short", "short")
+
+
+def test_operators_are_platform_scope_principals_or_admins_of_the_platform_tenant():
+    assert is_operator(frozenset({"platform"}), None)
+    assert is_operator(frozenset(), "admin") and is_operator(frozenset(), "owner")
+    assert not is_operator(frozenset(), "agent")
+    assert not is_operator(frozenset(), None)
+
+
+def test_an_action_needs_a_reason():
+    with pytest.raises(BadFilter, match="reason"):
+        check_reason("  ")
+    assert check_reason("  bot   fixed ") == "bot fixed"
+
+
+def test_pages_escape_values_and_mask_timeline_summaries():
+    from datetime import UTC, datetime
+
+    events = [
+        {
+            "version": 1,
+            "event_type": "StepFailed",
+            "step": "<script>",
+            "summary": "mail bob@example.org",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "actor": "",
+        }
+    ]
+    html = timeline_fragment(events)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "bob@" not in html
+    row = {
+        "saga_id": "s1",
+        "saga_type": "t",
+        "tenant_id": "<b>x</b>",
+        "state": "failed",
+        "current_step": "a",
+        "started_at": None,
+        "updated_at": None,
+    }
+    page = list_page([row], 1, {}, SagaFilter(), operator="op", csrf="c" * 40)
+    assert "<b>x</b>" not in page and 'data-count="failed"' in page
