@@ -11,19 +11,26 @@ RUN=$ROOT/.run
 PY=$ROOT/.venv/bin/python
 POSEIDON=$ROOT/.venv/bin/poseidon
 mkdir -p "$RUN"
+cd "$ROOT"
 
 alive() { # pidfile
   local pid
   [ -f "$1" ] || return 1
   pid=$(cat "$1")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "poseidon\|tests.standins"; then echo "$pid"; return 0; fi
+  # No pipe into `grep -q` here: under pipefail its early exit fails the check.
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    local cmd; cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    case "$cmd" in *poseidon*|*tests.standins*) echo "$pid"; return 0 ;; esac
+  fi
   rm -f "$1"; return 1
 }
 
 launch() { # name command...
   local name=$1 pid; shift
   if pid=$(alive "$RUN/$name.pid"); then echo "$name already running (pid $pid)"; return 0; fi
-  (cd "$ROOT" && POSEIDON_LOG_FORMAT=${POSEIDON_LOG_FORMAT:-json} nohup "$@" >>"$RUN/$name.log" 2>&1 </dev/null & echo $! >"$RUN/$name.pid")
+  # Started directly (no subshell), so $! is the process itself and stop can find it.
+  POSEIDON_LOG_FORMAT=${POSEIDON_LOG_FORMAT:-json} nohup "$@" >>"$RUN/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
 }
 
 start() {

@@ -30,7 +30,10 @@ alive_pid() {
   local pid
   [ -f "$PIDFILE" ] || return 1
   pid=$(head -1 "$PIDFILE" 2>/dev/null || true)
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "jclouds.filesystem.basedir=$S3_DATA"; then
+  local cmd=""
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  # No pipe into `grep -q` here: under pipefail its early exit fails the check.
+  if [[ "$cmd" == *"jclouds.filesystem.basedir=$S3_DATA"* ]]; then
     echo "$pid"; return 0
   fi
   log "removing stale PID file $PIDFILE"

@@ -27,8 +27,10 @@ alive_pid() {
   local pidfile=$1 marker=$2 pid
   [ -f "$pidfile" ] || return 1
   pid=$(head -1 "$pidfile" 2>/dev/null || true)
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$marker"; then
-    echo "$pid"; return 0
+  # No pipe into `grep -q` here: under pipefail its early exit fails the check.
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+    local cmd; cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    case "$cmd" in *"$marker"*) echo "$pid"; return 0 ;; esac
   fi
   log "removing stale PID file $pidfile"
   rm -f "$pidfile"; return 1
