@@ -68,7 +68,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         processors=[*_SHARED, *_renderer(fmt)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a logger bound before a reconfiguration (tests' capture_logs,
+        # a CLI run in-process) must follow the current configuration, not the first.
+        cache_logger_on_first_use=False,
     )
     logging.config.dictConfig(dict_config(level, fmt))
 

@@ -110,3 +110,14 @@ def _free_port() -> int:
     from tests.harness import free_port
 
     return free_port()
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging_configuration():
+    """Every test starts from structlog's defaults: a CLI run in-process (which
+    configures logging for production, e.g. at WARNING) must not decide what a
+    later test's capture_logs sees."""
+    import structlog
+
+    structlog.reset_defaults()
+    yield
