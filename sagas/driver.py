@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -31,7 +30,6 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from hubs.domain import Command, CommandMeta
 from hubs.saga.commands import FailOverdueStep, RecordStepResult
@@ -40,6 +38,7 @@ from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
 from infra.hub import command_from_record
 from infra.ops import OpsServer
+from infra.service import serve_until_stopped
 from poseidon.settings import Settings
 from projections.saga.queries import overdue_requests
 from sagas.definition import SAGA_NAMESPACE
@@ -259,28 +258,7 @@ async def main(settings: Settings) -> None:
 
     driver = SagaDriver(settings, bootstrap.codec(settings), bootstrap.hubs())
     ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "saga"), PROCESS, {"consuming": lambda: driver.healthy})
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    await ops.start()
-    try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KafkaError | OSError | asyncpg.PostgresError)),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            stop=stop_never,
-            before_sleep=lambda rs: log.warning("saga driver restarting", error=str(rs.outcome.exception())),
-        ):
-            with attempt:
-                try:
-                    await driver.start()
-                    await driver.run()
-                finally:
-                    await driver.stop()
-    except asyncio.CancelledError:
-        log.info("saga driver stopped", handled=driver.handled)
-    finally:
-        await ops.stop()
+    await serve_until_stopped("saga driver", driver, ops, (KafkaError, OSError, asyncpg.PostgresError))
 
 
 def run(settings: Settings) -> None:

@@ -29,7 +29,6 @@ retried with backoff until it can be handled; nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 import uuid
 from collections import defaultdict
@@ -65,6 +64,7 @@ from infra.command_client import CommandClient, CommandResult, CommandTimeout, n
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
 from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
+from infra.service import serve_until_stopped
 from poseidon.logging import bind_correlation
 from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError
@@ -585,29 +585,7 @@ async def main(settings: Settings) -> None:
 
     router = MessageRouter(settings, bootstrap.codec(settings))
     ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "message"), PROCESS, {"consuming": lambda: router.healthy})
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    await ops.start()
-    try:
-        # Kafka away at start: wait for it; afterwards run() only returns by cancellation.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KafkaError | OSError)),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            stop=stop_never,
-            before_sleep=lambda rs: log.warning("router restarting", error=str(rs.outcome.exception())),
-        ):
-            with attempt:
-                try:
-                    await router.start()
-                    await router.run()
-                finally:
-                    await router.stop()
-    except asyncio.CancelledError:
-        log.info("router stopped", handled=router.handled)
-    finally:
-        await ops.stop()
+    await serve_until_stopped("router", router, ops, (KafkaError, OSError))
 
 
 def run(settings: Settings) -> None:

@@ -1,0 +1,55 @@
+"""The lifecycle every long-running consumer process shares (router, saga
+driver): serve its ops endpoint, run start → run → stop, restart with backoff
+when Kafka or PostgreSQL is away, stop cleanly on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Protocol
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
+
+from infra.ops import OpsServer
+
+log = structlog.get_logger(__name__)
+
+
+class Component(Protocol):
+    handled: int
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_stopped(
+    name: str, component: Component, ops: OpsServer, transient: tuple[type[BaseException], ...]
+) -> None:
+    """Run `component` until a signal; a `transient` failure (broker or database
+    away) restarts it after an exponential, jittered pause — nothing else does."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    await ops.start()
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, transient)),
+            wait=wait_exponential_jitter(initial=0.5, max=10),
+            stop=stop_never,
+            before_sleep=lambda rs: log.warning(f"{name} restarting", error=str(rs.outcome.exception())),
+        ):
+            with attempt:
+                try:
+                    await component.start()
+                    await component.run()
+                finally:
+                    await component.stop()
+    except asyncio.CancelledError:
+        log.info(f"{name} stopped", handled=component.handled)
+    finally:
+        await ops.stop()
