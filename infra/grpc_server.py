@@ -252,7 +252,7 @@ async def _watch_health(
         await asyncio.sleep(2)
         try:
             ok = await asyncio.wait_for(check(), timeout=2)
-        except Exception:
+        except Exception:  # any failure of the check is the answer: not serving
             ok = False
         if ok != serving:
             serving = ok

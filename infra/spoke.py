@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 import httpx
 import pybreaker
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from infra.command_client import CommandClient
+from infra.consumers import group_consumer
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
 from poseidon.logging import bind_correlation
@@ -272,13 +273,12 @@ class SpokeRunner:
             await commands.stop()
 
     async def _consume(self, ctx: SpokeContext) -> None:
-        consumer = AIOKafkaConsumer(
-            *[self.settings.topic(t) for t in self.spec.topics],
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.settings.topic(f"poseidon-spoke-{self.spec.name}"),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
+        consumer = group_consumer(
+            self.settings,
+            self.spec.topics,
+            f"poseidon-spoke-{self.spec.name}",
+            offset_reset="latest",
+            # A record may wait for a breaker to half-open: allow long handling.
             max_poll_interval_ms=15 * 60 * 1000,
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)

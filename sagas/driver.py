@@ -36,6 +36,7 @@ from hubs.saga.commands import FailOverdueStep, RecordStepResult
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
 from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
+from infra.consumers import group_consumer
 from infra.hub import command_from_record
 from infra.ops import OpsServer
 from infra.service import serve_until_stopped
@@ -100,16 +101,7 @@ class SagaDriver:
             max_size=2,
             server_settings={"search_path": s.pg_schema("saga"), "application_name": PROCESS},
         )
-        self.consumer = AIOKafkaConsumer(
-            s.topic(SOURCE_TOPIC),
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=s.topic(CONSUMER_GROUP),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-        )
+        self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
         self._running = True
         log.info("saga driver started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))

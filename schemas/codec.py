@@ -122,7 +122,7 @@ class Catalog:
             for item in list(pending):
                 try:
                     parse_schema(item[2], named_schemas=named)
-                except Exception:
+                except Exception:  # refers to a type not parsed yet: retry in the next round
                     continue
                 pending.remove(item)
                 progressed = True

@@ -61,6 +61,7 @@ from hubs.message.routing import (
 from hubs.tenant.aggregate import ACCOUNT_ID
 from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout, new_meta
+from infra.consumers import group_consumer
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
 from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
@@ -466,17 +467,7 @@ class MessageRouter:
         await self.commands.start()
         self.facts = GrpcFacts(s)
         self.router = Router(self.codec, self.facts, self.commands, self._dead_letter)
-        self.consumer = AIOKafkaConsumer(
-            s.topic(SOURCE_TOPIC),
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=s.topic(CONSUMER_GROUP),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # A killed router's partitions move on in seconds, not the default 45.
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-        )
+        self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
         self._running = True
         log.info("router started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))

@@ -1,0 +1,29 @@
+"""The consumer-group member every long-running reader uses (router, saga
+driver, spokes): reads only committed records, commits by hand after handling,
+and lets a dead member's partitions move on within seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from poseidon.settings import Settings
+
+
+def group_consumer(
+    settings: Settings, topics: Sequence[str], group: str, *, offset_reset: str = "earliest", **overrides: Any
+) -> AIOKafkaConsumer:
+    """`topics` and `group` are logical names (the topic prefix is added here)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": settings.topic(group),
+        "isolation_level": "read_committed",
+        "enable_auto_commit": False,
+        "auto_offset_reset": offset_reset,
+        # A killed member's partitions move on in seconds, not aiokafka's defaults.
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 2_000,
+    }
+    return AIOKafkaConsumer(*[settings.topic(t) for t in topics], **{**options, **overrides})
