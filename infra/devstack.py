@@ -37,7 +37,13 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
     )
     rows.append(("router", f"http://{s.ops_host}:{s.ops_port_for('router', 'message')}/healthz", "routing decisions"))
     rows.append(("saga-driver", f"http://{s.ops_host}:{s.ops_port_for('router', 'saga')}/healthz", "saga steps and deadlines"))
-    rows.append(("dashboard", f"http://{s.ops_host}:{s.dashboard_port}/healthz", f"operator dashboard http://{s.ops_host}:{s.dashboard_port}/"))
+    rows.append(
+        (
+            "dashboard",
+            f"http://{s.ops_host}:{s.dashboard_port}/healthz",
+            f"operator dashboard http://{s.ops_host}:{s.dashboard_port}/",
+        )
+    )
     for name in bootstrap.spokes():
         rows.append((f"spoke-{name}", f"http://{s.ops_host}:{9400 + _SPOKE_INDEX.get(name, 0)}/healthz", ""))
     return rows
