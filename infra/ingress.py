@@ -335,7 +335,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
             if exc.status == 413:
                 reason = f"body larger than {request.app[INGRESS].settings.ingress_max_body_bytes} bytes"
             response = error(exc.status, reason, {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
-        except Exception:
+        except Exception:  # a bug in a handler: logged with its trace, answered 500 so the platform retries
             log.exception("ingress handler failed", route=route_of(request))
             response = error(500, "internal error")
         response.headers["X-Request-Id"] = rid
