@@ -239,19 +239,24 @@ def command_strings() -> st.SearchStrategy[str]:
     )
 
 
-def command_meta(hub: str) -> st.SearchStrategy[dict]:
-    """Command metadata aimed at a small set of aggregates and tenants, so
-    sequences of commands meet each other's state (and foreign tenants)."""
+def command_meta(aggregate_ids: list[str]) -> st.SearchStrategy[dict]:
+    """Command metadata aimed at a small set of aggregates (`aggregate_ids` most
+    often) and tenants, so sequences of commands meet each other's state and
+    foreign tenants."""
     return st.fixed_dictionaries(
         {
             "command_id": st.uuids().map(str),
-            "aggregate_id": st.sampled_from(IDS + ["", " ", "x" * 300]),
-            "tenant_id": st.sampled_from(["acme", "globex", "", "platform"]),
+            "aggregate_id": st.sampled_from(aggregate_ids) | st.sampled_from(IDS + ["", " ", "x" * 300])
+            if aggregate_ids
+            else st.sampled_from(IDS + ["", " ", "x" * 300]),
+            "tenant_id": st.sampled_from(["acme", "acme", "acme", "globex", "", "platform"]),
             "correlation_id": st.just("corr-1"),
             "causation_id": st.just("cause-1"),
             "issued_at": st.just(datetime(2026, 11, 22, tzinfo=UTC))
             | st.just(datetime(2026, 11, 22, tzinfo=UTC) + timedelta(days=400)),
-            "actor": st.sampled_from(["ann", "billing-provider", "platform", "", str(uuid.UUID(int=1))]),
-            "expected_version": st.none() | st.sampled_from([0, 1, 2, -1, 2**63 - 1]),
+            "actor": st.sampled_from(
+                ["ann", "ann", "bob", "billing-provider", "billing-provider", "platform", "", str(uuid.UUID(int=1))]
+            ),
+            "expected_version": st.sampled_from([None] * 8 + [0, 1, 2, -1, 2**63 - 1]),
         }
     )

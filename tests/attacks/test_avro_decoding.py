@@ -95,7 +95,9 @@ def test_confluent_framed_values_with_any_schema_id_decode_or_are_a_decode_error
     decoded_or_refused(Codec(CATALOG, Registry()), CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + body)
 
 
-@pytest.mark.parametrize("schema_id, reason", [(900, "is not an Avro schema"), (901, "not a schema of this catalog"), (7777, "unknown")])
+@pytest.mark.parametrize(
+    "schema_id, reason", [(900, "is not an Avro schema"), (901, "not a schema of this catalog"), (7777, "unknown")]
+)
 def test_a_registry_answer_that_is_no_schema_of_ours_is_named_in_the_reason(attacks, schema_id, reason):
     attacks.tried(AREA, "registry answers garbage / a foreign schema / no such id", "DecodeError naming the schema id")
     with pytest.raises(DecodeError, match=f"schema id {schema_id}.*{reason}"):
