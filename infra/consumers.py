@@ -4,6 +4,7 @@ and lets a dead member's partitions move on within seconds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,3 +28,13 @@ def group_consumer(
         "heartbeat_interval_ms": 2_000,
     }
     return AIOKafkaConsumer(*[settings.topic(t) for t in topics], **{**options, **overrides})
+
+
+async def pin_positions(consumer: AIOKafkaConsumer) -> None:
+    """Wait for this member's partitions and fix its start positions now, so a
+    record produced after this returns is never skipped by a `latest` reset."""
+    while not consumer.assignment():
+        await asyncio.sleep(0.05)
+        await consumer.getmany(timeout_ms=50, max_records=0)
+    for tp in consumer.assignment():
+        await consumer.position(tp)

@@ -4,11 +4,20 @@ exponential backoff with jitter, retryable failures only) and a circuit breaker
 per outside system and tenant (pybreaker), reports every outcome and breaker
 change as an event on `spoke.<name>.events`, parks poison records on
 `spoke.<name>.dlq`, and exposes breaker state as a metric. A spoke decides no
-routing: it acts on what the Message Hub decided."""
+routing: it acts on what the Message Hub decided.
+
+Two ways in: events a spoke reacts to (`SpokeSpec.topics` + `accepts`), and saga
+steps (`SpokeSpec.requests`): the saga driver puts a `SpokeRequested` on
+`spoke.<name>.requests`, the runner calls the named action, and answers with a
+SpokeOutcome that names the request and carries the step's result. A request is
+tried (retry policy, breaker, waiting for recovery) only until its deadline: then
+the runner answers failure, because the saga no longer waits and acts on its own
+retry policy (sagas/definition.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 import uuid
@@ -27,7 +36,7 @@ from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from infra.command_client import CommandClient
-from infra.consumers import group_consumer
+from infra.consumers import group_consumer, pin_positions
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
 from poseidon.logging import bind_correlation
@@ -38,6 +47,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
+REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -90,6 +100,23 @@ class Outcome:
     external_id: str = ""
     data: Mapping[str, str] = field(default_factory=dict)
     error_code: str = ""
+    result: Mapping[str, Any] = field(default_factory=dict)
+    """For a saga request: the step's result, which later steps read (JSON-able)."""
+
+
+@dataclass(frozen=True)
+class SpokeCall:
+    """One saga request as an action handler sees it."""
+
+    tenant_id: str
+    correlation_id: str
+    event_id: str
+    """The SpokeRequested event's id: causation of what the handler tells hubs."""
+    saga_id: str
+    step: str
+    attempt: int
+    request_id: str
+    payload: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -100,17 +127,23 @@ class SpokeSpec:
     """`facebook`, `botpress`, `odoo`, `minio`: topic names and consumer group."""
     system: str
     """The outside system, for breakers and metrics (`facebook-graph`)."""
-    topics: Sequence[str]
-    """Logical topics it reacts to (`message.events`)."""
-    accepts: Callable[[str, dict], bool]
+    topics: Sequence[str] = ()
+    """Logical topics it reacts to (`message.events`); none for a spoke that only does saga steps."""
+    accepts: Callable[[str, dict], bool] = lambda event_type, record: False
     """(event type, decoded record) → act on it? Pure and cheap: called for every record."""
-    handle: Callable[[SpokeContext, str, dict], Awaitable[Outcome]]
-    """The I/O step. Raise RetryableError / PermanentError / ReauthorizationRequired."""
+    handle: Callable[[SpokeContext, str, dict], Awaitable[Outcome]] | None = None
+    """The I/O step of a reaction. Raise RetryableError / PermanentError / ReauthorizationRequired."""
     per_tenant_breaker: bool = True
     """One breaker per tenant (credentials per tenant) or one for the whole system."""
     resources: Callable[[SpokeContext], AbstractAsyncContextManager[Any]] | None = None
     """Opens what the handler needs for the spoke's lifetime (a client, a database
     pool); the runner enters it at start, exits at stop, and puts it on `ctx.resources`."""
+    requests: Mapping[str, Callable[[SpokeContext, SpokeCall], Awaitable[Outcome]]] = field(default_factory=dict)
+    """Saga actions by name (`AskBot`): what a `SpokeRequested` may ask of this spoke."""
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        return (*self.topics, *((f"spoke.{self.name}.requests",) if self.requests else ()))
 
 
 class BreakerOpen(RetryableError):
@@ -215,6 +248,14 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class SpokeRunner:
     """Runs one spoke: a consumer group on its topics, one record at a time per
     partition, offsets committed after each record is fully handled.
@@ -275,7 +316,7 @@ class SpokeRunner:
     async def _consume(self, ctx: SpokeContext) -> None:
         consumer = group_consumer(
             self.settings,
-            self.spec.topics,
+            self.spec.all_topics,
             f"poseidon-spoke-{self.spec.name}",
             offset_reset="latest",
             # A record may wait for a breaker to half-open: allow long handling.
@@ -285,14 +326,9 @@ class SpokeRunner:
         await producer.start()
         await consumer.start()
         try:
-            while not consumer.assignment():
-                await asyncio.sleep(0.05)
-                await consumer.getmany(timeout_ms=50, max_records=0)
-            # Pin the start position now, so a record produced after "healthy" is never skipped.
-            for tp in consumer.assignment():
-                await consumer.position(tp)
+            await pin_positions(consumer)  # a record produced after "healthy" is never skipped
             self.assigned.set()
-            log.info("spoke consuming", spoke=self.spec.name, topics=list(self.spec.topics))
+            log.info("spoke consuming", spoke=self.spec.name, topics=list(self.spec.all_topics))
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=50)
                 for tp, records in batches.items():
@@ -311,6 +347,9 @@ class SpokeRunner:
             await self._dead_letter(producer, record, exc.reason, "DecodeError")
             return
         name, rec = decoded.name, decoded.record
+        if name == REQUEST_SCHEMA:
+            await self._answer(ctx, producer, record, rec)
+            return
         try:
             wanted = self.spec.accepts(name, rec)
         except Exception as exc:  # a bug in a pure filter: park the record, keep the partition moving
@@ -320,33 +359,87 @@ class SpokeRunner:
             return
         envelope = rec.get("envelope", {})
         bind_correlation(envelope.get("correlation_id"), spoke=self.spec.name, event_id=envelope.get("event_id"))
+        outcome = await self._until_done(
+            ctx, producer, record, envelope, name.rsplit(".", 1)[-1], lambda: self.spec.handle(ctx, name, rec)
+        )
+        if outcome is not None:
+            await self._emit_breaker_changes(ctx, producer, envelope)
+            await self._emit(producer, envelope, outcome, ctx.attempts)
+
+    async def _answer(self, ctx: SpokeContext, producer: AIOKafkaProducer, record: ConsumerRecord, rec: dict) -> None:
+        """Do one saga request and answer it (always: the saga waits for the answer)."""
+        envelope, ref, action = rec["envelope"], rec["request"], rec["action"]
+        bind_correlation(envelope["correlation_id"], spoke=self.spec.name, saga=ref["saga_id"], step=ref["step"])
+        handler = self.spec.requests.get(action)
+        payload = _json_object(rec["payload_json"])
+        deadline = rec["deadline_at"]
+        ctx.attempts = 0
+        if rec["spoke"] != self.spec.name or handler is None:
+            known = ", ".join(sorted(self.spec.requests)) or "none"
+            outcome = Outcome(
+                action,
+                False,
+                f"the {self.spec.name} spoke has no action {action!r} (known: {known})",
+                error_code="unknown_action",
+            )
+        elif payload is None:
+            outcome = Outcome(action, False, "the request's payload_json is not a JSON object", error_code="bad_request")
+        elif datetime.now(UTC) >= deadline:
+            outcome = Outcome(action, False, "the request was read after its deadline; not attempted", error_code="past_deadline")
+        else:
+            call = SpokeCall(
+                tenant_id=envelope["tenant_id"],
+                correlation_id=envelope["correlation_id"],
+                event_id=envelope["event_id"],
+                saga_id=ref["saga_id"],
+                step=ref["step"],
+                attempt=int(ref["attempt"]),
+                request_id=ref["request_id"],
+                payload=payload,
+            )
+            outcome = await self._until_done(ctx, producer, record, envelope, action, lambda: handler(ctx, call), deadline)
+            if outcome is None:  # a handler bug: dead-lettered; the saga still gets its answer
+                outcome = Outcome(action, False, "the spoke failed on this request (dead-lettered)", error_code="handler_error")
+        await self._emit_breaker_changes(ctx, producer, envelope)
+        await self._emit(producer, envelope, outcome, ctx.attempts, request=ref)
+
+    async def _until_done(
+        self,
+        ctx: SpokeContext,
+        producer: AIOKafkaProducer,
+        record: ConsumerRecord,
+        envelope: Mapping[str, Any],
+        operation: str,
+        attempt: Callable[[], Awaitable[Outcome]],
+        deadline: datetime | None = None,
+    ) -> Outcome | None:
+        """Run `attempt` under the runner's rules: a PermanentError is a failed
+        outcome; a RetryableError (after the call's own retries) waits for the
+        system and tries again — until `deadline`, if there is one, then it is a
+        failed outcome; anything else is a bug: the record is dead-lettered (None)."""
         started = time.perf_counter()
         while True:
             try:
-                outcome = await self.spec.handle(ctx, name, rec)
+                outcome = await attempt()
                 break
             except PermanentError as exc:
-                outcome = Outcome(operation=name.rsplit(".", 1)[-1], succeeded=False, detail=exc.reason, error_code=exc.code)
+                outcome = Outcome(operation=operation, succeeded=False, detail=exc.reason, error_code=exc.code)
                 break
             except RetryableError as exc:
-                # Not skipped: wait for the system (or the breaker's reset) and try again.
                 pause = self.settings.breaker_reset_s if isinstance(exc, BreakerOpen) else min(self.settings.breaker_reset_s, 5.0)
+                if deadline is not None and datetime.now(UTC) + timedelta(seconds=pause) >= deadline:
+                    outcome = Outcome(operation, False, f"still failing at the deadline: {exc.reason}", error_code=exc.code)
+                    break
+                # Not skipped: wait for the system (or the breaker's reset) and try again.
                 log.warning("outside system unavailable; will retry the same record", reason=exc.reason, pause_s=pause)
                 await self._emit_breaker_changes(ctx, producer, envelope)
-                await self._emit(
-                    producer,
-                    envelope,
-                    Outcome(operation=name.rsplit(".", 1)[-1], succeeded=False, detail=exc.reason, error_code=exc.code),
-                    ctx.attempts,
-                )
+                await self._emit(producer, envelope, Outcome(operation, False, exc.reason, error_code=exc.code), ctx.attempts)
                 await asyncio.sleep(pause)
                 # Keep the group membership alive while waiting (heartbeats run in the background).
             except Exception as exc:
                 log.error("spoke handler failed", error_type=type(exc).__name__)
                 await self._dead_letter(producer, record, f"{type(exc).__name__}: {exc}", "HandlerError")
-                return
-        await self._emit_breaker_changes(ctx, producer, envelope)
-        await self._emit(producer, envelope, outcome, ctx.attempts)
+                return None
         self.handled += 1
         log.info(
             "spoke outcome",
@@ -355,8 +448,16 @@ class SpokeRunner:
             error_code=outcome.error_code,
             seconds=round(time.perf_counter() - started, 3),
         )
+        return outcome
 
-    async def _emit(self, producer: AIOKafkaProducer, source: Mapping[str, Any], outcome: Outcome, attempts: int) -> None:
+    async def _emit(
+        self,
+        producer: AIOKafkaProducer,
+        source: Mapping[str, Any],
+        outcome: Outcome,
+        attempts: int,
+        request: Mapping | None = None,
+    ) -> None:
         record = {
             "envelope": self._envelope(OUTCOME_SCHEMA, source),
             "spoke": self.spec.name,
@@ -368,6 +469,8 @@ class SpokeRunner:
             "external_id": outcome.external_id,
             "data": {k: str(v) for k, v in outcome.data.items()},
             "attempts": max(attempts, 1),
+            "request": dict(request) if request is not None else None,
+            "result_json": json.dumps(dict(outcome.result), sort_keys=True, default=str),
         }
         key = str(source.get("aggregate_id", "")).encode()
         await producer.send_and_wait(self.events_topic, self.codec.encode(OUTCOME_SCHEMA, record), key=key)

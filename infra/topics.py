@@ -66,6 +66,8 @@ def ingress_topics() -> list[TopicSpec]:
 def spoke_topics(name: str) -> list[TopicSpec]:
     return [
         TopicSpec(f"spoke.{name}.events", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
+        # Saga steps for this spoke (SpokeRequested), keyed by saga id; answered on spoke.<name>.events.
+        TopicSpec(f"spoke.{name}.requests", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
         TopicSpec(f"spoke.{name}.dlq", {"cleanup.policy": "delete", "retention.ms": FOREVER}),
     ]
 

@@ -80,6 +80,10 @@ class Settings:
     breaker_fail_max: int = 5
     breaker_reset_s: float = 30.0
     http_timeout_s: float = 10.0
+    message_charge_minor: int = 1
+    """Reserved on the tenant's wallet for each routed message (minor units), captured when it was handled."""
+    inbound_saga_deadlines_s: Mapping[str, float] = field(default_factory=dict)
+    """Per-step deadlines of the inbound-message saga overriding its defaults: `ask_bot=20,deliver_reply=15`."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +140,8 @@ class Settings:
             breaker_fail_max=_int(env, "POSEIDON_BREAKER_FAIL_MAX", d.breaker_fail_max),
             breaker_reset_s=_float(env, "POSEIDON_BREAKER_RESET_S", d.breaker_reset_s),
             http_timeout_s=_float(env, "POSEIDON_HTTP_TIMEOUT_S", d.http_timeout_s),
+            message_charge_minor=_int(env, "POSEIDON_MESSAGE_CHARGE_MINOR", d.message_charge_minor),
+            inbound_saga_deadlines_s=_deadlines(env, "POSEIDON_INBOUND_SAGA_DEADLINES"),
         )
         settings.check()
         return settings
@@ -153,6 +159,8 @@ class Settings:
             raise SettingsError(f"POSEIDON_ODOO_PROTOCOL must be xmlrpc or json2, not {self.odoo_protocol!r}")
         if self.spoke_max_attempts < 1 or self.breaker_fail_max < 1 or self.breaker_reset_s <= 0 or self.http_timeout_s <= 0:
             raise SettingsError("spoke retry, breaker and timeout settings must be positive")
+        if self.message_charge_minor < 0:
+            raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
         if self.commit_interval_ms < 1:
             raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
         if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (
@@ -196,6 +204,22 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{key} must be a number, not {raw!r}") from None
+
+
+def _deadlines(env: Mapping[str, str], key: str) -> dict[str, float]:
+    """`step=seconds,step=seconds` → {step: seconds}; each between 0 and a day."""
+    raw = env.get(key, "").strip()
+    found: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        step, sep, seconds = item.partition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = -1.0
+        if not sep or not step.strip() or not 0 < value <= 86_400:
+            raise SettingsError(f"{key} must look like 'ask_bot=20,deliver_reply=15' (seconds up to 86400), not {raw!r}")
+        found[step.strip()] = value
+    return found
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None) -> int | None:

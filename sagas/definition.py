@@ -22,6 +22,11 @@ Rules the reaction holds:
   the first outcome from the target hub's command-outcome table, never a second
   application.
 * A result for anything but the pending (step, attempt) is stale and refused.
+* A step with a `when` runs only if `when(view)` holds when its turn comes (ask
+  the bot only for messages routed to the bot); a skipped step is not done, so it
+  is never compensated. `when` reads the input and the results of earlier steps.
+* A step's result (a hub's answer, a spoke's `result_json`) is in the view of
+  every later step's action and every compensation.
 """
 
 from __future__ import annotations
@@ -106,12 +111,32 @@ class Step:
     cannot be undone (a reply already delivered) — say which in the definition."""
     max_attempts: int = 3
     deadline_s: float = 30.0
+    when: Callable[[SagaView], bool] | None = None
+    """None: always runs. Otherwise the step is skipped when this is false at its turn."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What starts a saga by itself: an event of another hub. The saga driver
+    consumes `topic`, and for each `event` record calls `start(record, facts)`;
+    a mapping it returns is the new saga's input (None: this record starts none).
+    `facts` are what the driver looked up for it (`lookup`), so `start` stays pure.
+    The saga id is `saga_id(record)`: deterministic, so a record read twice starts
+    one saga."""
+
+    topic: str
+    event: str
+    saga_id: Callable[[Mapping[str, Any]], str]
+    start: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None]
+    lookup: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
+    """async (pool, settings, record) -> facts; the pool reaches every read store."""
 
 
 @dataclass(frozen=True)
 class SagaDefinition:
     name: str
     steps: Sequence[Step]
+    trigger: Trigger | None = None
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -260,13 +285,15 @@ def deadline_of(step: Step, view: SagaView) -> float:
     return step.deadline_s
 
 
-def _next_action(definition: SagaDefinition, state: SagaState, done: tuple[str, ...], now: datetime) -> list[Emit]:
-    remaining = [s for s in definition.steps if s.name not in done]
-    if not remaining:
-        return [Emit("SagaCompleted", {})]
-    emit = request(definition, state, ACTION, remaining[0].name, 1, now)
-    assert emit is not None
-    return [emit]
+def _next_action(definition: SagaDefinition, state: SagaState, after: str | None, now: datetime) -> list[Emit]:
+    """Request the first step after `after` (None: from the start) whose `when` holds."""
+    start = 0 if after is None else definition.index(after) + 1
+    for step in definition.steps[start:]:
+        if step.when is None or step.when(state.view):
+            emit = request(definition, state, ACTION, step.name, 1, now)
+            assert emit is not None
+            return [emit]
+    return [Emit("SagaCompleted", {})]
 
 
 def _compensate(definition: SagaDefinition, state: SagaState, queue: Sequence[str], now: datetime, reason: str) -> list[Emit]:
@@ -308,6 +335,14 @@ def _failure(definition: SagaDefinition, state: SagaState, pending: Pending, rea
     return emits
 
 
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def check_pending(state: SagaState, step: str, attempt: int) -> Pending:
     pending = state.pending
     if state.status in FINISHED:
@@ -330,7 +365,7 @@ def react(definition: SagaDefinition, state: SagaState, fact: object, now: datet
     SagaRuleBroken when the fact does not apply. `now` is the command's time, so
     deadlines are reproducible."""
     if isinstance(fact, Started):
-        return _next_action(definition, state, (), now)
+        return _next_action(definition, state, None, now)
 
     if isinstance(fact, StepResult):
         pending = check_pending(state, fact.step, fact.attempt)
@@ -341,7 +376,10 @@ def react(definition: SagaDefinition, state: SagaState, fact: object, now: datet
                 "StepSucceeded",
                 {"step": fact.step, "attempt": fact.attempt, "detail": fact.detail, "result_json": fact.result_json},
             )
-            return [ok, *_next_action(definition, state, (*state.done, fact.step), now)]
+            result = json_object(fact.result_json)
+            view = dataclasses.replace(state.view, results={**state.view.results, fact.step: result})
+            moved = dataclasses.replace(state, view=view, done=(*state.done, fact.step))
+            return [ok, *_next_action(definition, moved, fact.step, now)]
         ok = Emit("Compensated", {"step": fact.step, "attempt": fact.attempt, "detail": fact.detail})
         rest = tuple(s for s in state.to_compensate if s != fact.step)
         return [ok, *_compensate(definition, state, rest, now, "compensated after a failed step")]

@@ -16,6 +16,20 @@ Crash safety without state of its own:
   so a late command cannot land after the saga moved on.
 * The driver waits for a hub's answer only until the request's deadline; then it
   moves on and the timer takes over.
+
+Spoke steps (a `SpokeRequest`, target `spoke.<name>`) are put on
+`spoke.<name>.requests` as a `SpokeRequested` (event id derived from the command
+id); the spoke answers on `spoke.<name>.events` with a SpokeOutcome naming the
+request, which the driver records on the saga like a hub's answer. A re-sent
+request is done again by the spoke (its actions are idempotent) and its second
+answer carries the same RecordStepResult id: answered, not applied twice.
+
+Sagas that start by themselves (`SagaDefinition.trigger`, e.g. the inbound-message
+saga on every MessageRouted) are started here: the trigger's lookup reads the
+read stores, its pure `start` builds the input, StartSaga goes out with an id
+derived from the saga id. Trigger topics and spoke answers are read by a second
+consumer group that starts at the end of its topics: a new driver must not start
+sagas for the whole history of routed messages.
 """
 
 from __future__ import annotations
@@ -24,25 +38,27 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from hubs.domain import Command, CommandMeta
-from hubs.saga.commands import FailOverdueStep, RecordStepResult
+from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
 from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
-from infra.consumers import group_consumer
+from infra.consumers import group_consumer, pin_positions
 from infra.hub import command_from_record
 from infra.ops import OpsServer
 from infra.service import serve_until_stopped
+from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
 from poseidon.settings import Settings
 from projections.saga.queries import overdue_requests
-from sagas.definition import SAGA_NAMESPACE
+from sagas.definition import SAGA_NAMESPACE, SagaDefinition
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)
@@ -50,6 +66,7 @@ log = structlog.get_logger(__name__)
 PROCESS = "saga-driver"
 SOURCE_TOPIC = "saga.events"
 CONSUMER_GROUP = "poseidon-saga-driver"
+REACTIONS_GROUP = "poseidon-saga-reactions"
 ACTOR = "saga-driver"
 TIMER_INTERVAL_S = 1.0
 RESULT_TIMEOUT_S = 30.0
@@ -81,10 +98,23 @@ def result_of(result: CommandResult) -> tuple[bool, str, str]:
 
 
 class SagaDriver:
-    def __init__(self, settings: Settings, codec: Codec, hubs: dict):
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        hubs: dict,
+        spokes: Sequence[str] = (),
+        definitions: Sequence[SagaDefinition] = (),
+    ):
         self.settings, self.codec, self.hubs = settings, codec, hubs
         self.commands = CommandClient(settings, codec, hubs.values())
+        self.spokes = frozenset(spokes)
+        self.triggers = {
+            (d.trigger.topic, d.trigger.event): d for d in definitions if d.trigger is not None
+        }  # one saga type per (topic, event)
         self.consumer: AIOKafkaConsumer | None = None
+        self.reactions: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.pool: asyncpg.Pool | None = None
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._overdue_sent: set[tuple[str, str, int]] = set()
@@ -103,12 +133,19 @@ class SagaDriver:
         )
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+        reaction_topics = sorted({topic for topic, _ in self.triggers} | {f"spoke.{name}.events" for name in self.spokes})
+        if reaction_topics:
+            self.reactions = group_consumer(s, reaction_topics, REACTIONS_GROUP, offset_reset="latest")
+            await self.reactions.start()
+            await pin_positions(self.reactions)
         self._running = True
         log.info("saga driver started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))
 
     async def stop(self) -> None:
         self._running = False
-        for closing in (self.consumer, self.commands):
+        for closing in (self.consumer, self.reactions, self.producer, self.commands):
             if closing is not None:
                 try:
                     await closing.stop()
@@ -122,26 +159,33 @@ class SagaDriver:
         return self._running
 
     async def run(self) -> None:
-        timer = asyncio.create_task(self.run_timer(), name="saga-deadlines")
+        assert self.consumer is not None
+        tasks = [asyncio.create_task(self.run_timer(), name="saga-deadlines")]
+        tasks += [asyncio.create_task(self._consume(c)) for c in (self.consumer, self.reactions) if c is not None]
         try:
-            assert self.consumer is not None
-            while True:
-                batches = await self.consumer.getmany(timeout_ms=500, max_records=200)
-                if batches:
-                    await self.handle_batch(batches)
-                if timer.done():
-                    timer.result()  # a timer crash restarts the driver
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a crash of any loop restarts the driver
         finally:
-            timer.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def handle_batch(self, batches: dict[TopicPartition, list]) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            if batches:
+                await self.handle_batch(batches, consumer)
+
+    async def handle_batch(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer | None = None) -> None:
+        consumer = consumer or self.consumer
         by_saga: dict[tuple, list] = defaultdict(list)
         for tp, records in batches.items():
             for record in records:
                 by_saga[(tp, record.key)].append(record)
         await asyncio.gather(*(self._handle_in_order(records) for records in by_saga.values()))
         try:
-            await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
         except CommitFailedError as exc:
             log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
         self.handled += sum(len(r) for r in batches.values())
@@ -157,8 +201,13 @@ class SagaDriver:
             decoded = self.codec.decode(record.value)
         except DecodeError as exc:
             # The projector dead-letters undecodable saga events; here they are just not ours.
-            log.warning("undecodable saga event skipped", reason=exc.reason, offset=record.offset)
+            log.warning("undecodable record skipped", topic=record.topic, reason=exc.reason, offset=record.offset)
             return "undecodable"
+        if decoded.name == OUTCOME_SCHEMA:
+            return await self.record_spoke_answer(decoded.record)
+        trigger = self.triggers.get((record.topic[len(self.settings.topic_prefix) :], decoded.name))
+        if trigger is not None:
+            return await self.start_saga(trigger, decoded.record)
         if decoded.name not in REQUESTS:
             return "ignored"
         event = decoded.record
@@ -170,10 +219,13 @@ class SagaDriver:
         if remaining <= 0:
             log.info("request past its deadline not re-sent", saga=saga_id, step=event["step"], attempt=event["attempt"])
             return "past_deadline"
-        hub = self.hubs.get(event["target_hub"])
+        target = event["target_hub"]
+        if target.startswith("spoke.") and target.removeprefix("spoke.") in self.spokes:
+            await self.request_spoke(target.removeprefix("spoke."), kind, event)
+            return "requested"
+        hub = self.hubs.get(target)
         if hub is None:
-            # A SpokeRequest (sagas/definition.py): delivering these is not wired yet; the deadline fails it.
-            log.warning("no route for this request yet; its deadline will fail it", target=event["target_hub"], saga=saga_id)
+            log.warning("no hub or spoke by this name; its deadline will fail the step", target=target, saga=saga_id)
             return "unroutable"
         command = command_of(hub, event["command_type"], event["command_json"])
         try:
@@ -194,6 +246,79 @@ class SagaDriver:
         )
         await self._send_to_saga(RecordStepResult(meta, event["step"], event["attempt"], succeeded, detail, result_json))
         return "answered" if succeeded else "refused"
+
+    async def request_spoke(self, spoke: str, kind: str, event: dict) -> None:
+        """Put a spoke step on `spoke.<name>.requests`; the answer comes back as a SpokeOutcome."""
+        env = event["envelope"]
+        command = json.loads(event["command_json"])
+        record = {
+            "envelope": {
+                "event_id": derived_command_id(event["command_id"], "spoke-request"),
+                "event_type": REQUEST_SCHEMA,
+                "aggregate_id": env["aggregate_id"],
+                "aggregate_version": env["aggregate_version"],
+                "tenant_id": env["tenant_id"],
+                "correlation_id": env["correlation_id"],
+                "causation_id": env["event_id"],
+                "occurred_at": datetime.now(UTC),
+                "actor": ACTOR,
+                "previous_hash": "",
+            },
+            "request": {
+                "request_id": event["command_id"],
+                "saga_id": env["aggregate_id"],
+                "step": event["step"],
+                "attempt": event["attempt"],
+                "kind": kind,
+            },
+            "spoke": spoke,
+            "action": event["command_type"].rsplit(".", 1)[-1],
+            "payload_json": command.get("payload_json", "{}"),
+            "deadline_at": event["deadline_at"],
+        }
+        topic = self.settings.topic(f"spoke.{spoke}.requests")
+        await self.producer.send_and_wait(topic, self.codec.encode(REQUEST_SCHEMA, record), key=env["aggregate_id"].encode())
+        log.info("step sent to spoke", spoke=spoke, saga=env["aggregate_id"], step=event["step"], attempt=event["attempt"])
+
+    async def record_spoke_answer(self, outcome: dict) -> str:
+        ref = outcome.get("request")
+        if ref is None:
+            return "ignored"  # a spoke's own reaction or an interim try, not a saga answer
+        env = outcome["envelope"]
+        meta = CommandMeta(
+            command_id=derived_command_id(ref["saga_id"], ref["step"], ref["kind"], ref["attempt"], "result"),
+            aggregate_id=ref["saga_id"],
+            tenant_id=env["tenant_id"],
+            correlation_id=env["correlation_id"],
+            causation_id=env["event_id"],
+            actor=ACTOR,
+        )
+        detail = outcome["detail"] if outcome["succeeded"] else f"{outcome['error_code'] or 'failed'}: {outcome['detail']}"
+        answer = RecordStepResult(
+            meta, ref["step"], int(ref["attempt"]), outcome["succeeded"], detail[:MAX_DETAIL], outcome.get("result_json") or "{}"
+        )
+        await self._send_to_saga(answer)
+        return "answered" if outcome["succeeded"] else "refused"
+
+    async def start_saga(self, definition: SagaDefinition, record: dict) -> str:
+        trigger = definition.trigger
+        env = record["envelope"]
+        facts = await trigger.lookup(self.pool, self.settings, record) if trigger.lookup is not None else {}
+        body = trigger.start(record, facts)
+        if body is None:
+            return "ignored"
+        saga_id = trigger.saga_id(record)
+        meta = CommandMeta(
+            command_id=derived_command_id(saga_id, "start"),
+            aggregate_id=saga_id,
+            tenant_id=env["tenant_id"],
+            correlation_id=env["correlation_id"],
+            causation_id=env["event_id"],
+            actor=ACTOR,
+        )
+        result = await self._send_to_saga(StartSaga(meta, definition.name, json.dumps(body, sort_keys=True)))
+        log.info("saga started", saga_type=definition.name, saga=saga_id, accepted=result.accepted)
+        return "started" if result.accepted else "refused"
 
     async def _send_to_saga(self, command: Command) -> CommandResult:
         """Send until the saga hub answers (same command id every time)."""
@@ -247,8 +372,11 @@ class SagaDriver:
 async def main(settings: Settings) -> None:
     """Run the saga driver until SIGTERM / SIGINT (`poseidon saga-driver`)."""
     from poseidon import bootstrap
+    from sagas.registry import DEFINITIONS
 
-    driver = SagaDriver(settings, bootstrap.codec(settings), bootstrap.hubs())
+    driver = SagaDriver(
+        settings, bootstrap.codec(settings), bootstrap.hubs(), list(bootstrap.spokes()), list(DEFINITIONS.values())
+    )
     ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "saga"), PROCESS, {"consuming": lambda: driver.healthy})
     await serve_until_stopped("saga driver", driver, ops, (KafkaError, OSError, asyncpg.PostgresError))
 

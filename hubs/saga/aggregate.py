@@ -41,6 +41,7 @@ from sagas.definition import (
     Started,
     StepResult,
     compensation_queue,
+    json_object,
     react,
 )
 from sagas.registry import DEFINITIONS
@@ -91,7 +92,7 @@ class Saga(Aggregate):
             saga_type=self.saga_type,
             correlation_id=self.correlation_id,
             input=json.loads(self.input_json),
-            results={k: json.loads(v) for k, v in self.results.items()},
+            results={k: json_object(v) for k, v in self.results.items()},
         )
         pending = Pending(**self.pending) if self.pending else None
         queue = tuple(s for s in compensation_queue(self.definition(), self.done) if s not in self.settled)

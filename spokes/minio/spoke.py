@@ -1,47 +1,47 @@
-"""The MinIO spoke's wiring: attachments of a routed message are fetched from
-the platform's URL and stored in the tenant's bucket; the outcome event carries
-the object keys, never the bytes. It routes nothing."""
+"""The MinIO spoke's wiring: the inbound-message saga's `StoreAttachments` step
+fetches the message's attachments from the platform's URLs and stores them in the
+tenant's bucket (the result and the outcome event carry the object keys, never the
+bytes); its compensation `DeleteAttachments` removes them. It routes nothing."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from infra.spoke import Outcome, SpokeContext, SpokeSpec
+from infra.spoke import Outcome, SpokeCall, SpokeContext, SpokeSpec
 from spokes.minio import PER_TENANT_BREAKER, SYSTEM
-from spokes.minio.actions import store_attachment
+from spokes.minio.actions import delete_attachment, store_attachment
 from spokes.minio.client import S3Store
 
-MESSAGE_ROUTED = "poseidon.message.MessageRouted"
 
-
-def accepts(event_type: str, record: dict) -> bool:
-    return event_type == MESSAGE_ROUTED and any(a.get("url") for a in record.get("attachments", ()))
-
-
-async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
-    envelope = record["envelope"]
-    stored = []
-    for index, attachment in enumerate(record["attachments"]):
-        if not attachment.get("url"):
-            continue
-        outcome = await store_attachment(
+async def store_attachments(ctx: SpokeContext, call: SpokeCall) -> Outcome:
+    p = call.payload
+    stored = [
+        await store_attachment(
             ctx,
             ctx.resources,
-            tenant_id=envelope["tenant_id"],
-            conversation_id=envelope["aggregate_id"],
-            message_id=record["message_id"],
+            tenant_id=call.tenant_id,
+            conversation_id=p["conversation_id"],
+            message_id=p["message_id"],
             index=index,
-            source_url=attachment["url"],
+            source_url=url,
         )
-        stored.append(outcome)
+        for index, url in enumerate(p["attachments"])
+    ]
     keys = [o.external_id for o in stored]
     return Outcome(
         operation="store_attachments",
-        succeeded=all(o.succeeded for o in stored),
         detail=f"{len(keys)} attachment(s) stored",
         external_id=keys[0] if keys else "",
         data={"keys": ",".join(keys), "bucket": stored[0].data.get("bucket", "") if stored else ""},
+        result={"keys": keys},
     )
+
+
+async def delete_attachments(ctx: SpokeContext, call: SpokeCall) -> Outcome:
+    keys = list(call.payload["keys"])
+    for key in keys:
+        await delete_attachment(ctx, ctx.resources, tenant_id=call.tenant_id, key=key)
+    return Outcome(operation="delete_attachments", detail=f"{len(keys)} attachment(s) deleted", data={"keys": ",".join(keys)})
 
 
 @asynccontextmanager
@@ -53,9 +53,7 @@ async def s3_store(ctx: SpokeContext):
 SPOKE = SpokeSpec(
     name="minio",
     system=SYSTEM,
-    topics=("message.events",),
-    accepts=accepts,
-    handle=handle,
     per_tenant_breaker=PER_TENANT_BREAKER,
     resources=s3_store,
+    requests={"StoreAttachments": store_attachments, "DeleteAttachments": delete_attachments},
 )

@@ -9,6 +9,7 @@ from spokes.odoo import translate
 from spokes.odoo.client import OdooClient, OdooConnection
 
 RECORD_CUSTOMER = "odoo.record_customer"
+ARCHIVE_PARTNER = "odoo.archive_partner"
 
 
 def odoo_client(ctx: SpokeContext, connection: OdooConnection | None = None) -> OdooClient:
@@ -68,6 +69,16 @@ async def record_customer(
             "protocol": client.protocol,
         },
     )
+
+
+async def archive_partner(
+    ctx: SpokeContext, *, tenant_id: str, partner_id: int, connection: OdooConnection | None = None
+) -> Outcome:
+    """Archive (active = False) a partner: Odoo's own way to retire a record without
+    losing what refers to it. Idempotent: archiving an archived partner changes nothing."""
+    client = odoo_client(ctx, connection)
+    await ctx.call(tenant_id, ARCHIVE_PARTNER, lambda: client.write_partner(partner_id, {"active": False}))
+    return Outcome(ARCHIVE_PARTNER, detail="partner archived", external_id=str(partner_id))
 
 
 def _flag(value: bool) -> str:

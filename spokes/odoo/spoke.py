@@ -1,39 +1,40 @@
-"""The Odoo spoke's wiring: every routed message records its contact as a
-customer (res.partner) in the tenant's Odoo, capturing a phone number the
-customer typed. It reacts to the Message Hub's decisions; it routes nothing."""
+"""The Odoo spoke's wiring: the inbound-message saga's `UpsertPartner` step records
+the message's contact as a customer (res.partner) in the tenant's Odoo, capturing
+a phone number the customer typed; its compensation `ArchiveCreatedPartner`
+archives the partner when this saga created it. It routes nothing."""
 
 from __future__ import annotations
 
-from infra.spoke import Outcome, SpokeContext, SpokeSpec
+import dataclasses
+
+from infra.spoke import Outcome, SpokeCall, SpokeContext, SpokeSpec
 from spokes.odoo import PER_TENANT_BREAKER, SYSTEM
-from spokes.odoo.actions import record_customer
+from spokes.odoo.actions import archive_partner, record_customer
 from spokes.odoo.translate import phone_in_text
 
-MESSAGE_ROUTED = "poseidon.message.MessageRouted"
-CRM_CHANNELS = frozenset({"facebook"})
 
-
-def accepts(event_type: str, record: dict) -> bool:
-    return event_type == MESSAGE_ROUTED and record.get("channel") in CRM_CHANNELS
-
-
-async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
-    contact_id = record["contact_id"]
-    return await record_customer(
+async def upsert_partner(ctx: SpokeContext, call: SpokeCall) -> Outcome:
+    p = call.payload
+    contact_id = p["contact_id"]
+    outcome = await record_customer(
         ctx,
-        tenant_id=record["envelope"]["tenant_id"],
-        channel=record["channel"],
+        tenant_id=call.tenant_id,
+        channel=p["channel"],
         contact_id=contact_id,
         display_name=f"Messenger contact {contact_id[-6:]}",
-        phone=phone_in_text(record.get("text", "")),
+        phone=phone_in_text(p.get("text", "")),
     )
+    created = outcome.data.get("created") == "true"
+    return dataclasses.replace(outcome, result={"partner_id": int(outcome.external_id), "created": created})
+
+
+async def archive_created_partner(ctx: SpokeContext, call: SpokeCall) -> Outcome:
+    return await archive_partner(ctx, tenant_id=call.tenant_id, partner_id=int(call.payload["partner_id"]))
 
 
 SPOKE = SpokeSpec(
     name="odoo",
     system=SYSTEM,
-    topics=("message.events",),
-    accepts=accepts,
-    handle=handle,
     per_tenant_breaker=PER_TENANT_BREAKER,
+    requests={"UpsertPartner": upsert_partner, "ArchiveCreatedPartner": archive_created_partner},
 )

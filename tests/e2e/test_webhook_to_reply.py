@@ -1,10 +1,12 @@
 """The product's main path end to end on the real stack: a signed Facebook webhook
-goes in; the Message Hub decides; the Botpress stand-in answers; the reply
-reaches the Facebook stand-in's Send API; the attachment lands in the real S3
-server; the Odoo stand-in has the partner; the Message read store shows the
+goes in; the Message Hub decides; the inbound-message saga reserves the charge on
+the tenant's wallet, the Botpress stand-in answers, the reply reaches the Facebook
+stand-in's Send API, the Odoo stand-in has the partner, the attachment lands in
+the real S3 server, and the charge is captured; the Message read store shows the
 conversation with its delivery status; every step is an event with the same
-correlation id. Processors run as subprocesses; projectors, gRPC servers,
-router, ingress and spokes run on this test's event loop (2 cores)."""
+correlation id. With a spoke down mid-saga the reservation is released and the
+saga ends compensated. Processors run as subprocesses; projectors, gRPC servers,
+router, saga driver, ingress and spokes run on this test's event loop (2 cores)."""
 
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
 from hubs.message.router import MessageRouter
 from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
+from hubs.wallet.commands import CreditFunds, OpenWallet
 from infra.command_client import CommandClient, new_meta
 from infra.grpc_server import start_server
 from infra.ingress import Ingress, make_app
 from infra.projector import Projector
 from infra.spoke import SpokeRunner
 from poseidon import bootstrap
+from sagas.driver import SagaDriver
+from sagas.inbound_message.definition import saga_id_of
+from sagas.registry import DEFINITIONS
 from spokes.minio.client import S3Store
 from spokes.minio.translate import bucket_for_tenant
 from tests.harness import eventually, fetch, free_port, read_topic
@@ -42,7 +48,9 @@ APP_SECRET = "e2e-app-secret"
 ACME, GLOBEX = "acme", "globex"
 PAGE, GLOBEX_PAGE, UNKNOWN_PAGE = "104857600777", "104857600888", "999000111"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-HUBS = ("tenant", "app", "billing", "message")
+HUBS = ("tenant", "app", "billing", "message", "wallet", "saga")
+ACME_WALLET = str(uuid.uuid5(uuid.NAMESPACE_URL, "e2e/acme-wallet"))
+FUNDS, CHARGE = 1_000, 3
 
 
 @dataclass
@@ -54,6 +62,7 @@ class World:
     odoo: object
     webhook_url: str
     runners: dict
+    spoke_tasks: dict
 
     async def post(self, body: bytes, headers: dict) -> int:
         async with aiohttp.ClientSession() as session:
@@ -62,8 +71,12 @@ class World:
 
 
 @pytest.fixture
-async def world(platform):
+async def world(platform, request):
+    """The main path. A test marked `@pytest.mark.saga_deadlines("step=seconds,…")`
+    shortens those steps' deadlines (POSEIDON_INBOUND_SAGA_DEADLINES)."""
     base = platform.settings
+    marker = request.node.get_closest_marker("saga_deadlines")
+    deadlines = {k: float(v) for k, v in (item.split("=") for item in marker.args[0].split(","))} if marker else {}
     for hub in HUBS:
         platform.start("processor", hub, wait=False)
     async with AsyncExitStack() as stack:
@@ -82,6 +95,8 @@ async def world(platform):
             breaker_fail_max=2,
             breaker_reset_s=2.0,
             http_timeout_s=5.0,
+            message_charge_minor=CHARGE,
+            inbound_saga_deadlines_s=deadlines,
         )
         fb.state.add_page(PAGE, settings.facebook_page_token)
         webhook_url = f"http://127.0.0.1:{ingress_port}/webhooks/facebook"
@@ -95,22 +110,27 @@ async def world(platform):
         router = MessageRouter(settings, codec)
         await router.start()
         tasks.append(asyncio.create_task(router.run()))
+        driver = SagaDriver(settings, codec, bootstrap.hubs(), list(bootstrap.spokes()), list(DEFINITIONS.values()))
+        await driver.start()
+        tasks.append(asyncio.create_task(driver.run()))
         runners = {
             name: SpokeRunner(spec, settings, codec, list(bootstrap.hubs().values())) for name, spec in bootstrap.spokes().items()
         }
-        tasks += [asyncio.create_task(r.run()) for r in runners.values()]
+        spoke_tasks = {name: asyncio.create_task(r.run()) for name, r in runners.items()}
+        tasks += list(spoke_tasks.values())
         for hub in HUBS:
             await asyncio.to_thread(platform.wait_healthy, f"{hub}-processor")
         await asyncio.wait_for(asyncio.gather(*(r.assigned.wait() for r in runners.values())), 60)
         client = await stack.enter_async_context(CommandClient(settings, codec, list(bootstrap.hubs().values())))
         await given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client)
         try:
-            yield World(settings, client, fb, bp, odoo, webhook_url, runners)
+            yield World(settings, client, fb, bp, odoo, webhook_url, runners, spoke_tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await router.stop()
+            await driver.stop()
             await ingress_runner.cleanup()
             for server in servers:
                 await server.stop(grace=0)
@@ -131,8 +151,11 @@ async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(s
             new_meta(entitlement_id(ACME), ACME, actor=BILLING_PROVIDER), plan="pro", message_quota=1000,
             period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
         ),
+        OpenWallet(new_meta(ACME_WALLET, ACME, actor="operator"), currency="EUR"),
     ]  # fmt: skip
     results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), 90)
+    credit = CreditFunds(new_meta(ACME_WALLET, ACME, actor="operator"), amount=FUNDS, reference="e2e top-up")
+    results.append(await asyncio.wait_for(client.send(credit), 60))
     assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
 
     async def projected() -> bool:
@@ -140,8 +163,9 @@ async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(s
             await fetch(settings, settings.pg_schema("tenant"), "SELECT count(*) AS n FROM channel_accounts WHERE connected"),
             await fetch(settings, settings.pg_schema("app"), "SELECT count(*) AS n FROM subscriptions WHERE active"),
             await fetch(settings, settings.pg_schema("billing"), "SELECT count(*) AS n FROM entitlements"),
+            await fetch(settings, settings.pg_schema("wallet"), "SELECT count(*) AS n FROM wallets WHERE balance > 0"),
         ]
-        return [r[0]["n"] for r in rows] == [2, 2, 1]
+        return [r[0]["n"] for r in rows] == [2, 2, 1, 1]
 
     await eventually(projected, timeout=60)
 
@@ -195,6 +219,13 @@ async def test_a_signed_webhook_becomes_a_bot_reply_a_crm_customer_a_stored_atta
         head = await store.head_object(bucket_for_tenant(ACME), key)
     assert head is not None and head["ContentLength"] == len(PNG)
 
+    # The message ran as one inbound-message saga: every step done, the charge captured.
+    saga = await eventually(lambda: saga_row(settings, ACME, mid, "completed"), timeout=60)
+    steps = [r["step"] for r in await saga_events(settings, saga["saga_id"]) if r["event_type"] == "StepSucceeded"]
+    assert steps == ["reserve_charge", "ask_bot", "deliver_reply", "record_customer", "store_attachments", "capture_charge"]
+    wallet = await eventually(lambda: wallet_row(settings, balance=FUNDS - CHARGE), timeout=60)
+    assert wallet["reserved"] == 0
+
     # Every step of this message carries the webhook item's correlation id.
     correlation = (await events_of(settings, "ingress.inbound"))[0][1]["envelope"]["correlation_id"]
     message_events = [
@@ -203,6 +234,7 @@ async def test_a_signed_webhook_becomes_a_bot_reply_a_crm_customer_a_stored_atta
     names = [n for n, _ in message_events]
     for expected in ("InboundMessageRecorded", "MessageRouted", "OutboundMessageRecorded", "DeliveryStatusUpdated"):
         assert expected in names, (expected, names)
+    assert saga["correlation_id"] == correlation
     for name, events in spoke_events.items():
         outcomes = [r for n, r in events if n == "SpokeOutcome" and r["succeeded"]]
         assert outcomes and all(r["envelope"]["correlation_id"] == correlation for r in outcomes), name
@@ -272,6 +304,63 @@ async def test_a_bot_that_is_down_trips_the_breaker_visibly_and_its_messages_are
     sent = await eventually(lambda: _sent(fb, psid), timeout=90)
     assert sent[0].message["text"] == "echo: anyone home?"
     assert breaker_state() == 0
+
+
+@pytest.mark.saga_deadlines("deliver_reply=3")
+async def test_a_spoke_down_mid_saga_releases_the_reservation_and_the_saga_ends_compensated(world):
+    settings, fb = world.settings, world.fb
+    psid = "24000000000000007"
+    fb.state.user_wrote(psid)
+    world.spoke_tasks["facebook"].cancel()  # the Facebook spoke worker is down: nobody answers the SendReply step
+    event = message_event(PAGE, psid, "is anybody there?")
+    mid = event["message"]["mid"]
+    body, headers = signed_webhook(webhook_body(event), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    saga = await eventually(lambda: saga_row(settings, ACME, mid, "compensated"), timeout=120)
+    timeline = [(r["event_type"], r["step"]) for r in await saga_events(settings, saga["saga_id"])]
+    assert timeline.count(("StepFailed", "deliver_reply")) == 3  # retried by the saga's policy, each at its deadline
+    assert ("StepSucceeded", "ask_bot") in timeline  # the bot did answer; its reply never went out
+    assert timeline[-3:] == [("CompensationRequested", "reserve_charge"), ("Compensated", "reserve_charge"), ("SagaAborted", "")]
+    failed = [r for r in await saga_events(settings, saga["saga_id"]) if r["event_type"] == "StepFailed"]
+    assert all("deadline" in r["summary"] for r in failed)
+
+    # The reservation was released: nothing charged, nothing held; the ledger says so.
+    wallet = await eventually(lambda: wallet_row(settings, balance=FUNDS, reserved=0), timeout=60)
+    ledger = await fetch(
+        settings,
+        settings.pg_schema("wallet"),
+        "SELECT kind FROM ledger WHERE wallet_id = $1 AND reservation_id = $2 ORDER BY version",
+        uuid.UUID(wallet["wallet_id"]),
+        f"message/{mid}",
+    )
+    assert [r["kind"] for r in ledger] == ["reserve", "release"]
+    assert fb.state.sent_to(psid) == []
+
+
+async def saga_row(settings, tenant: str, message_id: str, state: str):
+    saga_id = saga_id_of({"envelope": {"tenant_id": tenant}, "message_id": message_id})
+    rows = await fetch(
+        settings, settings.pg_schema("saga"), "SELECT * FROM sagas WHERE saga_id = $1 AND state = $2", uuid.UUID(saga_id), state
+    )
+    return rows[0] if rows else None
+
+
+async def saga_events(settings, saga_id):
+    return await fetch(
+        settings, settings.pg_schema("saga"), "SELECT * FROM saga_events WHERE saga_id = $1 ORDER BY version", saga_id
+    )
+
+
+async def wallet_row(settings, balance: int, reserved: int | None = None):
+    rows = await fetch(
+        settings,
+        settings.pg_schema("wallet"),
+        "SELECT wallet_id::text, balance, reserved FROM wallets WHERE wallet_id = $1 AND balance = $2",
+        uuid.UUID(ACME_WALLET),
+        balance,
+    )
+    return rows[0] if rows and (reserved is None or rows[0]["reserved"] == reserved) else None
 
 
 async def _sent(fb, psid: str):
