@@ -18,8 +18,9 @@ idempotent producer); 503 when Kafka does not confirm within the produce timeout
 (the platform retries; never 200 for something not stored); 400 {"error"} for
 malformed bodies, which, when authenticated, also go whole to `ingress.dlq` with
 the reason; 401/403 for a missing/bad signature (counted, never processed); 413
-too large; 415 wrong content type; 429 with Retry-After when a platform account
-exceeds its rate.
+too large; 408 when the body does not arrive within POSEIDON_INGRESS_BODY_TIMEOUT_S;
+415 wrong content type; 429 with Retry-After when a platform account exceeds its
+rate.
 
 Rate limiting is per platform account (Facebook page id, Botpress tenant), not
 per tenant: ingress does not know tenants yet, and each page belongs to exactly
@@ -278,11 +279,17 @@ class Ingress:
 
     async def read_body(self, request: web.Request) -> bytes:
         """The raw body (what signatures cover); 413 past the size limit, without
-        reading it when Content-Length already says so."""
+        reading it when Content-Length already says so; 408 when it does not arrive
+        whole within the body timeout (a slow-loris body would hold its
+        connection and its buffer for as long as the client likes)."""
         limit = self.settings.ingress_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        return await request.read()
+        try:
+            async with asyncio.timeout(self.settings.ingress_body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
 
 
 def _headers(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
@@ -334,6 +341,8 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
             reason = exc.reason.lower()
             if exc.status == 413:
                 reason = f"body larger than {request.app[INGRESS].settings.ingress_max_body_bytes} bytes"
+            elif exc.status == 408:
+                reason = f"body not received within {request.app[INGRESS].settings.ingress_body_timeout_s:g}s"
             response = error(exc.status, reason, {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
         except Exception:  # a bug in a handler: logged with its trace, answered 500 so the platform retries
             log.exception("ingress handler failed", route=route_of(request))

@@ -58,6 +58,8 @@ class Settings:
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
     ingress_max_body_bytes: int = 1024 * 1024
+    ingress_body_timeout_s: float = 10.0
+    """How long ingress waits for a request's whole body (slow-loris bodies get 408)."""
     ingress_rate_per_s: float = 50.0
     """Per channel account (≈ per tenant channel) sustained webhook items per second; bursts of 2x."""
     facebook_app_secret: str = "dev-app-secret"
@@ -120,6 +122,7 @@ class Settings:
             ingress_host=env.get("POSEIDON_INGRESS_HOST", d.ingress_host),
             ingress_port=_int(env, "POSEIDON_INGRESS_PORT", d.ingress_port),
             ingress_max_body_bytes=_int(env, "POSEIDON_INGRESS_MAX_BODY_BYTES", d.ingress_max_body_bytes),
+            ingress_body_timeout_s=_float(env, "POSEIDON_INGRESS_BODY_TIMEOUT_S", d.ingress_body_timeout_s),
             ingress_rate_per_s=_float(env, "POSEIDON_INGRESS_RATE_PER_S", d.ingress_rate_per_s),
             facebook_app_secret=env.get("POSEIDON_FACEBOOK_APP_SECRET", d.facebook_app_secret),
             facebook_verify_token=env.get("POSEIDON_FACEBOOK_VERIFY_TOKEN", d.facebook_verify_token),
@@ -161,6 +164,8 @@ class Settings:
             raise SettingsError("spoke retry, breaker and timeout settings must be positive")
         if self.message_charge_minor < 0:
             raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
+        if self.ingress_body_timeout_s <= 0:
+            raise SettingsError("POSEIDON_INGRESS_BODY_TIMEOUT_S must be positive")
         if self.commit_interval_ms < 1:
             raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
         if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (
