@@ -15,13 +15,14 @@ PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
 
-.PHONY: help setup protos up down logs run stop test test-unit test-integration bench lint format clean status docs
+.PHONY: help setup protos up down logs run stop test test-unit test-integration test-attacks bench lint format clean status docs
 
 help:
 	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
 	@echo "make test    set up from nothing, start the stack, run every test"
 	@echo "make stop    stop the platform processes   | make down  also stop Kafka + PostgreSQL"
 	@echo "make bench   benchmarks against raw Kafka/PostgreSQL (results in bench/results/)"
+	@echo "make test-attacks  fuzzers, forged tokens, cross-tenant probes, ingress abuse (summary in bench/results/attacks.md)"
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
@@ -99,6 +100,10 @@ test-unit: setup
 
 test-integration: up
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Attacks (also part of `make test`): this target writes the summary to bench/results/attacks.md and .json.
+test-attacks: up
+	POSEIDON_ATTACK_REPORT=1 $(PY) -m pytest tests/attacks -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: up
 	$(PY) -m bench.run $(BENCH_ARGS)
