@@ -55,6 +55,11 @@ OWNER, ADMIN = "owner", "admin"
 MAX_NAME = 200
 MAX_PRINCIPAL_ID = 200
 RESERVED_TENANT_IDS = frozenset({"platform", "system", "global"})
+OPERATORS_TENANT = "operators"
+"""The platform's operator team: its admins and owners operate the platform (the
+saga dashboard). Only `PLATFORM_ACTOR` may create it, so no self-service sign-up
+can claim the name first."""
+PLATFORM_ACTOR = "platform"
 TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 """A slug: lower-case letters, digits and inner hyphens, 1..63 characters (a DNS
 label). A lower-case hyphenated UUID is one too."""
@@ -397,6 +402,10 @@ def handle_tenant(tenant: Tenant | None, command: Command) -> Tenant:
             raise TenantMismatch(f"a tenant's aggregate id is its tenant id: {meta.aggregate_id!r} != {meta.tenant_id!r}")
         if tenant is not None:
             raise AggregateAlreadyExists(f"tenant {meta.aggregate_id} already exists")
+        if meta.aggregate_id == OPERATORS_TENANT and meta.actor != PLATFORM_ACTOR:
+            raise InvalidCommand(
+                f"tenant {OPERATORS_TENANT!r} is the platform's operator team: only actor {PLATFORM_ACTOR!r} creates it"
+            )
         return Tenant.create(meta.aggregate_id, command.name, command.owner_id)
     if tenant is None:
         raise AggregateNotFound(f"tenant {meta.aggregate_id} does not exist")

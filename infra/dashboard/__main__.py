@@ -20,18 +20,24 @@ from poseidon.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-async def serve(settings: Settings, port: int | None = None) -> None:
-    codec = bootstrap.codec(settings)
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=5)
-    client = CommandClient(settings, codec, [bootstrap.hub("saga")])
-    deps = Deps(
+def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient) -> Deps:
+    """What the dashboard runs on: the read stores, the keyring's verifier, saga-hub
+    commands for actions, the dead-letter topics, and the Identity hub for password login."""
+    return Deps(
         settings=settings,
         pool=pool,
         verifier=TokenVerifier(Keyring(settings.keys_dir), settings),
         actions=CommandSagaActions(client),
-        dead_letters=DeadLetters(settings, codec),
+        dead_letters=DeadLetters(settings, client.codec),
         identity_target=f"{settings.grpc_host}:{settings.grpc_port('identity')}",
     )
+
+
+async def serve(settings: Settings, port: int | None = None) -> None:
+    codec = bootstrap.codec(settings)
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=5)
+    client = CommandClient(settings, codec, [bootstrap.hub("saga")])
+    deps = deps_for(settings, pool, client)
     runner = web.AppRunner(build_app(deps), access_log=None)
     await runner.setup()
     port = port if port is not None else settings.dashboard_port

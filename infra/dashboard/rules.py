@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
+from hubs.tenant.aggregate import OPERATORS_TENANT
+
 STATES = ("running", "waiting", "failed", "compensating", "compensated", "completed", "aborted", "needs_attention")
 ACTIONS = ("retry", "compensate", "abort")
-OPERATOR_TENANT = "platform"
-"""The reserved tenant whose admins and owners operate the platform."""
+OPERATOR_TENANT = OPERATORS_TENANT
+"""The tenant whose admins and owners operate the platform (only the platform creates it)."""
 OPERATOR_ROLES = ("admin", "owner")
 MAX_PAGE_SIZE = 200
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
@@ -180,7 +182,7 @@ def csrf_ok(cookie_value: str | None, submitted: str | None) -> bool:
 
 def is_operator(scopes: frozenset[str], platform_role: str | None, platform_scope: str = "platform") -> bool:
     """An operator holds a platform-scope token, or is admin/owner of the
-    reserved tenant `platform` (membership read live from the Tenant hub)."""
+    operator team tenant `operators` (membership read live from the Tenant hub)."""
     return platform_scope in scopes or platform_role in OPERATOR_ROLES
 
 
