@@ -15,7 +15,7 @@ PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
 
-.PHONY: help setup protos up down logs run stop test test-unit test-integration test-attacks bench lint format clean status docs
+.PHONY: help setup protos up down logs run stop test test-unit test-integration test-attacks test-chaos bench lint format clean status docs
 
 help:
 	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
@@ -23,6 +23,8 @@ help:
 	@echo "make stop    stop the platform processes   | make down  also stop Kafka + PostgreSQL"
 	@echo "make bench   benchmarks against raw Kafka/PostgreSQL (results in bench/results/)"
 	@echo "make test-attacks  fuzzers, forged tokens, cross-tenant probes, ingress abuse (summary in bench/results/attacks.md)"
+	@echo "make test-chaos  kill processes, restart Kafka/PostgreSQL (a private stack), fail the outside systems;"
+	@echo "                 check nothing is lost or doubled (report in bench/results/chaos.md; ~12 min)"
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
@@ -93,7 +95,7 @@ stop:
 
 ## tests: unit (no broker) and integration (real Kafka + PostgreSQL started above)
 test: up
-	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/chaos $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -104,6 +106,11 @@ test-integration: up
 # Attacks (also part of `make test`): this target writes the summary to bench/results/attacks.md and .json.
 test-attacks: up
 	POSEIDON_ATTACK_REPORT=1 $(PY) -m pytest tests/attacks -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Chaos: SIGKILLs, broker and database restarts (on a private stack of its own), failing outside systems.
+# Seeded (POSEIDON_CHAOS_SEED repeats a run); not part of `make test`.
+test-chaos: up
+	POSEIDON_CHAOS_REPORT=1 $(PY) -m pytest tests/chaos -q -s -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: up
 	$(PY) -m bench.run $(BENCH_ARGS)

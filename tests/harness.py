@@ -58,6 +58,10 @@ class Proc:
     ops_port: int
     log: Path
     popen: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()
+    """`poseidon` arguments it runs with (`launch`); empty: `role hub`."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment (`launch`), on top of the namespace's settings."""
 
 
 @dataclass
@@ -72,11 +76,27 @@ class Platform:
         name = f"{hub}-{role}"
         proc = self.procs.get(name) or Proc(role, hub, free_port(), self.workdir / f"{name}.log")
         self.procs[name] = proc
+        return self._spawn(name, wait)
+
+    def launch(self, name: str, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
+        """Start `poseidon <args>` (any role: `ingress`, `router`, `spoke facebook`…)
+        as process `name`, with `env` added to the namespace's settings."""
+        proc = self.procs.get(name) or Proc(args[0], "", free_port(), self.workdir / f"{name}.log")
+        proc.args, proc.env = tuple(args), dict(env or {})
+        self.procs[name] = proc
+        return self._spawn(name, wait)
+
+    def restart(self, name: str, wait: bool = True) -> Proc:
+        """Start a stopped (or killed) process again, as it was started before."""
+        return self._spawn(name, wait)
+
+    def _spawn(self, name: str, wait: bool) -> Proc:
+        proc = self.procs[name]
         with open(proc.log, "ab") as log:
             proc.popen = subprocess.Popen(
-                [*POSEIDON, role, hub],
+                [*POSEIDON, *(proc.args or (proc.role, proc.hub))],
                 cwd=ROOT,
-                env=env_for(self.settings, POSEIDON_OPS_PORT=str(proc.ops_port)),
+                env=env_for(self.settings, POSEIDON_OPS_PORT=str(proc.ops_port), **proc.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

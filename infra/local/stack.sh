@@ -14,7 +14,10 @@ PG_USER=poseidon
 PG_DB=poseidon
 KAFKA_DIR=$STACK/kafka
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/infra/local/pom.xml")
-KAFKA_LIB=$KAFKA_DIR/lib-$KAFKA_VERSION
+# The jars `make setup` fetched into the project's .stack serve every stack dir
+# (a private stack for chaos tests does not download them again).
+KAFKA_LIB=${POSEIDON_KAFKA_LIB:-$KAFKA_DIR/lib-$KAFKA_VERSION}
+[ -f "$KAFKA_LIB/.complete" ] || KAFKA_LIB=$ROOT/.stack/kafka/lib-$KAFKA_VERSION
 PG_DIR=$STACK/postgres
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 
@@ -196,7 +199,11 @@ case "${1:-}" in
   down) kafka_down; pg_down ;;
   restart-kafka) kafka_down; kafka_up ;;
   restart-postgres) pg_down; pg_up ;;
+  stop-kafka) kafka_down ;;
+  start-kafka) kafka_up ;;
+  stop-postgres) pg_down ;;
+  start-postgres) pg_up ;;
   status) status ;;
   logs) logs ;;
-  *) echo "usage: $0 up|down|status|logs|restart-kafka|restart-postgres" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|restart-kafka|restart-postgres|stop-kafka|start-kafka|stop-postgres|start-postgres" >&2; exit 2 ;;
 esac

@@ -1,0 +1,508 @@
+"""What every chaos scenario shares: the platform's processes as killable
+subprocesses (one list), the provisioning of a tenant that may use the message
+path (one helper), signed webhook traffic that retries as Facebook does, wallet
+command traffic with its expected ledger, and the invariant checks (nothing
+accepted lost, nothing acted on twice, ledger balanced, read stores equal to a
+replay). Loopback only; never touches processes it did not start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+
+from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
+from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
+from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
+from hubs.wallet.commands import CaptureFunds, CreditFunds, DebitFunds, OpenWallet, ReleaseFunds, ReserveFunds
+from infra.command_client import CommandClient, new_meta
+from poseidon import bootstrap
+from tests.harness import Platform, eventually, fetch, free_port
+from tests.standins.botpress import running_botpress
+from tests.standins.facebook import message_event, running_facebook, signed_webhook, webhook_body
+from tests.standins.odoo import running_odoo
+
+APP_SECRET = "chaos-app-secret"
+TENANT = "acme"
+PAGE = "104857600999"
+TENANT_WALLET = str(uuid.uuid5(uuid.NAMESPACE_URL, "chaos/acme-wallet"))
+FUNDS, CHARGE = 1_000_000, 3
+"""The tenant's wallet is funded with FUNDS; each answered message is charged CHARGE (minor units)."""
+LEDGER_TENANT = "ledger-co"
+"""Owner of the wallets the ledger scenarios drive directly (never the wallet a message is charged to)."""
+HUBS = ("tenant", "app", "billing", "message", "wallet", "saga")
+
+# Every process of the message path, in start order: (process name, `poseidon` arguments).
+# One list: a new step of the path is one more line here.
+PROCESSES: list[tuple[str, tuple[str, ...]]] = [
+    *[(f"{hub}-processor", ("processor", hub)) for hub in HUBS],
+    *[(f"{hub}-projector", ("projector", hub)) for hub in HUBS],
+    *[(f"{hub}-grpc", ("grpc", hub)) for hub in ("tenant", "app", "billing")],
+    ("ingress", ("ingress",)),
+    ("router", ("router",)),
+    ("saga-driver", ("saga-driver",)),
+    *[(f"spoke-{name}", ("spoke", name)) for name in ("botpress", "facebook", "odoo", "minio")],
+]
+WALLET_PROCESSES: list[tuple[str, tuple[str, ...]]] = [
+    ("wallet-processor", ("processor", "wallet")),
+    ("wallet-projector", ("projector", "wallet")),
+]
+
+
+def say(text: str) -> None:
+    """What a chaos test did, as it happens (pytest -s shows it)."""
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# ---------------------------------------------------------------- the message path
+
+
+@dataclass
+class World:
+    """The message path running as subprocesses of `platform`, with the outside stand-ins in this process."""
+
+    platform: Platform
+    settings: object
+    client: CommandClient
+    fb: object
+    bp: object
+    odoo: object
+    webhook_url: str
+    env: dict[str, str]
+
+
+@asynccontextmanager
+async def message_world(platform: Platform, processes=PROCESSES, **setting_changes):
+    """Stand-ins, every process of `processes` started and healthy, the tenant provisioned."""
+    async with AsyncExitStack() as stack:
+        fb = await stack.enter_async_context(running_facebook(app_secret=APP_SECRET))
+        bp = await stack.enter_async_context(running_botpress())
+        odoo = await stack.enter_async_context(running_odoo())
+        ingress_port = free_port()
+        changes = dict(
+            facebook_graph_url=fb.url,
+            facebook_app_secret=APP_SECRET,
+            botpress_url=bp.url,
+            odoo_url=odoo.url,
+            ingress_port=ingress_port,
+            spoke_max_attempts=3,
+            breaker_fail_max=3,
+            breaker_reset_s=2.0,
+            http_timeout_s=5.0,
+            message_charge_minor=CHARGE,
+        )
+        changes.update(setting_changes)
+        settings = platform.settings.with_(**changes)
+        platform.settings = settings
+        env = {f"POSEIDON_{k.upper()}": str(v) for k, v in changes.items()}
+        fb.state.add_page(PAGE, settings.facebook_page_token)
+        started = time.monotonic()
+        for name, args in processes:
+            platform.launch(name, *args, wait=False, env=env)
+        for name, _ in processes:
+            await asyncio.to_thread(platform.wait_healthy, name, 180)
+        say(f"{len(processes)} processes healthy in {time.monotonic() - started:.0f}s")
+        codec = bootstrap.codec(settings)
+        client = await stack.enter_async_context(CommandClient(settings, codec, list(bootstrap.hubs().values())))
+        await provision(settings, client, TENANT, PAGE)
+        yield World(platform, settings, client, fb, bp, odoo, f"http://127.0.0.1:{ingress_port}/webhooks/facebook", env)
+
+
+async def provision(settings, client: CommandClient, tenant: str, page: str) -> None:
+    """Everything a tenant needs before its messages are answered: the tenant, its
+    Facebook page connected, a bot app subscribed, a billing entitlement, and a
+    wallet funded for the per-message charge."""
+    now = datetime.now(UTC)
+    app_id = str(uuid.uuid4())
+    commands = [
+        CreateTenant(new_meta(tenant, tenant, actor="operator"), name=tenant.title(), owner_id="olga"),
+        ConnectChannel(new_meta(channel_account_id("facebook", page), tenant), channel="facebook", account_id=page),
+        RegisterApp(new_meta(app_id, "platform"), name="Support bot", kind="bot", channels=["messenger"], visibility="public"),
+        SubscribeApp(new_meta(subscription_id(tenant, app_id), tenant), app_id=app_id),
+        ApplyEntitlement(
+            new_meta(entitlement_id(tenant), tenant, actor=BILLING_PROVIDER), plan="pro", message_quota=1_000_000,
+            period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
+        ),
+        OpenWallet(new_meta(TENANT_WALLET, tenant, actor="operator"), currency="EUR"),
+    ]  # fmt: skip
+    results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), 120)
+    credit = CreditFunds(new_meta(TENANT_WALLET, tenant, actor="operator"), amount=FUNDS, reference="chaos top-up")
+    results.append(await client.send(credit, timeout=120))
+    assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
+
+    async def projected() -> bool:
+        counts = [
+            await fetch(settings, settings.pg_schema("tenant"), "SELECT count(*) AS n FROM channel_accounts WHERE connected"),
+            await fetch(settings, settings.pg_schema("app"), "SELECT count(*) AS n FROM subscriptions WHERE active"),
+            await fetch(settings, settings.pg_schema("billing"), "SELECT count(*) AS n FROM entitlements"),
+            await fetch(settings, settings.pg_schema("wallet"), "SELECT count(*) AS n FROM wallets WHERE balance > 0"),
+        ]
+        return all(c[0]["n"] >= 1 for c in counts)
+
+    await eventually(projected, timeout=120)
+
+
+async def charges(world: World, accepted: int, timeout: float = 180.0) -> tuple[dict, dict]:
+    """Waits (bounded) until the tenant's wallet shows one captured charge per
+    accepted message; returns the wallet's figures and the sagas by state."""
+    settings = world.settings
+
+    async def wallet():
+        [row] = await fetch(
+            settings,
+            settings.pg_schema("wallet"),
+            "SELECT w.balance, w.reserved, count(*) FILTER (WHERE l.kind = 'capture') AS captures,"
+            " count(*) FILTER (WHERE l.kind = 'reserve') AS reserves, count(*) FILTER (WHERE l.kind = 'release') AS releases,"
+            " coalesce(sum(l.balance_delta), 0) AS ledger_balance, count(l.*) AS entries, count(DISTINCT l.event_id) AS events"
+            " FROM wallets w LEFT JOIN ledger l USING (wallet_id) WHERE w.wallet_id = $1 GROUP BY w.wallet_id",
+            uuid.UUID(TENANT_WALLET),
+        )
+        return dict(row)
+
+    async def settled():
+        row = await wallet()
+        return row if row["captures"] >= accepted and row["reserved"] == 0 else None
+
+    try:
+        row = await eventually(settled, timeout=timeout, interval=1.0)
+    except TimeoutError:
+        row = await wallet()
+    sagas = await fetch(settings, settings.pg_schema("saga"), "SELECT state, count(*) AS n FROM sagas GROUP BY state")
+    return row, {r["state"]: r["n"] for r in sagas}
+
+
+def charge_findings(wallet: dict, accepted: int) -> list[str]:
+    """The tenant's wallet after `accepted` answered messages: charged once each, ledger balanced."""
+    problems = []
+    if wallet["balance"] != FUNDS - CHARGE * accepted:
+        problems.append(f"wallet balance {wallet['balance']} != {FUNDS} - {CHARGE} x {accepted} messages")
+    if wallet["captures"] != accepted:
+        problems.append(f"{wallet['captures']} charges captured for {accepted} messages")
+    if wallet["ledger_balance"] != wallet["balance"] or wallet["entries"] != wallet["events"]:
+        problems.append(f"wallet ledger unbalanced or doubled: {wallet}")
+    if wallet["reserved"]:
+        problems.append(f"{wallet['reserved']} still reserved")
+    return problems
+
+
+@dataclass
+class Webhook:
+    """One message a person wrote, as Facebook delivers it: the same signed body until answered 200."""
+
+    psid: str
+    text: str
+    mid: str
+    statuses: list = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return 200 in self.statuses
+
+
+async def deliver(session: aiohttp.ClientSession, url: str, hook: Webhook, give_up_after_s: float = 240.0) -> None:
+    """POST until answered 200, backing off as Facebook's retries do (bounded)."""
+    body, headers = signed_webhook(webhook_body(message_event(PAGE, hook.psid, hook.text, mid=hook.mid)), APP_SECRET)
+    deadline = time.monotonic() + give_up_after_s
+    pause = 0.5
+    while time.monotonic() < deadline:
+        try:
+            async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=15)) as reply:
+                hook.statuses.append(reply.status)
+                if reply.status == 200:
+                    return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            hook.statuses.append(type(exc).__name__)
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 5.0)
+
+
+async def send_traffic(world: World, per_s: float, tag: str, stop: asyncio.Event, max_count: int = 200) -> list[Webhook]:
+    """Messages, each from its own person, started `per_s` a second until `stop` is set
+    (at most `max_count`); returns once each is answered 200 or given up."""
+    hooks: list[Webhook] = []
+    async with aiohttp.ClientSession() as session:
+        tasks = []
+        while not stop.is_set() and len(hooks) < max_count:
+            i = len(hooks)
+            hook = Webhook(psid=str(24_100_000_000_000_000 + i), text=f"{tag} #{i}", mid=f"m_{tag}_{i}_{uuid.uuid4().hex}")
+            hooks.append(hook)
+            tasks.append(asyncio.create_task(deliver(session, world.webhook_url, hook)))
+            await asyncio.sleep(1.0 / per_s)
+        await asyncio.gather(*tasks)
+    return hooks
+
+
+async def churn(
+    platform: Platform, names: list[str], rng: random.Random, log: list[str], *, first_s=(2.0, 6.0), down_s=(0.5, 3.0)
+):
+    """SIGKILL each of `names` once, in the order given, at a seeded random moment;
+    restart it after a seeded random pause (waiting until it is healthy)."""
+    for name in names:
+        await asyncio.sleep(rng.uniform(*first_s))
+        await asyncio.to_thread(platform.kill, name)
+        log.append(f"SIGKILL {name}")
+        say(f"SIGKILL {name}")
+        await asyncio.sleep(rng.uniform(*down_s))
+        started = time.monotonic()
+        await asyncio.to_thread(platform.restart, name, True)
+        say(f"restarted {name} (healthy in {time.monotonic() - started:.1f}s)")
+
+
+@dataclass
+class PathFindings:
+    sent: int
+    accepted: int
+    answered: int
+    duplicates: dict[str, int]
+    missing_inbound: list[str]
+    unanswered: list[str]
+    posts: int
+
+    def line(self) -> str:
+        return (
+            f"{self.sent} sent, {self.accepted} accepted ({self.posts} POSTs), {self.answered} answered at the Send API, "
+            f"{len(self.missing_inbound)} missing in the read store, {len(self.unanswered)} unanswered, "
+            f"{sum(self.duplicates.values())} duplicate replies"
+        )
+
+
+async def check_message_path(world: World, hooks: list[Webhook], timeout: float = 300.0, settle_s: float = 5.0) -> PathFindings:
+    """Waits (bounded) until every accepted message is in the Message read store and
+    answered at the Send API stand-in, then reports what was lost or doubled."""
+    settings, fb = world.settings, world.fb
+    accepted = [h for h in hooks if h.accepted]
+    expected = {f"echo: {h.text}": h for h in accepted}
+
+    def replies() -> Counter:
+        return Counter(m.message.get("text", "") for m in fb.state.all_sent())
+
+    async def inbound_ids() -> set[str]:
+        rows = await fetch(
+            settings,
+            settings.pg_schema("message"),
+            "SELECT message_id FROM messages WHERE tenant_id = $1 AND direction = 'inbound'",
+            TENANT,
+        )
+        return {r["message_id"] for r in rows}
+
+    async def all_done() -> bool:
+        return set(expected) <= set(replies()) and {h.mid for h in accepted} <= await inbound_ids()
+
+    try:
+        await eventually(all_done, timeout=timeout, interval=1.0)
+    except TimeoutError:
+        pass  # reported below as missing / unanswered
+    await asyncio.sleep(settle_s)  # anything doubled would have been sent by now
+    got = replies()
+    stored = await inbound_ids()
+    return PathFindings(
+        sent=len(hooks),
+        accepted=len(accepted),
+        answered=sum(1 for text in expected if got[text] >= 1),
+        duplicates={text: n - 1 for text, n in got.items() if n > 1},
+        missing_inbound=[h.mid for h in accepted if h.mid not in stored],
+        unanswered=[h.text for h in accepted if got[f"echo: {h.text}"] == 0],
+        posts=sum(len(h.statuses) for h in hooks),
+    )
+
+
+async def outbound_settled(world: World, accepted: int, timeout: float = 120.0) -> None:
+    """The read store shows one outbound reply per accepted message, each past 'queued'."""
+    settings = world.settings
+
+    async def settled() -> bool:
+        rows = await fetch(
+            settings,
+            settings.pg_schema("message"),
+            "SELECT status, count(*) AS n FROM messages WHERE tenant_id = $1 AND direction = 'outbound' GROUP BY status",
+            TENANT,
+        )
+        by_status = {r["status"]: r["n"] for r in rows}
+        return sum(by_status.values()) >= accepted and by_status.get("queued", 0) == 0
+
+    await eventually(settled, timeout=timeout, interval=1.0)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def replay_differences(platform: Platform, read_model: str, tries: int = 3) -> tuple[dict, int]:
+    """`poseidon replay <read_model> --dry-run`: the read store rebuilt from the log
+    into a shadow schema and compared with the live one. A difference is asked
+    again (a projector may still be applying its last batch); returns the last
+    report's differences and how many rebuilds it took."""
+    for attempt in range(1, tries + 1):
+        done = platform.run_cli("replay", read_model, "--dry-run", "--no-progress", "--json", timeout=300)
+        if done.returncode not in (0, 1) or not done.stdout.strip():
+            raise AssertionError(f"replay {read_model} failed ({done.returncode}): {done.stderr[-2000:]}")
+        report = json.loads(done.stdout)
+        differences = report["differences"] or {}
+        if not any(differences.values()):
+            return differences, attempt
+        time.sleep(5)
+    return differences, attempt
+
+
+# ---------------------------------------------------------------- the wallet ledger
+
+
+@dataclass
+class WalletTraffic:
+    """Wallet commands sent straight to the wallet processor, and what their results say the wallets must hold."""
+
+    wallets: list[str]
+    commands: list = field(default_factory=list)
+    futures: list = field(default_factory=list)
+    reservations: dict[str, int] = field(default_factory=dict)
+    settled: set[str] = field(default_factory=set)
+    unsent: list[str] = field(default_factory=list)
+    resent: int = 0
+
+    def next_command(self, rng: random.Random):
+        wallet = rng.choice(self.wallets)
+        kind = rng.choices(["credit", "debit", "reserve", "settle"], weights=[3, 3, 2, 2])[0]
+        meta = new_meta(wallet, LEDGER_TENANT)
+        open_reservations = [r for r in self.reservations if r.startswith(wallet) and r not in self.settled]
+        if kind == "credit":
+            return CreditFunds(meta, amount=rng.randint(1, 500))
+        if kind == "debit":
+            return DebitFunds(meta, amount=rng.randint(1, 800))
+        if kind == "reserve" or not open_reservations:
+            reservation = f"{wallet}/r{len(self.reservations)}"
+            self.reservations[reservation] = rng.randint(1, 300)
+            return ReserveFunds(meta, reservation_id=reservation, amount=self.reservations[reservation])
+        reservation = rng.choice(open_reservations)
+        self.settled.add(reservation)
+        settle = CaptureFunds if rng.random() < 0.5 else ReleaseFunds
+        return settle(meta, reservation_id=reservation)
+
+
+async def open_wallets(client: CommandClient, count: int, start: int) -> WalletTraffic:
+    traffic = WalletTraffic([str(uuid.uuid4()) for _ in range(count)])
+    for wallet in traffic.wallets:
+        (await client.send(OpenWallet(new_meta(wallet, LEDGER_TENANT), currency="EUR"), timeout=120)).raise_for_rejection()
+        (await client.send(CreditFunds(new_meta(wallet, LEDGER_TENANT), amount=start), timeout=120)).raise_for_rejection()
+    return traffic
+
+
+async def drive_wallets(
+    client: CommandClient, traffic: WalletTraffic, rng: random.Random, per_s: float, stop: asyncio.Event, max_count: int = 600
+) -> None:
+    """Submit commands at `per_s` a second until `stop` (at most `max_count`); their
+    results are collected later (`settle_wallets`). A submit the broker refused is
+    kept and asked again there, with the same command id."""
+    while not stop.is_set() and len(traffic.commands) < max_count:
+        command = traffic.next_command(rng)
+        traffic.commands.append(command)
+        try:
+            traffic.futures.append(await client.submit(command))
+        except Exception as exc:  # the broker is away (KafkaTimeoutError…): not sent, or not known to be
+            traffic.futures.append(None)
+            traffic.unsent.append(type(exc).__name__)
+        await asyncio.sleep(1.0 / per_s)
+
+
+async def settle_wallets(client: CommandClient, traffic: WalletTraffic, timeout: float = 300.0) -> list:
+    """Every command's result: its awaited answer, or else asked again with the same
+    command id (the processor answers a decided command, never applies it twice)."""
+    pending = [f for f in traffic.futures if f is not None]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+    results = []
+    for command, future in zip(traffic.commands, traffic.futures, strict=True):
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            results.append(future.result())
+            continue
+        traffic.resent += 1
+        for attempt in range(3):
+            try:
+                results.append(await client.send(command, timeout=60))
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+    return results
+
+
+def expected_wallets(traffic: WalletTraffic, results: list, start: int) -> dict[str, tuple[int, int, int]]:
+    """wallet → (balance, reserved, accepted movements), from the accepted results in version order."""
+    state = {w: [start, 0, 1] for w in traffic.wallets}
+    decided = sorted(
+        ((c, r) for c, r in zip(traffic.commands, results, strict=True) if r.accepted),
+        key=lambda cr: (cr[0].meta.aggregate_id, cr[1].version),
+    )
+    for command, _ in decided:
+        wallet = state[command.meta.aggregate_id]
+        wallet[2] += 1
+        if isinstance(command, CreditFunds):
+            wallet[0] += command.amount
+        elif isinstance(command, DebitFunds):
+            wallet[0] -= command.amount
+        elif isinstance(command, ReserveFunds):
+            wallet[1] += command.amount
+        elif isinstance(command, CaptureFunds):
+            wallet[0] -= traffic.reservations[command.reservation_id]
+            wallet[1] -= traffic.reservations[command.reservation_id]
+        elif isinstance(command, ReleaseFunds):
+            wallet[1] -= traffic.reservations[command.reservation_id]
+    return {w: tuple(v) for w, v in state.items()}
+
+
+async def ledger_findings(settings, traffic: WalletTraffic, expected: dict, timeout: float = 240.0) -> list[str]:
+    """Waits (bounded) for the read store to reach every wallet's last version; returns every broken invariant."""
+    schema = settings.pg_schema("wallet")
+
+    async def rows():
+        return await fetch(
+            settings,
+            schema,
+            "SELECT w.wallet_id::text AS wallet, w.balance, w.reserved, w.version,"
+            " coalesce(sum(l.balance_delta), 0) AS ledger_balance, coalesce(sum(l.reserved_delta), 0) AS ledger_reserved,"
+            " count(l.*) AS entries, count(DISTINCT l.event_id) AS distinct_events"
+            " FROM wallets w LEFT JOIN ledger l USING (wallet_id) GROUP BY w.wallet_id",
+        )
+
+    async def caught_up():
+        got = {r["wallet"]: r for r in await rows()}
+        return got if all(w in got and got[w]["version"] >= 1 + expected[w][2] for w in traffic.wallets) else None
+
+    try:
+        got = await eventually(caught_up, timeout=timeout, interval=1.0)
+    except TimeoutError:
+        got = {r["wallet"]: r for r in await rows()}
+    problems = []
+    for wallet, (balance, reserved, movements) in expected.items():
+        row = got.get(wallet)
+        if row is None:
+            problems.append(f"{wallet}: not in the read store")
+            continue
+        seen = (row["balance"], row["reserved"], row["version"], row["entries"])
+        want = (balance, reserved, 1 + movements, movements)
+        if seen != want:
+            problems.append(f"{wallet}: (balance, reserved, version, ledger rows) {seen} != expected {want}")
+        if (row["ledger_balance"], row["ledger_reserved"]) != (row["balance"], row["reserved"]):
+            problems.append(f"{wallet}: ledger sums ({row['ledger_balance']}, {row['ledger_reserved']}) != wallet row")
+        if row["entries"] != row["distinct_events"]:
+            problems.append(f"{wallet}: an event projected twice")
+    return problems
+
+
+async def during(traffic: Callable[[asyncio.Event], Awaitable], chaos: Awaitable, tail_s: float = 3.0):
+    """Run `traffic(stop)` while `chaos` happens, stop it `tail_s` after; return the traffic's result."""
+    stop = asyncio.Event()
+    traffic_task = asyncio.ensure_future(traffic(stop))
+    try:
+        await chaos
+        await asyncio.sleep(tail_s)
+    finally:
+        stop.set()
+    return await traffic_task
