@@ -88,6 +88,8 @@ class Service:
         self.proc: subprocess.Popen | None = None
         self.profiler: subprocess.Popen | None = None
         self.peak_mb: float | None = None
+        self.health_url: str | None = None
+        """Where the process answers 200 once ready (its ops /healthz), if it has one."""
 
     def start(self) -> Service:
         log = open(self.log_path, "wb")
@@ -147,16 +149,23 @@ class Service:
             return "(no log)"
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self._stop_profiler()
-            return
-        self.sample_peak()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (its peak memory read first); no-op once it has exited."""
+        if self.alive():
+            self.sample_peak()
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait up to `timeout` for it to exit after terminate(), then SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
         self._stop_profiler()
 
     def _stop_profiler(self) -> None:
@@ -199,3 +208,42 @@ async def wait_until(predicate, timeout: float, what: str, service: Service | No
             pass
         await asyncio.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s" + (f":\n{service.tail()}" if service else ""))
+
+
+def kafka_tool(main_class: str, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """One of Kafka's own tools from the jars the local stack runs (ConsumerGroupCommand,
+    ProducerPerformance…); a small heap, output captured. Raises on timeout or no Java."""
+    from bench.report import kafka_lib
+
+    argv = ["java", "-Xmx256m", "-cp", f"{kafka_lib()}/*", main_class, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+async def http_ok(url: str) -> bool:
+    """Whether GET `url` answers 200 (an ops /healthz, a stand-in's control API)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        async with session.get(url) as answer:
+            return answer.status == 200
+
+
+def stop_all(services: list[Service], timeout: float = 15.0) -> None:
+    """Stops many children at once: SIGTERM to all, then each gets what is left of
+    `timeout` before SIGKILL (faust workers take seconds to stop; one by one adds up)."""
+    for svc in services:
+        svc.terminate()
+    deadline = time.monotonic() + timeout
+    for svc in services:
+        svc.wait_stopped(max(deadline - time.monotonic(), 0.1))
+
+
+async def listening(url: str) -> bool:
+    """Whether something accepts TCP connections at `url`'s host and port."""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    _, writer = await asyncio.open_connection(where.hostname, where.port)
+    writer.close()
+    await writer.wait_closed()
+    return True

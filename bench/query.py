@@ -7,7 +7,6 @@ The baseline is the standard health Check on the same server at the same rate.""
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import statistics
 import time
@@ -16,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.load import percentile
 from bench.procs import CpuWindow
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
@@ -29,13 +29,6 @@ async def serving(target: str) -> bool:
     async with grpc.aio.insecure_channel(target) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = max(0, math.ceil(q / 100 * len(sorted_values)) - 1)  # nearest rank
-    return sorted_values[k]
 
 
 async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, seconds: float) -> dict:

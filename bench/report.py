@@ -16,8 +16,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 THROUGHPUT_RATIO = 0.50
+INGRESS_RATIO = 0.60
+E2E_RATIO = 0.50
 P99_LIMIT_MS = 5.0
+E2E_P99_LIMIT_MS = 100.0
 RSS_LIMIT_MB = 150.0
+NO_TARGET = "-"
+"""Verdict (and target) of a figure the brief sets no target for: reported, not judged."""
 
 
 @dataclass
@@ -28,22 +33,90 @@ class Row:
     ratio: str
     target: str
     verdict: str
-    """PASS, MISS, or ERROR when the benchmark could not produce a figure."""
+    """PASS, MISS, ERROR when the benchmark could not produce a figure, or NO_TARGET."""
 
 
-def throughput_row(name: str, unit: str, ours: dict | None, raw: dict | None, raw_unit: str) -> Row:
-    target = f">= {THROUGHPUT_RATIO:.0%} of raw"
+def throughput_row(
+    name: str, unit: str, ours: dict | None, raw: dict | None, raw_unit: str, wanted: float = THROUGHPUT_RATIO, raw_name: str = ""
+) -> Row:
+    target = f">= {wanted:.0%} of raw"
     if not ours or not raw:
         return Row(name, "-", "-", "-", target, "ERROR")
     ratio = ours["per_second"] / raw["per_second"]
     return Row(
         name,
-        f"{ours['per_second']:,.0f} {unit}",
-        f"{raw['per_second']:,.0f} {raw_unit}",
+        f"{ours['per_second']:,.{1 if ours['per_second'] < 100 else 0}f} {unit}",
+        f"{raw_name}{raw['per_second']:,.0f} {raw_unit}",
         f"{ratio:.1%}",
         target,
-        "PASS" if ratio >= THROUGHPUT_RATIO else "MISS",
+        "PASS" if ratio >= wanted else "MISS",
     )
+
+
+def _p(figures: dict) -> str:
+    return f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
+
+
+def ingress_rows(ingress: dict) -> list[Row]:
+    ours, raw = ingress.get("ingress"), ingress.get("raw_producer")
+    rows = [
+        throughput_row(
+            "ingress, signed webhook durable on Kafka", "req/s", ours, raw, "rec/s", INGRESS_RATIO, "raw producer (acks=all) "
+        )
+    ]
+    bare = ingress.get("bare_http")
+    if ours and bare:
+        rows.append(
+            Row(
+                f"ingress vs bare aiohttp ({ours['connections']} connections)",
+                f"{ours['per_second']:,.0f} req/s, {_p(ours)}",
+                f"bare {bare['per_second']:,.0f} req/s, {_p(bare)}",
+                f"{ours['per_second'] / bare['per_second']:.1%}",
+                NO_TARGET,
+                NO_TARGET,
+            )
+        )
+    perf, in_flight = ingress.get("kafka_perf"), ingress.get("raw_producer_in_flight")
+    if ours and perf:
+        rows.append(
+            Row(
+                "broker ceiling (Kafka ProducerPerformance, acks=all)",
+                f"{perf['per_second']:,.0f} rec/s of {perf['record_size']} B, p99 {perf['p99_ms']} ms",
+                f"aiokafka {in_flight['in_flight']} in flight: {in_flight['per_second']:,.0f} rec/s" if in_flight else "-",
+                f"ingress {ours['per_second'] / perf['per_second']:.1%}",
+                NO_TARGET,
+                NO_TARGET,
+            )
+        )
+    return rows
+
+
+def e2e_rows(e2e: dict) -> list[Row]:
+    raw = e2e.get("raw_round_trip") or {}
+    rows = [
+        throughput_row(
+            "end to end, webhook -> Send API reply", "msg/s", e2e.get("max"), raw.get("max"), "rec/s", E2E_RATIO,
+            "raw produce->consume ",
+        )
+    ]  # fmt: skip
+    half, raw_half = e2e.get("half"), raw.get("half")
+    target = f"p99 < {E2E_P99_LIMIT_MS:g} ms at half the max rate"
+    if not half or not raw_half:
+        rows.append(Row("end to end latency at half the max rate", "-", "-", "-", target, "ERROR"))
+        return rows
+    ok = half["p99_ms"] < E2E_P99_LIMIT_MS and not half["unanswered"]
+    missing = f", {half['unanswered']} unanswered" if half["unanswered"] else ""
+    rows.append(
+        Row(
+            f"end to end latency @ {half['target_rate']:g} msg/s ({half['replied']} msgs)",
+            f"{_p(half)}{missing}",
+            f"raw @ {raw_half['target_rate']:,.0f} rec/s: {_p(raw_half)}",
+            f"p99 x{half['p99_ms'] / raw_half['p99_ms']:.0f}" if raw_half["p99_ms"] else "-",
+            target,
+            "PASS" if ok else "MISS",
+        )
+    )
+    return rows
 
 
 def latency_row(query: dict | None) -> Row:
@@ -70,15 +143,30 @@ def memory_row(process: str, peak_mb: float | None) -> Row:
 
 
 def rows_for(results: dict) -> list[Row]:
+    """The rows of the stages that ran (all of them unless `--only`)."""
     commands, replay, query, memory = (results.get(k) or {} for k in ("commands", "replay", "query", "memory"))
-    return [
-        throughput_row(
-            "command processing, exactly-once", "cmd/s", commands.get("processor"), commands.get("raw_transactional"), "rec/s"
-        ),
-        throughput_row("projection replay into PostgreSQL", "events/s", replay.get("projector"), replay.get("copy"), "rows/s"),
-        latency_row(query or None),
-        *(memory_row(p, memory.get(p)) for p in ("processor", "projector", "grpc")),
-    ]
+    stages = results.get("stages") or ["commands", "ingress", "e2e"]
+    rows = []
+    if "commands" in stages:
+        rows += [
+            throughput_row(
+                "command processing, exactly-once", "cmd/s", commands.get("processor"), commands.get("raw_transactional"), "rec/s"
+            ),
+            throughput_row(
+                "projection replay into PostgreSQL", "events/s", replay.get("projector"), replay.get("copy"), "rows/s"
+            ),
+            latency_row(query or None),
+            *(memory_row(p, memory.get(p)) for p in ("processor", "projector", "grpc")),
+        ]
+    if "ingress" in stages:
+        rows += [*ingress_rows(results.get("ingress") or {}), memory_row("ingress", memory.get("ingress"))]
+    if "e2e" in stages:
+        largest = next((p for p in memory if p.startswith("e2e ")), None)
+        rows += [
+            *e2e_rows(results.get("e2e") or {}),
+            memory_row(f"{largest} (largest on the path)" if largest else "e2e path", memory.get(largest)),
+        ]
+    return rows
 
 
 def table(rows: list[Row]) -> str:
@@ -131,6 +219,21 @@ def context(results: dict) -> list[str]:
                 f"load generator {cpu.get('client_cpu_percent', '-')} %, machine {cpu.get('machine_busy_percent', '-')} % busy; "
                 f"{q['over_5ms']} of {q['requests']} over 5 ms"
             )
+    ingress = results.get("ingress") or {}
+    for name in ("ingress", "bare_http"):
+        if (i := ingress.get(name)) and (cpu := i.get("cpu")):
+            lines.append(
+                f"- {name}: server {cpu.get('process_cpu_percent', '-')} % CPU, "
+                f"load client {cpu.get('client_cpu_percent', '-')} %, "
+                f"machine {cpu.get('machine_busy_percent', '-')} % busy; statuses {i['statuses']}"
+            )
+    e2e = results.get("e2e") or {}
+    if m := e2e.get("max"):
+        top = ", ".join(f"{name} {pct} %" for name, pct in list(m.get("cpu_percent", {}).items())[:5])
+        lines.append(
+            f"- end to end burst: {m['replied']} of {m['messages']} replied in {m['seconds']} s; busiest processes: {top}; "
+            f"machine {m.get('machine_busy_percent', '-')} % busy"
+        )
     return lines or ["- (none measured)"]
 
 
@@ -151,6 +254,7 @@ def write(results: dict, rows: list[Row]) -> None:
         "copy_rows_per_s": (replay.get("copy") or {}).get("per_second"),
         "grpc_p99_ms": ((query or {}).get("get_balance") or {}).get("p99_ms"),
         "health_p99_ms": ((query or {}).get("health_check") or {}).get("p99_ms"),
+        **headline_ingress_and_e2e(results),
         "peak_rss_mb": results.get("memory"),
         "verdicts": {r.benchmark: r.verdict for r in rows},
         "findings": len(results.get("findings", [])),
@@ -158,6 +262,26 @@ def write(results: dict, rows: list[Row]) -> None:
     }
     with open(RESULTS / "history.jsonl", "a") as history:
         history.write(json.dumps(line, default=str) + "\n")
+
+
+def headline_ingress_and_e2e(results: dict) -> dict:
+    ingress, e2e = results.get("ingress") or {}, results.get("e2e") or {}
+    raw_trip = e2e.get("raw_round_trip") or {}
+
+    def pick(figures: dict | None, key: str):
+        return (figures or {}).get(key)
+
+    return {
+        "ingress_per_s": pick(ingress.get("ingress"), "per_second"),
+        "ingress_p99_ms": pick(ingress.get("ingress"), "p99_ms"),
+        "raw_producer_per_s": pick(ingress.get("raw_producer"), "per_second"),
+        "bare_http_per_s": pick(ingress.get("bare_http"), "per_second"),
+        "kafka_perf_per_s": pick(ingress.get("kafka_perf"), "per_second"),
+        "e2e_max_per_s": pick(e2e.get("max"), "per_second"),
+        "e2e_half_p99_ms": pick(e2e.get("half"), "p99_ms"),
+        "raw_round_trip_per_s": pick(raw_trip.get("max"), "per_second"),
+        "raw_round_trip_half_p99_ms": pick(raw_trip.get("half"), "p99_ms"),
+    }
 
 
 def machine(pg_version: str | None) -> dict:

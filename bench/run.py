@@ -2,7 +2,7 @@
 prefix and schema prefix), prints the verdict table, writes bench/results/ and
 removes everything it created: its processes, topics, consumer group, schemas.
 
-    .venv/bin/python -m bench.run [--quick] [--strict] [--profile]
+    .venv/bin/python -m bench.run [--quick] [--strict] [--profile] [--only commands,ingress,e2e]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import commands, procs, query, replay, report
+from bench import commands, e2e, ingress, procs, query, replay, report
 from bench.profile import PROFILES, py_spy, summarise
+from infra.command_client import CommandClient
 from poseidon import bootstrap
 from poseidon.logging import configure
 from poseidon.settings import Settings
@@ -37,17 +38,39 @@ class Sizes:
     grpc_rate: float
     grpc_seconds: float
     grpc_warmup: float
+    ingress_connections: int
+    ingress_seconds: float
+    ingress_warmup: float
+    ingress_bodies: int
+    """Distinct signed webhook bodies, cycled by the load client."""
+    raw_ingress_records: int
+    kafka_perf_records: int
+    e2e_burst_seconds: float
+    """About how long the end-to-end burst lasts (its size comes from the warm-up's rate)."""
+    e2e_half_seconds: float
+    raw_trip_records: int
+    raw_trip_seconds: float
 
 
-QUICK = Sizes(wallets=100, commands=8_000, grpc_rate=1_000, grpc_seconds=3, grpc_warmup=1)
-FULL = Sizes(wallets=200, commands=20_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1)
+QUICK = Sizes(
+    wallets=100, commands=8_000, grpc_rate=1_000, grpc_seconds=3, grpc_warmup=1,
+    ingress_connections=32, ingress_seconds=3, ingress_warmup=1, ingress_bodies=2_000, raw_ingress_records=10_000,
+    kafka_perf_records=50_000, e2e_burst_seconds=8, e2e_half_seconds=8, raw_trip_records=8_000, raw_trip_seconds=2,
+)  # fmt: skip
+FULL = Sizes(
+    wallets=200, commands=20_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1,
+    ingress_connections=32, ingress_seconds=5, ingress_warmup=1, ingress_bodies=4_000, raw_ingress_records=30_000,
+    kafka_perf_records=200_000, e2e_burst_seconds=20, e2e_half_seconds=20, raw_trip_records=20_000, raw_trip_seconds=3,
+)  # fmt: skip
+STAGES = ("commands", "ingress", "e2e")
+"""`commands` also runs replay and gRPC (they use its events and wallets)."""
 
 
 class Run:
     """One benchmark run: its namespace, its child processes, its results."""
 
-    def __init__(self, sizes: Sizes, mode: str, profile: bool = False):
-        self.sizes, self.mode, self.profile = sizes, mode, profile
+    def __init__(self, sizes: Sizes, mode: str, profile: bool = False, stages: tuple[str, ...] = STAGES):
+        self.sizes, self.mode, self.profile, self.stages = sizes, mode, profile, stages
         epoch = int(time.time())
         self.topic_prefix, self.schema_prefix = f"bench{epoch}.", f"bench{epoch}_"
         self.dir = report.RESULTS / "tmp" / f"bench{epoch}"
@@ -67,6 +90,7 @@ class Run:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": mode,
             "sizes": asdict(sizes),
+            "stages": list(stages),
             "namespace": {"topic_prefix": self.topic_prefix, "schema_prefix": self.schema_prefix},
             "memory": {},
             "findings": [],
@@ -185,6 +209,102 @@ class Run:
         self.results["memory"]["grpc"] = grpc_server.peak_mb
         show({**measured, "peak_rss_mb": grpc_server.peak_mb})
 
+    # -- 4. ingress ------------------------------------------------------
+
+    async def bench_ingress(self) -> None:
+        s = self.sizes
+        await ingress.create_topics(self.settings)
+        bodies = ingress.webhook_posts(s.ingress_bodies)
+        load = (bodies, s.ingress_connections, s.ingress_seconds, s.ingress_warmup)
+        results: dict = {}
+        self.results["ingress"] = results
+
+        step(f"ingress: poseidon ingress, signed webhooks over {s.ingress_connections} connections for {s.ingress_seconds:g}s")
+        port = procs.free_port()
+        server = self.service(
+            "ingress",
+            procs.poseidon("ingress"),
+            POSEIDON_INGRESS_PORT=str(port),
+            POSEIDON_FACEBOOK_APP_SECRET=ingress.APP_SECRET,
+            POSEIDON_INGRESS_RATE_PER_S=ingress.RATE_UNLIMITED,
+        )
+        try:
+            await procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "ingress", server)
+            results["ingress"] = await ingress.drive(f"http://127.0.0.1:{port}/webhooks/facebook", *load, server.pid)
+            server.sample_peak()
+        finally:
+            server.stop()
+        results["ingress"]["log_warnings"] = server.warnings()
+        self.results["memory"]["ingress"] = server.peak_mb
+        show({**results["ingress"], "peak_rss_mb": server.peak_mb})
+        if results["ingress"]["accepted"] != results["ingress"]["requests"]:
+            self.results["findings"].append(f"ingress answered other than 200: {results['ingress']['statuses']}")
+
+        step("ingress: bare aiohttp handler, same client (baseline)")
+        port = procs.free_port()
+        bare = self.service("bare-http", [procs.PYTHON, "-m", "bench.bare_http", "--port", str(port)])
+        try:
+            await procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "bare aiohttp", bare)
+            results["bare_http"] = await ingress.drive(f"http://127.0.0.1:{port}/webhooks/facebook", *load, bare.pid)
+        finally:
+            bare.stop()
+        show(results["bare_http"])
+
+        step("ingress: raw aiokafka producer, the records ingress stored, its producer settings (baseline)")
+        records = await ingress.stored_records(self.settings, s.ingress_bodies)
+        results["raw_producer"] = await ingress.raw_produce(self.settings, records, s.raw_ingress_records)
+        show(results["raw_producer"])
+        in_flight = await ingress.raw_produce(self.settings, records, s.raw_ingress_records, s.ingress_connections)
+        results["raw_producer_in_flight"] = in_flight
+        show(in_flight)
+
+        step("ingress: Kafka's ProducerPerformance, same record size, acks=all (broker ceiling)")
+        results["kafka_perf"] = await ingress.producer_performance(
+            self.settings, s.kafka_perf_records, round(results["raw_producer"]["record_bytes"])
+        )
+        show(results["kafka_perf"])
+
+    # -- 5. end to end ----------------------------------------------------
+
+    async def bench_e2e(self) -> None:
+        s = self.sizes
+        step(f"end to end: starting {len(e2e.PROCESSES)} platform processes and {len(e2e.STANDINS)} stand-ins")
+        started = time.perf_counter()
+        path = await e2e.start(self.service, self.env)
+        client = CommandClient(path.settings, self.codec, list(bootstrap.hubs().values()))
+        await client.start()
+        try:
+            await e2e.provision(path.settings, client)
+        finally:
+            await client.stop()
+        results: dict = {"start_seconds": round(time.perf_counter() - started, 1)}
+        self.results["e2e"] = results
+        show(results)
+
+        step("end to end: warm-up, burst (max rate), open loop at half the max rate")
+        try:
+            results.update(await e2e.measure(path, s.e2e_burst_seconds, s.e2e_half_seconds))
+            for p in path.processes:
+                p.sample_peak()
+        finally:
+            procs.stop_all(path.processes + path.standins)
+        results["peak_rss_mb"] = {p.name: p.peak_mb for p in path.processes}
+        results["log_warnings"] = {p.name: w for p in path.processes if (w := p.warnings())}
+        largest = max(path.processes, key=lambda p: p.peak_mb or 0)
+        self.results["memory"][f"e2e {largest.name}"] = largest.peak_mb
+        for phase in ("warm_up", "max", "half"):
+            show({phase: results[phase]})
+            if results[phase]["unanswered"]:
+                self.results["findings"].append(
+                    f"end to end, {phase}: {results[phase]['unanswered']} accepted messages got no reply "
+                    f"within the timeout ({e2e.REPLY_TIMEOUT_S:g} s after the last POST)"
+                )
+
+        step("end to end: raw aiokafka produce -> consume round trip of the same bodies (baseline)")
+        bodies = ingress.webhook_posts(e2e.CONTACTS * 10, contacts=e2e.CONTACTS)
+        results["raw_round_trip"] = await e2e.raw_round_trip(path.settings, bodies, s.raw_trip_records, s.raw_trip_seconds)
+        show(results["raw_round_trip"])
+
     # -- everything -------------------------------------------------------
 
     async def execute(self) -> None:
@@ -195,22 +315,26 @@ class Run:
                 "start them with `infra/local/stack.sh up`"
             )
         self.results["machine"] = report.machine(version)
+        stages = {"commands": self.bench_wallet, "ingress": self.bench_ingress, "e2e": self.bench_e2e}
         try:
-            wallets = await self.bench_commands()
-            await self.bench_replay()
-            await self.bench_query(wallets)
-        except (Exception, asyncio.CancelledError) as exc:
-            self.results["errors"].append(f"{type(exc).__name__}: {exc}")
-            traceback.print_exc()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            for name in self.stages:
+                # A stage that fails is reported; the next one still runs.
+                try:
+                    await stages[name]()
+                except Exception as exc:
+                    self.results["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
+                    traceback.print_exc()
         finally:
             await self.clean_up()
 
+    async def bench_wallet(self) -> None:
+        wallets = await self.bench_commands()
+        await self.bench_replay()
+        await self.bench_query(wallets)
+
     async def clean_up(self) -> None:
         step("cleaning up")
-        for svc in self.services:
-            svc.stop()
+        procs.stop_all(self.services)
         problems = []
         try:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=15000)
@@ -234,7 +358,10 @@ class Run:
                 await conn.close()
         except Exception as exc:
             problems.append(f"schemas: {exc}")
-        problems += delete_consumer_group(self.settings, f"{self.topic_prefix}poseidon-wallet-processor")
+        try:
+            problems += await delete_consumer_groups(self.settings, self.topic_prefix)
+        except Exception as exc:
+            problems.append(f"consumer groups: {exc}")
         if problems:
             print(f"  cleanup incomplete: {problems}", flush=True)
         if not self.results["errors"]:
@@ -243,18 +370,24 @@ class Run:
             print(f"  logs kept in {self.dir}", flush=True)
 
 
-def delete_consumer_group(settings: Settings, group: str) -> list[str]:
-    """aiokafka's admin client cannot delete groups; Kafka's own tool can."""
-    argv = [
-        "java", "-Xmx128m", "-cp", f"{report.kafka_lib()}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-        "--bootstrap-server", settings.kafka_bootstrap, "--delete", "--group", group,
-    ]  # fmt: skip
+async def delete_consumer_groups(settings: Settings, prefix: str) -> list[str]:
+    """Every consumer group whose id starts with `prefix`. aiokafka's admin client
+    cannot delete groups; Kafka's own tool can, many in one call."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        groups = sorted({g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix)})
+    finally:
+        await admin.close()
+    if not groups:
+        return []
+    args = ["--bootstrap-server", settings.kafka_bootstrap, "--delete", *(a for g in groups for a in ("--group", g))]
+    try:
+        done = await asyncio.to_thread(procs.kafka_tool, "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", args, 120)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return [f"consumer group {group}: {exc}"]
+        return [f"consumer groups {groups}: {exc}"]
     if done.returncode != 0 and "does not exist" not in done.stdout + done.stderr:
-        return [f"consumer group {group}: {(done.stdout + done.stderr).strip()[-300:]}"]
+        return [f"consumer groups {groups}: {(done.stdout + done.stderr).strip()[-300:]}"]
     return []
 
 
@@ -287,8 +420,8 @@ def show(figures: dict) -> None:
     print("  " + json.dumps(figures, default=str), flush=True)
 
 
-async def main_async(sizes: Sizes, mode: str, profile: bool) -> dict:
-    run = Run(sizes, mode, profile)
+async def main_async(sizes: Sizes, mode: str, profile: bool, stages: tuple[str, ...] = STAGES) -> dict:
+    run = Run(sizes, mode, profile, stages)
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     print(f"bench run {run.topic_prefix}* / {run.schema_prefix}* ({mode}): {json.dumps(asdict(sizes))}", flush=True)
@@ -306,12 +439,19 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy each platform process into results/profiles/ (figures not recorded)"
     )
+    parser.add_argument(
+        "--only", default=",".join(STAGES), help=f"comma-separated stages of {', '.join(STAGES)} (a partial run is not recorded)"
+    )
     args = parser.parse_args()
+    stages = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    if not stages or set(stages) - set(STAGES):
+        parser.error(f"--only takes stages of {', '.join(STAGES)}")
+    partial = set(stages) != set(STAGES)
     configure("WARNING", "console")
     mode = "quick" if args.quick else "full"
     if args.profile and py_spy() is None:
         parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
-    results = asyncio.run(main_async(QUICK if args.quick else FULL, mode, args.profile))
+    results = asyncio.run(main_async(QUICK if args.quick else FULL, mode, args.profile, stages))
     rows = report.rows_for(results)
     m = results["machine"]
     print(
@@ -325,12 +465,14 @@ def main() -> None:
         print(f"ERROR: {error}")
     if args.profile:
         print(f"\nprofiled run (figures perturbed, not recorded); profiles in {PROFILES}")
+    elif partial:
+        print(f"\npartial run ({', '.join(stages)}): not recorded")
     else:
         report.write(results, rows)
         print(f"\nwritten: {report.RESULTS / 'latest.md'}, latest.json, history.jsonl")
     if results["errors"]:
         sys.exit(1)
-    if args.strict and any(r.verdict != "PASS" for r in rows):
+    if args.strict and any(r.verdict in ("MISS", "ERROR") for r in rows):
         sys.exit(2)
 
 
