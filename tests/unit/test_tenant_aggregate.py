@@ -394,6 +394,22 @@ def test_the_platform_tenant_id_is_reserved():
     assert decision.rejection is not None and "reserved" in str(decision.rejection)
 
 
+@pytest.mark.parametrize(("actor", "accepted"), [("platform", True), ("eve", False), ("operator-cli", False)])
+def test_only_the_platform_creates_the_operator_team_tenant(actor, accepted):
+    from hubs.domain import CommandMeta
+    from hubs.tenant.commands import CreateTenant
+    from hubs.tenant.hub import HUB
+    from infra.hub import decide
+
+    meta = CommandMeta(
+        command_id="c", aggregate_id="operators", tenant_id="operators", correlation_id="c", causation_id="c", actor=actor
+    )
+    decision = decide(HUB, None, CreateTenant(meta, name="Operators", owner_id="olga"))
+    assert (decision.rejection is None) is accepted, decision.rejection
+    if not accepted:
+        assert "operator team" in str(decision.rejection)
+
+
 # -- archiving (the compensation of CreateTenant) ----------------------------
 
 
