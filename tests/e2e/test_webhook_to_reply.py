@@ -338,6 +338,26 @@ async def test_a_spoke_down_mid_saga_releases_the_reservation_and_the_saga_ends_
     assert fb.state.sent_to(psid) == []
 
 
+@pytest.mark.saga_deadlines("record_customer=3")
+async def test_an_outside_system_failing_past_a_steps_deadline_is_answered_as_a_failure_and_compensated(world):
+    settings, fb, odoo = world.settings, world.fb, world.odoo
+    psid = "24000000000000008"
+    fb.state.user_wrote(psid)
+    odoo.state.fail("500", None)  # Odoo keeps answering 500: the spoke retries until the step's deadline
+    event = message_event(PAGE, psid, "please note my number +33 6 00 00 00 08")
+    body, headers = signed_webhook(webhook_body(event), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    saga = await eventually(lambda: saga_row(settings, ACME, event["message"]["mid"], "compensated"), timeout=120)
+    failed = [r for r in await saga_events(settings, saga["saga_id"]) if r["event_type"] == "StepFailed"]
+    assert [r["step"] for r in failed] == ["record_customer"] * 3
+    # The spoke gives up before the deadline and says why (the saga's timer is the fallback on a stalled spoke).
+    assert any("still failing at the deadline" in r["summary"] for r in failed), [r["summary"] for r in failed]
+    await eventually(lambda: wallet_row(settings, balance=FUNDS, reserved=0), timeout=60)
+    assert len(fb.state.sent_to(psid)) == 1  # the reply went out before: a delivered reply is not undone
+    assert odoo.state.find(x_facebook_psid=psid) == []
+
+
 async def saga_row(settings, tenant: str, message_id: str, state: str):
     saga_id = saga_id_of({"envelope": {"tenant_id": tenant}, "message_id": message_id})
     rows = await fetch(
