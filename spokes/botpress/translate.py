@@ -157,15 +157,15 @@ def reply_text(payload: Mapping[str, Any]) -> str | None:
         label = " - ".join(p for p in (_str(payload.get("title")), _str(payload.get("address"))) if p)
         return f"{label} ({where})" if label else where
     if kind in ("choice", "dropdown"):
-        options = [f"- {_str(o.get('label'))}" for o in payload.get("options") or [] if isinstance(o, Mapping)]
+        options = [f"- {_str(o.get('label'))}" for o in _list(payload.get("options")) if isinstance(o, Mapping)]
         return "\n".join(p for p in [_str(payload.get("text")), *options] if p) or None
     if kind == "card":
         return _card_text(payload)
     if kind == "carousel":
-        cards = [_card_text(c) for c in payload.get("items") or [] if isinstance(c, Mapping)]
+        cards = [_card_text(c) for c in _list(payload.get("items")) if isinstance(c, Mapping)]
         return "\n\n".join(c for c in cards if c) or None
     if kind == "bloc":
-        items = [reply_text(i) for i in payload.get("items") or [] if isinstance(i, Mapping)]
+        items = [reply_text(i) for i in _list(payload.get("items")) if isinstance(i, Mapping)]
         return "\n".join(i for i in items if i) or None
     return None
 
@@ -277,7 +277,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 def _card_text(card: Mapping[str, Any]) -> str | None:
     lines = [_str(card.get("title")), _str(card.get("subtitle"))]
-    for action in card.get("actions") or []:
+    for action in _list(card.get("actions")):
         if isinstance(action, Mapping):
             label, value = _str(action.get("label")), _str(action.get("value"))
             lines.append(f"- {label}: {value}" if action.get("action") == "url" else f"- {label}")
@@ -290,6 +290,11 @@ def _snake(name: str) -> str:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list:
+    """A list field of a bot payload; anything else (a bot's bug, a forged push) reads as empty."""
+    return value if isinstance(value, list) else []
 
 
 def _object(body: Any, name: str) -> Mapping[str, Any]:

@@ -41,9 +41,7 @@ CHECKS = [status_code_conformance, content_type_conformance, response_schema_con
 AREA = "HTTP fuzz (OpenAPI)"
 MODES = {
     "/webhooks/facebook": [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-    # Positive only: a push whose `options`/`items` is a scalar crashes reply_text
-    # (the strict xfail in test_webhook_parsers); negative cases would only find it again.
-    "/webhooks/botpress/{tenant_id}": [GenerationMode.POSITIVE],
+    "/webhooks/botpress/{tenant_id}": [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     "/healthz": [GenerationMode.POSITIVE],
     "/metrics": [GenerationMode.POSITIVE],
 }

@@ -11,7 +11,7 @@ import hmac
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poseidon import bootstrap
@@ -53,23 +53,10 @@ def test_a_broken_messenger_body_is_mapped_or_refused_with_a_reason(attacks, bod
     stored_or_refused(records)
 
 
-def hits_the_reply_text_defect(body) -> bool:
-    """A push whose payload list field (`options`, `items`, `actions`) is a
-    truthy non-iterable: `reply_text` raises TypeError on it (see the xfail below)."""
-    payload = body.get("data", {}).get("payload") if isinstance(body, dict) and isinstance(body.get("data"), dict) else None
-    if not isinstance(payload, dict):
-        return False
-    return any(
-        field in payload and payload[field] and not isinstance(payload[field], (list, dict, str))
-        for field in ("options", "items", "actions")
-    )
-
-
 @FUZZ
 @given(body=botpress_pushes().flatmap(broken) | json_values())
 def test_a_broken_botpress_push_is_mapped_ignored_or_refused_with_a_reason(attacks, body):
     attacks.tried(AREA, "Botpress push with one node broken; arbitrary JSON", "mapped, ignored, or MalformedAnswer(reason)")
-    assume(not hits_the_reply_text_defect(body))  # known defect, pinned by the xfail below
     try:
         message = parse_push(body)
     except MalformedAnswer as exc:
@@ -79,12 +66,6 @@ def test_a_broken_botpress_push_is_mapped_ignored_or_refused_with_a_reason(attac
         stored_or_refused([botpress_record(message, body["data"], tenant_id="acme", request_id="req-1", now=NOW)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="known defect (spokes/botpress/translate.py reply_text/_card_text iterate `options`/`items`/`actions` "
-    "without checking they are lists): ingress answers such a signed push 500 and Botpress retries it forever",
-)
 @pytest.mark.parametrize("payload", [{"type": "choice", "text": "pick", "options": True}, {"type": "carousel", "items": 5}])
 def test_a_push_whose_list_field_is_a_scalar_is_refused_not_crashed(attacks, payload):
     attacks.tried(AREA, "Botpress push whose options/items is a number or boolean", "mapped or MalformedAnswer(reason)")
