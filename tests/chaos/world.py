@@ -267,6 +267,14 @@ class PathFindings:
     unanswered: list[str]
     posts: int
 
+    def problems(self) -> list[str]:
+        return (
+            [f"lost: {mid}" for mid in self.missing_inbound]
+            + [f"unanswered: {text}" for text in self.unanswered]
+            + [f"answered {n + 1} times: {text}" for text, n in self.duplicates.items()]
+            + ([f"only {self.accepted} of {self.sent} messages accepted"] if self.accepted < self.sent else [])
+        )
+
     def line(self) -> str:
         return (
             f"{self.sent} sent, {self.accepted} accepted ({self.posts} POSTs), {self.answered} answered at the Send API, "
