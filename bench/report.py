@@ -47,7 +47,7 @@ def throughput_row(
         name,
         f"{ours['per_second']:,.{1 if ours['per_second'] < 100 else 0}f} {unit}",
         f"{raw_name}{raw['per_second']:,.0f} {raw_unit}",
-        f"{ratio:.1%}",
+        f"{ratio:.1%}" if ratio >= 0.01 else f"{ratio:.3%}",
         target,
         "PASS" if ratio >= wanted else "MISS",
     )
