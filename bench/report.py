@@ -57,13 +57,21 @@ def _p(figures: dict) -> str:
     return f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
 
 
+def raw_producer(ingress: dict) -> dict | None:
+    """The ingress baseline: the faster of the raw producer's two runs (all at once, C in flight)."""
+    runs = [r for r in (ingress.get("raw_producer"), ingress.get("raw_producer_in_flight")) if r]
+    return max(runs, key=lambda r: r["per_second"]) if runs else None
+
+
+def _mode(raw: dict | None) -> str:
+    in_flight = (raw or {}).get("in_flight", "all")
+    return "all at once" if in_flight == "all" else f"{in_flight} in flight"
+
+
 def ingress_rows(ingress: dict) -> list[Row]:
-    ours, raw = ingress.get("ingress"), ingress.get("raw_producer")
-    rows = [
-        throughput_row(
-            "ingress, signed webhook durable on Kafka", "req/s", ours, raw, "rec/s", INGRESS_RATIO, "raw producer (acks=all) "
-        )
-    ]
+    ours, raw = ingress.get("ingress"), raw_producer(ingress)
+    mode = f"raw producer ({_mode(raw)}) "
+    rows = [throughput_row("ingress, signed webhook durable on Kafka", "req/s", ours, raw, "rec/s", INGRESS_RATIO, mode)]
     bare = ingress.get("bare_http")
     if ours and bare:
         rows.append(
@@ -76,13 +84,14 @@ def ingress_rows(ingress: dict) -> list[Row]:
                 NO_TARGET,
             )
         )
-    perf, in_flight = ingress.get("kafka_perf"), ingress.get("raw_producer_in_flight")
+    perf = ingress.get("kafka_perf")
     if ours and perf:
+        runs = [ingress.get(k) for k in ("raw_producer", "raw_producer_in_flight")]
         rows.append(
             Row(
                 "broker ceiling (Kafka ProducerPerformance, acks=all)",
                 f"{perf['per_second']:,.0f} rec/s of {perf['record_size']} B, p99 {perf['p99_ms']} ms",
-                f"aiokafka {in_flight['in_flight']} in flight: {in_flight['per_second']:,.0f} rec/s" if in_flight else "-",
+                "aiokafka " + ", ".join(f"{_mode(r)} {r['per_second']:,.0f} rec/s" for r in runs if r),
                 f"ingress {ours['per_second'] / perf['per_second']:.1%}",
                 NO_TARGET,
                 NO_TARGET,
@@ -274,7 +283,7 @@ def headline_ingress_and_e2e(results: dict) -> dict:
     return {
         "ingress_per_s": pick(ingress.get("ingress"), "per_second"),
         "ingress_p99_ms": pick(ingress.get("ingress"), "p99_ms"),
-        "raw_producer_per_s": pick(ingress.get("raw_producer"), "per_second"),
+        "raw_producer_per_s": pick(raw_producer(ingress), "per_second"),
         "bare_http_per_s": pick(ingress.get("bare_http"), "per_second"),
         "kafka_perf_per_s": pick(ingress.get("kafka_perf"), "per_second"),
         "e2e_max_per_s": pick(e2e.get("max"), "per_second"),

@@ -292,6 +292,11 @@ class Run:
         results["log_warnings"] = {p.name: w for p in path.processes if (w := p.warnings())}
         largest = max(path.processes, key=lambda p: p.peak_mb or 0)
         self.results["memory"][f"e2e {largest.name}"] = largest.peak_mb
+        if results["warm_up"].get("rounds", 1) > 1:
+            self.results["findings"].append(
+                f"end to end: the warm-up needed {results['warm_up']['rounds']} rounds (a first message missed its reply, "
+                "e.g. a saga step's deadline passed while a processor was still starting)"
+            )
         for phase in ("warm_up", "max", "half"):
             show({phase: results[phase]})
             if results[phase]["unanswered"]:
