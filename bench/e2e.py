@@ -136,7 +136,14 @@ async def start(start_service: Callable[..., procs.Service], run_env: dict[str, 
     """Stand-ins first, then topics and the signing keyring, then every process of
     PROCESSES at once; returns when each answers its health check.
     `start_service(name, argv, **env)` starts a child with the run's environment plus `env`."""
-    env = path_env()
+    # A namespace of its own inside the run's (so cleanup still finds it): earlier stages
+    # left records on ingress.inbound and wallet.commands that this path must not pick up.
+    env = {
+        **path_env(),
+        "POSEIDON_TOPIC_PREFIX": f"{run_env['POSEIDON_TOPIC_PREFIX']}e2e.",
+        "POSEIDON_SCHEMA_PREFIX": f"{run_env['POSEIDON_SCHEMA_PREFIX']}e2e_",
+        "POSEIDON_STATE_DIR": f"{run_env['POSEIDON_STATE_DIR']}-e2e",
+    }
     standins = []
     for name, setting in STANDINS.items():
         port = procs.free_port()

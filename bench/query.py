@@ -6,7 +6,6 @@ The baseline is the standard health Check on the same server at the same rate.""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import time
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.load import open_loop as schedule_open_loop
 from bench.load import percentile
 from bench.procs import CpuWindow
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
@@ -37,7 +37,7 @@ async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, secon
     slow: list[tuple[float, float]] = []
     service_times: list[float] = []
     errors: dict[str, int] = {}
-    late = 0
+    t0 = time.perf_counter() + 0.01  # load.open_loop's first due time, to the scheduler's precision
 
     async def one(i: int, due: float) -> None:
         sent = time.perf_counter()
@@ -52,17 +52,7 @@ async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, secon
             slow.append((round(due - t0, 3), round((done - due) * 1000, 1)))
         service_times.append(done - sent)
 
-    tasks = []
-    t0 = time.perf_counter() + 0.01
-    for i in range(total):
-        due = t0 + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.001:
-            late += 1
-        tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
+    _, late = await schedule_open_loop(one, rate, total)
     wall = time.perf_counter() - t0
     latencies.sort()
     service_times.sort()
