@@ -21,8 +21,10 @@ import json
 import signal
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 import pybreaker
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -50,6 +52,11 @@ OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
 REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+CONCURRENCY = 32
+"""Records of different keys (conversations, sagas) handled at once by one spoke process."""
+_ATTEMPTS: ContextVar[int] = ContextVar("spoke_attempts", default=0)
+"""Tries of the current record's last outside call; per task, as records run concurrently."""
 
 BREAKER_STATE = Gauge("poseidon_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["system", "scope"])
 SPOKE_CALLS = Counter("poseidon_spoke_calls_total", "Outside-system calls by outcome.", ["spoke", "system", "outcome"])
@@ -172,7 +179,15 @@ class SpokeContext:
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self.breaker_changes: list[tuple[str, str, str, str]] = []
         self.resources: Any = None
-        self.attempts = 0
+
+    @property
+    def attempts(self) -> int:
+        """How many tries the last `call()` of the current record took."""
+        return _ATTEMPTS.get()
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        _ATTEMPTS.set(value)
 
     def breaker(self, tenant_id: str, system: str | None = None) -> pybreaker.CircuitBreaker:
         system = system or self.spec.system
@@ -248,6 +263,27 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+class _Committer:
+    """Commits each partition up to its highest offset below which every record of
+    the batch is handled (records finish out of order across keys)."""
+
+    def __init__(self, consumer, batches: Mapping[Any, Sequence[ConsumerRecord]]):
+        self.consumer = consumer
+        self.pending = {tp: [r.offset for r in records] for tp, records in batches.items()}
+        self.finished: dict[Any, set[int]] = defaultdict(set)
+        self.lock = asyncio.Lock()
+
+    async def done(self, record: ConsumerRecord) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        async with self.lock:  # one commit at a time, so a partition's offset only moves forward
+            self.finished[tp].add(record.offset)
+            offsets, committed = self.pending[tp], None
+            while offsets and offsets[0] in self.finished[tp]:
+                committed = offsets.pop(0)
+            if committed is not None:
+                await self.consumer.commit({tp: committed + 1})
+
+
 def _json_object(text: str) -> dict | None:
     try:
         value = json.loads(text)
@@ -257,8 +293,11 @@ def _json_object(text: str) -> dict | None:
 
 
 class SpokeRunner:
-    """Runs one spoke: a consumer group on its topics, one record at a time per
-    partition, offsets committed after each record is fully handled.
+    """Runs one spoke: a consumer group on its topics. Records of one key (a
+    conversation, a saga) are handled one at a time, in order; records of
+    different keys at once (up to CONCURRENCY), so a slow outside call of one
+    conversation does not hold up the others. A partition's offset is committed up
+    to the last record before which every record is fully handled.
 
     * accepted record → `handle` → outcome event; PermanentError → a failed outcome
       event (not retried); an undecodable record or a handler bug → dead letter.
@@ -329,16 +368,30 @@ class SpokeRunner:
             await pin_positions(consumer)  # a record produced after "healthy" is never skipped
             self.assigned.set()
             log.info("spoke consuming", spoke=self.spec.name, topics=list(self.spec.all_topics))
+            limit = asyncio.Semaphore(CONCURRENCY)
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=50)
+                batches = await consumer.getmany(timeout_ms=500, max_records=4 * CONCURRENCY)
+                if not batches:
+                    continue
+                committer = _Committer(consumer, batches)
+                by_key: dict[tuple, list[ConsumerRecord]] = defaultdict(list)
                 for tp, records in batches.items():
                     for record in records:
-                        await self._handle(ctx, producer, consumer, record)
-                        await consumer.commit({tp: record.offset + 1})
+                        by_key[(tp, record.key)].append(record)
+
+                await asyncio.gather(
+                    *(self._in_order(ctx, producer, consumer, committer, limit, records) for records in by_key.values())
+                )
         finally:
             self.assigned.clear()
             await consumer.stop()
             await producer.stop()
+
+    async def _in_order(self, ctx, producer, consumer, committer: _Committer, limit: asyncio.Semaphore, records) -> None:
+        async with limit:
+            for record in records:
+                await self._handle(ctx, producer, consumer, record)
+                await committer.done(record)
 
     async def _handle(self, ctx: SpokeContext, producer: AIOKafkaProducer, consumer, record: ConsumerRecord) -> None:
         try:
