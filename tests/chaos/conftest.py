@@ -81,7 +81,7 @@ def chaos_report_file():
         figures = "; ".join(f"{k}: {v}" for k, v in r.figures.items())
         lines.append(
             f"| {r.test.removeprefix('test_').replace('_', ' ')} | {r.outcome} | {r.seconds:.0f} s | "
-            f"{'; '.join(r.did)} | {figures} | {'; '.join(r.found) or 'nothing lost, nothing doubled'} |"
+            f"{'; '.join(r.did).replace(':;', ':')} | {figures} | {'; '.join(r.found) or 'nothing lost, nothing doubled'} |"
         )
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")

@@ -18,6 +18,7 @@ from tests.chaos.world import (
     check_message_path,
     during,
     message_world,
+    saga_states,
     say,
     send_traffic,
 )
@@ -61,10 +62,10 @@ async def test_failing_outside_systems_open_and_close_the_breakers_and_every_mes
         chaos.figures.update(
             messages=found.line(),
             breakers="; ".join(f"{scope}: {' → '.join(states)}" for scope, states in transitions.items()) or "never changed",
-            **{"breaker metric at the end": metric, "sagas": sagas},
+            **{"breaker metric at the end": metric, "sagas": saga_states(sagas)},
         )
         chaos.found += found.problems()
-        chaos.found += charge_findings(wallet, found.accepted)
+        chaos.found += charge_findings(wallet, sagas, found.answered)
         for system in ("botpress", "facebook-graph"):
             states = [s for scope, ss in transitions.items() if scope.startswith(system) for s in ss]
             if "open" not in states:
@@ -72,7 +73,7 @@ async def test_failing_outside_systems_open_and_close_the_breakers_and_every_mes
             elif states[-1] != "closed":
                 chaos.found.append(f"the {system} breaker ended {states[-1]}")
         assert not found.problems(), chaos.found
-        assert not charge_findings(wallet, found.accepted)
+        assert not charge_findings(wallet, sagas, found.answered)
         for system in ("botpress", "facebook-graph"):
             states = [s for scope, ss in transitions.items() if scope.startswith(system) for s in ss]
             assert "open" in states and states[-1] == "closed", (system, transitions)

@@ -24,6 +24,7 @@ from tests.chaos.world import (
     open_wallets,
     outbound_settled,
     replay_differences,
+    saga_states,
     say,
     send_traffic,
     settle_wallets,
@@ -50,17 +51,19 @@ async def test_sigkilled_processes_lose_no_accepted_message_and_answer_each_exac
             restarts=len(victims),
         )
         wallet, sagas = await charges(world, found.accepted)
-        chaos.figures.update(wallet=f"balance {wallet['balance']}, {wallet['captures']} charges captured", sagas=sagas)
+        chaos.figures.update(
+            wallet=f"balance {wallet['balance']}, {wallet['captures']} charges captured", sagas=saga_states(sagas)
+        )
         if found.accepted == found.answered and not found.duplicates:
             await outbound_settled(world, found.accepted)
         differences, rebuilds = await asyncio.to_thread(replay_differences, platform, "message")
         chaos.figures["replay message"] = f"differences {differences} after {rebuilds} rebuild(s)"
-        chaos.found += charge_findings(wallet, found.accepted)
+        chaos.found += charge_findings(wallet, sagas, found.answered)
         chaos.found += found.problems()
         if any(differences.values()):
             chaos.found.append(f"message read store differs from its replay: {differences}")
         assert not found.problems(), chaos.found
-        assert not charge_findings(wallet, found.accepted), wallet
+        assert not charge_findings(wallet, sagas, found.answered), wallet
         assert not any(differences.values()), differences
 
 
@@ -86,7 +89,7 @@ async def test_sigkilled_wallet_processor_and_projector_keep_the_ledger_balanced
     differences, rebuilds = await asyncio.to_thread(replay_differences, platform, "wallet")
     chaos.figures.update(
         commands=f"{len(results)} sent, {accepted} accepted, {len(results) - accepted} refused ({', '.join(rejections)}), "
-        f"{duplicates} answered as already decided",
+        f"{duplicates} answered as already decided" + "".join(f"; {note}" for note in traffic.notes),
         wallets="; ".join(f"{w[:8]} balance {b} reserved {r} ({m} movements)" for w, (b, r, m) in expected.items()),
         **{"replay wallet": f"differences {differences} after {rebuilds} rebuild(s)"},
     )
