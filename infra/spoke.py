@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import pybreaker
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -53,6 +55,15 @@ REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
+PLATFORM_OUTAGE = (
+    OSError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+)
+"""Our own dependencies unreachable (PostgreSQL restarting, a hub's command answer
+timing out, Kafka away): not a handler bug — the record waits and is tried again."""
 CONCURRENCY = 32
 """Records of different keys (conversations, sagas) handled at once by one spoke process."""
 _ATTEMPTS: ContextVar[int] = ContextVar("spoke_attempts", default=0)
@@ -261,6 +272,10 @@ class SpokeContext:
 
 def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def _outage(exc: BaseException) -> RetryableError:
+    return RetryableError(f"platform dependency unavailable: {type(exc).__name__}: {str(exc)[:200]}", code="platform_unavailable")
 
 
 class _Committer:
@@ -478,7 +493,8 @@ class SpokeRunner:
             except PermanentError as exc:
                 outcome = Outcome(operation=operation, succeeded=False, detail=exc.reason, error_code=exc.code)
                 break
-            except RetryableError as exc:
+            except (RetryableError, *PLATFORM_OUTAGE) as raised:
+                exc = raised if isinstance(raised, RetryableError) else _outage(raised)
                 pause = self.settings.breaker_reset_s if isinstance(exc, BreakerOpen) else min(self.settings.breaker_reset_s, 5.0)
                 if deadline is not None and datetime.now(UTC) + timedelta(seconds=pause) >= deadline:
                     outcome = Outcome(operation, False, f"still failing at the deadline: {exc.reason}", error_code=exc.code)

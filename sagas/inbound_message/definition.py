@@ -165,7 +165,7 @@ INBOUND_MESSAGE = SagaDefinition(
     name=NAME,
     steps=(
         Step("reserve_charge", reserve_charge, release_charge, max_attempts=3, deadline_s=10),
-        Step("ask_bot", ask_bot, None, max_attempts=2, deadline_s=30, when=lambda s: s.input.get("routed_to") == BOT_SPOKE),
+        Step("ask_bot", ask_bot, None, max_attempts=3, deadline_s=30, when=lambda s: s.input.get("routed_to") == BOT_SPOKE),
         Step(
             "deliver_reply",
             deliver_reply,
