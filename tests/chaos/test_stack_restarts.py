@@ -105,7 +105,7 @@ async def test_kafka_and_postgresql_restarted_under_load_the_platform_recovers_b
                 "processes exited": ", ".join(dead) or "none",
                 "sagas": saga_states(sagas),
                 "replay": f"message {message_diff}, wallet {wallet_diff}",
-                "traffic to all answered": f"{recovered_s:.0f} s",
+                "from first webhook to checks done": f"{recovered_s:.0f} s",
             },
         )
         chaos.found += found.problems()

@@ -128,10 +128,8 @@ async def message_world(platform: Platform, processes=PROCESSES, **setting_chang
         changes.update(setting_changes)
         settings = platform.settings.with_(**changes)
         platform.settings = settings
-        env = {
-            f"POSEIDON_{k.upper()}": ",".join(f"{s}={n}" for s, n in v.items()) if isinstance(v, dict) else str(v)
-            for k, v in changes.items()
-        }
+        env = {f"POSEIDON_{k.upper()}": str(v) for k, v in changes.items() if not isinstance(v, dict)}
+        env["POSEIDON_INBOUND_SAGA_DEADLINES"] = ",".join(f"{k}={v}" for k, v in settings.inbound_saga_deadlines_s.items())
         fb.state.add_page(PAGE, settings.facebook_page_token)
         started = time.monotonic()
         for name, args in processes:
@@ -305,12 +303,20 @@ class PathFindings:
     posts: int
 
     def problems(self) -> list[str]:
-        return (
-            [f"lost: {mid}" for mid in self.missing_inbound]
-            + [f"unanswered: {text}" for text in self.unanswered]
-            + [f"answered {n + 1} times: {text}" for text, n in self.duplicates.items()]
-            + ([f"only {self.accepted} of {self.sent} messages accepted"] if self.accepted < self.sent else [])
-        )
+        def some(items: list[str]) -> str:
+            return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+        found = []
+        if self.accepted < self.sent:
+            found.append(f"only {self.accepted} of {self.sent} messages accepted")
+        if self.missing_inbound:
+            found.append(
+                f"{len(self.missing_inbound)} accepted messages not in the Message read store ({some(self.missing_inbound)})"
+            )
+        if self.unanswered:
+            found.append(f"{len(self.unanswered)} accepted messages never answered ({some(self.unanswered)})")
+        found += [f"answered {n + 1} times: {text}" for text, n in self.duplicates.items()]
+        return found
 
     def line(self) -> str:
         return (
