@@ -62,26 +62,39 @@ def chaos(request) -> ChaosRecord:
         print(f"  found: {line}")
 
 
+KEEP_RUNS = 6
+"""Runs kept in the report, newest first: a failure stays visible after a passing run."""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def chaos_report_file():
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     yield
     if os.environ.get("POSEIDON_CHAOS_REPORT") != "1" or not _RECORDS:
         return
-    lines = [
-        "# Chaos tests (`make test-chaos`)",
+    section = [
+        f"## Run of {started}, seed {SEED}",
         "",
-        f"Run of {started}, seed {SEED} (repeat with `POSEIDON_CHAOS_SEED={SEED} make test-chaos`), "
-        f"{sum(r.seconds for r in _RECORDS):.0f} s of tests on this machine. Written by tests/chaos/conftest.py.",
+        f"Repeat with `POSEIDON_CHAOS_SEED={SEED} make test-chaos`; {sum(r.seconds for r in _RECORDS):.0f} s of tests.",
         "",
-        "| test | result | time | what was done | figures | found |",
-        "|---|---|---|---|---|---|",
+        *table(_RECORDS),
     ]
-    for r in _RECORDS:
+    earlier = REPORT.read_text().split("\n## Run of ")[1:] if REPORT.exists() else []
+    runs = ["\n".join(section) + "\n", *(f"## Run of {run}" for run in earlier)][:KEEP_RUNS]
+    header = (
+        "# Chaos tests (`make test-chaos`)\n\nWritten by tests/chaos/conftest.py; the latest "
+        f"{KEEP_RUNS} runs, newest first. The schedule of kills and outages is seeded: results vary by seed and load.\n\n"
+    )
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(header + "\n".join(runs))
+
+
+def table(records: list[ChaosRecord]) -> list[str]:
+    lines = ["| test | result | time | what was done | figures | found |", "|---|---|---|---|---|---|"]
+    for r in records:
         figures = "; ".join(f"{k}: {v}" for k, v in r.figures.items())
         lines.append(
             f"| {r.test.removeprefix('test_').replace('_', ' ')} | {r.outcome} | {r.seconds:.0f} s | "
             f"{'; '.join(r.did).replace(':;', ':')} | {figures} | {'; '.join(r.found) or 'nothing lost, nothing doubled'} |"
         )
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines) + "\n")
+    return lines
