@@ -7,6 +7,8 @@ It owns no business rule: those are the hub's `handle` and `infra.hub.decide`.""
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -145,7 +147,13 @@ class AggregateProcessor:
             logging_config=dict_config(self.settings.log_level, self.settings.log_format),
             quiet=True,
         )
-        worker.execute_from_commandline()
+        started = time.monotonic()
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            if exc.code in (0, None):  # stopped on purpose (SIGTERM / SIGINT)
+                raise
+            restart_after_crash(self.process_name, exc.code, time.monotonic() - started)
 
     # -- one command ------------------------------------------------------
 
@@ -315,3 +323,21 @@ def _agents_alive(app: faust.App) -> bool:
             if getattr(actor, "crashed", False):
                 return False
     return True
+
+
+RESTARTS_ENV = "POSEIDON_PROCESSOR_RESTARTS"
+
+
+def restart_after_crash(process: str, code: object, ran_s: float) -> None:
+    """The faust worker stopped on a crash (faust exits 1 when, for instance, its
+    consumer dies as the broker goes away mid-transaction): start it again in the
+    same process (same PID, so PID files and supervisors stay right), after a
+    back-off that grows with each crash in a row (2 s … 60 s; a run of 5 minutes
+    starts the count again). Recovery is the same as after a SIGKILL: exactly-once
+    state comes back from the changelogs."""
+    restarts = 0 if ran_s > 300 else int(os.environ.get(RESTARTS_ENV, "0") or 0)
+    pause = min(2.0 * 2**restarts, 60.0)
+    log.error("processor crashed; restarting", process=process, exit_code=code, restarts=restarts, pause_s=pause)
+    time.sleep(pause)
+    os.environ[RESTARTS_ENV] = str(restarts + 1)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

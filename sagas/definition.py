@@ -20,7 +20,11 @@ Rules the reaction holds:
 * Command ids are deterministic — uuid5(saga id / step / attempt, plus
   "compensate" for compensations) — so a driver that re-sends after a crash gets
   the first outcome from the target hub's command-outcome table, never a second
-  application.
+  application. A retry after an attempt that got no answer (its deadline passed)
+  re-sends that attempt's command id: the command may still be applied late, and
+  a new id would do the thing twice (a second reservation refused as a
+  duplicate, a release of what a late first release already released). A retry
+  after an answered failure gets a new id, so it is really tried again.
 * A result for anything but the pending (step, attempt) is stale and refused.
 * A step with a `when` runs only if `when(view)` holds when its turn comes (ask
   the bot only for messages routed to the bot); a skipped step is not done, so it
@@ -245,15 +249,24 @@ def command_json(command: Command) -> str:
     return json.dumps(record_of(command), sort_keys=True, separators=(",", ":"))
 
 
-def request(definition: SagaDefinition, state: SagaState, kind: str, step_name: str, attempt: int, now: datetime) -> Emit | None:
+def request(
+    definition: SagaDefinition,
+    state: SagaState,
+    kind: str,
+    step_name: str,
+    attempt: int,
+    now: datetime,
+    reuse_id: str | None = None,
+) -> Emit | None:
     """The StepRequested / CompensationRequested event of one attempt, or None for
-    a step without compensation."""
+    a step without compensation. `reuse_id`: the command id of an unanswered
+    earlier attempt, sent again instead of a new one."""
     step = definition.step(step_name)
     build = step.action if kind == ACTION else step.compensation
     command = build(state.view) if build is not None else None
     if command is None:
         return None
-    cid = command_id(state.view.saga_id, step_name, attempt, kind)
+    cid = reuse_id or command_id(state.view.saga_id, step_name, attempt, kind)
     meta = dataclasses.replace(
         command.meta,
         command_id=cid,
@@ -312,15 +325,18 @@ def compensation_queue(definition: SagaDefinition, done: Sequence[str]) -> tuple
     return tuple(sorted(done, key=order.index, reverse=True))
 
 
-def _failure(definition: SagaDefinition, state: SagaState, pending: Pending, reason: str, now: datetime) -> list[Emit]:
+def _failure(
+    definition: SagaDefinition, state: SagaState, pending: Pending, reason: str, now: datetime, unanswered: bool = False
+) -> list[Emit]:
     step = definition.step(pending.step)
     will_retry = pending.attempt < step.max_attempts
+    reuse = pending.command_id if unanswered else None
     if pending.kind == ACTION:
         emits = [
             Emit("StepFailed", {"step": pending.step, "attempt": pending.attempt, "reason": reason, "will_retry": will_retry})
         ]
         if will_retry:
-            retry = request(definition, state, ACTION, pending.step, pending.attempt + 1, now)
+            retry = request(definition, state, ACTION, pending.step, pending.attempt + 1, now, reuse)
             assert retry is not None
             return [*emits, retry]
         queue = compensation_queue(definition, state.done)
@@ -329,7 +345,7 @@ def _failure(definition: SagaDefinition, state: SagaState, pending: Pending, rea
         Emit("CompensationFailed", {"step": pending.step, "attempt": pending.attempt, "reason": reason, "will_retry": will_retry})
     ]
     if will_retry:
-        retry = request(definition, state, COMPENSATION, pending.step, pending.attempt + 1, now)
+        retry = request(definition, state, COMPENSATION, pending.step, pending.attempt + 1, now, reuse)
         assert retry is not None
         emits.append(retry)
     return emits
@@ -389,7 +405,7 @@ def react(definition: SagaDefinition, state: SagaState, fact: object, now: datet
         if now < pending.deadline_at:
             raise SagaRuleBroken("DeadlineNotReached", f"step {fact.step} is due at {pending.deadline_at.isoformat()}")
         seconds = deadline_of(definition.step(fact.step), state.view)
-        return _failure(definition, state, pending, f"no answer within {seconds:g}s (deadline passed)", now)
+        return _failure(definition, state, pending, f"no answer within {seconds:g}s (deadline passed)", now, unanswered=True)
 
     if isinstance(fact, OperatorRetry):
         check_not_finished(state)

@@ -243,6 +243,30 @@ def test_an_overdue_step_fails_only_after_its_deadline_and_is_then_retried():
     assert late.rejection.rule == "StaleStepResult"
 
 
+def test_a_retry_after_an_unanswered_attempt_resends_its_command_id_and_after_a_refusal_a_new_one():
+    s = Story()
+    first = s.start().events[-1]
+    s.now = T0 + timedelta(seconds=31)
+    overdue = s.run(FailOverdueStep(s.meta(), step="create_tenant", attempt=1)).events[-1]
+    # The first command may still be applied late: the same id gets its real outcome, never a second application.
+    assert (overdue.attempt, overdue.command_id) == (2, first.command_id)
+    assert json.loads(overdue.command_json)["meta"]["command_id"] == first.command_id
+    refused = s.answer(False, "TenantIsArchived: no").events[-1]
+    assert refused.attempt == 3 and refused.command_id not in (first.command_id, command_id(s.saga_id, "create_tenant", 2))
+    assert refused.command_id == command_id(s.saga_id, "create_tenant", 3)
+
+
+def test_a_compensation_retried_after_no_answer_resends_the_same_command_id():
+    s = Story()
+    s.start()
+    s.answer()  # create_tenant done
+    s.fail_attempts(3)  # open_wallet refused three times: compensate create_tenant
+    first = s.saga.pending["command_id"]
+    s.now = T0 + timedelta(seconds=31)
+    again = s.run(FailOverdueStep(s.meta(), step="create_tenant", attempt=1)).events[-1]
+    assert type(again).__name__ == "CompensationRequested" and again.command_id == first
+
+
 def test_a_result_for_a_step_that_is_not_pending_is_refused_as_stale():
     s = Story()
     s.start()
