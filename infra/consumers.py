@@ -32,9 +32,17 @@ def group_consumer(
 
 async def pin_positions(consumer: AIOKafkaConsumer) -> None:
     """Wait for this member's partitions and fix its start positions now, so a
-    record produced after this returns is never skipped by a `latest` reset."""
+    record produced after this returns is never skipped by a `latest` reset.
+    Partitions the group has no committed offset for get one at once: a member
+    killed before it committed anything there must resume from here after a
+    restart, not from the end again (which would skip what came in meanwhile)."""
     while not consumer.assignment():
         await asyncio.sleep(0.05)
         await consumer.getmany(timeout_ms=50, max_records=0)
+    fresh = {}
     for tp in consumer.assignment():
-        await consumer.position(tp)
+        position = await consumer.position(tp)
+        if await consumer.committed(tp) is None:
+            fresh[tp] = position
+    if fresh:
+        await consumer.commit(fresh)

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -223,3 +225,73 @@ async def fetch(settings: Settings, schema: str, sql: str, *args):
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+async def provision_tenant(
+    settings: Settings,
+    client,
+    tenant: str,
+    page: str,
+    *,
+    app_id: str | None = None,
+    entitled: bool = True,
+    quota: int = 1_000_000,
+    wallet_id: str | None = None,
+    funds: int = 0,
+    timeout: float = 120.0,
+) -> str:
+    """Everything a tenant needs before its Messenger messages are answered — the
+    tenant, its page connected, a bot app subscribed (registered here unless
+    `app_id` names one), a billing entitlement (unless `entitled` is false), and a
+    wallet funded for the per-message charge (when `wallet_id` is given) — then
+    waits until the read stores the router and the saga driver consult show it.
+    Returns the app id."""
+    from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
+    from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
+    from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
+    from hubs.wallet.commands import CreditFunds, OpenWallet
+    from infra.command_client import new_meta
+
+    now = datetime.now(UTC)
+    commands = [
+        CreateTenant(new_meta(tenant, tenant, actor="operator"), name=tenant.title(), owner_id=f"{tenant}-owner"),
+        ConnectChannel(new_meta(channel_account_id("facebook", page), tenant), channel="facebook", account_id=page),
+    ]
+    if app_id is None:
+        app_id = str(uuid.uuid4())
+        commands.append(
+            RegisterApp(new_meta(app_id, "platform"), name="Support bot", kind="bot", channels=["messenger"], visibility="public")
+        )
+    commands.append(SubscribeApp(new_meta(subscription_id(tenant, app_id), tenant), app_id=app_id))
+    if entitled:
+        commands.append(
+            ApplyEntitlement(
+                new_meta(entitlement_id(tenant), tenant, actor=BILLING_PROVIDER), plan="pro", message_quota=quota,
+                period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
+            )
+        )  # fmt: skip
+    if wallet_id is not None:
+        commands.append(OpenWallet(new_meta(wallet_id, tenant, actor="operator"), currency="EUR"))
+    results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), timeout)
+    if wallet_id is not None and funds:
+        credit = CreditFunds(new_meta(wallet_id, tenant, actor="operator"), amount=funds, reference="test top-up")
+        results.append(await client.send(credit, timeout=timeout))
+    assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
+
+    checks = [
+        ("tenant", "SELECT count(*) AS n FROM channel_accounts WHERE connected AND tenant_id = $1"),
+        ("app", "SELECT count(*) AS n FROM subscriptions WHERE active AND tenant_id = $1"),
+    ]
+    if entitled:
+        checks.append(("billing", "SELECT count(*) AS n FROM entitlements WHERE tenant_id = $1"))
+    if wallet_id is not None:
+        checks.append(("wallet", f"SELECT count(*) AS n FROM wallets WHERE tenant_id = $1 AND balance >= {int(funds)}"))
+
+    async def projected() -> bool:
+        for hub, sql in checks:
+            if (await fetch(settings, settings.pg_schema(hub), sql, tenant))[0]["n"] < 1:
+                return False
+        return True
+
+    await eventually(projected, timeout=timeout)
+    return app_id

@@ -16,17 +16,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
-from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
-from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
 from hubs.wallet.commands import CaptureFunds, CreditFunds, DebitFunds, OpenWallet, ReleaseFunds, ReserveFunds
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
-from tests.harness import Platform, eventually, fetch, free_port
+from tests.harness import Platform, eventually, fetch, free_port, provision_tenant
 from tests.standins.botpress import running_botpress
 from tests.standins.facebook import message_event, running_facebook, signed_webhook, webhook_body
 from tests.standins.odoo import running_odoo
@@ -144,37 +140,8 @@ async def message_world(platform: Platform, processes=PROCESSES, **setting_chang
 
 
 async def provision(settings, client: CommandClient, tenant: str, page: str) -> None:
-    """Everything a tenant needs before its messages are answered: the tenant, its
-    Facebook page connected, a bot app subscribed, a billing entitlement, and a
-    wallet funded for the per-message charge."""
-    now = datetime.now(UTC)
-    app_id = str(uuid.uuid4())
-    commands = [
-        CreateTenant(new_meta(tenant, tenant, actor="operator"), name=tenant.title(), owner_id="olga"),
-        ConnectChannel(new_meta(channel_account_id("facebook", page), tenant), channel="facebook", account_id=page),
-        RegisterApp(new_meta(app_id, "platform"), name="Support bot", kind="bot", channels=["messenger"], visibility="public"),
-        SubscribeApp(new_meta(subscription_id(tenant, app_id), tenant), app_id=app_id),
-        ApplyEntitlement(
-            new_meta(entitlement_id(tenant), tenant, actor=BILLING_PROVIDER), plan="pro", message_quota=1_000_000,
-            period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
-        ),
-        OpenWallet(new_meta(TENANT_WALLET, tenant, actor="operator"), currency="EUR"),
-    ]  # fmt: skip
-    results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), 120)
-    credit = CreditFunds(new_meta(TENANT_WALLET, tenant, actor="operator"), amount=FUNDS, reference="chaos top-up")
-    results.append(await client.send(credit, timeout=120))
-    assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
-
-    async def projected() -> bool:
-        counts = [
-            await fetch(settings, settings.pg_schema("tenant"), "SELECT count(*) AS n FROM channel_accounts WHERE connected"),
-            await fetch(settings, settings.pg_schema("app"), "SELECT count(*) AS n FROM subscriptions WHERE active"),
-            await fetch(settings, settings.pg_schema("billing"), "SELECT count(*) AS n FROM entitlements"),
-            await fetch(settings, settings.pg_schema("wallet"), "SELECT count(*) AS n FROM wallets WHERE balance > 0"),
-        ]
-        return all(c[0]["n"] >= 1 for c in counts)
-
-    await eventually(projected, timeout=120)
+    """The tenant, its page, a bot app, an entitlement and a wallet funded for the per-message charge."""
+    await provision_tenant(settings, client, tenant, page, wallet_id=TENANT_WALLET, funds=FUNDS)
 
 
 async def charges(world: World, accepted: int, timeout: float = 300.0, idle_s: float = 60.0) -> tuple[dict, dict]:

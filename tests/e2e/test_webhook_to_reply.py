@@ -14,19 +14,14 @@ import asyncio
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
-from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
 from hubs.message.router import MessageRouter
-from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
-from hubs.wallet.commands import CreditFunds, OpenWallet
-from infra.command_client import CommandClient, new_meta
+from infra.command_client import CommandClient
 from infra.grpc_server import start_server
 from infra.ingress import Ingress, make_app
 from infra.projector import Projector
@@ -37,7 +32,7 @@ from sagas.inbound_message.definition import saga_id_of
 from sagas.registry import DEFINITIONS
 from spokes.minio.client import S3Store
 from spokes.minio.translate import bucket_for_tenant
-from tests.harness import eventually, fetch, free_port, read_topic
+from tests.harness import eventually, fetch, free_port, provision_tenant, read_topic
 from tests.standins.botpress import running_botpress
 from tests.standins.facebook import attachment, message_event, running_facebook, signed_webhook, webhook_body
 from tests.standins.odoo import running_odoo
@@ -137,37 +132,8 @@ async def world(platform, request):
 
 
 async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client: CommandClient) -> None:
-    now = datetime.now(UTC)
-    app_id = str(uuid.uuid4())
-    commands = [
-        CreateTenant(new_meta(ACME, ACME, actor="operator"), name="Acme", owner_id="olga"),
-        CreateTenant(new_meta(GLOBEX, GLOBEX, actor="operator"), name="Globex", owner_id="gus"),
-        ConnectChannel(new_meta(channel_account_id("facebook", PAGE), ACME), channel="facebook", account_id=PAGE),
-        ConnectChannel(new_meta(channel_account_id("facebook", GLOBEX_PAGE), GLOBEX), channel="facebook", account_id=GLOBEX_PAGE),
-        RegisterApp(new_meta(app_id, "platform"), name="Support bot", kind="bot", channels=["messenger"], visibility="public"),
-        SubscribeApp(new_meta(subscription_id(ACME, app_id), ACME), app_id=app_id),
-        SubscribeApp(new_meta(subscription_id(GLOBEX, app_id), GLOBEX), app_id=app_id),
-        ApplyEntitlement(
-            new_meta(entitlement_id(ACME), ACME, actor=BILLING_PROVIDER), plan="pro", message_quota=1000,
-            period_start=now - timedelta(days=1), period_end=now + timedelta(days=30), features=("messaging",),
-        ),
-        OpenWallet(new_meta(ACME_WALLET, ACME, actor="operator"), currency="EUR"),
-    ]  # fmt: skip
-    results = await asyncio.wait_for(asyncio.gather(*[await client.submit(c) for c in commands]), 90)
-    credit = CreditFunds(new_meta(ACME_WALLET, ACME, actor="operator"), amount=FUNDS, reference="e2e top-up")
-    results.append(await asyncio.wait_for(client.send(credit), 60))
-    assert all(r.accepted for r in results), [(r.rejection, r.reason) for r in results if not r.accepted]
-
-    async def projected() -> bool:
-        rows = [
-            await fetch(settings, settings.pg_schema("tenant"), "SELECT count(*) AS n FROM channel_accounts WHERE connected"),
-            await fetch(settings, settings.pg_schema("app"), "SELECT count(*) AS n FROM subscriptions WHERE active"),
-            await fetch(settings, settings.pg_schema("billing"), "SELECT count(*) AS n FROM entitlements"),
-            await fetch(settings, settings.pg_schema("wallet"), "SELECT count(*) AS n FROM wallets WHERE balance > 0"),
-        ]
-        return [r[0]["n"] for r in rows] == [2, 2, 1, 1]
-
-    await eventually(projected, timeout=60)
+    app_id = await provision_tenant(settings, client, ACME, PAGE, quota=1000, wallet_id=ACME_WALLET, funds=FUNDS)
+    await provision_tenant(settings, client, GLOBEX, GLOBEX_PAGE, app_id=app_id, entitled=False)
 
 
 async def events_of(settings, topic: str) -> list[tuple[str, dict]]:
