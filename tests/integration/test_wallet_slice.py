@@ -257,6 +257,7 @@ async def test_the_events_topic_keeps_everything_forever_and_was_created_explici
     await admin.start()
     try:
         topic = namespace.topic("wallet.events")
+
         async def topic_configs():
             [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
             found = {c[0]: c[1] for c in response.resources[0][4]}
