@@ -199,7 +199,11 @@ async def start_server(service: QueryService, settings: Settings, port: int | No
         commands = CommandClient(settings, bootstrap.codec(settings), bootstrap.hubs().values())
         await commands.start()
     deps = ServiceDeps(settings=settings, pool=pool, authorizer=Authorizer(pool, settings), keyring=keyring, commands=commands)
-    server = grpc.aio.server(interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)])
+    server = grpc.aio.server(
+        interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)],
+        # Two servers on one port must fail loudly, not share it and answer each other's calls.
+        options=[("grpc.so_reuseport", 0)],
+    )
     service.add_to_server(server, deps)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -75,7 +75,7 @@ async def namespace(stack: Settings, tmp_path: Path):
         topic_prefix=f"{tag}.",
         schema_prefix=f"{tag}_",
         topic_partitions=2,
-        grpc_ports={hub: _free_port() for hub in stack.grpc_ports},
+        grpc_ports=dict(zip(stack.grpc_ports, _free_ports(len(stack.grpc_ports)), strict=True)),
         state_dir=str(tmp_path / "state"),
     )
     await ensure_topics(settings, bootstrap.all_topics())
@@ -106,10 +106,10 @@ def platform(namespace: Settings, tmp_path: Path):
     p.stop_all()
 
 
-def _free_port() -> int:
-    from tests.harness import free_port
+def _free_ports(n: int) -> list[int]:
+    from tests.harness import free_ports
 
-    return free_port()
+    return free_ports(n)
 
 
 @pytest.fixture(autouse=True)
