@@ -101,6 +101,28 @@ def event_payload(domain_event: object, field_names: Sequence[str]) -> dict[str,
     return {f: attrs[f] for f in field_names}
 
 
+def event_record(
+    meta: CommandMeta, name: str, domain_event: Any, field_names: Sequence[str], *, event_id: str, previous_hash: str = ""
+) -> dict[str, Any]:
+    """The Avro record (`name`) of one domain event a command produced: the envelope
+    from the command's meta and the event's version and time, the payload from the event."""
+    return {
+        "envelope": {
+            "event_id": event_id,
+            "event_type": name,
+            "aggregate_id": meta.aggregate_id,
+            "aggregate_version": domain_event.originator_version,
+            "tenant_id": meta.tenant_id,
+            "correlation_id": meta.correlation_id,
+            "causation_id": meta.command_id,
+            "occurred_at": domain_event.timestamp,
+            "actor": meta.actor,
+            "previous_hash": previous_hash,
+        },
+        **event_payload(domain_event, field_names),
+    }
+
+
 def command_from_record(hub: HubSpec, avro_name: str, record: Mapping[str, Any]) -> Command:
     """Turn a decoded command record into the hub's typed command."""
     cls = hub.command_type(avro_name)

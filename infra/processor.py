@@ -26,7 +26,7 @@ from infra.hub import (
     SnapshotCodec,
     command_from_record,
     decide,
-    event_payload,
+    event_record,
     new_event_id,
 )
 from infra.ops import OpsServer
@@ -232,21 +232,9 @@ class AggregateProcessor:
             for domain_event in decision.events:
                 name = self.hub.event_name(domain_event)
                 event_id = new_event_id()
-                record = {
-                    "envelope": {
-                        "event_id": event_id,
-                        "event_type": name,
-                        "aggregate_id": meta.aggregate_id,
-                        "aggregate_version": domain_event.originator_version,
-                        "tenant_id": meta.tenant_id,
-                        "correlation_id": meta.correlation_id,
-                        "causation_id": meta.command_id,
-                        "occurred_at": domain_event.timestamp,
-                        "actor": meta.actor,
-                        "previous_hash": last_hash,
-                    },
-                    **event_payload(domain_event, self._event_fields[name]),
-                }
+                record = event_record(
+                    meta, name, domain_event, self._event_fields[name], event_id=event_id, previous_hash=last_hash
+                )
                 value = self.codec.encode(name, record)
                 last_hash = hashlib.sha256(value).hexdigest()
                 event_ids.append(event_id)

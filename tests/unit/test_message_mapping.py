@@ -21,7 +21,7 @@ from hubs.message.commands import (
     UpdateDeliveryStatus,
 )
 from hubs.message.hub import HUB
-from infra.hub import decide, event_payload
+from infra.hub import decide, event_record
 from infra.projection import Statement
 from projections.message import PROJECTION
 from projections.message.mapping import (
@@ -81,21 +81,7 @@ class Story:
         new = []
         for domain_event in decision.events:
             name = HUB.event_name(domain_event)
-            record = {
-                "envelope": {
-                    "event_id": str(uuid.uuid4()),
-                    "event_type": name,
-                    "aggregate_id": command.meta.aggregate_id,
-                    "aggregate_version": domain_event.originator_version,
-                    "tenant_id": command.meta.tenant_id,
-                    "correlation_id": command.meta.correlation_id,
-                    "causation_id": command.meta.command_id,
-                    "occurred_at": domain_event.timestamp,
-                    "actor": command.meta.actor,
-                    "previous_hash": "",
-                },
-                **event_payload(domain_event, EVENT_FIELDS[name]),
-            }
+            record = event_record(command.meta, name, domain_event, EVENT_FIELDS[name], event_id=str(uuid.uuid4()))
             decoded = CODEC.decode(CODEC.encode(name, record))
             new.append((decoded.name, decoded.record))
         self.records.extend(new)
