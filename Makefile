@@ -116,7 +116,7 @@ bench: up
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 docs: setup
-	$(PY) -m infra.docs
+	$(PY) -m poseidon.docs
 
 lint: setup
 	$(VENV)/bin/ruff check .

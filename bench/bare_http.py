@@ -13,7 +13,7 @@ import signal
 
 from aiohttp import web
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 
 async def accept(request: web.Request) -> web.Response:

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from base.settings import Settings
 from hubs.wallet.commands import CreditFunds, OpenWallet
 from hubs.wallet.hub import HUB
 from infra.command_client import CommandClient, new_meta
 from infra.hub import command_to_record
 from infra.topics import TopicSpec, ensure_topics, hub_topics
-from poseidon.settings import Settings
 from schemas.codec import Codec
 
 RAW_TOPIC = "bench.raw-txn"

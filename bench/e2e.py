@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from base.settings import DEFAULT_GRPC_PORTS, Settings
 from bench import procs
 from bench.commands import wait_for_leaders
 from bench.ingress import APP_SECRET, PAGE, RATE_UNLIMITED, raw_producer, webhook_posts
@@ -34,7 +35,6 @@ from infra.command_client import CommandClient, new_meta
 from infra.security import Keyring
 from infra.topics import TopicSpec, ensure_topics, partitions_of
 from poseidon import bootstrap
-from poseidon.settings import DEFAULT_GRPC_PORTS, Settings
 
 PROCESSES: tuple[tuple[str, ...], ...] = (
     ("processor", "tenant"),

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from base.settings import Settings
 from bench import procs
 from bench.load import Post, closed_loop, http_figures, http_session, latency_figures
 from infra.ingress import INBOUND_TOPIC, max_record_bytes
 from infra.topics import TopicSpec, ensure_topics, ingress_topics, partitions_of
-from poseidon.settings import Settings
 from tests.standins.facebook import message_event, signed_webhook, webhook_body
 
 APP_SECRET = "bench-app-secret"

@@ -16,13 +16,13 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from base.logging import configure
+from base.settings import Settings
 from bench.procs import peak_rss_mb
 from infra.migrations import migrate
 from infra.projector import Projector
 from infra.topics import partitions_of
 from poseidon import bootstrap
-from poseidon.logging import configure
-from poseidon.settings import Settings
 
 COPY_SCHEMA = "bench_copy"
 COPY_REPEATS = 3

@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from base.logging import configure
+from base.settings import Settings
 from bench import commands, e2e, ingress, procs, query, replay, report
 from bench.profile import PROFILES, py_spy, summarise
 from infra.command_client import CommandClient
 from poseidon import bootstrap
-from poseidon.logging import configure
-from poseidon.settings import Settings
 
 
 @dataclass(frozen=True)

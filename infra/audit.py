@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from hubs.user.pii import MASK, mask_email, mask_name, mask_phone
+from base.settings import Settings
 from infra.hub import HubSpec
-from poseidon.settings import Settings
+from infra.pii import MASK, mask_email, mask_name, mask_phone
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)

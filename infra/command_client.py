@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from hubs.domain import Command, CommandMeta
+from base.settings import Settings
 from infra.hub import HubSpec, command_to_record
-from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError
+from schemas.contracts import Command, CommandMeta
 
 log = structlog.get_logger(__name__)
 

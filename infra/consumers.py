@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 
 def group_consumer(

@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from base.settings import Settings
 from infra import metrics
 from infra.command_client import CommandClient, CommandTimeout
 from infra.migrations import migrate
@@ -35,7 +36,6 @@ from infra.security import (
     bearer_token,
     set_current_principal,
 )
-from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -177,10 +177,24 @@ class RunningServer:
         await self.deps.pool.close()
 
 
-async def start_server(service: QueryService, settings: Settings, port: int | None = None) -> RunningServer:
-    """Start the gRPC server (used by `serve`, and in-process by benchmarks)."""
-    from poseidon import bootstrap
+RoleLookup = Callable[[str, str], Awaitable[str | None]]
+"""async (tenant_id, principal_id) -> role or None: what the Authorizer asks."""
 
+
+async def start_server(
+    service: QueryService,
+    settings: Settings,
+    *,
+    role_lookup: Callable[[asyncpg.Pool], RoleLookup],
+    commands: CommandClient | None = None,
+    port: int | None = None,
+) -> RunningServer:
+    """Start the gRPC server (used by `serve`, and in-process by benchmarks and
+    tests). The composition root hands in how a caller's role is looked up (given
+    the server's pool) and, for a service that sends commands, the command client
+    (started here, stopped with the server)."""
+    if service.sends_commands and commands is None:
+        raise ValueError(f"the {service.hub} query service sends commands: it needs a command client")
     schema = settings.pg_schema(service.read_model.name)
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
@@ -194,11 +208,9 @@ async def start_server(service: QueryService, settings: Settings, port: int | No
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
     keyring = Keyring(settings.keys_dir)
-    commands = None
-    if service.sends_commands:
-        commands = CommandClient(settings, bootstrap.codec(settings), bootstrap.hubs().values())
+    if commands is not None:
         await commands.start()
-    deps = ServiceDeps(settings=settings, pool=pool, authorizer=Authorizer(pool, settings), keyring=keyring, commands=commands)
+    deps = ServiceDeps(settings=settings, pool=pool, authorizer=Authorizer(role_lookup(pool)), keyring=keyring, commands=commands)
     server = grpc.aio.server(
         interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)],
         # Two servers on one port must fail loudly, not share it and answer each other's calls.
@@ -224,8 +236,14 @@ async def start_server(service: QueryService, settings: Settings, port: int | No
     return RunningServer(server, deps, health_servicer, address)
 
 
-async def serve(service: QueryService, settings: Settings) -> None:
-    running = await start_server(service, settings)
+async def serve(
+    service: QueryService,
+    settings: Settings,
+    *,
+    role_lookup: Callable[[asyncpg.Pool], RoleLookup],
+    commands: CommandClient | None = None,
+) -> None:
+    running = await start_server(service, settings, role_lookup=role_lookup, commands=commands)
 
     async def read_store_ok() -> bool:
         async with running.deps.pool.acquire() as conn:

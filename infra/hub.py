@@ -15,7 +15,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, CanMutateProtocol, Snapshot
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, UUIDAsHex
 
-from hubs.domain import Command, CommandMeta, InvalidCommand, Rejected, TenantMismatch, VersionConflict
+from schemas.contracts import Command, CommandMeta, InvalidCommand, Rejected, TenantMismatch, VersionConflict
 
 # Attributes of an eventsourcing domain event that the envelope already carries.
 _ENVELOPE_ATTRIBUTES = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})

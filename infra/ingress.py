@@ -26,7 +26,7 @@ Rate limiting is per platform account (Facebook page id, Botpress tenant), not
 per tenant: ingress does not know tenants yet, and each page belongs to exactly
 one tenant, so a page's bucket is a share of its tenant's budget.
 
-Run it with `python -m infra.ingress` (or `poseidon ingress`); `/healthz` and
+Run it with `poseidon ingress`; `/healthz` and
 `/metrics` are served on the same port, and on POSEIDON_OPS_PORT when set.
 """
 
@@ -47,20 +47,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from base.settings import Settings
 from infra import metrics
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
-from poseidon.settings import Settings
 from schemas.codec import Codec, EncodeError
-
-if __name__ == "__main__":
-    # `python -m infra.ingress`: run the importable copy of this module, the one the
-    # webhook handlers import, so its metrics are registered once.
-    from infra.ingress import main
-
-    main()
-    raise SystemExit(0)
 
 log = structlog.get_logger(__name__)
 
@@ -368,17 +360,13 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
-def make_app(ingress: Ingress, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
-    """The ingress application: every platform's webhook routes, /healthz and
-    /metrics. Starting it connects the producer; cleaning it up flushes it."""
-    from spokes.botpress import webhook as botpress_webhook
-    from spokes.facebook import webhook as facebook_webhook
-
+def make_app(ingress: Ingress, routes: Iterable[web.RouteDef]) -> web.Application:
+    """The ingress application: the webhook routes it is given (every spoke's, from
+    the composition root), /healthz and /metrics. Starting it connects the
+    producer; cleaning it up flushes it."""
     app = web.Application(client_max_size=ingress.settings.ingress_max_body_bytes, middlewares=[observe])
     app[INGRESS] = ingress
-    app.add_routes(facebook_webhook.routes())
-    app.add_routes(botpress_webhook.routes())
-    app.add_routes(list(extra_routes))
+    app.add_routes(list(routes))
     app.router.add_get("/healthz", _health)
     app.router.add_get("/metrics", _metrics)
 
@@ -391,11 +379,13 @@ def make_app(ingress: Ingress, extra_routes: Iterable[web.RouteDef] = ()) -> web
     return app
 
 
-async def serve(settings: Settings, codec: Codec, *, produce_timeout_s: float = PRODUCE_TIMEOUT_S) -> None:
+async def serve(
+    settings: Settings, codec: Codec, routes: Iterable[web.RouteDef], *, produce_timeout_s: float = PRODUCE_TIMEOUT_S
+) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests
     finish (each bounded by the produce timeout) and flush the producer."""
     ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
-    runner = web.AppRunner(make_app(ingress), access_log=None, shutdown_timeout=produce_timeout_s + 1)
+    runner = web.AppRunner(make_app(ingress, routes), access_log=None, shutdown_timeout=produce_timeout_s + 1)
     await runner.setup()
     await web.TCPSite(runner, settings.ingress_host, settings.ingress_port).start()
     ops = None
@@ -413,13 +403,3 @@ async def serve(settings: Settings, codec: Codec, *, produce_timeout_s: float = 
         await ops.stop()
     await runner.cleanup()
     log.info("ingress stopped")
-
-
-def main() -> None:
-    """`python -m infra.ingress`: settings from the environment, then serve."""
-    from poseidon import bootstrap
-    from poseidon.logging import configure
-
-    settings = Settings.from_env()
-    configure(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings, bootstrap.codec(settings)))

@@ -18,7 +18,8 @@ from typing import Any
 import faust
 import structlog
 
-from hubs.domain import Command, Rejected
+from base.logging import bind_correlation
+from base.settings import Settings
 from infra import metrics
 from infra.dlq import dead_letter
 from infra.hub import (
@@ -31,9 +32,8 @@ from infra.hub import (
 )
 from infra.ops import OpsServer
 from infra.topics import PROCESSOR_TABLES, processor_app_id
-from poseidon.logging import bind_correlation
-from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError, EncodeError
+from schemas.contracts import Command, Rejected
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ class AggregateProcessor:
         return app
 
     def run(self) -> None:
-        from poseidon.logging import dict_config
+        from base.logging import dict_config
 
         worker = faust.Worker(
             self.app,

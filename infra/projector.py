@@ -17,14 +17,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
+from base.logging import bind_correlation
+from base.settings import Settings
 from infra import metrics
 from infra.dlq import dead_letter
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.projection import ProjectionSpec, Statement
 from infra.topics import partitions_of
-from poseidon.logging import bind_correlation
-from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)

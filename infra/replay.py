@@ -28,10 +28,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from base.settings import Settings
 from infra.projection import ProjectionSpec
 from infra.projector import Projector
 from infra.topics import partitions_of
-from poseidon.settings import Settings
 from schemas.codec import Codec
 
 log = structlog.get_logger(__name__)

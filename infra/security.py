@@ -10,16 +10,15 @@ import contextvars
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 ALGORITHM = "ES256"
 ROLES = ("viewer", "agent", "admin", "owner")
@@ -229,22 +228,14 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 class Authorizer:
-    """Checks the caller's role in a tenant against the Tenant hub's read store
-    (`<tenant schema>.memberships`), live, so a membership change applies to the
-    very next call. A tenant the caller is not a member of is refused exactly
-    like one that does not exist: no answer reveals other tenants."""
+    """Checks the caller's role in a tenant with the role lookup it is given (the
+    composition root hands it the Tenant read model's `role_lookup`), live, so a
+    membership change applies to the very next call. A tenant the caller is not a
+    member of is refused exactly like one that does not exist: no answer reveals
+    other tenants."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
-        self.pool = pool
-        self.memberships = f'"{settings.pg_schema("tenant")}".memberships'
-
-    async def role_of(self, tenant_id: str, principal_id: str) -> str | None:
-        try:
-            return await self.pool.fetchval(
-                f"SELECT role FROM {self.memberships} WHERE tenant_id = $1 AND principal_id = $2", tenant_id, principal_id
-            )
-        except asyncpg.UndefinedTableError:
-            return None  # the Tenant read store does not exist yet: nobody is a member of anything
+    def __init__(self, role_of: Callable[[str, str], Awaitable[str | None]]):
+        self.role_of = role_of
 
     async def require(self, tenant_id: str, minimum: str = "viewer") -> str:
         """The caller's role in `tenant_id` if it is at least `minimum`."""

@@ -12,7 +12,7 @@ steps (`SpokeSpec.requests`): the saga driver puts a `SpokeRequested` on
 SpokeOutcome that names the request and carries the step's result. A request is
 tried (retry policy, breaker, waiting for recovery) only until its deadline: then
 the runner answers failure, because the saga no longer waits and acts on its own
-retry policy (sagas/definition.py)."""
+retry policy (hubs/saga/definition.py)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from base.logging import bind_correlation
+from base.settings import Settings
 from infra.command_client import CommandClient
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import dead_letter
 from infra.ops import OpsServer
-from poseidon.logging import bind_correlation
-from poseidon.settings import Settings
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)

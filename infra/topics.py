@@ -12,8 +12,8 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from base.settings import Settings
 from infra.hub import HubSpec
-from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
 

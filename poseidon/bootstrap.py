@@ -1,5 +1,8 @@
-"""The only place where dependencies are wired: which hubs exist, which read
-models project them, and how the codec is built from settings."""
+"""What this installation is made of, discovered from the folders: which hubs
+exist (the saga hub with the saga types of `sagas/`), which read models project
+them, which query services serve them, which spokes and webhooks there are, and
+how the codec is built from settings. Only the composition root (`poseidon/`)
+imports this module; everything below it is handed what it needs."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import pkgutil
 from functools import lru_cache
 from importlib import import_module
 
+from base.settings import Settings
 from infra.hub import HubSpec
-from poseidon.settings import Settings
 from schemas.codec import Catalog, Codec
 
 
@@ -33,7 +36,14 @@ def _discover(package: str, module: str, attribute: str) -> list:
 
 @lru_cache(maxsize=1)
 def hubs() -> dict[str, HubSpec]:
-    return {hub.name: hub for hub in _discover("hubs", "hub", "HUB")}
+    """Every `hubs/<name>/hub.py` that declares `HUB`, and the saga hub running the
+    saga types of `sagas/registry.py` (its aggregate lives among the hubs, the
+    processes it runs above them)."""
+    from hubs.saga.hub import saga_hub
+    from sagas.registry import DEFINITIONS
+
+    found = [*_discover("hubs", "hub", "HUB"), saga_hub(DEFINITIONS)]
+    return {hub.name: hub for hub in sorted(found, key=lambda h: h.name)}
 
 
 def hub(name: str) -> HubSpec:
@@ -96,16 +106,21 @@ def codec(settings: Settings) -> Codec:
 
 
 def query_service(hub_name: str):
-    """The gRPC query service a hub declares in `hubs/<hub>/service.py`."""
+    """The gRPC query service a hub's read model declares in `projections/<hub>/service.py`."""
     hub(hub_name)
-    return import_module(f"hubs.{hub_name}.service").SERVICE
+    return import_module(f"projections.{hub_name}.service").SERVICE
 
 
 def cli_queries(hub_name: str) -> list:
     try:
-        module = import_module(f"hubs.{hub_name}.service")
+        module = import_module(f"projections.{hub_name}.service")
     except ModuleNotFoundError as exc:
-        if exc.name != f"hubs.{hub_name}.service":
+        if exc.name != f"projections.{hub_name}.service":
             raise
         return []
     return list(getattr(module, "CLI_QUERIES", []))
+
+
+def webhook_routes() -> list:
+    """Every spoke's webhook routes (`spokes/<name>/webhook.py` declaring `routes()`)."""
+    return [route for routes in _discover("spokes", "webhook", "routes") for route in routes()]

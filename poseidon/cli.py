@@ -12,9 +12,9 @@ import uuid
 
 import click
 
-from poseidon import bootstrap
-from poseidon.logging import configure
-from poseidon.settings import Settings, SettingsError
+from base.logging import configure
+from base.settings import Settings, SettingsError
+from poseidon import bootstrap, roles
 
 
 def _settings() -> Settings:
@@ -90,68 +90,38 @@ def projector(name: str) -> None:
 @click.argument("hub_name")
 def grpc(hub_name: str) -> None:
     """Serve a hub's gRPC queries (with health and reflection)."""
-    from infra.grpc_server import serve
-
-    settings = _settings()
-    asyncio.run(serve(bootstrap.query_service(hub_name), settings))
+    asyncio.run(roles.grpc(hub_name, _settings()))
 
 
 @main.command()
 def ingress() -> None:
     """Serve the webhook ingress (Facebook, Botpress callbacks) with /healthz and /metrics."""
-    from infra.ingress import serve
-
-    settings = _settings()
-    asyncio.run(serve(settings, bootstrap.codec(settings)))
+    asyncio.run(roles.ingress(_settings()))
 
 
 @main.command()
 def router() -> None:
     """Run the Message Hub's router: ingress.inbound → routing decisions (MessageRouted / MessageRejected)."""
-    from hubs.message.router import main as run_router
-
-    asyncio.run(run_router(_settings()))
+    asyncio.run(roles.router(_settings()))
 
 
 @main.command("saga-driver")
 def saga_driver() -> None:
     """Run the saga driver: sends requested steps and compensations, feeds results and deadlines back."""
-    from sagas.driver import main as run_driver
-
-    asyncio.run(run_driver(_settings()))
+    asyncio.run(roles.saga_driver(_settings()))
 
 
 @main.command()
 def dashboard() -> None:
     """Serve the operator saga dashboard (login, live saga list and timelines, actions, dead letters)."""
-    from infra.dashboard.__main__ import serve
-
-    asyncio.run(serve(_settings()))
+    asyncio.run(roles.dashboard(_settings()))
 
 
 @main.command("spoke")
 @click.argument("name")
 def run_spoke(name: str) -> None:
     """Run a spoke (adapter to an outside system) on the shared spoke runtime."""
-    from infra.spoke import SpokeRunner
-
-    settings = _settings()
-    runner = SpokeRunner(bootstrap.spoke(name), settings, bootstrap.codec(settings), list(bootstrap.hubs().values()))
-    asyncio.run(runner.serve())
-
-
-def operator_token(settings: Settings) -> str:
-    """POSEIDON_TOKEN if set; otherwise a short platform-scope token signed with
-    the local keyring — only possible where the signing keys are (an operator
-    on the platform's own machine)."""
-    import os
-
-    token = os.environ.get("POSEIDON_TOKEN")
-    if token:
-        return token
-    from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
-
-    return TokenIssuer(Keyring(settings.keys_dir), settings).access_token("operator-cli", "service", [PLATFORM_SCOPE], ttl_s=300)
+    asyncio.run(roles.spoke(name, _settings()))
 
 
 @main.group()
@@ -252,8 +222,8 @@ def _command_cli(hub, verb: str, command_cls) -> click.Command:
 
 
 def _add_operator_commands() -> None:
-    from infra.audit_cli import audit
-    from infra.replay_cli import replay
+    from poseidon.audit_cli import audit
+    from poseidon.replay_cli import replay
 
     main.add_command(audit)
     main.add_command(replay)

@@ -2,7 +2,7 @@
 the commands the Saga hub's StepRequested / CompensationRequested events carry to
 their hubs, records each answer back on the saga (RecordStepResult), and fails
 requests that got no answer by their deadline (FailOverdueStep). It decides
-nothing: the Saga aggregate and the pure definitions do (sagas/definition.py).
+nothing: the Saga aggregate and the pure definitions do (hubs/saga/definition.py).
 
 Crash safety without state of its own:
 * `saga.events` is read in a consumer group and offsets are committed only after
@@ -44,22 +44,21 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 
-from hubs.domain import Command, CommandMeta
+from base.settings import Settings
 from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
+from hubs.saga.definition import SAGA_NAMESPACE, SagaDefinition
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
 from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
 from infra.consumers import group_consumer, pin_positions
 from infra.hub import command_from_record
-from infra.ops import OpsServer
-from infra.service import serve_until_stopped
 from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
-from poseidon.settings import Settings
 from projections.saga.queries import overdue_requests
-from sagas.definition import SAGA_NAMESPACE, SagaDefinition
+from sagas.reads import ReadStores
 from schemas.codec import Codec, DecodeError
+from schemas.contracts import Command, CommandMeta
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +115,7 @@ class SagaDriver:
         self.reactions: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.pool: asyncpg.Pool | None = None
+        self.reads: ReadStores | None = None
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._overdue_sent: set[tuple[str, str, int]] = set()
         self._sending: set[asyncio.Task] = set()
@@ -131,6 +131,7 @@ class SagaDriver:
             max_size=2,
             server_settings={"search_path": s.pg_schema("saga"), "application_name": PROCESS},
         )
+        self.reads = ReadStores(self.pool, s)
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
         self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
@@ -303,7 +304,7 @@ class SagaDriver:
     async def start_saga(self, definition: SagaDefinition, record: dict) -> str:
         trigger = definition.trigger
         env = record["envelope"]
-        facts = await trigger.lookup(self.pool, self.settings, record) if trigger.lookup is not None else {}
+        facts = await trigger.lookup(self.reads, self.settings, record) if trigger.lookup is not None else {}
         body = trigger.start(record, facts)
         if body is None:
             return "ignored"
@@ -367,27 +368,3 @@ class SagaDriver:
             task.add_done_callback(self._sending.discard)
             sent += 1
         return sent
-
-
-async def main(settings: Settings) -> None:
-    """Run the saga driver until SIGTERM / SIGINT (`poseidon saga-driver`)."""
-    from poseidon import bootstrap
-    from sagas.registry import DEFINITIONS
-
-    driver = SagaDriver(
-        settings, bootstrap.codec(settings), bootstrap.hubs(), list(bootstrap.spokes()), list(DEFINITIONS.values())
-    )
-    ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "saga"), PROCESS, {"consuming": lambda: driver.healthy})
-    await serve_until_stopped("saga driver", driver, ops, (KafkaError, OSError, asyncpg.PostgresError))
-
-
-def run(settings: Settings) -> None:
-    asyncio.run(main(settings))
-
-
-if __name__ == "__main__":  # `python -m sagas.driver` until `poseidon saga-driver` is wired
-    from poseidon.logging import configure
-
-    _settings = Settings.from_env()
-    configure(_settings.log_level, _settings.log_format)
-    run(_settings)

@@ -1,6 +1,6 @@
 """Every saga type the platform runs, by name (what StartSaga's `saga_type` names)."""
 
-from sagas.definition import SagaDefinition
+from hubs.saga.definition import SagaDefinition
 from sagas.inbound_message.definition import INBOUND_MESSAGE
 from sagas.tenant_onboarding.definition import TENANT_ONBOARDING
 

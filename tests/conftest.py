@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

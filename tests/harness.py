@@ -21,7 +21,7 @@ import asyncpg
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POSEIDON = [sys.executable, "-m", "poseidon.cli"]

@@ -45,7 +45,7 @@ from hubs.app.commands import (
     subscription_id,
 )
 from hubs.app.guards import PRIVATE, PUBLIC, GuardError, Guards, parse_channels
-from hubs.domain import AggregateAlreadyExists, Command, InvalidCommand, Rejected
+from schemas.contracts import AggregateAlreadyExists, Command, InvalidCommand, Rejected
 
 KINDS = ("bot", "integration")
 VISIBILITIES = (PRIVATE, PUBLIC)

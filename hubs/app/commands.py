@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hubs.domain import Command
+from schemas.contracts import Command
 
 
 @dataclass(frozen=True)

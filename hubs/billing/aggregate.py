@@ -17,7 +17,7 @@ from hubs.billing.commands import (
     ReportUsage,
     entitlement_id,
 )
-from hubs.domain import AggregateNotFound, Command, InvalidCommand, Rejected
+from schemas.contracts import AggregateNotFound, Command, InvalidCommand, Rejected
 
 PLAN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 FEATURE = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,63}$")

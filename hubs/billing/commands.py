@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from hubs.domain import Command, InvalidCommand
+from schemas.contracts import Command, InvalidCommand
 
 BILLING_PROVIDER = "billing-provider"
 """The only actor billing commands are accepted from."""

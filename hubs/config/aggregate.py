@@ -12,7 +12,7 @@ import uuid
 from eventsourcing.domain import Aggregate, event
 
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
-from hubs.domain import Command, InvalidCommand, Rejected, TenantMismatch
+from schemas.contracts import Command, InvalidCommand, Rejected, TenantMismatch
 
 GLOBAL, ENVIRONMENT, TENANT = "global", "environment", "tenant"
 SCOPE_KINDS = (GLOBAL, ENVIRONMENT, TENANT)

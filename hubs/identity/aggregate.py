@@ -33,13 +33,6 @@ from datetime import datetime, timedelta
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import (
-    AggregateAlreadyExists,
-    AggregateNotFound,
-    Command,
-    InvalidCommand,
-    Rejected,
-)
 from hubs.identity.commands import (
     SEALED_PREFIX,
     ConfirmTotp,
@@ -50,6 +43,13 @@ from hubs.identity.commands import (
     RevokeRefreshFamily,
     RotateRefreshToken,
     StartTotpEnrollment,
+)
+from schemas.contracts import (
+    AggregateAlreadyExists,
+    AggregateNotFound,
+    Command,
+    InvalidCommand,
+    Rejected,
 )
 
 IDENTITY_TENANT = "platform"

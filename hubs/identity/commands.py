@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from hubs.domain import Command
+from schemas.contracts import Command
 
 SEALED_PREFIX = "sealed.v1."
 """Every sealed value starts with this (AES-256-GCM, see hubs/identity/sealing.py);

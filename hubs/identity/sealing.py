@@ -25,8 +25,8 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from base.settings import Settings
 from hubs.identity.commands import SEALED_PREFIX
-from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
 

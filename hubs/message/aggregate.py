@@ -18,7 +18,6 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 from hubs.message.commands import (
     CloseConversation,
     RecordDeliveryReceipt,
@@ -29,6 +28,7 @@ from hubs.message.commands import (
     UpdateDeliveryStatus,
 )
 from hubs.message.delivery import DELIVERED, FAILED, QUEUED, READ, RECEIVED, SENT, STATUSES, can_move
+from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
 CONVERSATION_NAMESPACE = uuid.UUID("86ebb7cc-09fb-4f9d-8781-6db27f108fb1")
 """uuid5 namespace of conversation ids. Never change it: every id derives from it."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from hubs.domain import Command
+from schemas.contracts import Command
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
+from base.logging import bind_correlation
+from base.settings import Settings
 from hubs.app.guards import GuardDecision
-from hubs.domain import Command
 from hubs.message.aggregate import conversation_id
 from hubs.message.commands import RecordDeliveryReceipt, RecordOutboundMessage, RouteMessage
 from hubs.message.routing import (
@@ -59,16 +60,14 @@ from hubs.message.routing import (
     decide_route,
 )
 from hubs.tenant.aggregate import ACCOUNT_ID
-from infra import metrics
+from infra import grpc_client, metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout, new_meta
 from infra.consumers import group_consumer
 from infra.dlq import dead_letter
-from infra.ops import OpsServer
-from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
-from infra.service import serve_until_stopped
-from poseidon.logging import bind_correlation
-from poseidon.settings import Settings
+from infra.grpc_client import PlatformToken
+from infra.hub import HubSpec
 from schemas.codec import Codec, DecodeError
+from schemas.contracts import Command
 from schemas.protos import app_pb2, app_pb2_grpc, billing_pb2, billing_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -152,44 +151,15 @@ def command_id(event_id: str, step: str) -> str:
     return str(uuid.uuid5(COMMAND_NAMESPACE, f"{event_id}/{step}"))
 
 
-def grpc_target(settings: Settings, hub: str) -> str:
-    host = settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return f"{host}:{settings.grpc_port(hub)}"
-
-
 # -- facts over gRPC ---------------------------------------------------------------
-
-
-class _PlatformToken(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds a platform-scope bearer token to every call, minting a new one before
-    the current one expires (the keyring may rotate meanwhile)."""
-
-    def __init__(self, settings: Settings):
-        self.issuer = TokenIssuer(Keyring(settings.keys_dir), settings)
-        self.ttl_s = settings.access_token_ttl_s
-        self._token, self._renew_at = "", 0.0
-
-    def token(self) -> str:
-        now = time.monotonic()
-        if now >= self._renew_at:
-            self._token = self.issuer.access_token(ACTOR, "service", [PLATFORM_SCOPE], ttl_s=self.ttl_s)
-            self._renew_at = now + self.ttl_s * 0.5
-        return self._token
-
-    async def intercept_unary_unary(self, continuation, details, request):
-        metadata = (*(details.metadata or ()), ("authorization", f"Bearer {self.token()}"))
-        return await continuation(details._replace(metadata=metadata), request)
 
 
 class GrpcFacts:
     """Gathers routing facts from the Tenant, App and Billing hubs' gRPC services."""
 
     def __init__(self, settings: Settings):
-        token = _PlatformToken(settings)
-        self._channels = {
-            hub: grpc.aio.insecure_channel(grpc_target(settings, hub), interceptors=[token])
-            for hub in ("tenant", "app", "billing")
-        }
+        token = PlatformToken(settings, ACTOR)
+        self._channels = {hub: grpc_client.channel(settings, hub, token) for hub in ("tenant", "app", "billing")}
         self.tenant = tenant_pb2_grpc.TenantQueryStub(self._channels["tenant"])
         self.app = app_pb2_grpc.AppQueryStub(self._channels["app"])
         self.billing = billing_pb2_grpc.BillingQueryStub(self._channels["billing"])
@@ -446,8 +416,8 @@ class MessageRouter:
     """The consumer loop: batches of `ingress.inbound`, each conversation's items in
     order, conversations concurrently, the offsets committed after the batch."""
 
-    def __init__(self, settings: Settings, codec: Codec):
-        self.settings, self.codec = settings, codec
+    def __init__(self, settings: Settings, codec: Codec, message_hub: HubSpec):
+        self.settings, self.codec, self.message_hub = settings, codec, message_hub
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.commands: CommandClient | None = None
@@ -458,12 +428,10 @@ class MessageRouter:
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def start(self) -> None:
-        from poseidon import bootstrap
-
         s = self.settings
         self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
-        self.commands = CommandClient(s, self.codec, [bootstrap.hub("message")])
+        self.commands = CommandClient(s, self.codec, [self.message_hub])
         await self.commands.start()
         self.facts = GrpcFacts(s)
         self.router = Router(self.codec, self.facts, self.commands, self._dead_letter)
@@ -568,16 +536,3 @@ class MessageRouter:
         await self.producer.send_and_wait(topic, value, key=record.key, headers=headers)
         metrics.DEAD_LETTERS.labels(topic).inc()
         log.warning("inbound item dead-lettered", reason=reason[:300], offset=record.offset, partition=record.partition)
-
-
-async def main(settings: Settings) -> None:
-    """Run the router until SIGTERM / SIGINT (`poseidon router`)."""
-    from poseidon import bootstrap
-
-    router = MessageRouter(settings, bootstrap.codec(settings))
-    ops = OpsServer(settings.ops_host, settings.ops_port_for("router", "message"), PROCESS, {"consuming": lambda: router.healthy})
-    await serve_until_stopped("router", router, ops, (KafkaError, OSError))
-
-
-def run(settings: Settings) -> None:
-    asyncio.run(main(settings))

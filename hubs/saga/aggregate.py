@@ -1,7 +1,9 @@
 """The Saga aggregate: one running (or finished) saga. It decides by asking the
-pure reaction of its saga type's definition (`sagas.definition.react`) which
+pure reaction of its saga type's definition (`hubs.saga.definition.react`) which
 events follow from a command, and records them; the @event methods only assign
 state. Pure: no I/O — the saga driver sends the commands the events carry.
+The saga types are handed in (`handle(definitions, …)`, bound by `saga_hub`):
+the concrete processes live above the hubs, in `sagas/`.
 
 State kept: the input, the one pending request (kind, step, attempt, command id,
 deadline), the steps done (in order), the steps settled during compensation
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 from hubs.saga.commands import AbortSaga, CompensateFromHere, FailOverdueStep, RecordStepResult, RetryStep, StartSaga
-from sagas.definition import (
+from hubs.saga.definition import (
     ABORTED,
     ACTION,
     COMPENSATED,
@@ -44,7 +46,7 @@ from sagas.definition import (
     json_object,
     react,
 )
-from sagas.registry import DEFINITIONS
+from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
 MAX_TEXT = 500
 
@@ -82,10 +84,7 @@ class Saga(Aggregate):
 
     # -- deciding -------------------------------------------------------------
 
-    def definition(self) -> SagaDefinition:
-        return DEFINITIONS[self.saga_type]
-
-    def state(self) -> SagaState:
+    def state(self, definition: SagaDefinition) -> SagaState:
         view = SagaView(
             saga_id=self.saga_id,
             tenant_id=self.tenant_id,
@@ -95,12 +94,12 @@ class Saga(Aggregate):
             results={k: json_object(v) for k, v in self.results.items()},
         )
         pending = Pending(**self.pending) if self.pending else None
-        queue = tuple(s for s in compensation_queue(self.definition(), self.done) if s not in self.settled)
+        queue = tuple(s for s in compensation_queue(definition, self.done) if s not in self.settled)
         return SagaState(view=view, status=self.status, pending=pending, done=tuple(self.done), to_compensate=queue)
 
-    def react(self, fact: object, now: datetime) -> None:
+    def react(self, definition: SagaDefinition, fact: object, now: datetime) -> None:
         try:
-            emits = react(self.definition(), self.state(), fact, now)
+            emits = react(definition, self.state(definition), fact, now)
         except SagaRuleBroken as broken:
             raise SagaRejected(broken.rule, str(broken)) from None
         for emit in emits:
@@ -193,9 +192,9 @@ def check_text(value: str, name: str, required: bool = True) -> None:
         raise InvalidCommand(f"{name} must be {'1' if required else '0'} to {MAX_TEXT} characters")
 
 
-def check_input(saga_type: str, input_json: str) -> None:
-    if saga_type not in DEFINITIONS:
-        raise InvalidCommand(f"unknown saga type {saga_type!r}; known: {', '.join(sorted(DEFINITIONS))}")
+def check_input(definitions: Mapping[str, SagaDefinition], saga_type: str, input_json: str) -> None:
+    if saga_type not in definitions:
+        raise InvalidCommand(f"unknown saga type {saga_type!r}; known: {', '.join(sorted(definitions))}")
     try:
         value = json.loads(input_json)
     except (TypeError, ValueError):
@@ -204,16 +203,17 @@ def check_input(saga_type: str, input_json: str) -> None:
         raise InvalidCommand("input_json must be a JSON object")
 
 
-def handle(saga: Saga | None, command: Command) -> Saga:
+def handle(definitions: Mapping[str, SagaDefinition], saga: Saga | None, command: Command) -> Saga:
     """The one handler of every saga command: returns the saga with its new
-    pending events, or raises a Rejected subclass before changing anything."""
+    pending events, or raises a Rejected subclass before changing anything.
+    `definitions` are the saga types by name (`sagas.registry.DEFINITIONS`)."""
     meta = command.meta
     now = meta.issued_at
     if isinstance(command, StartSaga):
         if saga is not None:
             raise AggregateAlreadyExists(f"saga {meta.aggregate_id} already exists")
         check_saga_id(meta.aggregate_id)
-        check_input(command.saga_type, command.input_json)
+        check_input(definitions, command.saga_type, command.input_json)
         saga = Saga(
             saga_id=meta.aggregate_id,
             tenant_id=meta.tenant_id,
@@ -221,24 +221,29 @@ def handle(saga: Saga | None, command: Command) -> Saga:
             input_json=command.input_json,
             correlation_id=meta.correlation_id,
         )
-        saga.react(Started(), now)
+        saga.react(definitions[command.saga_type], Started(), now)
         return saga
     if saga is None:
         raise AggregateNotFound(f"saga {meta.aggregate_id} does not exist")
+    definition = definitions.get(saga.saga_type)
+    if definition is None:
+        raise InvalidCommand(f"saga type {saga.saga_type!r} is not run by this installation")
     if isinstance(command, RecordStepResult):
         check_text(command.detail, "detail", required=False)
-        saga.react(StepResult(command.step, command.attempt, command.succeeded, command.detail, command.result_json), now)
+        saga.react(
+            definition, StepResult(command.step, command.attempt, command.succeeded, command.detail, command.result_json), now
+        )
     elif isinstance(command, FailOverdueStep):
-        saga.react(Overdue(command.step, command.attempt), now)
+        saga.react(definition, Overdue(command.step, command.attempt), now)
     elif isinstance(command, RetryStep | CompensateFromHere | AbortSaga):
         check_text(command.operator, "operator")
         check_text(command.reason, "reason")
         if isinstance(command, RetryStep):
-            saga.react(OperatorRetry(command.operator, command.step, command.reason), now)
+            saga.react(definition, OperatorRetry(command.operator, command.step, command.reason), now)
         elif isinstance(command, CompensateFromHere):
-            saga.react(OperatorCompensate(command.operator, command.reason), now)
+            saga.react(definition, OperatorCompensate(command.operator, command.reason), now)
         else:
-            saga.react(OperatorAbort(command.operator, command.reason), now)
+            saga.react(definition, OperatorAbort(command.operator, command.reason), now)
     else:
         raise InvalidCommand(f"the saga hub has no handler for {type(command).__name__}")
     return saga

@@ -1,20 +1,29 @@
-"""The Saga hub's declaration to the shared machinery (processor, CLI)."""
+"""The Saga hub's declaration to the shared machinery (processor, CLI). The saga
+types it runs are handed in by the composition root (`poseidon.bootstrap`):
+the processes themselves live above the hubs, in `sagas/`."""
+
+from collections.abc import Mapping
+from functools import partial
 
 from hubs.saga.aggregate import Saga, handle
 from hubs.saga.commands import COMMANDS, AbortSaga, CompensateFromHere, FailOverdueStep, RetryStep, StartSaga
+from hubs.saga.definition import SagaDefinition
 from infra.hub import HubSpec
 
-HUB = HubSpec(
-    name="saga",
-    aggregate=Saga,
-    commands=COMMANDS,
-    handle=handle,
-    cli_verbs={
-        "start": StartSaga,
-        "retry": RetryStep,
-        "compensate": CompensateFromHere,
-        "abort": AbortSaga,
-        "fail-overdue": FailOverdueStep,
-    },
-    aggregate_option="saga",
-)
+
+def saga_hub(definitions: Mapping[str, SagaDefinition]) -> HubSpec:
+    """The Saga hub running these saga types (by name)."""
+    return HubSpec(
+        name="saga",
+        aggregate=Saga,
+        commands=COMMANDS,
+        handle=partial(handle, dict(definitions)),
+        cli_verbs={
+            "start": StartSaga,
+            "retry": RetryStep,
+            "compensate": CompensateFromHere,
+            "abort": AbortSaga,
+            "fail-overdue": FailOverdueStep,
+        },
+        aggregate_option="saga",
+    )

@@ -29,14 +29,6 @@ import uuid
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import (
-    AggregateAlreadyExists,
-    AggregateNotFound,
-    Command,
-    InvalidCommand,
-    Rejected,
-    TenantMismatch,
-)
 from hubs.tenant.commands import (
     AcceptInvitation,
     ArchiveTenant,
@@ -47,6 +39,14 @@ from hubs.tenant.commands import (
     InviteMember,
     RemoveMember,
     channel_account_id,
+)
+from schemas.contracts import (
+    AggregateAlreadyExists,
+    AggregateNotFound,
+    Command,
+    InvalidCommand,
+    Rejected,
+    TenantMismatch,
 )
 
 ROLES = ("viewer", "agent", "admin", "owner")

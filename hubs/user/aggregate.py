@@ -12,8 +12,8 @@ from functools import lru_cache
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 from hubs.user.commands import CreateProfile, RemovePreference, SetPreference, UpdateProfile
+from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
 PROFILE_NAMESPACE = uuid.UUID("f42760e4-14bc-5cdc-baf6-92b08ffb752a")
 """uuid5(NAMESPACE_URL, "urn:poseidon:user:profile"): the namespace of profile ids.

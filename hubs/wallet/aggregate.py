@@ -8,13 +8,6 @@ import uuid
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.domain import (
-    AggregateAlreadyExists,
-    AggregateNotFound,
-    Command,
-    InvalidCommand,
-    Rejected,
-)
 from hubs.wallet.commands import (
     CaptureFunds,
     CloseWallet,
@@ -23,6 +16,13 @@ from hubs.wallet.commands import (
     OpenWallet,
     ReleaseFunds,
     ReserveFunds,
+)
+from schemas.contracts import (
+    AggregateAlreadyExists,
+    AggregateNotFound,
+    Command,
+    InvalidCommand,
+    Rejected,
 )
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

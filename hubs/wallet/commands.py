@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hubs.domain import Command
+from schemas.contracts import Command
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ start() {
   launch saga-driver "$POSEIDON" saga-driver
   launch dashboard "$POSEIDON" dashboard
   for name in $("$POSEIDON" spokes); do launch "spoke-$name" "$POSEIDON" spoke "$name"; done
-  "$PY" -m infra.devstack
+  "$PY" -m poseidon.devstack
 }
 
 stop() {

@@ -33,6 +33,27 @@ CHANNEL_VERSION = "SELECT version FROM channel_accounts WHERE channel = $1 AND a
 Conn = asyncpg.Connection | asyncpg.Pool
 
 
+async def member_role(conn: Conn, schema: str, tenant_id: str, principal_id: str) -> str | None:
+    """The principal's role in the tenant, read live from the tenant read store in
+    `schema` (callers outside the tenant's gRPC server have another search_path).
+    No read store yet means nobody is a member of anything."""
+    try:
+        return await conn.fetchval(
+            f'SELECT role FROM "{schema}".memberships WHERE tenant_id = $1 AND principal_id = $2', tenant_id, principal_id
+        )
+    except asyncpg.UndefinedTableError:
+        return None
+
+
+def role_lookup(conn: Conn, schema: str):
+    """`member_role` bound to a pool and schema: what `infra.security.Authorizer` is given."""
+
+    async def role_of(tenant_id: str, principal_id: str) -> str | None:
+        return await member_role(conn, schema, tenant_id, principal_id)
+
+    return role_of
+
+
 async def tenant(conn: Conn, tenant_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(TENANT, tenant_id)
 

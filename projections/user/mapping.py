@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from hubs.user.pii import mask_email, mask_phone
+from infra.pii import mask_email, mask_phone
 from infra.projection import Statement
 
 # Phases: rows exist before anything updates them; preference rows depend on no

@@ -22,3 +22,12 @@ async def ledger_page(
     conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, wallet_id: uuid.UUID, after_version: int, limit: int
 ) -> list[asyncpg.Record]:
     return await conn.fetch(LEDGER_PAGE, wallet_id, tenant_id, after_version, limit)
+
+
+async def open_wallet_of(conn: asyncpg.Connection | asyncpg.Pool, schema: str, tenant_id: str) -> str | None:
+    """The tenant's open wallet (the oldest, if several), for callers outside the
+    wallet gRPC server (another search_path: the schema is named)."""
+    return await conn.fetchval(
+        f'SELECT wallet_id::text FROM "{schema}".wallets WHERE tenant_id = $1 AND closed_at IS NULL ORDER BY opened_at LIMIT 1',
+        tenant_id,
+    )

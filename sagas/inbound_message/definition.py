@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from hubs.saga.definition import SAGA_NAMESPACE, SagaDefinition, SagaView, SpokeRequest, Step, Trigger
 from hubs.wallet.commands import CaptureFunds, ReleaseFunds, ReserveFunds
-from sagas.definition import SAGA_NAMESPACE, SagaDefinition, SagaView, SpokeRequest, Step, Trigger
 
 NAME = "inbound_message"
 MESSAGE_ROUTED = "poseidon.message.MessageRouted"
@@ -74,15 +74,11 @@ def start(record: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]
     return body
 
 
-async def lookup(pool, settings, record: Mapping[str, Any]) -> dict[str, Any]:
+async def lookup(reads, settings, record: Mapping[str, Any]) -> dict[str, Any]:
     """The tenant's open wallet (the oldest, if several) from the Wallet read store,
     and the charge and step deadlines from the settings."""
     tenant = record["envelope"]["tenant_id"]
-    schema = settings.pg_schema("wallet")
-    wallet = await pool.fetchval(
-        f'SELECT wallet_id::text FROM "{schema}".wallets WHERE tenant_id = $1 AND closed_at IS NULL ORDER BY opened_at LIMIT 1',
-        tenant,
-    )
+    wallet = await reads.open_wallet_of(tenant)
     return {
         "wallet_id": wallet or "",
         "charge_minor": settings.message_charge_minor,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from hubs.app.commands import SubscribeApp, UnsubscribeApp, subscription_id
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
+from hubs.saga.definition import SagaDefinition, SagaView, Step
 from hubs.tenant.commands import ArchiveTenant, CreateTenant
 from hubs.wallet.commands import CloseWallet, OpenWallet
-from sagas.definition import SagaDefinition, SagaView, Step
 
 NAME = "tenant_onboarding"
 DEFAULT_CONFIG_KEY = "onboarding.welcome_message"

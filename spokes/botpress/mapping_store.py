@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from base.settings import Settings
 from hubs.identity.sealing import Sealer, SealError
 from infra.migrations import migrate
-from poseidon.settings import Settings
 
 log = structlog.get_logger(__name__)
 

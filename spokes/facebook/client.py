@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from base.settings import Settings
 from infra.spoke import PermanentError, ReauthorizationRequired, RetryableError, SpokeContext, SpokeError
-from poseidon.settings import Settings
 from spokes.facebook.translate import (
     DEFAULT_RATE_LIMIT_WAIT_S,
     PERMANENT,

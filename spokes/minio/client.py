@@ -18,8 +18,8 @@ from aiobotocore.session import get_session
 from botocore import exceptions as boto
 from botocore.config import Config
 
+from base.settings import Settings
 from infra.spoke import PermanentError, ReauthorizationRequired, RetryableError
-from poseidon.settings import Settings
 from spokes.minio.translate import bucket_for_tenant
 
 log = structlog.get_logger(__name__)

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from base.settings import Settings
 from infra.spoke import PermanentError, ReauthorizationRequired, RetryableError, SpokeError
-from poseidon.settings import Settings
 from spokes.odoo import translate
 from spokes.odoo.translate import PARTNER_MODEL, Failure, Reply
 

@@ -26,10 +26,10 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
 import schemas.protos
-from infra.grpc_server import RunningServer, start_server
+from base.settings import Settings
+from infra.grpc_server import RunningServer
 from infra.security import Keyring, TokenIssuer
-from poseidon import bootstrap
-from poseidon.settings import Settings
+from poseidon import roles
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ async def hub_servers(settings: Settings, hubs: Iterable[str]) -> AsyncIterator[
     servers: dict[str, RunningServer] = {}
     try:
         for hub in hubs:
-            servers[hub] = await start_server(bootstrap.query_service(hub), settings)
+            servers[hub] = await roles.start_grpc(hub, settings)
         yield servers
     finally:
         for server in servers.values():

@@ -15,18 +15,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from base.settings import Settings
 from hubs.app.commands import RegisterApp, subscription_id
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
 from hubs.config.aggregate import entry_id
 from hubs.config.commands import SetConfigValue
-from hubs.domain import CommandMeta, Rejected
 from hubs.message.aggregate import conversation_id
 from hubs.message.commands import StartConversation
 from hubs.tenant.commands import CreateTenant, InviteMember
 from hubs.wallet.commands import OpenWallet
 from infra.hub import command_from_record, command_to_record, decide, event_payload
 from poseidon import bootstrap
-from poseidon.settings import Settings
+from schemas.contracts import CommandMeta, Rejected
 from tests.attacks.strategies import IDS, avro_values, command_meta, command_strings
 
 AREA = "command validation"

@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from infra.command_client import CommandClient
-from infra.dashboard.actions import CommandSagaActions
-from infra.dashboard.app import PUBLIC, TOKEN_COOKIE, Deps, build_app
-from infra.dashboard.rules import CSRF_COOKIE, CSRF_FIELD
 from infra.security import PLATFORM_SCOPE, Keyring, TokenVerifier
 from poseidon import bootstrap
+from sagas.dashboard.actions import CommandSagaActions
+from sagas.dashboard.app import PUBLIC, TOKEN_COOKIE, Deps, build_app
+from sagas.dashboard.rules import CSRF_COOKIE, CSRF_FIELD
 from tests.attacks.grpc_targets import forged_tokens
 from tests.harness import mint_token
 

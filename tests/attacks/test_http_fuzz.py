@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
-from infra.dashboard.app import build_app
-from infra.ingress import Ingress, make_app
-from poseidon import bootstrap
+from infra.ingress import Ingress
+from poseidon import bootstrap, roles
+from sagas.dashboard.app import build_app
 from tests.harness import free_port
 from tests.integration.test_ingress import settings as ingress_settings  # noqa: F401  (fixture)
 from tests.standins.facebook import signature_256
@@ -90,7 +90,7 @@ def fuzz_operation(operation, mode, row, base_url: str, config) -> None:
 async def test_the_ingress_answers_every_generated_request_as_documented_and_never_5xx(ingress_settings, attacks):  # noqa: F811
     config = ingress_settings.with_(ingress_rate_per_s=10_000.0)
     ingress = Ingress(config, bootstrap.codec(config))
-    runner = web.AppRunner(make_app(ingress), access_log=None)
+    runner = web.AppRunner(roles.ingress_app(ingress), access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -103,7 +103,7 @@ async def test_the_ingress_answers_every_generated_request_as_documented_and_nev
 
 def test_the_dashboard_document_lists_exactly_the_dashboard_routes(attacks):
     attacks.tried(AREA, "dashboard OpenAPI document vs the router", "same (method, path) set")
-    from infra.dashboard.app import Deps
+    from sagas.dashboard.app import Deps
 
     app = build_app(Deps(settings=None, pool=None, verifier=None, actions=None))
     routed = set()

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from base.settings import Settings
 from poseidon import bootstrap
-from poseidon.settings import Settings
 from schemas.codec import EncodeError
 from spokes.botpress.translate import MalformedAnswer, parse_push, push_is_authentic
 from spokes.botpress.webhook import inbound_record as botpress_record

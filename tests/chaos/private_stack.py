@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from poseidon.settings import Settings
+from base.settings import Settings
 from tests.harness import ROOT, free_port
 
 STACK_SH = ROOT / "infra" / "local" / "stack.sh"

@@ -22,15 +22,15 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from infra.dashboard.actions import ActionOutcome
-from infra.dashboard.app import Deps, build_app
-from infra.dashboard.deadletters import DeadLetters
+from base.settings import Settings
 from infra.dlq import dead_letter
 from infra.migrations import migrate
 from infra.security import PLATFORM_SCOPE, Keyring, TokenVerifier
 from poseidon import bootstrap
-from poseidon.settings import Settings
 from projections.saga import PROJECTION as SAGA_PROJECTION
+from sagas.dashboard.actions import ActionOutcome
+from sagas.dashboard.app import Deps, build_app
+from sagas.dashboard.deadletters import DeadLetters
 from tests.harness import eventually, free_port, mint_token, read_topic
 
 pytestmark = pytest.mark.integration

@@ -20,16 +20,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from hubs.message.router import MessageRouter
 from infra.command_client import CommandClient
-from infra.grpc_server import start_server
-from infra.ingress import Ingress, make_app
+from infra.ingress import Ingress
 from infra.projector import Projector
 from infra.spoke import SpokeRunner
-from poseidon import bootstrap
-from sagas.driver import SagaDriver
+from poseidon import bootstrap, roles
 from sagas.inbound_message.definition import saga_id_of
-from sagas.registry import DEFINITIONS
 from spokes.minio.client import S3Store
 from spokes.minio.translate import bucket_for_tenant
 from tests.harness import eventually, fetch, free_port, provision_tenant, read_topic
@@ -98,14 +94,14 @@ async def world(platform, request):
         fb.state.webhook_url = webhook_url  # the stand-in pushes delivery receipts back to us
         codec = bootstrap.codec(settings)
         tasks = [asyncio.create_task(Projector(bootstrap.projection(h), settings, codec).run()) for h in HUBS]
-        servers = [await start_server(bootstrap.query_service(h), settings) for h in HUBS]
-        ingress_runner = web.AppRunner(make_app(Ingress(settings, codec)), access_log=None)
+        servers = [await roles.start_grpc(h, settings) for h in HUBS]
+        ingress_runner = web.AppRunner(roles.ingress_app(Ingress(settings, codec)), access_log=None)
         await ingress_runner.setup()
         await web.TCPSite(ingress_runner, "127.0.0.1", ingress_port).start()
-        router = MessageRouter(settings, codec)
+        router = roles.message_router(settings, codec)
         await router.start()
         tasks.append(asyncio.create_task(router.run()))
-        driver = SagaDriver(settings, codec, bootstrap.hubs(), list(bootstrap.spokes()), list(DEFINITIONS.values()))
+        driver = roles.saga_driver_for(settings, codec)
         await driver.start()
         tasks.append(asyncio.create_task(driver.run()))
         runners = {

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from hubs.wallet.commands import CreditFunds, DebitFunds, OpenWallet
 from infra.audit import HistoryQuery, history, history_topics, verify
-from infra.audit_cli import audit
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
+from poseidon.audit_cli import audit
 from tests.harness import env_for, read_topic
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ waiting saga's step and compensates a filtered batch — each action a command t
 the Saga hub, recorded as an event with the operator's identity and shown in the
 saga read store. Processors, projectors and the Identity gRPC server run as
 subprocesses; the dashboard app runs on this test's loop, built as
-`python -m infra.dashboard` builds it (no saga driver runs, so sagas wait on their
+`poseidon dashboard` builds it (no saga driver runs, so sagas wait on their
 first step until an operator acts)."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from hubs.saga.commands import StartSaga
 from hubs.tenant.aggregate import PLATFORM_ACTOR
 from hubs.tenant.commands import CreateTenant
 from infra.command_client import CommandClient, new_meta
-from infra.dashboard.__main__ import deps_for
-from infra.dashboard.app import build_app
-from infra.dashboard.rules import OPERATOR_TENANT
 from poseidon import bootstrap
+from sagas.dashboard.app import build_app
+from sagas.dashboard.rules import OPERATOR_TENANT
+from sagas.dashboard.server import deps_for
 from schemas.protos import identity_pb2 as pb
 from schemas.protos import identity_pb2_grpc
 from tests.harness import channel, eventually, fetch, free_port

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from base.settings import Settings
 from infra.spoke import (
     BreakerOpen,
     PermanentError,
@@ -24,7 +25,6 @@ from infra.spoke import (
     SpokeContext,
     SpokeSpec,
 )
-from poseidon.settings import Settings
 from schemas.codec import Catalog, Codec
 from spokes.facebook.actions import SYSTEM, send_attachment_reply, send_reply
 from spokes.facebook.client import GRAPH_API_VERSION, FacebookClient

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from infra.ingress import Ingress, make_app
+from base.settings import Settings
+from infra.ingress import Ingress
 from infra.topics import ensure_topics, ingress_topics
-from poseidon import bootstrap
-from poseidon.settings import Settings
+from poseidon import bootstrap, roles
 from tests.standins.botpress import running_botpress
 from tests.standins.facebook import (
     delivery_event,
@@ -75,7 +75,7 @@ async def ingress_client(
     settings: Settings, *, connect: bool = True, produce_timeout_s: float = 3.0
 ) -> AsyncIterator[TestClient]:
     ingress = Ingress(settings, bootstrap.codec(settings), produce_timeout_s=produce_timeout_s)
-    async with TestClient(TestServer(make_app(ingress))) as client:
+    async with TestClient(TestServer(roles.ingress_app(ingress))) as client:
         if connect:
             assert await ingress.wait_connected(20), "ingress producer did not connect"
         client.ingress = ingress

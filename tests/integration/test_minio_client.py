@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from base.settings import Settings
 from infra.spoke import BreakerOpen, Outcome, PermanentError, ReauthorizationRequired, RetryableError, SpokeContext, SpokeSpec
-from poseidon.settings import Settings
 from spokes.minio import PER_TENANT_BREAKER, SYSTEM
 from spokes.minio.actions import MAX_ATTACHMENT_BYTES, SOURCE_SYSTEM, delete_attachment, store_attachment
 from spokes.minio.client import S3Store

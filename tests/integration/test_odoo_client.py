@@ -11,8 +11,8 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
+from base.settings import Settings
 from infra.spoke import BreakerOpen, Outcome, PermanentError, ReauthorizationRequired, RetryableError, SpokeContext, SpokeSpec
-from poseidon.settings import Settings
 from spokes.odoo import PER_TENANT_BREAKER, SYSTEM
 from spokes.odoo.actions import odoo_client, record_customer
 from spokes.odoo.client import OdooClient, OdooConnection

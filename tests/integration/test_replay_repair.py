@@ -25,7 +25,7 @@ def replay_cli(settings, *args: str):
     import subprocess
 
     return subprocess.run(
-        [sys.executable, "-m", "infra.replay_cli", "wallet", "--no-progress", *args],
+        [sys.executable, "-m", "poseidon.replay_cli", "wallet", "--no-progress", *args],
         cwd=ROOT,
         env=env_for(settings),
         capture_output=True,

@@ -24,13 +24,12 @@ from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
 from hubs.message.aggregate import conversation_id
 from hubs.message.commands import RecordOutboundMessage, UpdateDeliveryStatus
-from hubs.message.router import main as run_router
 from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
 from infra.command_client import CommandClient, new_meta
-from infra.grpc_server import start_server
 from infra.projector import Projector
 from infra.topics import TopicSpec, ensure_topics
-from poseidon import bootstrap
+from poseidon import bootstrap, roles
+from poseidon.roles import router as run_router
 from schemas.codec import Codec
 from schemas.protos import message_pb2, message_pb2_grpc
 from tests.harness import channel, eventually, fetch, free_port, read_topic
@@ -74,7 +73,7 @@ async def stack(platform):
     codec = bootstrap.codec(settings)
     served = ("tenant", "app", "billing", "message")
     projectors = [asyncio.create_task(Projector(bootstrap.projection(h), settings, codec).run()) for h in served]
-    servers = [await start_server(bootstrap.query_service(h), settings) for h in served]
+    servers = [await roles.start_grpc(h, settings) for h in served]
     for hub in ("tenant", "app", "billing", "message"):
         await asyncio.to_thread(platform.wait_healthy, f"{hub}-processor")
     hubs = [bootstrap.hub(h) for h in ("tenant", "app", "billing", "message")]

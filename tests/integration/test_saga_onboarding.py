@@ -26,7 +26,7 @@ TARGET_HUBS = ("tenant", "wallet", "config", "app")
 
 
 class Driver:
-    """The saga driver as a subprocess of its own (`python -m sagas.driver`), so it can be SIGKILLed."""
+    """The saga driver as a subprocess of its own (`poseidon saga-driver`), so it can be SIGKILLed."""
 
     def __init__(self, platform: Platform):
         self.platform, self.popen, self.port = platform, None, free_port()
@@ -36,7 +36,7 @@ class Driver:
         env = env_for(self.platform.settings, POSEIDON_OPS_PORT=str(self.port))
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "sagas.driver"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "poseidon.cli", "saga-driver"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         import urllib.request
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from poseidon.settings import Settings
+from base.settings import Settings
 
 MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG")
 ALLOWED_TAGS = ("ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "HUMAN_AGENT")

@@ -704,7 +704,7 @@ async def running_odoo(state: OdooState | None = None, port: int = 0) -> AsyncIt
 def main() -> None:
     from urllib.parse import urlsplit
 
-    from poseidon.settings import Settings
+    from base.settings import Settings
 
     default_port = urlsplit(Settings().odoo_url).port or 18083
     parser = argparse.ArgumentParser(description="Odoo external API stand-in (XML-RPC /xmlrpc/2 and JSON-2 /json/2)")

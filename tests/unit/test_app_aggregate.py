@@ -21,10 +21,10 @@ from hubs.app.commands import (
 )
 from hubs.app.guards import Guards
 from hubs.app.hub import HUB
-from hubs.domain import Command, CommandMeta, InvalidCommand
 from hubs.wallet.commands import OpenWallet
 from infra.hub import Decision, SnapshotCodec, command_from_record, command_to_record, decide
 from schemas.codec import Catalog, Codec
+from schemas.contracts import Command, CommandMeta, InvalidCommand
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

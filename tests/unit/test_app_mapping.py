@@ -11,12 +11,12 @@ import pytest
 
 from hubs.app.commands import RegisterApp, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
 from hubs.app.hub import HUB
-from hubs.domain import CommandMeta
 from infra.hub import decide, event_payload
 from infra.projection import Statement
 from projections.app import PROJECTION
 from projections.app.mapping import CREATED, REGISTER, SET_ACTIVE, SET_GUARDS, SUBSCRIBE, UPDATED, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

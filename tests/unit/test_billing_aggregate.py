@@ -20,8 +20,8 @@ from hubs.billing.commands import (
     entitlement_id,
 )
 from hubs.billing.hub import HUB
-from hubs.domain import Command, CommandMeta, InvalidCommand
 from infra.hub import Decision, SnapshotCodec, decide
+from schemas.contracts import Command, CommandMeta, InvalidCommand
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

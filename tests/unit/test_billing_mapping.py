@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, CancelEntitlement, ReportUsage, entitlement_id
 from hubs.billing.hub import HUB
-from hubs.domain import CommandMeta
 from infra.hub import decide, event_payload
 from infra.projection import Statement
 from projections.billing import PROJECTION
 from projections.billing.mapping import TERMS, TERMS_SQL, UPDATE_SQL, UPDATES, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

@@ -21,9 +21,9 @@ from hubs.config.aggregate import (
 )
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.hub import HUB
-from hubs.domain import Command, CommandMeta
 from infra.hub import Decision, SnapshotCodec, decide, event_payload
 from schemas.codec import Catalog, Codec
+from schemas.contracts import Command, CommandMeta
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

@@ -11,12 +11,12 @@ import pytest
 from hubs.config.aggregate import PLATFORM_TENANT, entry_id
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.hub import HUB
-from hubs.domain import CommandMeta
 from infra.hub import decide, event_payload
 from infra.projection import Statement
 from projections.config import PROJECTION
 from projections.config.mapping import CURRENT, HISTORY, RECORDED, UPSERT, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 EVENT_FIELDS = {

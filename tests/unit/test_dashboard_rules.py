@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.dashboard.pages import list_page, timeline_fragment
-from infra.dashboard.rules import BadFilter, SagaFilter, check_reason, csrf_ok, is_operator, mask_summary, new_csrf_token
+from sagas.dashboard.pages import list_page, timeline_fragment
+from sagas.dashboard.rules import BadFilter, SagaFilter, check_reason, csrf_ok, is_operator, mask_summary, new_csrf_token
 
 
 def test_an_empty_filter_selects_every_saga_without_parameters():

@@ -1,7 +1,7 @@
 """The hub reference in docs/hubs.md is generated from the schemas and protos;
 this fails when someone changed them without regenerating (`make docs`)."""
 
-from infra import docs
+from poseidon import docs
 
 
 def test_the_hub_reference_matches_the_schemas_and_protos():

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hubs.domain import Command, CommandMeta
 from hubs.identity.aggregate import (
     IDENTITY_TENANT,
     LOCKOUT,
@@ -32,6 +31,7 @@ from hubs.identity.commands import (
 )
 from hubs.identity.hub import HUB
 from infra.hub import Decision, SnapshotCodec, decide
+from schemas.contracts import Command, CommandMeta
 
 LOGIN = "alice@example.com"
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -12,6 +12,7 @@ import uuid
 import pyotp
 import pytest
 
+from base.settings import Settings
 from hubs.identity.commands import SEALED_PREFIX
 from hubs.identity.credentials import (
     TOTP_INTERVAL,
@@ -23,7 +24,6 @@ from hubs.identity.credentials import (
     verify_password,
 )
 from hubs.identity.sealing import FOLDER_NAME, Sealer, SealError, password_context, sealing_keys_dir, totp_context
-from poseidon.settings import Settings
 
 PRINCIPAL = str(uuid.uuid4())
 

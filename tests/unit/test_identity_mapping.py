@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hubs.domain import CommandMeta
 from hubs.identity.aggregate import IDENTITY_TENANT, LOCKOUT, MAX_FAILED_LOGINS, principal_id_for
 from hubs.identity.commands import (
     ConfirmTotp,
@@ -37,6 +36,7 @@ from projections.identity.mapping import (
     apply,
 )
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 EVENT_FIELDS = {

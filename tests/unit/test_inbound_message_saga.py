@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hubs.saga.commands import RecordStepResult, StartSaga
-from sagas.definition import SagaView
+from hubs.saga.definition import SagaView
 from sagas.inbound_message.definition import INBOUND_MESSAGE, saga_id_of, start
 from tests.unit.test_saga_aggregate import Story
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from base.settings import Settings
 from poseidon import bootstrap
-from poseidon.settings import Settings
 from spokes.botpress.translate import parse_push
 from spokes.botpress.webhook import attachments_of, inbound_record
 

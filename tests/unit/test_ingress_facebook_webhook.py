@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from base.settings import Settings
 from poseidon import bootstrap
-from poseidon.settings import Settings
 from spokes.facebook.translate import InvalidWebhook
 from spokes.facebook.webhook import expected_signature, records_of, verify_signature, verify_subscription
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.domain import Command, CommandMeta
 from hubs.message.aggregate import MAX_ATTACHMENTS, MAX_TEXT, MESSAGE_WINDOW, Conversation, conversation_id
 from hubs.message.commands import (
     CloseConversation,
@@ -26,6 +25,7 @@ from hubs.message.delivery import STATUSES
 from hubs.message.hub import HUB
 from infra.hub import Decision, SnapshotCodec, command_from_record, command_to_record, decide
 from schemas.codec import Catalog, Codec
+from schemas.contracts import Command, CommandMeta
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

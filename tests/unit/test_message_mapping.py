@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.domain import CommandMeta
 from hubs.message.aggregate import conversation_id
 from hubs.message.commands import (
     CloseConversation,
@@ -38,6 +37,7 @@ from projections.message.mapping import (
     apply,
 )
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

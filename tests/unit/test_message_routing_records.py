@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hubs.domain import Command, CommandMeta
 from hubs.message.aggregate import MESSAGE_WINDOW, NEVER, Conversation, conversation_id
 from hubs.message.commands import (
     CloseConversation,
@@ -28,6 +27,7 @@ from hubs.message.hub import HUB
 from infra.hub import Decision, SnapshotCodec, decide, event_payload
 from projections.message.mapping import CONVERSATION, MESSAGE, MESSAGE_UPDATED, ROUTING, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import Command, CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "acme"

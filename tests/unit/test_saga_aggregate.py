@@ -10,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hubs.domain import CommandMeta
 from hubs.saga.aggregate import Saga
 from hubs.saga.commands import AbortSaga, CompensateFromHere, FailOverdueStep, RecordStepResult, RetryStep, StartSaga
-from hubs.saga.hub import HUB
+from hubs.saga.definition import command_id
+from hubs.saga.hub import saga_hub
 from infra.hub import Decision, decide
-from sagas.definition import command_id
+from sagas.registry import DEFINITIONS
 from sagas.tenant_onboarding.definition import TENANT_ONBOARDING
+from schemas.contracts import CommandMeta
 
+HUB = saga_hub(DEFINITIONS)
 TENANT = "acme"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 STEPS = [s.name for s in TENANT_ONBOARDING.steps]

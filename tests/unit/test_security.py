@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from base.settings import Settings
 from infra.security import (
     PLATFORM_SCOPE,
     ROLES,
@@ -22,7 +23,6 @@ from infra.security import (
     Unauthenticated,
     bearer_token,
 )
-from poseidon.settings import Settings
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from poseidon.settings import DEFAULT_GRPC_PORTS, Settings, SettingsError
+from base.settings import DEFAULT_GRPC_PORTS, Settings, SettingsError
 
 
 def test_with_no_environment_the_settings_are_the_documented_defaults():
@@ -172,7 +172,7 @@ def test_with_returns_changed_settings_and_leaves_the_original_alone():
 
 
 def test_log_lines_never_carry_secrets_or_pii_in_clear():
-    from poseidon.logging import redact
+    from base.logging import redact
 
     line = redact(None, "info", {"event": "x", "password": "hunter2", "email": "a@b.co", "command_id": "c1", "text": ""})
     assert line == {"event": "x", "password": "[redacted]", "email": "[pii]", "command_id": "c1", "text": ""}

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.domain import CommandMeta, InvalidCommand
 from hubs.wallet.commands import (
     COMMANDS,
     CaptureFunds,
@@ -24,6 +23,7 @@ from hubs.wallet.commands import (
 from hubs.wallet.hub import HUB
 from infra.hub import SnapshotCodec, command_from_record, command_to_record, decide, event_payload
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta, InvalidCommand
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

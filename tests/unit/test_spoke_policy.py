@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from base.settings import Settings
 from infra.spoke import (
     BREAKER_STATE,
     BreakerOpen,
@@ -19,7 +20,6 @@ from infra.spoke import (
     SpokeContext,
     SpokeSpec,
 )
-from poseidon.settings import Settings
 
 
 def spec(per_tenant: bool = True) -> SpokeSpec:

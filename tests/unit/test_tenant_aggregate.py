@@ -10,12 +10,12 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hubs.domain import Command, CommandMeta
 from hubs.tenant.aggregate import ROLES, Tenant
 from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
 from hubs.tenant.hub import HUB
 from infra.hub import Decision, SnapshotCodec, decide, event_payload
 from schemas.codec import Catalog
+from schemas.contracts import Command, CommandMeta
 
 TENANT = "acme"
 OPERATOR = "operator-cli"  # not a member: authorised before sending
@@ -382,10 +382,10 @@ def test_whatever_is_asked_a_tenant_always_keeps_an_owner_and_invitees_are_never
 
 
 def test_the_platform_tenant_id_is_reserved():
-    from hubs.domain import CommandMeta
     from hubs.tenant.commands import CreateTenant
     from hubs.tenant.hub import HUB
     from infra.hub import decide
+    from schemas.contracts import CommandMeta
 
     meta = CommandMeta(
         command_id="c", aggregate_id="platform", tenant_id="platform", correlation_id="c", causation_id="c", actor="a"
@@ -396,10 +396,10 @@ def test_the_platform_tenant_id_is_reserved():
 
 @pytest.mark.parametrize(("actor", "accepted"), [("platform", True), ("eve", False), ("operator-cli", False)])
 def test_only_the_platform_creates_the_operator_team_tenant(actor, accepted):
-    from hubs.domain import CommandMeta
     from hubs.tenant.commands import CreateTenant
     from hubs.tenant.hub import HUB
     from infra.hub import decide
+    from schemas.contracts import CommandMeta
 
     meta = CommandMeta(
         command_id="c", aggregate_id="operators", tenant_id="operators", correlation_id="c", causation_id="c", actor=actor

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.domain import Command, CommandMeta
 from hubs.tenant.aggregate import ChannelAccount, Tenant
 from hubs.tenant.commands import ConnectChannel, CreateTenant, DisconnectChannel, InviteMember, channel_account_id
 from hubs.tenant.hub import HUB
 from infra.hub import Decision, SnapshotCodec, decide, event_payload
 from projections.tenant.mapping import CHANNEL, CHANNEL_STATE, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import Command, CommandMeta
 
 CODEC = Codec(Catalog.load())
 PAGE = "104857600123"

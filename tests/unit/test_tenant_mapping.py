@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.domain import CommandMeta
 from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
 from hubs.tenant.hub import HUB
 from infra.hub import decide, event_payload
 from projections.tenant import PROJECTION
 from projections.tenant.mapping import CHANGE_ROLE, CHANGED, CREATE, CREATED, INVITE, JOIN, REMOVE, WITHDRAW, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "acme"

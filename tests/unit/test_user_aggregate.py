@@ -10,11 +10,11 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hubs.domain import Command, CommandMeta
 from hubs.user.aggregate import PREFERENCES, PROFILE_NAMESPACE, Profile, profile_id
 from hubs.user.commands import CreateProfile, RemovePreference, SetPreference, UpdateProfile
 from hubs.user.hub import HUB
 from infra.hub import Decision, decide
+from schemas.contracts import Command, CommandMeta
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

@@ -13,7 +13,6 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hubs.domain import CommandMeta
 from hubs.user.aggregate import profile_id
 from hubs.user.commands import CreateProfile, RemovePreference, SetPreference, UpdateProfile
 from hubs.user.hub import HUB
@@ -32,6 +31,7 @@ from projections.user.mapping import (
     apply,
 )
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

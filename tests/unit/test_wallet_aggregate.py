@@ -11,7 +11,6 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hubs.domain import Command, CommandMeta
 from hubs.wallet.aggregate import MAX_AMOUNT, Wallet
 from hubs.wallet.commands import (
     CaptureFunds,
@@ -24,6 +23,7 @@ from hubs.wallet.commands import (
 )
 from hubs.wallet.hub import HUB
 from infra.hub import Decision, decide
+from schemas.contracts import Command, CommandMeta
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

@@ -11,7 +11,6 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hubs.domain import CommandMeta
 from hubs.wallet.commands import (
     CaptureFunds,
     CreditFunds,
@@ -26,6 +25,7 @@ from infra.projection import Statement
 from projections.wallet import PROJECTION
 from projections.wallet.mapping import LEDGER, LEDGERED, OPEN, OPENED, UPDATE, UPDATED, apply
 from schemas.codec import Catalog, Codec
+from schemas.contracts import CommandMeta
 
 CODEC = Codec(Catalog.load())
 TENANT = "tenant-a"

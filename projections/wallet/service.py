@@ -104,17 +104,15 @@ def _query_cli(name: str, method: str, build, **option_help: str) -> click.Comma
     def run(**opts) -> None:
         from google.protobuf.json_format import MessageToDict
 
-        from poseidon.cli import operator_token
-        from poseidon.settings import Settings
+        from base.settings import Settings
+        from infra import grpc_client
 
         settings = Settings.from_env()
-        target = f"{settings.grpc_host if settings.grpc_host != '0.0.0.0' else '127.0.0.1'}:{settings.grpc_port('wallet')}"
-        metadata = (("authorization", f"Bearer {operator_token(settings)}"),)
 
         async def call():
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with grpc_client.channel(settings, "wallet", grpc_client.operator_token(settings)) as channel:
                 stub = wallet_pb2_grpc.WalletQueryStub(channel)
-                return await getattr(stub, method)(build(**opts), timeout=10, metadata=metadata)
+                return await getattr(stub, method)(build(**opts), timeout=10)
 
         try:
             reply = asyncio.run(call())

@@ -8,10 +8,10 @@ import uuid
 
 import grpc
 
+from hubs.saga.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, encode_token, page_size
 from projections.saga import PROJECTION, queries
-from sagas.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
 from schemas.protos import saga_pb2, saga_pb2_grpc
 
 STATES = (RUNNING, WAITING, FAILED, COMPENSATING, COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION)

@@ -25,7 +25,6 @@ import grpc
 import structlog
 from cryptography.hazmat.primitives import serialization
 
-from hubs.domain import Command, InvalidCommand
 from hubs.identity.aggregate import IDENTITY_TENANT, check_login, principal_id_for
 from hubs.identity.commands import (
     ConfirmTotp,
@@ -53,6 +52,7 @@ from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
 from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
 from projections.identity import PROJECTION, queries
+from schemas.contracts import Command, InvalidCommand
 from schemas.protos import identity_pb2, identity_pb2_grpc
 
 log = structlog.get_logger(__name__)

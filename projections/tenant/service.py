@@ -13,7 +13,6 @@ import uuid
 
 import grpc
 
-from hubs.domain import Command
 from hubs.tenant.aggregate import ACCOUNT_ID, CHANNEL, MAX_NAME, MAX_REASON, ROLES, TENANT_ID
 from hubs.tenant.commands import (
     AcceptInvitation,
@@ -30,6 +29,7 @@ from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, Que
 from infra.paging import decode_token, encode_token, page_size, paginate
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
+from schemas.contracts import Command
 from schemas.protos import tenant_pb2, tenant_pb2_grpc
 
 COMMAND_TIMEOUT_S = 15.0

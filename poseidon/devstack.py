@@ -8,9 +8,9 @@ import sys
 import time
 import urllib.request
 
+from base.settings import Settings
 from infra.spoke import _SPOKE_INDEX
 from poseidon import bootstrap
-from poseidon.settings import Settings
 
 
 def _healthy(url: str) -> bool:

@@ -9,8 +9,8 @@ import re
 from importlib import import_module
 from pathlib import Path
 
+from base.settings import DEFAULT_GRPC_PORTS
 from poseidon import bootstrap
-from poseidon.settings import DEFAULT_GRPC_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "hubs.md"

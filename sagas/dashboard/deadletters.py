@@ -14,10 +14,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.dashboard.rules import mask_summary
+from base.settings import Settings
 from infra.dlq import DEAD_LETTER_SCHEMA
 from infra.topics import partitions_of
-from poseidon.settings import Settings
+from sagas.dashboard.rules import mask_summary
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)

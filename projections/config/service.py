@@ -27,12 +27,12 @@ from hubs.config.aggregate import (
 )
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.resolve import Change, ScopedValue, effective, effective_at, effective_by_key
-from hubs.domain import Command, CommandMeta, InvalidCommand
 from infra.command_client import CommandResult, CommandTimeout, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, encode_token
 from infra.security import PLATFORM_SCOPE, PermissionDenied, current_principal
 from projections.config import PROJECTION, queries
+from schemas.contracts import Command, CommandMeta, InvalidCommand
 from schemas.protos import config_pb2, config_pb2_grpc
 
 MAX_PAGE = 500

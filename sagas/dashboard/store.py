@@ -8,8 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
-from infra.dashboard.rules import STATES, SagaFilter
-from poseidon.settings import Settings
+from base.settings import Settings
+from sagas.dashboard.rules import STATES, SagaFilter
 
 SAGA_COLUMNS = (
     "saga_id::text AS saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at, version, error"

@@ -1,5 +1,5 @@
-"""`python -m infra.dashboard`: serve the operator dashboard on
-settings.ops_host:settings.dashboard_port until interrupted."""
+"""Serves the operator dashboard on settings.ops_host:settings.dashboard_port
+until cancelled (`poseidon dashboard` builds what it runs on)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from base.settings import Settings
 from infra.command_client import CommandClient
-from infra.dashboard.actions import CommandSagaActions
-from infra.dashboard.app import Deps, build_app
-from infra.dashboard.deadletters import DeadLetters
 from infra.security import Keyring, TokenVerifier
-from poseidon import bootstrap
-from poseidon.settings import Settings
+from sagas.dashboard.actions import CommandSagaActions
+from sagas.dashboard.app import Deps, build_app
+from sagas.dashboard.deadletters import DeadLetters
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +32,9 @@ def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient) -> D
     )
 
 
-async def serve(settings: Settings, port: int | None = None) -> None:
-    codec = bootstrap.codec(settings)
+async def serve(settings: Settings, client: CommandClient, port: int | None = None) -> None:
+    """`client` sends saga-hub commands (unstarted: it starts once the page is up)."""
     pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=5)
-    client = CommandClient(settings, codec, [bootstrap.hub("saga")])
     deps = deps_for(settings, pool, client)
     runner = web.AppRunner(build_app(deps), access_log=None)
     await runner.setup()
@@ -51,15 +49,3 @@ async def serve(settings: Settings, port: int | None = None) -> None:
         await runner.cleanup()
         await client.stop()
         await pool.close()
-
-
-def main() -> None:
-    settings = Settings.from_env()
-    try:
-        asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from hubs.domain import Command, CommandMeta
+from schemas.contracts import Command, CommandMeta
 
 SAGA_NAMESPACE = uuid.UUID("0f6c1f49-3f0e-5b7e-9a55-6a3c2d7e8b10")
 """Fixed forever: command ids and derived aggregate ids of every saga come from it."""
@@ -133,7 +133,8 @@ class Trigger:
     saga_id: Callable[[Mapping[str, Any]], str]
     start: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None]
     lookup: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
-    """async (pool, settings, record) -> facts; the pool reaches every read store."""
+    """async (reads, settings, record) -> facts; `reads` (sagas.reads.ReadStores) reaches
+    other hubs' read models through their query modules."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from html import escape
 
-from infra.dashboard.rules import CSRF_FIELD, STATES, SagaFilter, duration_text, mask_summary
+from sagas.dashboard.rules import CSRF_FIELD, STATES, SagaFilter, duration_text, mask_summary
 
 
 def e(value: object) -> str:

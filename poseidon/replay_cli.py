@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
+from base.logging import configure
+from base.settings import Settings, SettingsError
 from poseidon import bootstrap
-from poseidon.logging import configure
-from poseidon.settings import Settings, SettingsError
 
 
 def parse_offsets(text: str | None) -> dict[int, int] | int | None:

@@ -16,10 +16,13 @@ import grpc
 import structlog
 from aiohttp import web
 
-from infra.dashboard import pages
-from infra.dashboard.actions import SagaActions
-from infra.dashboard.deadletters import DeadLetters
-from infra.dashboard.rules import (
+from base.settings import Settings
+from infra.security import PLATFORM_SCOPE, Principal, TokenVerifier, Unauthenticated
+from projections.tenant import queries as tenant_queries
+from sagas.dashboard import pages
+from sagas.dashboard.actions import SagaActions
+from sagas.dashboard.deadletters import DeadLetters
+from sagas.dashboard.rules import (
     ACTIONS,
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -31,9 +34,7 @@ from infra.dashboard.rules import (
     is_operator,
     new_csrf_token,
 )
-from infra.dashboard.store import SagaStore
-from infra.security import PLATFORM_SCOPE, Authorizer, Principal, TokenVerifier, Unauthenticated
-from poseidon.settings import Settings
+from sagas.dashboard.store import SagaStore
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +112,7 @@ async def authenticate(deps: Deps, token: str) -> Principal:
     principal = deps.verifier.verify(token)
     role = None
     if PLATFORM_SCOPE not in principal.scopes:
-        role = await Authorizer(deps.pool, deps.settings).role_of(OPERATOR_TENANT, principal.id)
+        role = await tenant_queries.member_role(deps.pool, deps.settings.pg_schema("tenant"), OPERATOR_TENANT, principal.id)
     if not is_operator(principal.scopes, role, PLATFORM_SCOPE):
         raise PermissionError(f"{principal.id} is not an operator (platform scope, or admin of tenant {OPERATOR_TENANT!r})")
     return principal

@@ -9,9 +9,9 @@ import sys
 
 import click
 
+from base.logging import configure
+from base.settings import Settings, SettingsError
 from poseidon import bootstrap
-from poseidon.logging import configure
-from poseidon.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:

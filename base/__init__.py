@@ -1,0 +1,1 @@
+"""The ground floor: settings and logging. Imports nothing of ours; everything else may import it."""

@@ -1,0 +1,117 @@
+"""The composition root of every long-running role: each function builds the
+codec, specs, clients and settings-derived wiring its role runs on and hands
+them down as arguments. `poseidon <role>` (cli.py) calls these; tests and
+benchmarks use the same builders, so nothing below `poseidon/` looks anything up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from base.settings import Settings
+from hubs.message.router import PROCESS as ROUTER_PROCESS
+from hubs.message.router import MessageRouter
+from infra.command_client import CommandClient
+from infra.grpc_server import QueryService, RunningServer, start_server
+from infra.grpc_server import serve as serve_grpc
+from infra.ingress import Ingress, make_app
+from infra.ops import OpsServer
+from infra.service import serve_until_stopped
+from infra.spoke import SpokeRunner
+from poseidon import bootstrap
+from projections.tenant.queries import role_lookup
+from sagas.driver import PROCESS as DRIVER_PROCESS
+from sagas.driver import SagaDriver
+from sagas.registry import DEFINITIONS
+from schemas.codec import Codec
+
+# -- gRPC query services ----------------------------------------------------------
+
+
+def grpc_wiring(service: QueryService, settings: Settings, codec: Codec | None = None) -> dict:
+    """What a query service's server is handed: the Tenant read model's role lookup
+    for its Authorizer, and a command client when the service sends commands."""
+    commands = None
+    if service.sends_commands:
+        commands = CommandClient(settings, codec or bootstrap.codec(settings), bootstrap.hubs().values())
+    tenant_schema = settings.pg_schema("tenant")
+    return {"role_lookup": lambda pool: role_lookup(pool, tenant_schema), "commands": commands}
+
+
+async def start_grpc(hub_name: str, settings: Settings, port: int | None = None) -> RunningServer:
+    """A hub's gRPC query server, started in this process (tests, benchmarks)."""
+    service = bootstrap.query_service(hub_name)
+    return await start_server(service, settings, port=port, **grpc_wiring(service, settings))
+
+
+async def grpc(hub_name: str, settings: Settings) -> None:
+    service = bootstrap.query_service(hub_name)
+    await serve_grpc(service, settings, **grpc_wiring(service, settings))
+
+
+# -- ingress ------------------------------------------------------------------------
+
+
+def ingress_app(ingress: Ingress, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
+    """The ingress application with every spoke's webhook routes."""
+    return make_app(ingress, [*bootstrap.webhook_routes(), *extra_routes])
+
+
+async def ingress(settings: Settings) -> None:
+    from infra.ingress import serve
+
+    await serve(settings, bootstrap.codec(settings), bootstrap.webhook_routes())
+
+
+# -- the Message Hub's router, the saga driver, spokes -----------------------------------
+
+
+def message_router(settings: Settings, codec: Codec) -> MessageRouter:
+    return MessageRouter(settings, codec, bootstrap.hub("message"))
+
+
+async def router(settings: Settings) -> None:
+    """Run the router until SIGTERM / SIGINT."""
+    routing = message_router(settings, bootstrap.codec(settings))
+    ops = OpsServer(
+        settings.ops_host, settings.ops_port_for("router", "message"), ROUTER_PROCESS, {"consuming": lambda: routing.healthy}
+    )
+    await serve_until_stopped("router", routing, ops, (KafkaError, OSError))
+
+
+def saga_driver_for(settings: Settings, codec: Codec) -> SagaDriver:
+    return SagaDriver(settings, codec, bootstrap.hubs(), list(bootstrap.spokes()), list(DEFINITIONS.values()))
+
+
+async def saga_driver(settings: Settings) -> None:
+    """Run the saga driver until SIGTERM / SIGINT."""
+    driver = saga_driver_for(settings, bootstrap.codec(settings))
+    ops = OpsServer(
+        settings.ops_host, settings.ops_port_for("router", "saga"), DRIVER_PROCESS, {"consuming": lambda: driver.healthy}
+    )
+    await serve_until_stopped("saga driver", driver, ops, (KafkaError, OSError, asyncpg.PostgresError))
+
+
+def spoke_runner(name: str, settings: Settings, codec: Codec) -> SpokeRunner:
+    return SpokeRunner(bootstrap.spoke(name), settings, codec, list(bootstrap.hubs().values()))
+
+
+async def spoke(name: str, settings: Settings) -> None:
+    await spoke_runner(name, settings, bootstrap.codec(settings)).serve()
+
+
+# -- the operator dashboard ------------------------------------------------------------
+
+
+def saga_commands(settings: Settings, codec: Codec) -> CommandClient:
+    """A command client for the saga hub (the dashboard's actions)."""
+    return CommandClient(settings, codec, [bootstrap.hub("saga")])
+
+
+async def dashboard(settings: Settings, port: int | None = None) -> None:
+    from sagas.dashboard.server import serve
+
+    await serve(settings, saga_commands(settings, bootstrap.codec(settings)), port)
