@@ -4,7 +4,6 @@ SQL lives in projections/app/queries.py, the routing decision in hubs/app/guards
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import UTC, datetime
@@ -14,12 +13,13 @@ import grpc
 
 from hubs.app.aggregate import PLATFORM_TENANT
 from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evaluate_subscription
+from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import page_size, paginate, parse_token
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
+TOKEN_VERSION = "a1"
 READ_ROLE = "viewer"
 
 
@@ -28,7 +28,7 @@ class AppQueries(app_pb2_grpc.AppQueryServicer):
         self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetApp(self, request: app_pb2.GetAppRequest, context: grpc.aio.ServicerContext) -> app_pb2.App:
-        tenant_id, app_id = _tenant(request.tenant_id), _uuid(request.app_id, "app_id")
+        tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
         await self.authorizer.require(tenant_id, READ_ROLE)
         row = await queries.app(self.pool, tenant_id, app_id)
         if row is None:
@@ -36,20 +36,17 @@ class AppQueries(app_pb2_grpc.AppQueryServicer):
         return _app(row, tenant_id)
 
     async def ListApps(self, request: app_pb2.ListAppsRequest, context: grpc.aio.ServicerContext) -> app_pb2.AppPage:
-        tenant_id = _tenant(request.tenant_id)
-        size, after = _page_size(request.page_size), _decode_token(request.page_token)
+        tenant_id = tenant(request.tenant_id)
+        size, after = page_size(request.page_size), _after(request.page_token)
         await self.authorizer.require(tenant_id, READ_ROLE)
         rows = await queries.apps_page(self.pool, tenant_id, after, size + 1)
-        page = rows[:size]
-        return app_pb2.AppPage(
-            apps=[_app(r, tenant_id) for r in page],
-            next_page_token=_encode_token(page[-1]["app_id"]) if len(rows) > size else "",
-        )
+        page, next_token = paginate(rows, size, "app_id", TOKEN_VERSION)
+        return app_pb2.AppPage(apps=[_app(r, tenant_id) for r in page], next_page_token=next_token)
 
     async def GetSubscription(
         self, request: app_pb2.GetSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> app_pb2.Subscription:
-        tenant_id, app_id = _tenant(request.tenant_id), _uuid(request.app_id, "app_id")
+        tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
         await self.authorizer.require(tenant_id, READ_ROLE)
         row = await queries.subscription(self.pool, tenant_id, app_id)
         if row is None:
@@ -59,18 +56,15 @@ class AppQueries(app_pb2_grpc.AppQueryServicer):
     async def ListSubscriptions(
         self, request: app_pb2.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
     ) -> app_pb2.SubscriptionPage:
-        tenant_id = _tenant(request.tenant_id)
-        size, after = _page_size(request.page_size), _decode_token(request.page_token)
+        tenant_id = tenant(request.tenant_id)
+        size, after = page_size(request.page_size), _after(request.page_token)
         await self.authorizer.require(tenant_id, READ_ROLE)
         rows = await queries.subscriptions_page(self.pool, tenant_id, after, request.active_only, size + 1)
-        page = rows[:size]
-        return app_pb2.SubscriptionPage(
-            subscriptions=[_subscription(r) for r in page],
-            next_page_token=_encode_token(page[-1]["app_id"]) if len(rows) > size else "",
-        )
+        page, next_token = paginate(rows, size, "app_id", TOKEN_VERSION)
+        return app_pb2.SubscriptionPage(subscriptions=[_subscription(r) for r in page], next_page_token=next_token)
 
     async def CheckGuards(self, request: app_pb2.CheckGuardsRequest, context: grpc.aio.ServicerContext) -> app_pb2.GuardDecision:
-        tenant_id, app_id = _tenant(request.tenant_id), _uuid(request.app_id, "app_id")
+        tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
         if request.channel not in CHANNELS:
             raise InvalidArgument(f"channel must be one of {', '.join(sorted(CHANNELS))}, not {request.channel!r}")
         at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else datetime.now(UTC)
@@ -125,40 +119,8 @@ def _guards(row: asyncpg.Record) -> Guards:
     return Guards.parse(row["channels"], row["page_ids"], None if hours is None else json.loads(hours))
 
 
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
-def _uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} must be a UUID, not {value!r}") from None
-
-
-def _page_size(requested: int) -> int:
-    size = requested or DEFAULT_PAGE
-    if not 1 <= size <= MAX_PAGE:
-        raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
-    return size
-
-
-def _encode_token(app_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"a1:{app_id}".encode()).decode()
-
-
-def _decode_token(token: str) -> uuid.UUID | None:
-    if not token:
-        return None
-    try:
-        prefix, app_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "a1":
-            raise ValueError(prefix)
-        return uuid.UUID(app_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token this service issued") from None
+def _after(token: str) -> uuid.UUID | None:
+    return parse_token(token, uuid.UUID, None, TOKEN_VERSION)
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

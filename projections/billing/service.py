@@ -12,6 +12,7 @@ import grpc
 
 from hubs.billing.aggregate import FEATURE
 from hubs.billing.commands import entitlement_id
+from infra.arguments import tenant
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from projections.billing import PROJECTION, answers, queries
 from schemas.protos import billing_pb2, billing_pb2_grpc
@@ -24,7 +25,7 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
     async def GetEntitlement(
         self, request: billing_pb2.GetEntitlementRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.Entitlement:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "viewer")
         row = await self._row(tenant_id)
         terms = answers.Terms.from_row(row)
@@ -49,7 +50,7 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
     async def CheckEntitlement(
         self, request: billing_pb2.CheckEntitlementRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.EntitlementCheck:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         if not FEATURE.match(request.feature):
             raise InvalidArgument(f"feature must be 1 to 64 lower-case letters, digits or . _ : -, not {request.feature!r}")
         await self.authorizer.require(tenant_id, "viewer")
@@ -61,7 +62,7 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
         )
 
     async def GetQuota(self, request: billing_pb2.GetQuotaRequest, context: grpc.aio.ServicerContext) -> billing_pb2.Quota:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "viewer")
         row = await self._row(tenant_id)
         quota = answers.quota(answers.Terms.from_row(row), datetime.now(UTC))
@@ -80,12 +81,6 @@ class BillingQueries(billing_pb2_grpc.BillingQueryServicer):
         if row is None:
             raise NotFound(f"tenant {tenant_id} has no entitlement")
         return row
-
-
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

@@ -27,15 +27,15 @@ from hubs.config.aggregate import (
 )
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.resolve import Change, ScopedValue, effective, effective_at, effective_by_key
+from infra.arguments import tenant
 from infra.command_client import CommandResult, CommandTimeout, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from infra.paging import decode_token, encode_token
+from infra.paging import decode_token, page_size, paginate
 from infra.security import PLATFORM_SCOPE, PermissionDenied, current_principal
 from projections.config import PROJECTION, queries
 from schemas.contracts import Command, CommandMeta, InvalidCommand
 from schemas.protos import config_pb2, config_pb2_grpc
 
-MAX_PAGE = 500
 DEFAULT_PAGE = 100
 MAX_REQUEST_ID = 200
 WRITER_ROLE = "admin"
@@ -75,18 +75,12 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         tenant_id, environment = _tenant(request.tenant_id), _environment(request.environment)
         prefix = request.prefix
         _valid(lambda: check_key_prefix(prefix, "prefix"))
-        size = request.page_size or DEFAULT_PAGE
-        if not 1 <= size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
-        after = _decode_token(request.page_token)
+        size, after = page_size(request.page_size, DEFAULT_PAGE), _decode_token(request.page_token)
         await self.authorizer.require(tenant_id, "viewer")
         rows = await queries.values_page(self.pool, tenant_id, environment, prefix, after, size + 1)
         values = list(effective_by_key(_scoped(row) for row in rows).values())
-        page, more = values[:size], len(values) > size
-        return config_pb2.EffectiveValuePage(
-            values=[_effective_value(v) for v in page],
-            next_page_token=encode_token(page[-1].key) if more else "",
-        )
+        page, next_token = paginate(values, size, lambda value: value.key)
+        return config_pb2.EffectiveValuePage(values=[_effective_value(v) for v in page], next_page_token=next_token)
 
     async def GetValueAt(
         self, request: config_pb2.GetValueAtRequest, context: grpc.aio.ServicerContext
@@ -175,8 +169,7 @@ def _valid(check: Callable[[], object]) -> None:
 
 
 def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
+    value = tenant(value)
     _valid(lambda: check_tenant_id(value, "tenant_id"))
     return value
 

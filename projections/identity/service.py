@@ -48,6 +48,7 @@ from hubs.identity.credentials import (
 )
 from hubs.identity.events import REFRESH_TOKEN_ROTATED
 from hubs.identity.sealing import Sealer, password_context, sealing_keys_dir, totp_context
+from infra.arguments import canonical_uuid, is_canonical_uuid
 from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
 from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
@@ -204,7 +205,7 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
         meta = new_meta(principal_id, IDENTITY_TENANT, actor=caller.id)
         command: Command
         if request.session_id:
-            command = RevokeRefreshFamily(meta, family_id=_uuid(request.session_id, "session_id"), reason=reason)
+            command = RevokeRefreshFamily(meta, family_id=canonical_uuid(request.session_id, "session_id"), reason=reason)
         else:
             command = RevokeAllRefreshFamilies(meta, reason=reason)
         result = await self._send(command)
@@ -236,7 +237,7 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
 
     async def ConfirmTotp(self, request, context) -> identity_pb2.ConfirmTotpReply:
         principal_id = _subject("")
-        enrollment_id = _uuid(request.enrollment_id, "enrollment_id")
+        enrollment_id = canonical_uuid(request.enrollment_id, "enrollment_id")
         row = await self._principal(principal_id)
         if row is None:
             raise NotFound("principal not found")
@@ -257,7 +258,7 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
 
     async def WhoAmI(self, request, context) -> identity_pb2.WhoAmIReply:
         caller = current_principal()
-        row = await self._principal(caller.id) if _is_uuid(caller.id) else None
+        row = await self._principal(caller.id) if is_canonical_uuid(caller.id) else None
         return identity_pb2.WhoAmIReply(
             principal_id=caller.id,
             kind=caller.kind,
@@ -349,23 +350,10 @@ def _subject(requested: str) -> str:
     if requested and requested != caller.id:
         if PLATFORM_SCOPE not in caller.scopes:
             raise PermissionDenied("a principal may only act on itself")
-        return _uuid(requested, "principal_id")
-    if not _is_uuid(caller.id):
+        return canonical_uuid(requested, "principal_id")
+    if not is_canonical_uuid(caller.id):
         raise NotFound("principal not found")  # a platform token whose subject is no identity principal
     return caller.id
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, TypeError, AttributeError):
-        return False
-
-
-def _uuid(value: str, name: str) -> str:
-    if not _is_uuid(value):
-        raise InvalidArgument(f"{name} must be a lower-case UUID, not {value!r}")
-    return value
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

@@ -4,7 +4,6 @@ projections/message/queries.py. Never logs message text."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import uuid
@@ -12,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import page_size, paginate, parse_token
 from projections.message import PROJECTION, queries
 from schemas.protos import message_pb2, message_pb2_grpc
 
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
+# Page tokens keep the prefixes they had before infra.paging, so tokens already handed out still work.
+CONVERSATION_TOKEN = "c1"
+MESSAGE_TOKEN = "m1"
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -29,23 +31,20 @@ class MessageQueries(message_pb2_grpc.MessageQueryServicer):
     async def ListConversations(
         self, request: message_pb2.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> message_pb2.ConversationPage:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         if request.channel and not _CHANNEL.match(request.channel):
             raise InvalidArgument("channel must be a lower-case name like facebook, or empty for every channel")
-        size = _page_size(request.page_size)
-        before = _decode_conversation_token(request.page_token)
+        size = page_size(request.page_size)
+        before = parse_token(request.page_token, _conversation_cursor, queries.FIRST_CURSOR, CONVERSATION_TOKEN)
         await self.authorizer.require(tenant_id, "viewer")
         rows = await queries.conversations_page(self.pool, tenant_id, request.channel or None, before, size + 1)
-        page, more = rows[:size], len(rows) > size
-        return message_pb2.ConversationPage(
-            conversations=[_conversation(r) for r in page],
-            next_page_token=_encode_conversation_token(page[-1]) if more else "",
-        )
+        page, next_token = paginate(rows, size, _conversation_key, CONVERSATION_TOKEN)
+        return message_pb2.ConversationPage(conversations=[_conversation(r) for r in page], next_page_token=next_token)
 
     async def GetConversation(
         self, request: message_pb2.GetConversationRequest, context: grpc.aio.ServicerContext
     ) -> message_pb2.Conversation:
-        tenant_id, conversation_id = _tenant(request.tenant_id), _conversation_id(request.conversation_id)
+        tenant_id, conversation_id = tenant(request.tenant_id), _conversation_id(request.conversation_id)
         await self.authorizer.require(tenant_id, "viewer")
         row = await queries.conversation(self.pool, tenant_id, conversation_id)
         if row is None:
@@ -55,23 +54,20 @@ class MessageQueries(message_pb2_grpc.MessageQueryServicer):
     async def ListMessages(
         self, request: message_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> message_pb2.MessagePage:
-        tenant_id, conversation_id = _tenant(request.tenant_id), _conversation_id(request.conversation_id)
-        size = _page_size(request.page_size)
-        after = _decode_message_token(request.page_token)
+        tenant_id, conversation_id = tenant(request.tenant_id), _conversation_id(request.conversation_id)
+        size = page_size(request.page_size)
+        after = parse_token(request.page_token, int, 0, MESSAGE_TOKEN)
         await self.authorizer.require(tenant_id, "viewer")
         rows = await queries.messages_page(self.pool, tenant_id, conversation_id, after, size + 1)
         if not rows and await queries.conversation(self.pool, tenant_id, conversation_id) is None:
             raise _conversation_not_found(tenant_id, conversation_id)
-        page, more = rows[:size], len(rows) > size
-        return message_pb2.MessagePage(
-            messages=[_message(r) for r in page],
-            next_page_token=_encode_message_token(page[-1]["sequence"]) if more else "",
-        )
+        page, next_token = paginate(rows, size, "sequence", MESSAGE_TOKEN)
+        return message_pb2.MessagePage(messages=[_message(r) for r in page], next_page_token=next_token)
 
     async def GetMessage(
         self, request: message_pb2.GetMessageRequest, context: grpc.aio.ServicerContext
     ) -> message_pb2.MessageDetail:
-        tenant_id, conversation_id = _tenant(request.tenant_id), _conversation_id(request.conversation_id)
+        tenant_id, conversation_id = tenant(request.tenant_id), _conversation_id(request.conversation_id)
         message_id = request.message_id
         if not message_id or len(message_id) > 300:
             raise InvalidArgument("message_id is required (at most 300 characters)")
@@ -140,62 +136,23 @@ def _routing(r) -> message_pb2.Routing:
     )
 
 
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
 def _conversation_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"conversation_id must be a UUID, not {value[:80]!r}") from None
+    return uuid_of(value, "conversation_id", shown=80)
 
 
 def _conversation_not_found(tenant_id: str, conversation_id: uuid.UUID) -> NotFound:
     return NotFound(f"conversation {conversation_id} not found for tenant {tenant_id}")
 
 
-def _page_size(requested: int) -> int:
-    size = requested or DEFAULT_PAGE
-    if not 1 <= size <= MAX_PAGE:
-        raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, not {size}")
-    return size
-
-
-# Page tokens are opaque to callers; the prefix versions their format.
-def _encode_conversation_token(row) -> str:
+# Conversations page newest activity first: the key is (last activity in epoch microseconds, id).
+def _conversation_key(row) -> str:
     micros = (row["last_activity_at"] - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"c1:{micros}:{row['conversation_id']}".encode()).decode()
+    return f"{micros}:{row['conversation_id']}"
 
 
-def _decode_conversation_token(token: str) -> tuple[datetime, uuid.UUID]:
-    if not token:
-        return queries.FIRST_CURSOR
-    try:
-        prefix, micros, conversation_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "c1":
-            raise ValueError(prefix)
-        return _EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(conversation_id)
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        raise InvalidArgument("page_token is not a token this service issued") from None
-
-
-def _encode_message_token(sequence: int) -> str:
-    return base64.urlsafe_b64encode(f"m1:{sequence}".encode()).decode()
-
-
-def _decode_message_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        prefix, sequence = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if prefix != "m1":
-            raise ValueError(prefix)
-        return int(sequence)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token this service issued") from None
+def _conversation_cursor(key: str) -> tuple[datetime, uuid.UUID]:
+    micros, conversation_id = key.split(":")
+    return _EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(conversation_id)
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

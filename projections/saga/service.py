@@ -9,8 +9,9 @@ import uuid
 import grpc
 
 from hubs.saga.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
+from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from infra.paging import decode_token, encode_token, page_size
+from infra.paging import decode_token, page_size, paginate
 from projections.saga import PROJECTION, queries
 from schemas.protos import saga_pb2, saga_pb2_grpc
 
@@ -23,7 +24,7 @@ class SagaQueries(saga_pb2_grpc.SagaQueryServicer):
         self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetSaga(self, request: saga_pb2.GetSagaRequest, context: grpc.aio.ServicerContext) -> saga_pb2.SagaDetail:
-        tenant_id, saga_id = _tenant(request.tenant_id), _uuid(request.saga_id, "saga_id")
+        tenant_id, saga_id = tenant(request.tenant_id), uuid_of(request.saga_id, "saga_id")
         await self.authorizer.require(tenant_id, MINIMUM_ROLE)
         row = await queries.saga(self.pool, tenant_id, saga_id)
         if row is None:
@@ -45,17 +46,15 @@ class SagaQueries(saga_pb2_grpc.SagaQueryServicer):
         )
 
     async def ListSagas(self, request: saga_pb2.ListSagasRequest, context: grpc.aio.ServicerContext) -> saga_pb2.SagaPage:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         if request.state and request.state not in STATES:
             raise InvalidArgument(f"state must be empty or one of {', '.join(STATES)}, not {request.state!r}")
         size = page_size(request.page_size)
-        after = _uuid(decode_token(request.page_token, str(uuid.UUID(int=0))), "page_token")
+        after = uuid_of(decode_token(request.page_token, str(uuid.UUID(int=0))), "page_token")
         await self.authorizer.require(tenant_id, MINIMUM_ROLE)
         rows = await queries.saga_page(self.pool, tenant_id, request.state, after, size + 1)
-        page, more = rows[:size], len(rows) > size
-        return saga_pb2.SagaPage(
-            sagas=[_saga(r) for r in page], next_page_token=encode_token(page[-1]["saga_id"]) if more else ""
-        )
+        page, next_token = paginate(rows, size, "saga_id")
+        return saga_pb2.SagaPage(sagas=[_saga(r) for r in page], next_page_token=next_token)
 
 
 def _saga(row) -> saga_pb2.Saga:
@@ -71,19 +70,6 @@ def _saga(row) -> saga_pb2.Saga:
         started_at=to_timestamp(row["started_at"]),
         updated_at=to_timestamp(row["updated_at"]),
     )
-
-
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
-def _uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} must be a UUID, not {value!r}") from None
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

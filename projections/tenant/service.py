@@ -24,9 +24,10 @@ from hubs.tenant.commands import (
     RemoveMember,
     channel_account_id,
 )
+from infra.arguments import required, tenant
 from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from infra.paging import decode_token, encode_token, page_size, paginate
+from infra.paging import decode_token, page_size, paginate
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
 from schemas.contracts import Command
@@ -43,7 +44,7 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: grpc.aio.ServicerContext) -> tenant_pb2.Tenant:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "viewer")
         row = await queries.tenant(self.pool, tenant_id)
         if row is None:  # only a platform principal gets here for a tenant that does not exist
@@ -60,7 +61,7 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
     async def ListMembers(
         self, request: tenant_pb2.ListMembersRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.MemberPage:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "viewer")
         size, after = page_size(request.page_size), decode_token(request.page_token)
         rows = await queries.members_page(self.pool, tenant_id, after, size + 1)
@@ -74,7 +75,7 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         )
 
     async def GetMyRole(self, request: tenant_pb2.GetMyRoleRequest, context: grpc.aio.ServicerContext) -> tenant_pb2.MyRole:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         role = await self.authorizer.require(tenant_id, "viewer")
         caller = current_principal()
         return tenant_pb2.MyRole(tenant_id=tenant_id, principal_id=caller.id, role=role, platform=_is_platform(caller))
@@ -99,7 +100,7 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
     async def ListInvitations(
         self, request: tenant_pb2.ListInvitationsRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.InvitationPage:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "admin")
         size, after = page_size(request.page_size), decode_token(request.page_token)
         rows = await queries.invitations_page(self.pool, tenant_id, after, size + 1)
@@ -137,17 +138,13 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
     async def ListChannels(
         self, request: tenant_pb2.ListChannelsRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.ChannelPage:
-        tenant_id = _tenant(request.tenant_id)
+        tenant_id = tenant(request.tenant_id)
         await self.authorizer.require(tenant_id, "viewer")
         size = page_size(request.page_size)
         channel, _, account_id = decode_token(request.page_token).partition("/")
         rows = await queries.channels_page(self.pool, tenant_id, (channel, account_id), size + 1)
-        page = rows[:size]
-        more = len(rows) > size
-        return tenant_pb2.ChannelPage(
-            channels=[_channel_account(r) for r in page],
-            next_page_token=encode_token(f"{page[-1]['channel']}/{page[-1]['account_id']}") if more else "",
-        )
+        page, token = paginate(rows, size, lambda last: f"{last['channel']}/{last['account_id']}")
+        return tenant_pb2.ChannelPage(channels=[_channel_account(r) for r in page], next_page_token=token)
 
 
 class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
@@ -178,7 +175,7 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
     async def InviteMember(
         self, request: tenant_pb2.InviteMemberRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, principal_id, role = _tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
+        tenant_id, principal_id, role = tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
         await self.authorizer.require(tenant_id, "owner" if role == "owner" else "admin")
         caller = current_principal()
         command = InviteMember(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id, role=role)
@@ -187,7 +184,7 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
     async def AcceptInvitation(
         self, request: tenant_pb2.AcceptInvitationRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, caller = _tenant(request.tenant_id), current_principal()
+        tenant_id, caller = tenant(request.tenant_id), current_principal()
         principal_id = _on_behalf_of(caller, request.principal_id)
         command = AcceptInvitation(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id)
         # Not a member yet, so no role to check: the aggregate only lets the
@@ -199,7 +196,7 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
     async def ChangeMemberRole(
         self, request: tenant_pb2.ChangeMemberRoleRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, principal_id, role = _tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
+        tenant_id, principal_id, role = tenant(request.tenant_id), _principal(request.principal_id), _role(request.role)
         await self.authorizer.require(tenant_id, "admin")
         if role == "owner" or await self.authorizer.role_of(tenant_id, principal_id) == "owner":
             await self.authorizer.require(tenant_id, "owner")
@@ -210,7 +207,7 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
     async def RemoveMember(
         self, request: tenant_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, principal_id, caller = _tenant(request.tenant_id), _principal(request.principal_id), current_principal()
+        tenant_id, principal_id, caller = tenant(request.tenant_id), _principal(request.principal_id), current_principal()
         command = RemoveMember(self._meta(tenant_id, caller, request.command_id), principal_id=principal_id)
         if principal_id == caller.id:
             # Leaving, or declining one's own invitation: needs no role, and a
@@ -254,7 +251,7 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
     async def ConnectChannel(
         self, request: tenant_pb2.ConnectChannelRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, channel, account_id = _tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
+        tenant_id, channel, account_id = tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
         await self.authorizer.require(tenant_id, "admin")
         meta = _channel_meta(tenant_id, channel, account_id, request.command_id)
         result = await self.commands.send(ConnectChannel(meta, channel=channel, account_id=account_id), timeout=COMMAND_TIMEOUT_S)
@@ -266,7 +263,7 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
     async def DisconnectChannel(
         self, request: tenant_pb2.DisconnectChannelRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
-        tenant_id, channel, account_id = _tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
+        tenant_id, channel, account_id = tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
         if len(request.reason) > MAX_REASON:
             raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
         await self.authorizer.require(tenant_id, "admin")
@@ -342,12 +339,6 @@ def _on_behalf_of(caller: Principal, principal_id: str) -> str:
     return caller.id
 
 
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
 def _canonical_tenant(value: str) -> str:
     if not TENANT_ID.match(value):
         raise InvalidArgument(f"tenant_id must be a lower-case slug of 1 to 63 letters, digits and inner hyphens, not {value!r}")
@@ -379,9 +370,7 @@ def _channel_account(row) -> tenant_pb2.ChannelAccount:
 
 
 def _principal(value: str, field: str = "principal_id") -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    return value
+    return required(value, field)
 
 
 def _role(value: str) -> str:

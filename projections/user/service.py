@@ -11,8 +11,9 @@ import click
 import grpc
 
 from hubs.user.aggregate import profile_id
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from infra.paging import decode_token, page_size, paginate
+from infra.arguments import tenant, uuid_of
+from infra.grpc_server import NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import page_size, paginate, parse_token
 from infra.security import ROLES, PermissionDenied, current_principal
 from projections.user import PROJECTION, queries
 from schemas.protos import user_pb2, user_pb2_grpc
@@ -26,7 +27,7 @@ class UserQueries(user_pb2_grpc.UserQueryServicer):
         self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetProfile(self, request: user_pb2.GetProfileRequest, context: grpc.aio.ServicerContext) -> user_pb2.Profile:
-        tenant_id, principal_id = _tenant(request.tenant_id), _principal_id(request.principal_id)
+        tenant_id, principal_id = tenant(request.tenant_id), _principal_id(request.principal_id)
         role = await self.authorizer.require(tenant_id, "viewer")
         clear = _is_caller(principal_id) or _reads_clear_pii(role)
         row = await queries.profile(self.pool, tenant_id, principal_id, clear_pii=clear)
@@ -37,7 +38,7 @@ class UserQueries(user_pb2_grpc.UserQueryServicer):
     async def ListProfiles(
         self, request: user_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.ProfilePage:
-        tenant_id, size, after = _tenant(request.tenant_id), page_size(request.page_size), _after(request.page_token)
+        tenant_id, size, after = tenant(request.tenant_id), page_size(request.page_size), _after(request.page_token)
         role = await self.authorizer.require(tenant_id, "viewer")
         clear = _reads_clear_pii(role)
         rows = await queries.profile_page(self.pool, tenant_id, after, size + 1, clear_pii=clear)
@@ -47,7 +48,7 @@ class UserQueries(user_pb2_grpc.UserQueryServicer):
     async def GetPreferences(
         self, request: user_pb2.GetPreferencesRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.Preferences:
-        tenant_id, principal_id = _tenant(request.tenant_id), _principal_id(request.principal_id)
+        tenant_id, principal_id = tenant(request.tenant_id), _principal_id(request.principal_id)
         role = await self.authorizer.require(tenant_id, "viewer")
         # Refused before any read, so the answer says nothing about whether the profile exists.
         if not (_is_caller(principal_id) or _reads_clear_pii(role)):
@@ -94,25 +95,12 @@ def _profile(row, *, masked: bool) -> user_pb2.Profile:
     )
 
 
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
 def _principal_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"principal_id must be a UUID, not {value[:64]!r}") from None
+    return uuid_of(value, "principal_id", shown=64)
 
 
 def _after(token: str) -> uuid.UUID | None:
-    after = decode_token(token)
-    try:
-        return uuid.UUID(after) if after else None
-    except ValueError:
-        raise InvalidArgument("page_token is not a token this service issued") from None
+    return parse_token(token, lambda key: uuid.UUID(key) if key else None, None)
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import click
 import grpc
 
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from infra.paging import MAX_PAGE, decode_token, encode_token, page_size
+from infra.arguments import tenant, uuid_of
+from infra.grpc_server import NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.paging import MAX_PAGE, page_size, paginate, parse_token
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
@@ -22,7 +22,7 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
         self.pool, self.authorizer = deps.pool, deps.authorizer
 
     async def GetBalance(self, request: wallet_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.Balance:
-        tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        tenant_id, wallet_id = tenant(request.tenant_id), uuid_of(request.wallet_id, "wallet_id")
         await self.authorizer.require(tenant_id, "viewer")
         row = await queries.balance(self.pool, tenant_id, wallet_id)
         if row is None:
@@ -39,14 +39,14 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
         )
 
     async def ListLedger(self, request: wallet_pb2.ListLedgerRequest, context: grpc.aio.ServicerContext) -> wallet_pb2.LedgerPage:
-        tenant_id, wallet_id = _tenant(request.tenant_id), _wallet_id(request.wallet_id)
+        tenant_id, wallet_id = tenant(request.tenant_id), uuid_of(request.wallet_id, "wallet_id")
         await self.authorizer.require(tenant_id, "viewer")
         size = page_size(request.page_size)
-        after = _after_version(request.page_token)
+        after = parse_token(request.page_token, int, 0)
         rows = await queries.ledger_page(self.pool, tenant_id, wallet_id, after, size + 1)
         if not rows and after == 0 and await queries.balance(self.pool, tenant_id, wallet_id) is None:
             raise NotFound(f"wallet {wallet_id} not found for tenant {tenant_id}")
-        page, more = rows[:size], len(rows) > size
+        page, next_token = paginate(rows, size, "version")
         return wallet_pb2.LedgerPage(
             entries=[
                 wallet_pb2.LedgerEntry(
@@ -64,28 +64,8 @@ class WalletQueries(wallet_pb2_grpc.WalletQueryServicer):
                 )
                 for r in page
             ],
-            next_page_token=encode_token(page[-1]["version"]) if more else "",
+            next_page_token=next_token,
         )
-
-
-def _tenant(value: str) -> str:
-    if not value:
-        raise InvalidArgument("tenant_id is required")
-    return value
-
-
-def _wallet_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"wallet_id must be a UUID, not {value!r}") from None
-
-
-def _after_version(token: str) -> int:
-    try:
-        return int(decode_token(token, "0"))
-    except ValueError:
-        raise InvalidArgument("page_token is not a token this service issued") from None
 
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
@@ -105,9 +85,10 @@ def _query_cli(name: str, method: str, build, **option_help: str) -> click.Comma
         from google.protobuf.json_format import MessageToDict
 
         from base.settings import Settings
+        from hubs.wallet.hub import HUB
         from infra import grpc_client
 
-        settings = Settings.from_env()
+        settings = Settings.from_env().with_topology([HUB])
 
         async def call():
             async with grpc_client.channel(settings, "wallet", grpc_client.operator_token(settings)) as channel:

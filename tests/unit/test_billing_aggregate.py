@@ -1,5 +1,5 @@
-"""The billing entitlement's rules as given / when / then over `infra.hub.decide`,
-the same pure step the aggregate processor runs: only the billing provider may
+"""The billing entitlement's rules as given (prior events) / when (a command
+through `infra.hub.decide`, the same pure step the aggregate processor runs) / then: only the billing provider may
 change billing state, terms and periods are checked, usage adds up per period.
 No broker, no database."""
 
@@ -20,8 +20,9 @@ from hubs.billing.commands import (
     entitlement_id,
 )
 from hubs.billing.hub import HUB
-from infra.hub import Decision, SnapshotCodec, decide
-from schemas.contracts import Command, CommandMeta, InvalidCommand
+from infra.hub import SnapshotCodec
+from schemas.contracts import CommandMeta, InvalidCommand
+from tests.unit.given_when_then import Fact, Hub, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -65,30 +66,39 @@ class Provider:
     def usage(self, count, start=JAN, **m) -> ReportUsage:
         return ReportUsage(meta(self.aggregate_id, tenant=m.pop("tenant", self.tenant), **m), count=count, period_start=start)
 
+    # -- what happened to the entitlement, for `given` (features in their canonical, sorted spelling) --
 
-def given(*commands: Command) -> Entitlement | None:
-    entitlement = None
-    for command in commands:
-        decision = decide(HUB, entitlement, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        entitlement = decision.aggregate
-    return entitlement
+    def granted(self, plan="pro", quota=1000, start=JAN, end=FEB, features=("botpress", "webhooks")) -> Fact:
+        return happened(
+            Entitlement.EntitlementGranted,
+            entitlement_id=self.aggregate_id,
+            tenant_id=self.tenant,
+            plan=plan,
+            message_quota=quota,
+            period_start=start,
+            period_end=end,
+            features=list(features),
+        )
+
+    def changed(self, plan="pro", quota=1000, start=JAN, end=FEB, features=("botpress", "webhooks"), used=0) -> Fact:
+        return happened(
+            Entitlement.EntitlementChanged,
+            plan=plan,
+            message_quota=quota,
+            period_start=start,
+            period_end=end,
+            features=list(features),
+            used_in_period=used,
+        )
+
+    def cancelled(self, reason="subscription_canceled") -> Fact:
+        return happened(Entitlement.EntitlementCancelled, reason=reason)
+
+    def usage_reported(self, count: int, used_after: int, start=JAN) -> Fact:
+        return happened(Entitlement.UsageReported, count=count, period_start=start, used_after=used_after)
 
 
-def when(entitlement: Entitlement | None, command: Command) -> Decision:
-    return decide(HUB, entitlement, command)
-
-
-def then_rejected(decision: Decision, rule: str) -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert decision.events == []
-
-
-def only_event(decision: Decision):
-    assert decision.accepted, decision.rejection
-    assert len(decision.events) == 1, decision.events
-    return decision.events[0]
+when = Hub(HUB).when
 
 
 def terms(e: Entitlement) -> tuple:
@@ -130,7 +140,7 @@ def test_applying_terms_from_anyone_but_the_billing_provider_is_refused(actor):
 
 def test_a_non_provider_cannot_change_cancel_or_report_usage_on_an_existing_entitlement():
     p = Provider()
-    entitlement = given(p.apply())
+    entitlement = given(p.granted())
     before = terms(entitlement)
 
     for command in (p.apply(plan="free", quota=0, actor="admin"), p.cancel(actor="admin"), p.usage(5, actor="admin")):
@@ -217,7 +227,7 @@ def test_periods_are_kept_in_utc_at_the_millisecond_precision_of_the_events():
 
 def test_renewing_into_a_new_period_records_the_new_terms_and_starts_usage_from_zero():
     p = Provider()
-    entitlement = given(p.apply(start=JAN, end=FEB), p.usage(300))
+    entitlement = given(p.granted(start=JAN, end=FEB), p.usage_reported(300, used_after=300))
 
     event = only_event(when(entitlement, p.apply(start=FEB, end=MAR)))
 
@@ -228,7 +238,7 @@ def test_renewing_into_a_new_period_records_the_new_terms_and_starts_usage_from_
 
 def test_changing_the_plan_within_the_period_keeps_the_usage_of_the_period():
     p = Provider()
-    entitlement = given(p.apply(plan="pro", quota=1000), p.usage(300))
+    entitlement = given(p.granted(plan="pro", quota=1000), p.usage_reported(300, used_after=300))
 
     event = only_event(when(entitlement, p.apply(plan="business", quota=5000, features=["sso"])))
 
@@ -238,7 +248,7 @@ def test_changing_the_plan_within_the_period_keeps_the_usage_of_the_period():
 
 def test_terms_for_a_period_older_than_the_one_in_force_are_refused_as_stale():
     p = Provider()
-    entitlement = given(p.apply(start=FEB, end=MAR))
+    entitlement = given(p.granted(start=FEB, end=MAR))
     before = terms(entitlement)
 
     decision = when(entitlement, p.apply(start=JAN, end=FEB))
@@ -250,7 +260,7 @@ def test_terms_for_a_period_older_than_the_one_in_force_are_refused_as_stale():
 def test_the_same_terms_again_change_nothing_and_are_accepted():
     # A provider's redelivered message under a new id: no event, no new version.
     p = Provider()
-    entitlement = given(p.apply(features=["b", "a"]))
+    entitlement = given(p.granted(features=["a", "b"]))
 
     decision = when(entitlement, p.apply(features=["a", "b", "a"]))
 
@@ -262,7 +272,7 @@ def test_the_same_terms_again_change_nothing_and_are_accepted():
 
 def test_cancelling_records_entitlement_cancelled_with_the_providers_reason():
     p = Provider()
-    entitlement = given(p.apply())
+    entitlement = given(p.granted())
 
     event = only_event(when(entitlement, p.cancel("payment_failed")))
 
@@ -273,7 +283,7 @@ def test_cancelling_records_entitlement_cancelled_with_the_providers_reason():
 
 def test_cancelling_an_entitlement_that_is_already_cancelled_is_refused():
     p = Provider()
-    entitlement = given(p.apply(), p.cancel())
+    entitlement = given(p.granted(), p.cancelled())
 
     then_rejected(when(entitlement, p.cancel()), "EntitlementNotActive")
 
@@ -283,14 +293,14 @@ def test_cancelling_an_entitlement_that_was_never_granted_is_refused_as_not_foun
 
 
 def test_a_reason_longer_than_200_characters_is_invalid():
-    entitlement = given(Provider().apply())
+    entitlement = given(Provider().granted())
 
     then_rejected(when(entitlement, Provider().cancel("x" * 201)), "InvalidCommand")
 
 
 def test_the_same_terms_after_a_cancellation_reactivate_the_entitlement():
     p = Provider()
-    entitlement = given(p.apply(), p.usage(10), p.cancel())
+    entitlement = given(p.granted(), p.usage_reported(10, used_after=10), p.cancelled())
 
     event = only_event(when(entitlement, p.apply()))
 
@@ -303,7 +313,7 @@ def test_the_same_terms_after_a_cancellation_reactivate_the_entitlement():
 
 def test_reported_usage_adds_up_within_the_period():
     p = Provider()
-    entitlement = given(p.apply(), p.usage(120))
+    entitlement = given(p.granted(), p.usage_reported(120, used_after=120))
 
     event = only_event(when(entitlement, p.usage(80)))
 
@@ -314,14 +324,14 @@ def test_reported_usage_adds_up_within_the_period():
 
 def test_usage_beyond_the_quota_is_recorded_because_it_is_a_fact_reported_by_the_provider():
     p = Provider()
-    entitlement = given(p.apply(quota=100), p.usage(100))
+    entitlement = given(p.granted(quota=100), p.usage_reported(100, used_after=100))
 
     assert only_event(when(entitlement, p.usage(1))).used_after == 101
 
 
 def test_usage_for_another_period_than_the_one_in_force_is_refused():
     p = Provider()
-    entitlement = given(p.apply(start=JAN, end=FEB), p.usage(5), p.apply(start=FEB, end=MAR))
+    entitlement = given(p.granted(start=JAN, end=FEB), p.usage_reported(5, used_after=5), p.changed(start=FEB, end=MAR, used=0))
 
     for start in (JAN, MAR):
         then_rejected(when(entitlement, p.usage(5, start=start)), "UsageForAnotherPeriod")
@@ -330,14 +340,14 @@ def test_usage_for_another_period_than_the_one_in_force_is_refused():
 
 def test_usage_reported_late_for_a_cancelled_entitlements_period_is_still_recorded():
     p = Provider()
-    entitlement = given(p.apply(), p.cancel())
+    entitlement = given(p.granted(), p.cancelled())
 
     assert only_event(when(entitlement, p.usage(7))).used_after == 7
 
 
 @pytest.mark.parametrize("count", [0, -3, MAX_USAGE_REPORT + 1, 2.0, "5", None, True])
 def test_a_usage_count_that_is_not_a_positive_integer_up_to_the_maximum_is_invalid(count):
-    entitlement = given(Provider().apply())
+    entitlement = given(Provider().granted())
 
     then_rejected(when(entitlement, Provider().usage(count)), "InvalidCommand")
     assert entitlement.used == 0
@@ -352,7 +362,7 @@ def test_usage_for_an_entitlement_that_was_never_granted_is_refused_as_not_found
 
 def test_another_tenant_cannot_command_this_tenants_entitlement_even_as_the_provider():
     p = Provider()
-    entitlement = given(p.apply())
+    entitlement = given(p.granted())
 
     for command in (p.apply(tenant=OTHER_TENANT), p.cancel(tenant=OTHER_TENANT), p.usage(1, tenant=OTHER_TENANT)):
         then_rejected(when(entitlement, command), "TenantMismatch")
@@ -361,7 +371,7 @@ def test_another_tenant_cannot_command_this_tenants_entitlement_even_as_the_prov
 
 def test_the_entitlement_survives_the_processors_snapshot_unchanged():
     p = Provider()
-    entitlement = given(p.apply(), p.usage(42), p.cancel("payment_failed"))
+    entitlement = given(p.granted(), p.usage_reported(42, used_after=42), p.cancelled("payment_failed"))
     codec = SnapshotCodec()
 
     restored, last_hash = codec.loads(codec.dumps(entitlement, "abc"))

@@ -21,9 +21,10 @@ from hubs.config.aggregate import (
 )
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
 from hubs.config.hub import HUB
-from infra.hub import Decision, SnapshotCodec, decide, event_payload
+from infra.hub import SnapshotCodec, event_payload
 from schemas.codec import Catalog, Codec
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -58,31 +59,34 @@ class Key:
     def unset(self, *, tenant: str | None = None, **m) -> UnsetConfigValue:
         return UnsetConfigValue(meta(self.entry_id, tenant or self.owner, **m), self.scope_kind, self.scope_id, self.key)
 
+    # -- what happened to the entry, for `given` --
 
-def given(*commands: Command) -> ConfigEntry | None:
-    entry = None
-    for command in commands:
-        decision = decide(HUB, entry, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        entry = decision.aggregate
-    return entry
+    def implied(self) -> Fact:
+        """The entry's implied, never-set state at version 0 (not a fact on the log: see ConfigEntry)."""
+        return happened(
+            ConfigEntry.ConfigEntryImplied,
+            entry_id=self.entry_id,
+            tenant_id=self.owner,
+            scope_kind=self.scope_kind,
+            scope_id=self.scope_id,
+            key=self.key,
+        )
+
+    def value_set(self, value_json: str) -> Fact:
+        """ConfigValueSet, which records the value in its canonical spelling."""
+        return happened(
+            ConfigEntry.ConfigValueSet,
+            scope_kind=self.scope_kind,
+            scope_id=self.scope_id,
+            key=self.key,
+            value_json=canonical_json(value_json),
+        )
+
+    def value_unset(self) -> Fact:
+        return happened(ConfigEntry.ConfigValueUnset, scope_kind=self.scope_kind, scope_id=self.scope_id, key=self.key)
 
 
-def when(entry: ConfigEntry | None, command: Command) -> Decision:
-    return decide(HUB, entry, command)
-
-
-def then_rejected(decision: Decision, rule: str, mentioning: str = "") -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert mentioning in str(decision.rejection)
-    assert decision.events == []
-
-
-def only_event(decision: Decision):
-    assert decision.accepted, decision.rejection
-    assert len(decision.events) == 1, decision.events
-    return decision.events[0]
+when = Hub(HUB).when
 
 
 # -- setting -----------------------------------------------------------------
@@ -115,7 +119,7 @@ def test_global_and_environment_values_belong_to_the_platform_tenant(scope_kind,
 
 def test_a_new_value_is_recorded_as_the_next_version():
     k = Key()
-    entry = given(k.set("1"), k.set("2"))
+    entry = given(k.implied(), k.value_set("1"), k.value_set("2"))
 
     event = only_event(when(entry, k.set("3")))
 
@@ -132,7 +136,7 @@ def test_values_are_recorded_as_canonical_json_compact_with_sorted_object_keys()
 
 def test_setting_the_value_a_key_already_has_is_accepted_and_records_nothing():
     k = Key()
-    entry = given(k.set('{"a": 1, "b": 2}'))
+    entry = given(k.implied(), k.value_set('{"a": 1, "b": 2}'))
 
     decision = when(entry, k.set('{"b":2,"a":1}'))
 
@@ -144,12 +148,14 @@ def test_expected_version_zero_means_the_key_was_never_set_in_that_scope():
     k = Key()
 
     assert only_event(when(None, k.set("1", expected_version=0))).originator_version == 1
-    then_rejected(when(given(k.set("1")), k.set("2", expected_version=0)), "VersionConflict", "expected version 0")
+    then_rejected(
+        when(given(k.implied(), k.value_set("1")), k.set("2", expected_version=0)), "VersionConflict", "expected version 0"
+    )
 
 
 def test_a_set_with_the_current_expected_version_is_accepted_and_a_stale_one_refused():
     k = Key()
-    entry = given(k.set("1"), k.set("2"))
+    entry = given(k.implied(), k.value_set("1"), k.value_set("2"))
 
     then_rejected(when(entry, k.set("9", expected_version=1)), "VersionConflict")
     assert only_event(when(entry, k.set("3", expected_version=2))).originator_version == 3
@@ -160,7 +166,7 @@ def test_a_set_with_the_current_expected_version_is_accepted_and_a_stale_one_ref
 
 def test_unsetting_a_set_key_records_config_value_unset_and_leaves_no_value():
     k = Key("environment", "staging")
-    entry = given(k.set("true"))
+    entry = given(k.implied(), k.value_set("true"))
 
     event = only_event(when(entry, k.unset()))
 
@@ -171,7 +177,7 @@ def test_unsetting_a_set_key_records_config_value_unset_and_leaves_no_value():
 
 def test_a_key_set_again_after_an_unset_continues_its_versions():
     k = Key()
-    entry = given(k.set("1"), k.unset())
+    entry = given(k.implied(), k.value_set("1"), k.value_unset())
 
     assert only_event(when(entry, k.set("1"))).originator_version == 3
 
@@ -185,7 +191,7 @@ def test_unsetting_a_key_that_was_never_set_is_refused_as_not_set():
 
 def test_unsetting_a_key_twice_is_refused_the_second_time():
     k = Key("global", "")
-    entry = given(k.set("1"), k.unset())
+    entry = given(k.implied(), k.value_set("1"), k.value_unset())
 
     then_rejected(when(entry, k.unset()), "ConfigValueNotSet", "in the global scope")
     assert entry.version == 2
@@ -210,7 +216,7 @@ def test_a_tenant_cannot_set_a_global_or_environment_value(scope_kind, scope_id)
 
 def test_a_set_entry_refuses_commands_from_another_tenant():
     k = Key()
-    entry = given(k.set("1"))
+    entry = given(k.implied(), k.value_set("1"))
 
     then_rejected(when(entry, k.unset(tenant=OTHER_TENANT)), "TenantMismatch")
     assert entry.value_json == "1"
@@ -336,7 +342,7 @@ def test_the_size_limit_counts_utf8_bytes_not_characters():
 
 def test_a_refused_value_leaves_the_entry_as_it_was():
     k = Key()
-    entry = given(k.set("1"))
+    entry = given(k.implied(), k.value_set("1"))
 
     then_rejected(when(entry, k.set("{oops")), "InvalidCommand")
     assert (entry.value_json, entry.version) == ("1", 1)
@@ -357,7 +363,7 @@ def test_a_command_of_another_hub_is_invalid():
 
 def test_an_entry_survives_the_processors_snapshot_round_trip_with_its_version_and_value():
     k = Key("environment", "production")
-    entry = given(k.set('{"a": 1}'), k.set("[2]"), k.unset(), k.set('"x"'))
+    entry = given(k.implied(), k.value_set('{"a": 1}'), k.value_set("[2]"), k.value_unset(), k.value_set('"x"'))
     codec = SnapshotCodec()
 
     restored, last_hash = codec.loads(codec.dumps(entry, "abc"))
@@ -371,7 +377,7 @@ def test_an_entry_survives_the_processors_snapshot_round_trip_with_its_version_a
 def test_every_event_carries_exactly_its_schema_fields_and_encodes_with_the_real_codec():
     codec = Codec(Catalog.load())
     k = Key()
-    events = [only_event(when(given(k.set("1")), k.unset())), only_event(when(None, k.set("2")))]
+    events = [only_event(when(given(k.implied(), k.value_set("1")), k.unset())), only_event(when(None, k.set("2")))]
     for event in events:
         name = HUB.event_name(event)
         fields = [f["name"] for f in codec.catalog.latest(name).parsed["fields"] if f["name"] != "envelope"]

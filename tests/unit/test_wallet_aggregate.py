@@ -1,6 +1,6 @@
-"""The wallet's business rules as given / when / then over `infra.hub.decide`, the
-same pure step the aggregate processor runs: the hub's own checks and the shared
-ones (tenant, expected version, rejection capture). No broker, no database."""
+"""The wallet's business rules as given (prior events) / when (a command through
+`infra.hub.decide`, the same pure step the aggregate processor runs: the hub's
+own checks and the shared ones) / then. No broker, no database."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from hubs.wallet.commands import (
     ReserveFunds,
 )
 from hubs.wallet.hub import HUB
-from infra.hub import Decision, decide
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -66,31 +66,41 @@ class Story:
     def capture(self, reservation_id: str, **m) -> CaptureFunds:
         return CaptureFunds(meta(self.wallet_id, **m), reservation_id=reservation_id)
 
+    # -- what happened to it, for `given` --
 
-def given(*commands: Command) -> Wallet | None:
-    """The wallet after `commands`, each of which must be accepted."""
-    wallet = None
-    for command in commands:
-        decision = decide(HUB, wallet, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        wallet = decision.aggregate
-    return wallet
+    def opened(self, currency: str = "EUR") -> Fact:
+        return happened(Wallet.WalletOpened, wallet_id=self.wallet_id, tenant_id=TENANT, currency=currency)
+
+    def credited(self, amount: int, balance_after: int, reference: str = "") -> Fact:
+        return happened(
+            Wallet.FundsCredited, entry_id=str(uuid.uuid4()), amount=amount, balance_after=balance_after, reference=reference
+        )
+
+    def debited(self, amount: int, balance_after: int, reference: str = "") -> Fact:
+        return happened(
+            Wallet.FundsDebited, entry_id=str(uuid.uuid4()), amount=amount, balance_after=balance_after, reference=reference
+        )
+
+    def reserved(self, reservation_id: str, amount: int, reserved_after: int) -> Fact:
+        return happened(Wallet.FundsReserved, reservation_id=reservation_id, amount=amount, reserved_after=reserved_after)
+
+    def released(self, reservation_id: str, amount: int, reserved_after: int) -> Fact:
+        return happened(Wallet.ReservationReleased, reservation_id=reservation_id, amount=amount, reserved_after=reserved_after)
+
+    def captured(self, reservation_id: str, amount: int, balance_after: int, reserved_after: int) -> Fact:
+        return happened(
+            Wallet.ReservationCaptured,
+            reservation_id=reservation_id,
+            amount=amount,
+            balance_after=balance_after,
+            reserved_after=reserved_after,
+        )
+
+    def closed(self, reason: str = "onboarding compensated") -> Fact:
+        return happened(Wallet.WalletClosed, reason=reason)
 
 
-def when(wallet: Wallet | None, command: Command) -> Decision:
-    return decide(HUB, wallet, command)
-
-
-def then_rejected(decision: Decision, rule: str) -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert decision.events == []
-
-
-def only_event(decision: Decision):
-    assert decision.accepted, decision.rejection
-    assert len(decision.events) == 1, decision.events
-    return decision.events[0]
+when = Hub(HUB).when
 
 
 # -- opening ---------------------------------------------------------------
@@ -130,7 +140,7 @@ def test_opening_a_wallet_whose_id_is_not_a_uuid_is_invalid(wallet_id):
 
 def test_opening_a_wallet_that_is_already_open_is_refused_as_already_existing():
     w = Story()
-    wallet = given(w.open("EUR"))
+    wallet = given(w.opened("EUR"))
 
     decision = when(wallet, w.open("USD"))
 
@@ -144,7 +154,7 @@ def test_opening_a_wallet_that_is_already_open_is_refused_as_already_existing():
 
 def test_crediting_records_funds_credited_with_the_balance_after_it():
     w = Story()
-    wallet = given(w.open(), w.credit(250))
+    wallet = given(w.opened(), w.credited(250, balance_after=250))
     credit = w.credit(100, reference="payment-42")
 
     event = only_event(when(wallet, credit))
@@ -158,7 +168,7 @@ def test_crediting_records_funds_credited_with_the_balance_after_it():
 @pytest.mark.parametrize("amount", [0, -1, -(10**6), True, False, 1.5, 10.0, "10", None])
 def test_crediting_an_amount_that_is_not_a_positive_integer_is_invalid(amount):
     w = Story()
-    wallet = given(w.open())
+    wallet = given(w.opened())
 
     then_rejected(when(wallet, w.credit(amount)), "InvalidCommand")
     assert wallet.balance == 0
@@ -166,7 +176,7 @@ def test_crediting_an_amount_that_is_not_a_positive_integer_is_invalid(amount):
 
 def test_crediting_more_than_the_maximum_amount_is_invalid():
     w = Story()
-    wallet = given(w.open())
+    wallet = given(w.opened())
 
     decision = when(wallet, w.credit(MAX_AMOUNT + 1))
 
@@ -176,14 +186,14 @@ def test_crediting_more_than_the_maximum_amount_is_invalid():
 
 def test_crediting_exactly_the_maximum_amount_is_accepted():
     w = Story()
-    wallet = given(w.open())
+    wallet = given(w.opened())
 
     assert only_event(when(wallet, w.credit(MAX_AMOUNT))).balance_after == MAX_AMOUNT
 
 
 def test_a_credit_that_would_take_the_balance_past_the_maximum_is_invalid():
     w = Story()
-    wallet = given(w.open(), w.credit(MAX_AMOUNT))
+    wallet = given(w.opened(), w.credited(MAX_AMOUNT, balance_after=MAX_AMOUNT))
 
     then_rejected(when(wallet, w.credit(1)), "InvalidCommand")
     assert wallet.balance == MAX_AMOUNT
@@ -191,7 +201,7 @@ def test_a_credit_that_would_take_the_balance_past_the_maximum_is_invalid():
 
 def test_debiting_records_funds_debited_with_the_balance_after_it():
     w = Story()
-    wallet = given(w.open(), w.credit(500))
+    wallet = given(w.opened(), w.credited(500, balance_after=500))
     debit = w.debit(120, reference="invoice-7")
 
     event = only_event(when(wallet, debit))
@@ -204,14 +214,14 @@ def test_debiting_records_funds_debited_with_the_balance_after_it():
 
 def test_debiting_the_whole_balance_is_accepted_and_leaves_zero():
     w = Story()
-    wallet = given(w.open(), w.credit(75))
+    wallet = given(w.opened(), w.credited(75, balance_after=75))
 
     assert only_event(when(wallet, w.debit(75))).balance_after == 0
 
 
 def test_debiting_more_than_the_balance_is_refused_as_insufficient_funds_saying_what_is_available():
     w = Story()
-    wallet = given(w.open(), w.credit(30))
+    wallet = given(w.opened(), w.credited(30, balance_after=30))
 
     decision = when(wallet, w.debit(31))
 
@@ -222,7 +232,7 @@ def test_debiting_more_than_the_balance_is_refused_as_insufficient_funds_saying_
 
 def test_debiting_funds_that_are_reserved_is_refused_as_insufficient_funds():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 80))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 80, reserved_after=80))
 
     decision = when(wallet, w.debit(30))
 
@@ -234,7 +244,7 @@ def test_debiting_funds_that_are_reserved_is_refused_as_insufficient_funds():
 @pytest.mark.parametrize("amount", [0, -5, True])
 def test_debiting_an_amount_that_is_not_a_positive_integer_is_invalid(amount):
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     then_rejected(when(wallet, w.debit(amount)), "InvalidCommand")
     assert wallet.balance == 100
@@ -245,7 +255,7 @@ def test_debiting_an_amount_that_is_not_a_positive_integer_is_invalid(amount):
 
 def test_reserving_moves_funds_from_available_to_reserved_without_touching_the_balance():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 10))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 10, reserved_after=10))
 
     event = only_event(when(wallet, w.reserve("hold-2", 30)))
 
@@ -257,7 +267,7 @@ def test_reserving_moves_funds_from_available_to_reserved_without_touching_the_b
 
 def test_reserving_more_than_is_available_is_refused_as_insufficient_funds():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 70))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 70, reserved_after=70))
 
     then_rejected(when(wallet, w.reserve("hold-2", 31)), "InsufficientFunds")
     assert wallet.reservations == {"hold-1": 70}
@@ -265,7 +275,7 @@ def test_reserving_more_than_is_available_is_refused_as_insufficient_funds():
 
 def test_reserving_under_an_id_that_is_already_open_is_refused_as_a_duplicate_reservation():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 10))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 10, reserved_after=10))
 
     then_rejected(when(wallet, w.reserve("hold-1", 10)), "DuplicateReservation")
     assert (wallet.reserved, wallet.reservations) == (10, {"hold-1": 10})
@@ -274,7 +284,7 @@ def test_reserving_under_an_id_that_is_already_open_is_refused_as_a_duplicate_re
 @pytest.mark.parametrize("reservation_id", ["", "x" * 201])
 def test_reserving_under_an_empty_or_overlong_id_is_invalid(reservation_id):
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     then_rejected(when(wallet, w.reserve(reservation_id, 10)), "InvalidCommand")
 
@@ -282,7 +292,7 @@ def test_reserving_under_an_empty_or_overlong_id_is_invalid(reservation_id):
 @pytest.mark.parametrize("amount", [0, -1, True, MAX_AMOUNT + 1])
 def test_reserving_an_amount_that_is_not_a_valid_positive_integer_is_invalid(amount):
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     then_rejected(when(wallet, w.reserve("hold-1", amount)), "InvalidCommand")
     assert wallet.reserved == 0
@@ -290,7 +300,12 @@ def test_reserving_an_amount_that_is_not_a_valid_positive_integer_is_invalid(amo
 
 def test_releasing_a_reservation_makes_its_amount_available_again():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30), w.reserve("hold-2", 20))
+    wallet = given(
+        w.opened(),
+        w.credited(100, balance_after=100),
+        w.reserved("hold-1", 30, reserved_after=30),
+        w.reserved("hold-2", 20, reserved_after=50),
+    )
 
     event = only_event(when(wallet, w.release("hold-1")))
 
@@ -302,7 +317,12 @@ def test_releasing_a_reservation_makes_its_amount_available_again():
 
 def test_capturing_a_reservation_takes_its_amount_from_both_balance_and_reserved():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30), w.reserve("hold-2", 20))
+    wallet = given(
+        w.opened(),
+        w.credited(100, balance_after=100),
+        w.reserved("hold-1", 30, reserved_after=30),
+        w.reserved("hold-2", 20, reserved_after=50),
+    )
 
     event = only_event(when(wallet, w.capture("hold-1")))
 
@@ -316,7 +336,7 @@ def test_capturing_a_reservation_takes_its_amount_from_both_balance_and_reserved
 @pytest.mark.parametrize("verb", ["release", "capture"])
 def test_releasing_or_capturing_a_reservation_that_was_never_made_is_refused_as_unknown(verb):
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 30, reserved_after=30))
 
     decision = when(wallet, getattr(w, verb)("hold-9"))
 
@@ -327,7 +347,12 @@ def test_releasing_or_capturing_a_reservation_that_was_never_made_is_refused_as_
 
 def test_capturing_a_released_reservation_is_refused_as_unknown():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30), w.release("hold-1"))
+    wallet = given(
+        w.opened(),
+        w.credited(100, balance_after=100),
+        w.reserved("hold-1", 30, reserved_after=30),
+        w.released("hold-1", 30, reserved_after=0),
+    )
 
     then_rejected(when(wallet, w.capture("hold-1")), "UnknownReservation")
     assert (wallet.balance, wallet.reserved) == (100, 0)
@@ -335,7 +360,12 @@ def test_capturing_a_released_reservation_is_refused_as_unknown():
 
 def test_releasing_a_captured_reservation_is_refused_as_unknown():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30), w.capture("hold-1"))
+    wallet = given(
+        w.opened(),
+        w.credited(100, balance_after=100),
+        w.reserved("hold-1", 30, reserved_after=30),
+        w.captured("hold-1", 30, balance_after=70, reserved_after=0),
+    )
 
     then_rejected(when(wallet, w.release("hold-1")), "UnknownReservation")
     assert (wallet.balance, wallet.reserved) == (70, 0)
@@ -343,7 +373,12 @@ def test_releasing_a_captured_reservation_is_refused_as_unknown():
 
 def test_capturing_a_reservation_twice_is_refused_the_second_time():
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 30), w.capture("hold-1"))
+    wallet = given(
+        w.opened(),
+        w.credited(100, balance_after=100),
+        w.reserved("hold-1", 30, reserved_after=30),
+        w.captured("hold-1", 30, balance_after=70, reserved_after=0),
+    )
 
     then_rejected(when(wallet, w.capture("hold-1")), "UnknownReservation")
     assert wallet.balance == 70
@@ -373,7 +408,7 @@ def test_a_command_for_a_wallet_that_was_never_opened_is_refused_as_not_found(co
 
 def test_a_command_from_a_tenant_that_does_not_own_the_wallet_is_refused_as_tenant_mismatch():
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     decision = when(wallet, w.debit(100, tenant=OTHER_TENANT))
 
@@ -385,7 +420,7 @@ def test_a_command_from_a_tenant_that_does_not_own_the_wallet_is_refused_as_tena
 
 def test_opening_a_wallet_id_another_tenant_owns_is_refused_as_tenant_mismatch():
     w = Story()
-    wallet = given(w.open())
+    wallet = given(w.opened())
 
     then_rejected(when(wallet, w.open(tenant=OTHER_TENANT)), "TenantMismatch")
     assert wallet.tenant_id == TENANT
@@ -393,7 +428,7 @@ def test_opening_a_wallet_id_another_tenant_owns_is_refused_as_tenant_mismatch()
 
 def test_a_command_expecting_an_older_version_is_refused_as_a_version_conflict():
     w = Story()
-    wallet = given(w.open(), w.credit(100))  # version 2
+    wallet = given(w.opened(), w.credited(100, balance_after=100))  # version 2
 
     decision = when(wallet, w.debit(10, expected_version=1))
 
@@ -405,7 +440,7 @@ def test_a_command_expecting_an_older_version_is_refused_as_a_version_conflict()
 
 def test_a_command_expecting_the_current_version_is_accepted_at_the_next_version():
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     decision = when(wallet, w.debit(10, expected_version=2))
 
@@ -422,7 +457,7 @@ def test_opening_expecting_version_zero_is_accepted_and_expecting_any_other_is_a
 
 def test_a_command_expecting_version_zero_on_an_open_wallet_is_a_version_conflict():
     w = Story()
-    wallet = given(w.open(), w.credit(100))
+    wallet = given(w.opened(), w.credited(100, balance_after=100))
 
     then_rejected(when(wallet, w.debit(10, expected_version=0)), "VersionConflict")
     assert wallet.balance == 100
@@ -460,7 +495,7 @@ def test_each_accepted_command_adds_exactly_one_event_and_one_version():
 )
 def test_a_rejected_command_records_no_event_and_leaves_the_wallet_as_it_was(command, rule):
     w = Story()
-    wallet = given(w.open(), w.credit(100), w.reserve("hold-1", 40))
+    wallet = given(w.opened(), w.credited(100, balance_after=100), w.reserved("hold-1", 40, reserved_after=40))
     before = (wallet.version, wallet.balance, wallet.reserved, dict(wallet.reservations))
 
     decision = when(wallet, command(w))
@@ -491,7 +526,7 @@ STEPS = st.lists(
 @for_all(STEPS)
 def test_any_sequence_of_commands_keeps_the_books_consistent(steps):
     w = Story()
-    wallet = given(w.open())
+    wallet = given(w.opened())
     accepted = 0
 
     for verb, *args in steps:
@@ -515,23 +550,30 @@ def close(w: Story, reason: str = "onboarding compensated") -> CloseWallet:
 def test_closing_an_empty_wallet_records_wallet_closed_with_the_reason():
     w = Story()
 
-    event = only_event(when(given(w.open()), close(w)))
+    event = only_event(when(given(w.opened()), close(w)))
 
     assert type(event).__name__ == "WalletClosed" and event.reason == "onboarding compensated"
 
 
 def test_a_wallet_with_a_balance_or_a_reservation_refuses_to_close():
     w = Story()
-    then_rejected(when(given(w.open(), w.credit(10)), close(w)), "WalletNotEmpty")
+    then_rejected(when(given(w.opened(), w.credited(10, balance_after=10)), close(w)), "WalletNotEmpty")
     v = Story()
-    reserved_only = given(v.open(), v.credit(10), v.reserve("r1", 10), v.capture("r1"), v.credit(3), v.reserve("r2", 3))
+    reserved_only = given(
+        v.opened(),
+        v.credited(10, balance_after=10),
+        v.reserved("r1", 10, reserved_after=10),
+        v.captured("r1", 10, balance_after=0, reserved_after=0),
+        v.credited(3, balance_after=3),
+        v.reserved("r2", 3, reserved_after=3),
+    )
     assert reserved_only.balance == 3 and reserved_only.reserved == 3
     then_rejected(when(reserved_only, close(v)), "WalletNotEmpty")
 
 
 def test_a_closed_wallet_refuses_credits_debits_reservations_and_a_second_close():
     w = Story()
-    closed = given(w.open(), w.credit(5), w.debit(5), close(w))
+    closed = given(w.opened(), w.credited(5, balance_after=5), w.debited(5, balance_after=0), w.closed())
 
     for command in (w.credit(1), w.debit(1), w.reserve("r1", 1), close(w)):
         then_rejected(when(closed, command), "WalletIsClosed")
