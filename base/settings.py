@@ -1,36 +1,77 @@
-"""All runtime settings, read once from environment variables (see README).
-Nothing else in the code base reads os.environ for configuration."""
+"""All runtime settings, declared once below as typed fields and read once from
+POSEIDON_* environment variables and secret files (see README). Nothing else in
+the code base reads os.environ for configuration; nothing here knows the hubs.
+
+Each field `name` is read from the variable `POSEIDON_<NAME>` (the one exception
+says so: `inbound_saga_deadlines_s` ← POSEIDON_INBOUND_SAGA_DEADLINES); an empty
+variable counts as unset. Secrets may instead come from mounted files, as
+Kubernetes and Docker secrets are: point POSEIDON_SECRETS_DIR at a folder holding
+one file per variable, named like it (`/run/secrets/POSEIDON_FACEBOOK_APP_SECRET`),
+whose content (trailing newline stripped) is the value. Precedence: a variable set
+in the environment wins over the file of the same name, which wins over the default
+— pydantic-settings' own order, so a one-off run or a test can override a mounted
+value without rewriting the mount, and a file never hides what the process
+environment plainly says.
+
+Ports: POSEIDON_GRPC_PORT_<HUB> overrides one hub's gRPC port; the default ports and
+the ops-port index of each hub are declared by the hub itself (`HubSpec.grpc_port`,
+`.ops_index`), and the composition root hands those declarations to the Settings it
+builds (`poseidon.bootstrap.settings()` → `with_topology`). A bad value raises
+SettingsError naming the variable."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
-# gRPC port per hub, as fixed by the architecture note (50051 Identity … 50058 Message).
-DEFAULT_GRPC_PORTS = {
-    "identity": 50051,
-    "user": 50052,
-    "tenant": 50053,
-    "app": 50054,
-    "billing": 50055,
-    "wallet": 50056,
-    "config": 50057,
-    "message": 50058,
-    "saga": 50059,
-}
-# Ops (metrics + health) ports: role base + the hub's index (wallet → 06).
-OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "router": 9500}
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SecretsSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+PREFIX = "POSEIDON_"
+GRPC_PORT_PREFIX = f"{PREFIX}GRPC_PORT_"
+# Ops (metrics + health) ports: the role's base + the declared index (wallet's processor: 9100 + 6).
+OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
+# Filled from the hubs' declarations (`with_topology`) and POSEIDON_GRPC_PORT_<HUB>, never by name.
+_TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices"})
 
 
 class SettingsError(ValueError):
     """An environment variable has a value that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Settings:
+class HubPorts(Protocol):
+    """What the settings need of a hub's declaration (infra.hub.HubSpec has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def grpc_port(self) -> int: ...
+
+    @property
+    def ops_index(self) -> int: ...
+
+
+class Settings(BaseSettings):
+    """Immutable; `with_(...)` returns a changed, re-validated copy. Built without
+    `from_env` (`Settings(state_dir=...)`) it is the defaults plus what is passed:
+    construction alone never reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
     kafka_bootstrap: str = "127.0.0.1:19092"
-    pg_dsn: str = "postgresql://poseidon@127.0.0.1:15432/poseidon"
+    pg_dsn: str = Field("postgresql://poseidon@127.0.0.1:15432/poseidon", repr=False)
     schema_registry_url: str = ""
     topic_prefix: str = ""
     schema_prefix: str = ""
@@ -38,14 +79,20 @@ class Settings:
     topic_replication: int = 1
     topic_min_isr: int = 1
     grpc_host: str = "127.0.0.1"
-    grpc_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
+    grpc_ports: Mapping[str, int] = Field(default_factory=dict)
+    """Hub → gRPC port: the POSEIDON_GRPC_PORT_<HUB> overrides, over the hubs' declared ports once `with_topology` ran."""
+    ops_indices: Mapping[str, int] = Field(default_factory=dict)
+    """Hub → the index its ops ports add to the role's base (`with_topology`)."""
     ops_host: str = "127.0.0.1"
     ops_port: int | None = None
+    """One ops port for whatever this process is (0: any free port); unset: the role's base + the index."""
     log_format: str = "auto"
     log_level: str = "INFO"
     processing_guarantee: str = "exactly_once"
     commit_interval_ms: int = 100
     state_dir: str = ".state"
+    secrets_dir: str = ""
+    """Folder of secret files, one per variable (`POSEIDON_S3_SECRET_KEY`); empty: none."""
     jwt_keys_dir: str = ""
     """Folder of ES256 signing keys `<kid>.pem`; empty: `<state_dir>/jwt-keys`."""
     identity_sealing_keys_dir: str = ""
@@ -62,21 +109,21 @@ class Settings:
     """How long ingress waits for a request's whole body (slow-loris bodies get 408)."""
     ingress_rate_per_s: float = 50.0
     """Per channel account (≈ per tenant channel) sustained webhook items per second; bursts of 2x."""
-    facebook_app_secret: str = "dev-app-secret"
-    facebook_verify_token: str = "dev-verify-token"
+    facebook_app_secret: str = Field("dev-app-secret", repr=False)
+    facebook_verify_token: str = Field("dev-verify-token", repr=False)
     facebook_graph_url: str = "http://127.0.0.1:18081"
-    facebook_page_token: str = "dev-page-token"
+    facebook_page_token: str = Field("dev-page-token", repr=False)
     botpress_url: str = "http://127.0.0.1:18082"
-    botpress_webhook_secret: str = "dev-botpress-secret"
+    botpress_webhook_secret: str = Field("dev-botpress-secret", repr=False)
     odoo_url: str = "http://127.0.0.1:18083"
     odoo_db: str = "poseidon"
     odoo_user: str = "admin"
-    odoo_api_key: str = "dev-odoo-key"
+    odoo_api_key: str = Field("dev-odoo-key", repr=False)
     odoo_protocol: str = "xmlrpc"
     """`xmlrpc` (deprecated upstream, still the default of most servers) or `json2`."""
     s3_url: str = "http://127.0.0.1:18084"
     s3_access_key: str = "poseidon"
-    s3_secret_key: str = "poseidon-secret"
+    s3_secret_key: str = Field("poseidon-secret", repr=False)
     s3_region: str = "us-east-1"
     spoke_max_attempts: int = 4
     breaker_fail_max: int = 5
@@ -84,70 +131,62 @@ class Settings:
     http_timeout_s: float = 10.0
     message_charge_minor: int = 1
     """Reserved on the tenant's wallet for each routed message (minor units), captured when it was handled."""
-    inbound_saga_deadlines_s: Mapping[str, float] = field(default_factory=dict)
+    inbound_saga_deadlines_s: Annotated[Mapping[str, float], NoDecode] = Field(
+        default_factory=dict, validation_alias="POSEIDON_INBOUND_SAGA_DEADLINES"
+    )
     """Per-step deadlines of the inbound-message saga overriding its defaults: `ask_bot=20,deliver_reply=15`."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # Only what is passed: from_env is the one door to the environment and the secret files.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `env` (default: the process environment) and, when
+        POSEIDON_SECRETS_DIR names a folder, its secret files; the environment wins."""
         env = os.environ if env is None else env
-        d = cls()
-        ports = dict(DEFAULT_GRPC_PORTS)
-        for hub in ports:
-            ports[hub] = _int(env, f"POSEIDON_GRPC_PORT_{hub.upper()}", ports[hub])
-        settings = cls(
-            kafka_bootstrap=env.get("POSEIDON_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
-            pg_dsn=env.get("POSEIDON_PG_DSN", d.pg_dsn),
-            schema_registry_url=env.get("POSEIDON_SCHEMA_REGISTRY_URL", d.schema_registry_url).rstrip("/"),
-            topic_prefix=env.get("POSEIDON_TOPIC_PREFIX", d.topic_prefix),
-            schema_prefix=env.get("POSEIDON_SCHEMA_PREFIX", d.schema_prefix),
-            topic_partitions=_int(env, "POSEIDON_TOPIC_PARTITIONS", d.topic_partitions),
-            topic_replication=_int(env, "POSEIDON_TOPIC_REPLICATION", d.topic_replication),
-            topic_min_isr=_int(env, "POSEIDON_TOPIC_MIN_ISR", d.topic_min_isr),
-            grpc_host=env.get("POSEIDON_GRPC_HOST", d.grpc_host),
-            grpc_ports=ports,
-            ops_host=env.get("POSEIDON_OPS_HOST", d.ops_host),
-            ops_port=_int(env, "POSEIDON_OPS_PORT", None),
-            log_format=env.get("POSEIDON_LOG_FORMAT", d.log_format),
-            log_level=env.get("POSEIDON_LOG_LEVEL", d.log_level).upper(),
-            processing_guarantee=env.get("POSEIDON_PROCESSING_GUARANTEE", d.processing_guarantee),
-            commit_interval_ms=_int(env, "POSEIDON_COMMIT_INTERVAL_MS", d.commit_interval_ms),
-            state_dir=env.get("POSEIDON_STATE_DIR", d.state_dir),
-            jwt_keys_dir=env.get("POSEIDON_JWT_KEYS_DIR", d.jwt_keys_dir),
-            identity_sealing_keys_dir=env.get("POSEIDON_IDENTITY_SEALING_KEYS_DIR", d.identity_sealing_keys_dir),
-            jwt_issuer=env.get("POSEIDON_JWT_ISSUER", d.jwt_issuer),
-            jwt_audience=env.get("POSEIDON_JWT_AUDIENCE", d.jwt_audience),
-            access_token_ttl_s=_int(env, "POSEIDON_ACCESS_TOKEN_TTL_S", d.access_token_ttl_s),
-            refresh_token_ttl_s=_int(env, "POSEIDON_REFRESH_TOKEN_TTL_S", d.refresh_token_ttl_s),
-            dashboard_port=_int(env, "POSEIDON_DASHBOARD_PORT", d.dashboard_port),
-            ingress_host=env.get("POSEIDON_INGRESS_HOST", d.ingress_host),
-            ingress_port=_int(env, "POSEIDON_INGRESS_PORT", d.ingress_port),
-            ingress_max_body_bytes=_int(env, "POSEIDON_INGRESS_MAX_BODY_BYTES", d.ingress_max_body_bytes),
-            ingress_body_timeout_s=_float(env, "POSEIDON_INGRESS_BODY_TIMEOUT_S", d.ingress_body_timeout_s),
-            ingress_rate_per_s=_float(env, "POSEIDON_INGRESS_RATE_PER_S", d.ingress_rate_per_s),
-            facebook_app_secret=env.get("POSEIDON_FACEBOOK_APP_SECRET", d.facebook_app_secret),
-            facebook_verify_token=env.get("POSEIDON_FACEBOOK_VERIFY_TOKEN", d.facebook_verify_token),
-            facebook_graph_url=env.get("POSEIDON_FACEBOOK_GRAPH_URL", d.facebook_graph_url).rstrip("/"),
-            facebook_page_token=env.get("POSEIDON_FACEBOOK_PAGE_TOKEN", d.facebook_page_token),
-            botpress_url=env.get("POSEIDON_BOTPRESS_URL", d.botpress_url).rstrip("/"),
-            botpress_webhook_secret=env.get("POSEIDON_BOTPRESS_WEBHOOK_SECRET", d.botpress_webhook_secret),
-            odoo_url=env.get("POSEIDON_ODOO_URL", d.odoo_url).rstrip("/"),
-            odoo_db=env.get("POSEIDON_ODOO_DB", d.odoo_db),
-            odoo_user=env.get("POSEIDON_ODOO_USER", d.odoo_user),
-            odoo_api_key=env.get("POSEIDON_ODOO_API_KEY", d.odoo_api_key),
-            odoo_protocol=env.get("POSEIDON_ODOO_PROTOCOL", d.odoo_protocol),
-            s3_url=env.get("POSEIDON_S3_URL", d.s3_url).rstrip("/"),
-            s3_access_key=env.get("POSEIDON_S3_ACCESS_KEY", d.s3_access_key),
-            s3_secret_key=env.get("POSEIDON_S3_SECRET_KEY", d.s3_secret_key),
-            s3_region=env.get("POSEIDON_S3_REGION", d.s3_region),
-            spoke_max_attempts=_int(env, "POSEIDON_SPOKE_MAX_ATTEMPTS", d.spoke_max_attempts),
-            breaker_fail_max=_int(env, "POSEIDON_BREAKER_FAIL_MAX", d.breaker_fail_max),
-            breaker_reset_s=_float(env, "POSEIDON_BREAKER_RESET_S", d.breaker_reset_s),
-            http_timeout_s=_float(env, "POSEIDON_HTTP_TIMEOUT_S", d.http_timeout_s),
-            message_charge_minor=_int(env, "POSEIDON_MESSAGE_CHARGE_MINOR", d.message_charge_minor),
-            inbound_saga_deadlines_s=_deadlines(env, "POSEIDON_INBOUND_SAGA_DEADLINES"),
-        )
-        settings.check()
-        return settings
+        from_variables = _MappingEnvSource(cls, env)()
+        values: dict[str, Any] = {}
+        secrets_dir = from_variables.get("secrets_dir")
+        if secrets_dir:
+            if not Path(secrets_dir).is_dir():
+                raise SettingsError(f"POSEIDON_SECRETS_DIR must name a folder of secret files, not {secrets_dir!r}")
+            from_files = SecretsSettingsSource(cls, secrets_dir=secrets_dir)()
+            values.update({name: value for name, value in from_files.items() if name not in _TOPOLOGY_FIELDS})
+        values.update(from_variables)
+        values["grpc_ports"] = {
+            key[len(GRPC_PORT_PREFIX) :].lower(): raw
+            for key, raw in env.items()
+            if key.upper().startswith(GRPC_PORT_PREFIX) and len(key) > len(GRPC_PORT_PREFIX) and raw != ""
+        }
+        return cls(**values)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("schema_registry_url", "facebook_graph_url", "botpress_url", "odoo_url", "s3_url")
+    @classmethod
+    def _without_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("inbound_saga_deadlines_s", mode="before")
+    @classmethod
+    def _deadlines(cls, value: Any) -> Any:
+        return _deadlines(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        self.check()
+        return self
 
     def check(self) -> None:
         if self.log_format not in ("auto", "json", "console"):
@@ -189,49 +228,107 @@ class Settings:
         """Physical PostgreSQL schema for a read store (`wallet`)."""
         return f"{self.schema_prefix}{name}"
 
+    def with_topology(self, hubs: Iterable[HubPorts]) -> Settings:
+        """These settings knowing each hub's declared gRPC port and ops index.
+
+        Why here: base may not import the hubs, yet the machinery that only knows a
+        hub's name (gRPC clients and servers, processors, projectors, the router)
+        is handed a Settings anyway. So the composition root, which discovers the
+        hubs, registers their declarations in the one Settings it builds, and the
+        declarations stay the only table. A POSEIDON_GRPC_PORT_<HUB> override (or a
+        port set with `with_`) already in `grpc_ports` wins over the declaration."""
+        hubs = list(hubs)
+        for attribute in ("grpc_port", "ops_index"):
+            seen: dict[int, str] = {}
+            for hub in hubs:
+                number = getattr(hub, attribute)
+                if seen.setdefault(number, hub.name) != hub.name:
+                    raise SettingsError(f"hubs {seen[number]} and {hub.name} both declare {attribute} {number}")
+        return self.with_(
+            grpc_ports={**{hub.name: hub.grpc_port for hub in hubs}, **self.grpc_ports},
+            ops_indices={**{hub.name: hub.ops_index for hub in hubs}, **self.ops_indices},
+        )
+
     def grpc_port(self, hub: str) -> int:
-        return self.grpc_ports[hub]
+        try:
+            return self.grpc_ports[hub]
+        except KeyError:
+            raise SettingsError(
+                f"no gRPC port known for hub {hub!r}: build settings with poseidon.bootstrap.settings() "
+                f"or set {GRPC_PORT_PREFIX}{hub.upper()}"
+            ) from None
+
+    def ops_port_at(self, role: str, index: int) -> int:
+        """POSEIDON_OPS_PORT if set, else the role's base + a declared index (a spoke's `SpokeSpec.ops_index`)."""
+        return self.ops_port if self.ops_port is not None else OPS_PORT_BASE[role] + index
 
     def ops_port_for(self, role: str, hub: str) -> int:
+        """POSEIDON_OPS_PORT if set, else the role's base + the hub's declared index."""
         if self.ops_port is not None:
             return self.ops_port
-        return OPS_PORT_BASE[role] + list(DEFAULT_GRPC_PORTS).index(hub) + 1
+        if hub not in self.ops_indices:
+            raise SettingsError(f"no ops port index known for hub {hub!r}: build settings with poseidon.bootstrap.settings()")
+        return self.ops_port_at(role, self.ops_indices[hub])
 
-    def with_(self, **changes) -> Settings:
-        return replace(self, **changes)
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
+    def with_(self, **changes: Any) -> Settings:
+        return type(self)(**{**dict(self), **changes})
 
 
-def _deadlines(env: Mapping[str, str], key: str) -> dict[str, float]:
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (from_env's
+    argument) instead of os.environ, skipping the fields filled from the topology."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in _TOPOLOGY_FIELDS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+def _variable(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias if field_name in Settings.model_fields else None
+    return alias if isinstance(alias, str) else f"{PREFIX}{field_name.upper()}"
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """The first problem, worded as before: the variable, what it must be, the value."""
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingsError):
+        return cause
+    loc = [str(part) for part in error["loc"]]
+    if loc and loc[0] == "grpc_ports" and len(loc) > 1:
+        variable = f"{GRPC_PORT_PREFIX}{loc[1].upper()}"
+    elif loc:
+        variable = _variable(loc[0])
+    else:
+        variable = "settings"
+    wanted = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number"}
+    if error["type"] in wanted:
+        return SettingsError(f"{variable} must be {wanted[error['type']]}, not {error['input']!r}")
+    if error["type"] == "extra_forbidden":
+        return SettingsError(f"{loc[0] if loc else '?'} is not a setting")
+    return SettingsError(f"{variable}: {error['msg']}")
+
+
+def _deadlines(raw: str) -> dict[str, float]:
     """`step=seconds,step=seconds` → {step: seconds}; each between 0 and a day."""
-    raw = env.get(key, "").strip()
     found: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
+    for item in filter(None, (part.strip() for part in raw.strip().split(","))):
         step, sep, seconds = item.partition("=")
         try:
             value = float(seconds)
         except ValueError:
             value = -1.0
         if not sep or not step.strip() or not 0 < value <= 86_400:
-            raise SettingsError(f"{key} must look like 'ask_bot=20,deliver_reply=15' (seconds up to 86400), not {raw!r}")
+            raise SettingsError(
+                f"POSEIDON_INBOUND_SAGA_DEADLINES must look like 'ask_bot=20,deliver_reply=15' (seconds up to 86400), not {raw!r}"
+            )
         found[step.strip()] = value
     return found
-
-
-def _int(env: Mapping[str, str], key: str, default: int | None) -> int | None:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be an integer, not {raw!r}") from None

@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from base.settings import DEFAULT_GRPC_PORTS, Settings
+from base.settings import Settings
 from bench import procs
 from bench.commands import wait_for_leaders
 from bench.ingress import APP_SECRET, PAGE, RATE_UNLIMITED, raw_producer, webhook_posts
@@ -113,7 +113,7 @@ def path_env() -> dict[str, str]:
     """Settings shared by every process of the path, on top of the run's: free gRPC
     ports for every hub (no clash with a running `make run`), the ingress port, the
     webhook secret and an unlimited per-account rate (one page sends everything)."""
-    env = {f"POSEIDON_GRPC_PORT_{hub.upper()}": str(procs.free_port()) for hub in DEFAULT_GRPC_PORTS}
+    env = {f"POSEIDON_GRPC_PORT_{hub.upper()}": str(procs.free_port()) for hub in bootstrap.hubs()}
     env["POSEIDON_INGRESS_PORT"] = str(procs.free_port())
     env["POSEIDON_FACEBOOK_APP_SECRET"] = APP_SECRET
     env["POSEIDON_INGRESS_RATE_PER_S"] = RATE_UNLIMITED
@@ -150,7 +150,7 @@ async def start(start_service: Callable[..., procs.Service], run_env: dict[str, 
         standin = start_service(f"standin-{name}", standin_argv(name, port, Settings.from_env(run_env)))
         env[setting] = standin.health_url = f"http://127.0.0.1:{port}"  # ready once it accepts connections
         standins.append(standin)
-    settings = Settings.from_env({**run_env, **env})
+    settings = bootstrap.settings({**run_env, **env})
     specs = [*bootstrap.all_topics(), TopicSpec(RAW_TOPIC, {"cleanup.policy": "delete"})]
     await ensure_topics(settings, specs)
     await wait_for_leaders(settings, [settings.topic(s.name) for s in specs])

@@ -44,7 +44,7 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
 async def project(expected: int, timeout: float) -> dict:
     """Runs `Projector.run(until=end offsets)` on a fresh schema; the clock stops
     when the batch holding the last expected event has committed."""
-    settings = Settings.from_env()
+    settings = bootstrap.settings()
     configure(settings.log_level, "json")
     spec = bootstrap.projection("wallet")
     schema = settings.pg_schema(spec.name)

@@ -84,7 +84,7 @@ class Run:
                 "POSEIDON_STATE_DIR": str(self.dir / "state"),
             }
         )
-        self.settings = Settings.from_env(self.env)
+        self.settings = bootstrap.settings(self.env)
 
         self.results: dict = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

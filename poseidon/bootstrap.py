@@ -7,6 +7,7 @@ imports this module; everything below it is handed what it needs."""
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import import_module
 
@@ -44,6 +45,14 @@ def hubs() -> dict[str, HubSpec]:
 
     found = [*_discover("hubs", "hub", "HUB"), saga_hub(DEFINITIONS)]
     return {hub.name: hub for hub in sorted(found, key=lambda h: h.name)}
+
+
+def settings(env: Mapping[str, str] | None = None) -> Settings:
+    """This installation's settings: `Settings.from_env(env)` knowing the gRPC port
+    and ops index every discovered hub declares (`HubSpec.grpc_port`, `.ops_index`),
+    under the POSEIDON_GRPC_PORT_<HUB> overrides. Entry points build theirs here, so
+    `settings.grpc_port("wallet")` answers from the wallet hub's own declaration."""
+    return Settings.from_env(env).with_topology(hubs().values())
 
 
 def hub(name: str) -> HubSpec:

@@ -19,7 +19,7 @@ from poseidon import bootstrap, roles
 
 def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        settings = bootstrap.settings()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     configure(settings.log_level, settings.log_format)

@@ -9,7 +9,6 @@ import time
 import urllib.request
 
 from base.settings import Settings
-from infra.spoke import _SPOKE_INDEX
 from poseidon import bootstrap
 
 
@@ -44,13 +43,13 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
             f"operator dashboard http://{s.ops_host}:{s.dashboard_port}/",
         )
     )
-    for name in bootstrap.spokes():
-        rows.append((f"spoke-{name}", f"http://{s.ops_host}:{9400 + _SPOKE_INDEX.get(name, 0)}/healthz", ""))
+    for name, spec in bootstrap.spokes().items():
+        rows.append((f"spoke-{name}", f"http://{s.ops_host}:{s.ops_port_at('spoke', spec.ops_index)}/healthz", ""))
     return rows
 
 
 def main(timeout_s: float = 90.0) -> None:
-    s = Settings.from_env()
+    s = bootstrap.settings()
     deadline = time.time() + timeout_s
     for name, url, serves in endpoints(s):
         while not _healthy(url):

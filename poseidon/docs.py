@@ -9,7 +9,6 @@ import re
 from importlib import import_module
 from pathlib import Path
 
-from base.settings import DEFAULT_GRPC_PORTS
 from poseidon import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +44,7 @@ def _fields(schema, skip: str) -> str:
     return ", ".join(parts) or "—"
 
 
-def _grpc(hub: str) -> list[str]:
+def _grpc(hub: str, port: int) -> list[str]:
     proto = ROOT / "schemas" / "protos" / f"{hub}.proto"
     if not proto.exists():
         return ["No gRPC service."]
@@ -57,7 +56,7 @@ def _grpc(hub: str) -> list[str]:
         body = text[service.end() : body_end]
         name = f"{package.group(1)}.{service.group(1)}" if package else service.group(1)
         lines += [
-            f"Service `{name}` on port {DEFAULT_GRPC_PORTS.get(hub, '?')}:",
+            f"Service `{name}` on port {port}:",
             "",
             "| method | request → response | what it does |",
             "|---|---|---|",
@@ -79,7 +78,7 @@ def render() -> str:
         "every command the command metadata (`poseidon.CommandMeta`).",
         "",
     ]
-    for name, hub in sorted(bootstrap.hubs().items(), key=lambda kv: DEFAULT_GRPC_PORTS.get(kv[0], 99999)):
+    for name, hub in sorted(bootstrap.hubs().items(), key=lambda kv: kv[1].grpc_port):
         verbs = {cls: verb for verb, cls in hub.cli_verbs.items()}
         out += [f"## {name.capitalize()} hub", ""]
         doc = (import_module(f"hubs.{name}").__doc__ or "").strip()
@@ -98,7 +97,7 @@ def render() -> str:
                 label = event_name.rsplit(".", 1)[-1] + (f" (v{sv.version})" if versions > 1 else "")
                 meaning = " ".join((sv.parsed.get("doc") or "").split())
                 out.append(f"| `{label}` | {_fields(sv.parsed, 'envelope')} | {meaning} |")
-        out += ["", "### gRPC", "", *_grpc(name)]
+        out += ["", "### gRPC", "", *_grpc(name, hub.grpc_port)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -146,7 +146,7 @@ def replay(
 
 def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        settings = bootstrap.settings()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     configure(settings.log_level, settings.log_format)

@@ -11,6 +11,12 @@ from typing import Any, ClassVar
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+def spoke_actor(spoke: str) -> str:
+    """The actor of what a spoke records and sends (`spoke:botpress`): its
+    commands' `meta.actor` and the envelope actor others filter on."""
+    return f"spoke:{spoke}"
+
+
 @dataclass(frozen=True)
 class CommandMeta:
     command_id: str

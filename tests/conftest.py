@@ -46,7 +46,9 @@ def stack() -> Settings:
     if mode == "testcontainers":
         yield from _testcontainers_stack()
         return
-    settings = Settings.from_env()
+    from poseidon import bootstrap
+
+    settings = bootstrap.settings()
     if _reachable(settings) is not None and "POSEIDON_KAFKA_BOOTSTRAP" not in os.environ:
         subprocess.run([str(ROOT / "infra/local/stack.sh"), "up"], check=True)
     problem = _reachable(settings)
@@ -61,7 +63,9 @@ def _testcontainers_stack():
 
     with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka, PostgresContainer("postgres:15") as pg:
         dsn = pg.get_connection_url().replace("postgresql+psycopg2", "postgresql")
-        yield Settings.from_env().with_(kafka_bootstrap=kafka.get_bootstrap_server(), pg_dsn=dsn)
+        from poseidon import bootstrap
+
+        yield bootstrap.settings().with_(kafka_bootstrap=kafka.get_bootstrap_server(), pg_dsn=dsn)
 
 
 @pytest.fixture

@@ -27,10 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 POSEIDON = [sys.executable, "-m", "poseidon.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid=()) -> int:
+    """A free port that is none of `avoid` (ports handed to servers not bound yet:
+    a processor's ops port once came out equal to a gRPC port chosen earlier, and
+    its health check reached the gRPC server)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in set(avoid):
+            return port
 
 
 def free_ports(n: int) -> list[int]:
@@ -90,14 +96,16 @@ class Platform:
 
     def start(self, role: str, hub: str = "wallet", wait: bool = True) -> Proc:
         name = f"{hub}-{role}"
-        proc = self.procs.get(name) or Proc(role, hub, free_port(), self.workdir / f"{name}.log")
+        proc = self.procs.get(name) or Proc(role, hub, free_port(self.settings.grpc_ports.values()), self.workdir / f"{name}.log")
         self.procs[name] = proc
         return self._spawn(name, wait)
 
     def launch(self, name: str, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
         """Start `poseidon <args>` (any role: `ingress`, `router`, `spoke facebook`…)
         as process `name`, with `env` added to the namespace's settings."""
-        proc = self.procs.get(name) or Proc(args[0], "", free_port(), self.workdir / f"{name}.log")
+        proc = self.procs.get(name) or Proc(
+            args[0], "", free_port(self.settings.grpc_ports.values()), self.workdir / f"{name}.log"
+        )
         proc.args, proc.env = tuple(args), dict(env or {})
         self.procs[name] = proc
         return self._spawn(name, wait)

@@ -6,6 +6,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="app",
+    grpc_port=50054,
+    ops_index=4,
     # The base of App and Subscription: the processor restores the concrete class
     # from each aggregate's snapshot (see hubs/app/aggregate.py).
     aggregate=AppHubAggregate,

@@ -8,6 +8,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="billing",
+    grpc_port=50055,
+    ops_index=5,
     aggregate=Entitlement,
     commands=COMMANDS,
     handle=handle,

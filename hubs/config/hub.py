@@ -8,6 +8,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="config",
+    grpc_port=50057,
+    ops_index=7,
     aggregate=ConfigEntry,
     commands=COMMANDS,
     handle=handle,

@@ -8,6 +8,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="identity",
+    grpc_port=50051,
+    ops_index=1,
     aggregate=Principal,
     commands=COMMANDS,
     handle=handle,

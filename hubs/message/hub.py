@@ -6,6 +6,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="message",
+    grpc_port=50058,
+    ops_index=8,
     aggregate=Conversation,
     commands=COMMANDS,
     handle=handle,

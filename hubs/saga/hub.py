@@ -15,6 +15,8 @@ def saga_hub(definitions: Mapping[str, SagaDefinition]) -> HubSpec:
     """The Saga hub running these saga types (by name)."""
     return HubSpec(
         name="saga",
+        grpc_port=50059,
+        ops_index=9,
         aggregate=Saga,
         commands=COMMANDS,
         handle=partial(handle, dict(definitions)),

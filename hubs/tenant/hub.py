@@ -14,6 +14,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="tenant",
+    grpc_port=50053,
+    ops_index=3,
     # The base of Tenant and ChannelAccount: the processor restores the concrete
     # class from each aggregate's snapshot (see hubs/tenant/aggregate.py).
     aggregate=TenantHubAggregate,

@@ -6,6 +6,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="user",
+    grpc_port=50052,
+    ops_index=2,
     aggregate=Profile,
     commands=COMMANDS,
     handle=handle,

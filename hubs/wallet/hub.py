@@ -15,6 +15,8 @@ from infra.hub import HubSpec
 
 HUB = HubSpec(
     name="wallet",
+    grpc_port=50056,
+    ops_index=6,
     aggregate=Wallet,
     commands=COMMANDS,
     handle=handle,

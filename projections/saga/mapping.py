@@ -9,6 +9,7 @@ import json
 import uuid
 from datetime import datetime
 
+from hubs.saga.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
 from infra.projection import Statement
 
 # Phases: the saga row exists first; timeline rows depend on nothing; row updates
@@ -66,22 +67,22 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     if kind == "SagaStarted":
         change = (None, None, None, True, None, None)
     elif kind == "StepRequested":
-        change = ("waiting", r["step"], None, True, r["attempt"], r["deadline_at"])
+        change = (WAITING, r["step"], None, True, r["attempt"], r["deadline_at"])
     elif kind == "CompensationRequested":
-        change = ("compensating", r["step"], None, True, r["attempt"], r["deadline_at"])
+        change = (COMPENSATING, r["step"], None, True, r["attempt"], r["deadline_at"])
     elif kind == "StepSucceeded":
-        change = ("running", r["step"], "", True, None, None)
+        change = (RUNNING, r["step"], "", True, None, None)
     elif kind == "StepFailed":
-        change = ("failed", r["step"], f"{r['step']}: {r['reason']}", True, None, None)
+        change = (FAILED, r["step"], f"{r['step']}: {r['reason']}", True, None, None)
     elif kind == "Compensated":
-        change = ("compensating", r["step"], None, True, None, None)
+        change = (COMPENSATING, r["step"], None, True, None, None)
     elif kind == "CompensationFailed":
-        state = "compensating" if r["will_retry"] else "needs_attention"
+        state = COMPENSATING if r["will_retry"] else NEEDS_ATTENTION
         change = (state, r["step"], f"{r['step']} (compensation): {r['reason']}", True, None, None)
     elif kind == "SagaCompleted":
-        change = ("completed", "", "", True, None, None)
+        change = (COMPLETED, "", "", True, None, None)
     elif kind == "SagaAborted":
-        change = ("compensated" if r["compensated"] else "aborted", None, None, True, None, None)
+        change = (COMPENSATED if r["compensated"] else ABORTED, None, None, True, None, None)
     elif kind == "OperatorActed":
         change = (None, None, None, False, None, None)
     else:

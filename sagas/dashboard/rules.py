@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
+from hubs.saga.definition import STATES
 from hubs.tenant.aggregate import OPERATORS_TENANT
 
-STATES = ("running", "waiting", "failed", "compensating", "compensated", "completed", "aborted", "needs_attention")
 ACTIONS = ("retry", "compensate", "abort")
 OPERATOR_TENANT = OPERATORS_TENANT
 """The tenant whose admins and owners operate the platform (only the platform creates it)."""

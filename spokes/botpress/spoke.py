@@ -12,10 +12,11 @@ import uuid
 from hubs.message.commands import RecordOutboundMessage
 from infra.command_client import new_meta
 from infra.spoke import Outcome, PermanentError, SpokeCall, SpokeContext, SpokeSpec
+from schemas.contracts import spoke_actor
 from spokes.botpress.actions import ask_bot
 from spokes.botpress.mapping_store import opened_store
 
-ACTOR = "spoke:botpress"
+ACTOR = spoke_actor("botpress")
 """Actor of the replies it records; the Facebook spoke leaves those to the saga."""
 _REPLY_IDS = uuid.UUID("0b9e6c2e-1f53-5d0f-8a57-2e4f6a8c1d23")
 
@@ -56,6 +57,7 @@ async def ask(ctx: SpokeContext, call: SpokeCall) -> Outcome:
 
 SPOKE = SpokeSpec(
     name="botpress",
+    ops_index=2,
     system="botpress",
     requests={"AskBot": ask},
     resources=lambda ctx: opened_store(ctx.settings),

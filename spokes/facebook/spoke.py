@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from hubs.message.commands import UpdateDeliveryStatus
 from infra.command_client import new_meta
 from infra.spoke import Outcome, PermanentError, SpokeCall, SpokeContext, SpokeSpec
+from schemas.contracts import spoke_actor
 from spokes.facebook.actions import SPOKE_NAME, SYSTEM, send_reply
 
 OUTBOUND_RECORDED = "poseidon.message.OutboundMessageRecorded"
-SAGA_DELIVERED_ACTORS = frozenset({"spoke:botpress"})
+SAGA_DELIVERED_ACTORS = frozenset({spoke_actor("botpress")})
 """Outbound messages recorded by these actors are delivered by the inbound-message saga."""
 _STATUS_IDS = uuid.UUID("6f1c1a52-4c4e-5b1e-9d35-0c6f2a3b7e11")
 
@@ -118,7 +119,7 @@ async def report_status(
     meta = new_meta(
         conversation_id,
         tenant_id,
-        actor=f"spoke:{SPOKE_NAME}",
+        actor=spoke_actor(SPOKE_NAME),
         command_id=str(uuid.uuid5(_STATUS_IDS, f"{key}/{status}")),
         correlation_id=correlation_id,
         causation_id=causation_id,
@@ -134,6 +135,7 @@ async def report_status(
 
 SPOKE = SpokeSpec(
     name=SPOKE_NAME,
+    ops_index=1,
     system=SYSTEM,
     topics=("message.events",),
     accepts=accepts,

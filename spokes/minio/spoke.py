@@ -52,6 +52,7 @@ async def s3_store(ctx: SpokeContext):
 
 SPOKE = SpokeSpec(
     name="minio",
+    ops_index=4,
     system=SYSTEM,
     per_tenant_breaker=PER_TENANT_BREAKER,
     resources=s3_store,

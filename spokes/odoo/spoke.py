@@ -34,6 +34,7 @@ async def archive_created_partner(ctx: SpokeContext, call: SpokeCall) -> Outcome
 
 SPOKE = SpokeSpec(
     name="odoo",
+    ops_index=3,
     system=SYSTEM,
     per_tenant_breaker=PER_TENANT_BREAKER,
     requests={"UpsertPartner": upsert_partner, "ArchiveCreatedPartner": archive_created_partner},

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from base.settings import Settings
+from poseidon import bootstrap
 from tests.harness import ROOT, free_port
 
 STACK_SH = ROOT / "infra" / "local" / "stack.sh"
@@ -43,7 +44,7 @@ class PrivateStack:
         return time.monotonic() - started
 
     def settings(self) -> Settings:
-        return Settings.from_env().with_(
+        return bootstrap.settings().with_(
             kafka_bootstrap=f"127.0.0.1:{self.kafka_port}",
             pg_dsn=f"postgresql://poseidon@127.0.0.1:{self.pg_port}/poseidon",
         )

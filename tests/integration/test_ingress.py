@@ -479,7 +479,9 @@ async def test_the_ingress_process_serves_until_sigterm_then_stops_cleanly(setti
     )
     log = tmp_path / "ingress.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "infra.ingress"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poseidon.cli", "ingress"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:

@@ -1,11 +1,18 @@
 """Settings.from_env: the defaults the local stack relies on, every override the
-README documents, and refusal of values that cannot work, naming the variable."""
+README documents, and refusal of values that cannot work, naming the variable.
+The default gRPC ports and ops indices are the hubs' own declarations, which the
+composition root registers (`bootstrap.settings`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from base.settings import DEFAULT_GRPC_PORTS, Settings, SettingsError
+from base.settings import Settings, SettingsError
+from poseidon import bootstrap
+
+
+def declared_ports() -> dict[str, int]:
+    return {name: hub.grpc_port for name, hub in bootstrap.hubs().items()}
 
 
 def test_with_no_environment_the_settings_are_the_documented_defaults():
@@ -18,12 +25,13 @@ def test_with_no_environment_the_settings_are_the_documented_defaults():
     assert (settings.topic_partitions, settings.topic_replication, settings.topic_min_isr) == (4, 1, 1)
     assert settings.processing_guarantee == "exactly_once"
     assert settings.ops_port is None
-    assert settings.grpc_port("wallet") == 50056
-    assert dict(settings.grpc_ports) == DEFAULT_GRPC_PORTS
+    installed = bootstrap.settings({})
+    assert installed.grpc_port("wallet") == 50056
+    assert dict(installed.grpc_ports) == declared_ports()
 
 
 def test_empty_variables_count_as_unset():
-    settings = Settings.from_env({"POSEIDON_TOPIC_PARTITIONS": "", "POSEIDON_OPS_PORT": "", "POSEIDON_GRPC_PORT_WALLET": ""})
+    settings = bootstrap.settings({"POSEIDON_TOPIC_PARTITIONS": "", "POSEIDON_OPS_PORT": "", "POSEIDON_GRPC_PORT_WALLET": ""})
 
     assert settings.topic_partitions == 4
     assert settings.ops_port is None
@@ -66,13 +74,13 @@ def test_every_variable_overrides_its_setting():
 
 
 def test_a_hub_grpc_port_override_changes_only_that_hub():
-    settings = Settings.from_env({"POSEIDON_GRPC_PORT_WALLET": "6056"})
+    settings = bootstrap.settings({"POSEIDON_GRPC_PORT_WALLET": "6056"})
 
     assert settings.grpc_port("wallet") == 6056
     assert {h: p for h, p in settings.grpc_ports.items() if h != "wallet"} == {
-        h: p for h, p in DEFAULT_GRPC_PORTS.items() if h != "wallet"
+        h: p for h, p in declared_ports().items() if h != "wallet"
     }
-    assert DEFAULT_GRPC_PORTS["wallet"] == 50056  # the module default is not mutated
+    assert bootstrap.hub("wallet").grpc_port == 50056  # the declaration is not mutated
 
 
 @pytest.mark.parametrize(
@@ -152,7 +160,7 @@ def test_without_prefixes_topic_and_schema_names_are_the_logical_ones():
     ],
 )
 def test_each_process_gets_its_ops_port_from_its_role_and_hub(role, hub, port):
-    assert Settings.from_env({}).ops_port_for(role, hub) == port
+    assert bootstrap.settings({}).ops_port_for(role, hub) == port
 
 
 def test_an_explicit_ops_port_wins_over_the_role_and_hub_rule():
