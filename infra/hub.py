@@ -43,6 +43,11 @@ class HubSpec:
     """CLI option naming the aggregate id (`--wallet`)."""
     aggregate_is_tenant: bool = False
     """The aggregate id is the tenant id (the Tenant hub): the CLI asks for it once."""
+    grpc_port: int = dataclasses.field(kw_only=True)
+    """Port of the hub's gRPC query service (wallet: 50056); POSEIDON_GRPC_PORT_<HUB> overrides it."""
+    ops_index: int = dataclasses.field(kw_only=True)
+    """Added to each role's ops-port base (processor 9100, projector 9200, gRPC 9300, router 9500):
+    wallet's 6 gives 9106. Unique among the hubs."""
 
     def topic(self, kind: str) -> str:
         """Logical topic name: `<hub>.commands`, `<hub>.events`, `<hub>.command-results`."""
@@ -107,19 +112,48 @@ def event_record(
     """The Avro record (`name`) of one domain event a command produced: the envelope
     from the command's meta and the event's version and time, the payload from the event."""
     return {
-        "envelope": {
-            "event_id": event_id,
-            "event_type": name,
-            "aggregate_id": meta.aggregate_id,
-            "aggregate_version": domain_event.originator_version,
-            "tenant_id": meta.tenant_id,
-            "correlation_id": meta.correlation_id,
-            "causation_id": meta.command_id,
-            "occurred_at": domain_event.timestamp,
-            "actor": meta.actor,
-            "previous_hash": previous_hash,
-        },
+        "envelope": envelope(
+            name,
+            event_id=event_id,
+            aggregate_id=meta.aggregate_id,
+            aggregate_version=domain_event.originator_version,
+            tenant_id=meta.tenant_id,
+            correlation_id=meta.correlation_id,
+            causation_id=meta.command_id,
+            occurred_at=domain_event.timestamp,
+            actor=meta.actor,
+            previous_hash=previous_hash,
+        ),
         **event_payload(domain_event, field_names),
+    }
+
+
+def envelope(
+    event_type: str,
+    *,
+    event_id: str,
+    aggregate_id: str,
+    correlation_id: str,
+    causation_id: str,
+    occurred_at: datetime,
+    actor: str,
+    aggregate_version: int = 0,
+    tenant_id: str = "",
+    previous_hash: str = "",
+) -> dict[str, Any]:
+    """The envelope (`schemas/common/Envelope.v1.avsc`) of every event record, whoever emits it (a hub's
+    processor, a spoke, the saga driver): one place names its fields."""
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "aggregate_id": aggregate_id,
+        "aggregate_version": aggregate_version,
+        "tenant_id": tenant_id,
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "occurred_at": occurred_at,
+        "actor": actor,
+        "previous_hash": previous_hash,
     }
 
 

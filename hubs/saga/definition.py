@@ -51,6 +51,7 @@ SAGA_NAMESPACE = uuid.UUID("0f6c1f49-3f0e-5b7e-9a55-6a3c2d7e8b10")
 # Saga states (the read store's `sagas.state` uses the same words).
 RUNNING, WAITING, FAILED, COMPENSATING = "running", "waiting", "failed", "compensating"
 COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION = "compensated", "completed", "aborted", "needs_attention"
+STATES = (RUNNING, WAITING, FAILED, COMPENSATING, COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION)
 FINISHED = frozenset({COMPENSATED, COMPLETED, ABORTED})
 ACTION, COMPENSATION = "action", "compensation"
 
