@@ -48,8 +48,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from base.settings import Settings
-from infra import metrics
-from infra.dlq import dead_letter
+from infra.dlq import DeadLetters, Origin
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
 from schemas.codec import Codec, EncodeError
@@ -109,6 +108,8 @@ class Ingress:
         self.limiter = TokenBuckets(settings.ingress_rate_per_s, 2 * settings.ingress_rate_per_s)
         self.inbound_topic = settings.topic(INBOUND_TOPIC)
         self.dlq_topic = settings.topic(DLQ_TOPIC)
+        # Sent through `produce` (its timeout and 503), not the publisher's producer.
+        self.dead_letters = DeadLetters(None, codec, PROCESS, self.dlq_topic, event="webhook body dead-lettered")
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task | None = None
 
@@ -235,25 +236,18 @@ class Ingress:
         """Keep an authenticated but unusable body whole on `ingress.dlq` with the
         reason, then answer `status` with the reason; 503 if Kafka cannot take it
         (so the platform retries rather than the body being lost)."""
-        value, headers = dead_letter(
-            self.codec,
-            topic=f"http:{request.method} {request.path}",
-            partition=-1,
-            offset=-1,
-            key=None,
-            value=body,
-            reason=reason,
-            error_type=error_type,
-            processor=PROCESS,
+        letter = self.dead_letters.letter(
+            Origin(f"http:{request.method} {request.path}", -1, -1, None, body),
+            reason,
+            error_type,
+            headers=(("request_id", request_id(request).encode()),),
         )
-        headers.append(("request_id", request_id(request).encode()))
         try:
-            await self.produce([(self.dlq_topic, None, value, headers)])
+            await self.produce([(letter.topic, None, letter.value, letter.headers)])
         except KafkaUnavailable as exc:
             log.warning("dead letter not stored", reason=reason, error=str(exc))
             return error(503, "event store unavailable, retry later", {"Retry-After": "1"})
-        metrics.DEAD_LETTERS.labels(self.dlq_topic).inc()
-        log.warning("webhook body dead-lettered", reason=reason, error_type=error_type, bytes=len(body))
+        self.dead_letters.parked(letter)
         return error(status, reason)
 
     # -- checks shared by the handlers ----------------------------------------

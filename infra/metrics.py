@@ -8,6 +8,9 @@ RECORDS_PROCESSED = Counter(
 )
 FAILURES = Counter("poseidon_failures_total", "Records that failed processing, by reason.", ["process", "hub", "reason"])
 DEAD_LETTERS = Counter("poseidon_dead_letters_total", "Records sent to a dead-letter topic.", ["topic"])
+RETRIES = Counter(
+    "poseidon_retries_total", "Records retried because a dependency of ours could not answer.", ["process", "hub", "error"]
+)
 LATENCY = Histogram(
     "poseidon_processing_seconds",
     "Time to handle one record (processor) or one batch (projector).",

@@ -21,7 +21,7 @@ import structlog
 from base.logging import bind_correlation
 from base.settings import Settings
 from infra import metrics
-from infra.dlq import dead_letter
+from infra.dlq import DeadLetters, Origin
 from infra.hub import (
     HubSpec,
     SnapshotCodec,
@@ -62,6 +62,10 @@ class AggregateProcessor:
         self.events_topic_name = settings.topic(hub.topic("events"))
         self.results_topic_name = settings.topic(hub.topic("command-results"))
         self.dlq_topic_name = settings.topic(hub.topic("commands.dlq"))
+        # Sent in the command's transaction, not by the publisher's producer.
+        self.dead_letters = DeadLetters(
+            None, codec, self.process_name, self.dlq_topic_name, event="dead-lettering command record"
+        )
         self._event_fields = {
             name: [f["name"] for f in codec.catalog.latest(name).parsed["fields"] if f["name"] != "envelope"]
             for name in codec.catalog.names()
@@ -287,20 +291,9 @@ class AggregateProcessor:
     def _dead_letter(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str, error_type: str
     ) -> Outgoing:
-        metrics.DEAD_LETTERS.labels(self.dlq_topic_name).inc()
-        log.warning("dead-lettering command record", topic=topic, partition=partition, offset=offset, reason=reason)
-        value, headers = dead_letter(
-            self.codec,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            reason=reason,
-            error_type=error_type,
-            processor=self.process_name,
-        )
-        return Outgoing(self.dlq_topic_name, key or b"", value, headers)
+        letter = self.dead_letters.letter(Origin(topic, partition, offset, key, value), reason, error_type)
+        self.dead_letters.parked(letter)
+        return Outgoing(letter.topic, key or b"", letter.value, letter.headers)
 
 
 def _agents_alive(app: faust.App) -> bool:

@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_ex
 from base.logging import bind_correlation
 from base.settings import Settings
 from infra import metrics
-from infra.dlq import dead_letter
+from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.projection import ProjectionSpec, Statement
@@ -219,21 +219,8 @@ class Projector:
     async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: str, error_type: str) -> None:
         # Sent before the PostgreSQL commit: a crash in between may repeat a dead
         # letter, never lose one.
-        topic = f"{record.topic}.dlq"
-        log.warning("dead-lettering event", topic=record.topic, partition=record.partition, offset=record.offset, reason=reason)
-        value, headers = dead_letter(
-            self.codec,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            error_type=error_type,
-            processor=self.process_name,
-        )
-        await producer.send_and_wait(topic, value, key=record.key, headers=headers)
-        metrics.DEAD_LETTERS.labels(topic).inc()
+        dead_letters = DeadLetters(producer, self.codec, self.process_name, event="dead-lettering event")
+        await dead_letters.publish(record, reason, error_type)  # to `<topic>.dlq`
         metrics.FAILURES.labels(self.process_name, self.spec.name, error_type).inc()
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:

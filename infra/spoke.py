@@ -21,7 +21,6 @@ import json
 import signal
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
@@ -33,7 +32,7 @@ import asyncpg
 import httpx
 import pybreaker
 import structlog
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
@@ -43,9 +42,12 @@ from base.logging import bind_correlation
 from base.settings import Settings
 from infra.command_client import CommandClient
 from infra.consumers import group_consumer, pin_positions
-from infra.dlq import dead_letter
+from infra.dlq import DeadLetters
+from infra.hub import envelope as event_envelope
+from infra.keyed import KeyedConsumer
 from infra.ops import OpsServer
 from schemas.codec import Codec, DecodeError
+from schemas.contracts import spoke_actor
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -158,6 +160,8 @@ class SpokeSpec:
     pool); the runner enters it at start, exits at stop, and puts it on `ctx.resources`."""
     requests: Mapping[str, Callable[[SpokeContext, SpokeCall], Awaitable[Outcome]]] = field(default_factory=dict)
     """Saga actions by name (`AskBot`): what a `SpokeRequested` may ask of this spoke."""
+    ops_index: int = field(default=0, kw_only=True)
+    """Added to the spokes' ops-port base 9400 (facebook's 1 gives 9401); unique among the spokes."""
 
     @property
     def all_topics(self) -> tuple[str, ...]:
@@ -188,6 +192,9 @@ class SpokeContext:
         self.spec, self.settings, self.codec, self.commands = spec, settings, codec, commands
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0)))
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._breaker_states: dict[str, pybreaker.CircuitMemoryStorage] = {}
+        """Each breaker's state storage, by breaker name: we hand it in, so its
+        `opened_at` is ours to read (pybreaker's own check is synchronous)."""
         self.breaker_changes: list[tuple[str, str, str, str]] = []
         self.resources: Any = None
 
@@ -205,14 +212,17 @@ class SpokeContext:
         scope = tenant_id if self.spec.per_tenant_breaker and tenant_id else "*"
         breaker = self._breakers.get(f"{system}|{scope}")
         if breaker is None:
+            state = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             breaker = pybreaker.CircuitBreaker(
                 fail_max=self.settings.breaker_fail_max,
                 reset_timeout=self.settings.breaker_reset_s,
                 # A bad request says nothing about the system's health; bad credentials do (per tenant).
                 exclude=[lambda e: isinstance(e, PermanentError) and not isinstance(e, ReauthorizationRequired)],
                 listeners=[_BreakerEvents(self, system, scope)],
+                state_storage=state,
                 name=f"{system}:{scope}",
             )
+            self._breaker_states[breaker.name] = state
             BREAKER_STATE.labels(system, scope).set(0)
             self._breakers[f"{system}|{scope}"] = breaker
         return breaker
@@ -247,7 +257,7 @@ class SpokeContext:
         # pybreaker is synchronous: refuse while open (its own rule), make the async
         # call, then let the breaker account for the outcome by replaying it.
         if breaker.current_state == pybreaker.STATE_OPEN:
-            opened_at = breaker._state_storage.opened_at
+            opened_at = self._breaker_states[breaker.name].opened_at
             if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout):
                 raise BreakerOpen(f"{self.spec.system} breaker open for {breaker.name.split(':', 1)[1]}; not calling")
         try:
@@ -276,27 +286,6 @@ def _raise(exc: BaseException) -> None:
 
 def _outage(exc: BaseException) -> RetryableError:
     return RetryableError(f"platform dependency unavailable: {type(exc).__name__}: {str(exc)[:200]}", code="platform_unavailable")
-
-
-class _Committer:
-    """Commits each partition up to its highest offset below which every record of
-    the batch is handled (records finish out of order across keys)."""
-
-    def __init__(self, consumer, batches: Mapping[Any, Sequence[ConsumerRecord]]):
-        self.consumer = consumer
-        self.pending = {tp: [r.offset for r in records] for tp, records in batches.items()}
-        self.finished: dict[Any, set[int]] = defaultdict(set)
-        self.lock = asyncio.Lock()
-
-    async def done(self, record: ConsumerRecord) -> None:
-        tp = TopicPartition(record.topic, record.partition)
-        async with self.lock:  # one commit at a time, so a partition's offset only moves forward
-            self.finished[tp].add(record.offset)
-            offsets, committed = self.pending[tp], None
-            while offsets and offsets[0] in self.finished[tp]:
-                committed = offsets.pop(0)
-            if committed is not None:
-                await self.consumer.commit({tp: committed + 1})
 
 
 def _json_object(text: str) -> dict | None:
@@ -337,7 +326,7 @@ class SpokeRunner:
     async def serve(self) -> None:
         ops = OpsServer(
             self.settings.ops_host,
-            self.settings.ops_port if self.settings.ops_port is not None else 9400 + _SPOKE_INDEX.get(self.spec.name, 0),
+            self.settings.ops_port_at("spoke", self.spec.ops_index),
             self.process_name,
             {"assigned": lambda: self.assigned.is_set()},
         )
@@ -383,58 +372,57 @@ class SpokeRunner:
             await pin_positions(consumer)  # a record produced after "healthy" is never skipped
             self.assigned.set()
             log.info("spoke consuming", spoke=self.spec.name, topics=list(self.spec.all_topics))
-            limit = asyncio.Semaphore(CONCURRENCY)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=4 * CONCURRENCY)
-                if not batches:
-                    continue
-                committer = _Committer(consumer, batches)
-                by_key: dict[tuple, list[ConsumerRecord]] = defaultdict(list)
-                for tp, records in batches.items():
-                    for record in records:
-                        by_key[(tp, record.key)].append(record)
-
-                await asyncio.gather(
-                    *(self._in_order(ctx, producer, consumer, committer, limit, records) for records in by_key.values())
-                )
+            dead_letters = DeadLetters(producer, self.codec, self.process_name, self.dlq_topic, event="dead-lettering")
+            await KeyedConsumer(
+                consumer,
+                lambda record: self._handle(ctx, producer, dead_letters, record),
+                process=self.process_name,
+                hub=self.spec.name,
+                dead_letters=dead_letters,
+                # Kafka or a hub away while reporting: the record is tried again, not skipped.
+                is_transient=lambda exc: isinstance(exc, PLATFORM_OUTAGE),
+                concurrency=CONCURRENCY,
+                max_records=4 * CONCURRENCY,
+            ).run()
         finally:
             self.assigned.clear()
             await consumer.stop()
             await producer.stop()
 
-    async def _in_order(self, ctx, producer, consumer, committer: _Committer, limit: asyncio.Semaphore, records) -> None:
-        async with limit:
-            for record in records:
-                await self._handle(ctx, producer, consumer, record)
-                await committer.done(record)
-
-    async def _handle(self, ctx: SpokeContext, producer: AIOKafkaProducer, consumer, record: ConsumerRecord) -> None:
+    async def _handle(
+        self, ctx: SpokeContext, producer: AIOKafkaProducer, dead_letters: DeadLetters, record: ConsumerRecord
+    ) -> str:
+        """One record, completely; returns its outcome (a metric label)."""
         try:
             decoded = self.codec.decode(record.value)
         except DecodeError as exc:
-            await self._dead_letter(producer, record, exc.reason, "DecodeError")
-            return
+            await dead_letters.publish(record, exc.reason, "DecodeError")
+            return "dead_lettered"
         name, rec = decoded.name, decoded.record
         if name == REQUEST_SCHEMA:
-            await self._answer(ctx, producer, record, rec)
-            return
+            await self._answer(ctx, producer, dead_letters, record, rec)
+            return "answered"
         try:
             wanted = self.spec.accepts(name, rec)
         except Exception as exc:  # a bug in a pure filter: park the record, keep the partition moving
-            await self._dead_letter(producer, record, f"accepts() failed: {type(exc).__name__}: {exc}", "FilterError")
-            return
+            await dead_letters.publish(record, f"accepts() failed: {type(exc).__name__}: {exc}", "FilterError")
+            return "dead_lettered"
         if not wanted:
-            return
+            return "ignored"
         envelope = rec.get("envelope", {})
         bind_correlation(envelope.get("correlation_id"), spoke=self.spec.name, event_id=envelope.get("event_id"))
         outcome = await self._until_done(
-            ctx, producer, record, envelope, name.rsplit(".", 1)[-1], lambda: self.spec.handle(ctx, name, rec)
+            ctx, producer, dead_letters, record, envelope, name.rsplit(".", 1)[-1], lambda: self.spec.handle(ctx, name, rec)
         )
-        if outcome is not None:
-            await self._emit_breaker_changes(ctx, producer, envelope)
-            await self._emit(producer, envelope, outcome, ctx.attempts)
+        if outcome is None:
+            return "dead_lettered"
+        await self._emit_breaker_changes(ctx, producer, envelope)
+        await self._emit(producer, envelope, outcome, ctx.attempts)
+        return "succeeded" if outcome.succeeded else "failed"
 
-    async def _answer(self, ctx: SpokeContext, producer: AIOKafkaProducer, record: ConsumerRecord, rec: dict) -> None:
+    async def _answer(
+        self, ctx: SpokeContext, producer: AIOKafkaProducer, dead_letters: DeadLetters, record: ConsumerRecord, rec: dict
+    ) -> None:
         """Do one saga request and answer it (always: the saga waits for the answer)."""
         envelope, ref, action = rec["envelope"], rec["request"], rec["action"]
         bind_correlation(envelope["correlation_id"], spoke=self.spec.name, saga=ref["saga_id"], step=ref["step"])
@@ -465,7 +453,9 @@ class SpokeRunner:
                 request_id=ref["request_id"],
                 payload=payload,
             )
-            outcome = await self._until_done(ctx, producer, record, envelope, action, lambda: handler(ctx, call), deadline)
+            outcome = await self._until_done(
+                ctx, producer, dead_letters, record, envelope, action, lambda: handler(ctx, call), deadline
+            )
             if outcome is None:  # a handler bug: dead-lettered; the saga still gets its answer
                 outcome = Outcome(action, False, "the spoke failed on this request (dead-lettered)", error_code="handler_error")
         await self._emit_breaker_changes(ctx, producer, envelope)
@@ -475,6 +465,7 @@ class SpokeRunner:
         self,
         ctx: SpokeContext,
         producer: AIOKafkaProducer,
+        dead_letters: DeadLetters,
         record: ConsumerRecord,
         envelope: Mapping[str, Any],
         operation: str,
@@ -507,7 +498,7 @@ class SpokeRunner:
                 # Keep the group membership alive while waiting (heartbeats run in the background).
             except Exception as exc:
                 log.error("spoke handler failed", error_type=type(exc).__name__)
-                await self._dead_letter(producer, record, f"{type(exc).__name__}: {exc}", "HandlerError")
+                await dead_letters.publish(record, f"{type(exc).__name__}: {exc}", "HandlerError")
                 return None
         self.handled += 1
         log.info(
@@ -558,34 +549,14 @@ class SpokeRunner:
             await producer.send_and_wait(self.events_topic, self.codec.encode(BREAKER_SCHEMA, record), key=scope.encode())
 
     def _envelope(self, event_type: str, source: Mapping[str, Any]) -> dict:
-        return {
-            "event_id": str(uuid.uuid4()),
-            "event_type": event_type,
-            "aggregate_id": str(source.get("aggregate_id", "")),
-            "aggregate_version": int(source.get("aggregate_version", 0) or 0),
-            "tenant_id": str(source.get("tenant_id", "")),
-            "correlation_id": str(source.get("correlation_id", "")),
-            "causation_id": str(source.get("event_id", "")),
-            "occurred_at": datetime.now(UTC),
-            "actor": f"spoke:{self.spec.name}",
-            "previous_hash": "",
-        }
-
-    async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: str, error_type: str) -> None:
-        log.warning("dead-lettering", topic=record.topic, offset=record.offset, reason=reason[:300])
-        value, headers = dead_letter(
-            self.codec,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            error_type=error_type,
-            processor=self.process_name,
+        return event_envelope(
+            event_type,
+            event_id=str(uuid.uuid4()),
+            aggregate_id=str(source.get("aggregate_id", "")),
+            aggregate_version=int(source.get("aggregate_version", 0) or 0),
+            tenant_id=str(source.get("tenant_id", "")),
+            correlation_id=str(source.get("correlation_id", "")),
+            causation_id=str(source.get("event_id", "")),
+            occurred_at=datetime.now(UTC),
+            actor=spoke_actor(self.spec.name),
         )
-        await producer.send_and_wait(self.dlq_topic, value, key=record.key, headers=headers)
-
-
-# Ops ports of spokes: 9400 + this number (POSEIDON_OPS_PORT overrides).
-_SPOKE_INDEX = {"facebook": 1, "botpress": 2, "odoo": 3, "minio": 4}

@@ -5,8 +5,10 @@ requests that got no answer by their deadline (FailOverdueStep). It decides
 nothing: the Saga aggregate and the pure definitions do (hubs/saga/definition.py).
 
 Crash safety without state of its own:
-* `saga.events` is read in a consumer group and offsets are committed only after
-  a batch is handled; a restarted driver re-reads what it had not finished and
+* `saga.events` is read in a consumer group on the shared keyed consumer
+  (infra.keyed): one saga's events in order, offsets committed only past what is
+  handled, a hub or the broker away waited out, a record no rule foresaw parked
+  on `saga.events.dlq`; a restarted driver re-reads what it had not finished and
   re-sends with the same command ids (from the events), so a hub answers a
   repeated command with its first outcome — nothing is applied twice — and the
   RecordStepResult it then sends has a deterministic id too.
@@ -37,23 +39,23 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import KafkaError
 
 from base.settings import Settings
 from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
 from hubs.saga.definition import SAGA_NAMESPACE, SagaDefinition
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
-from infra import metrics
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
 from infra.consumers import group_consumer, pin_positions
-from infra.hub import command_from_record
+from infra.dlq import DeadLetters
+from infra.hub import command_from_record, envelope
+from infra.keyed import KeyedConsumer
 from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
 from projections.saga.queries import overdue_requests
 from sagas.reads import ReadStores
@@ -64,6 +66,9 @@ log = structlog.get_logger(__name__)
 
 PROCESS = "saga-driver"
 SOURCE_TOPIC = "saga.events"
+DLQ_TOPIC = "saga.events.dlq"
+"""Where a record the driver cannot handle is parked, whichever topic it came from
+(a spoke's events topic has no dead-letter topic of its own)."""
 CONSUMER_GROUP = "poseidon-saga-driver"
 REACTIONS_GROUP = "poseidon-saga-reactions"
 ACTOR = "saga-driver"
@@ -71,6 +76,11 @@ TIMER_INTERVAL_S = 1.0
 RESULT_TIMEOUT_S = 30.0
 MAX_DETAIL = 500
 CONCURRENCY = 32
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth waiting for: a hub, Kafka or PostgreSQL away, not the record."""
+    return isinstance(exc, CommandTimeout | KafkaError | OSError | asyncpg.PostgresError)
 
 
 def derived_command_id(*parts: object) -> str:
@@ -116,11 +126,10 @@ class SagaDriver:
         self.producer: AIOKafkaProducer | None = None
         self.pool: asyncpg.Pool | None = None
         self.reads: ReadStores | None = None
-        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self.keyed: list[KeyedConsumer] = []
         self._overdue_sent: set[tuple[str, str, int]] = set()
         self._sending: set[asyncio.Task] = set()
         self._running = False
-        self.handled = 0
 
     async def start(self) -> None:
         s = self.settings
@@ -141,6 +150,21 @@ class SagaDriver:
             self.reactions = group_consumer(s, reaction_topics, REACTIONS_GROUP, offset_reset="latest")
             await self.reactions.start()
             await pin_positions(self.reactions)
+        dead_letters = DeadLetters(self.producer, self.codec, PROCESS, s.topic(DLQ_TOPIC))
+        self.keyed = [
+            KeyedConsumer(
+                consumer,
+                self.handle,
+                process=PROCESS,
+                hub="saga",
+                dead_letters=dead_letters,
+                is_transient=is_transient,
+                concurrency=CONCURRENCY,
+                max_records=200,
+            )
+            for consumer in (self.consumer, self.reactions)
+            if consumer is not None
+        ]
         self._running = True
         log.info("saga driver started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))
 
@@ -159,10 +183,14 @@ class SagaDriver:
     def healthy(self) -> bool:
         return self._running
 
+    @property
+    def handled(self) -> int:
+        return sum(keyed.handled for keyed in self.keyed)
+
     async def run(self) -> None:
-        assert self.consumer is not None
+        assert self.keyed
         tasks = [asyncio.create_task(self.run_timer(), name="saga-deadlines")]
-        tasks += [asyncio.create_task(self._consume(c)) for c in (self.consumer, self.reactions) if c is not None]
+        tasks += [asyncio.create_task(keyed.run()) for keyed in self.keyed]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -172,30 +200,10 @@ class SagaDriver:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=200)
-            if batches:
-                await self.handle_batch(batches, consumer)
-
     async def handle_batch(self, batches: dict[TopicPartition, list], consumer: AIOKafkaConsumer | None = None) -> None:
+        """Handle one batch read by `consumer` (the saga events' by default) and commit it."""
         consumer = consumer or self.consumer
-        by_saga: dict[tuple, list] = defaultdict(list)
-        for tp, records in batches.items():
-            for record in records:
-                by_saga[(tp, record.key)].append(record)
-        await asyncio.gather(*(self._handle_in_order(records) for records in by_saga.values()))
-        try:
-            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
-        except CommitFailedError as exc:
-            log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
-        self.handled += sum(len(r) for r in batches.values())
-
-    async def _handle_in_order(self, records: list) -> None:
-        async with self._limit:
-            for record in records:
-                outcome = await self.handle(record)
-                metrics.RECORDS_PROCESSED.labels(PROCESS, "saga", outcome).inc()
+        await next(keyed for keyed in self.keyed if keyed.consumer is consumer).handle_batch(batches)
 
     async def handle(self, record) -> str:
         try:
@@ -253,18 +261,17 @@ class SagaDriver:
         env = event["envelope"]
         command = json.loads(event["command_json"])
         record = {
-            "envelope": {
-                "event_id": derived_command_id(event["command_id"], "spoke-request"),
-                "event_type": REQUEST_SCHEMA,
-                "aggregate_id": env["aggregate_id"],
-                "aggregate_version": env["aggregate_version"],
-                "tenant_id": env["tenant_id"],
-                "correlation_id": env["correlation_id"],
-                "causation_id": env["event_id"],
-                "occurred_at": datetime.now(UTC),
-                "actor": ACTOR,
-                "previous_hash": "",
-            },
+            "envelope": envelope(
+                REQUEST_SCHEMA,
+                event_id=derived_command_id(event["command_id"], "spoke-request"),
+                aggregate_id=env["aggregate_id"],
+                aggregate_version=env["aggregate_version"],
+                tenant_id=env["tenant_id"],
+                correlation_id=env["correlation_id"],
+                causation_id=env["event_id"],
+                occurred_at=datetime.now(UTC),
+                actor=ACTOR,
+            ),
             "request": {
                 "request_id": event["command_id"],
                 "saga_id": env["aggregate_id"],

@@ -29,9 +29,7 @@ retried with backoff until it can be handled; nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -39,10 +37,9 @@ from typing import Any
 import grpc
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
-from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from base.logging import bind_correlation
 from base.settings import Settings
@@ -60,12 +57,13 @@ from hubs.message.routing import (
     decide_route,
 )
 from hubs.tenant.aggregate import ACCOUNT_ID
-from infra import grpc_client, metrics
+from infra import grpc_client
 from infra.command_client import CommandClient, CommandResult, CommandTimeout, new_meta
 from infra.consumers import group_consumer
-from infra.dlq import dead_letter
+from infra.dlq import DeadLetters
 from infra.grpc_client import PlatformToken
 from infra.hub import HubSpec
+from infra.keyed import KeyedConsumer
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import Command
 from schemas.protos import app_pb2, app_pb2_grpc, billing_pb2, billing_pb2_grpc, tenant_pb2, tenant_pb2_grpc
@@ -413,8 +411,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class MessageRouter:
-    """The consumer loop: batches of `ingress.inbound`, each conversation's items in
-    order, conversations concurrently, the offsets committed after the batch."""
+    """The process: `ingress.inbound` on the shared keyed consumer (infra.keyed),
+    each conversation's items in order, conversations concurrently, an offset
+    committed only once every item before it is handled."""
 
     def __init__(self, settings: Settings, codec: Codec, message_hub: HubSpec):
         self.settings, self.codec, self.message_hub = settings, codec, message_hub
@@ -423,9 +422,8 @@ class MessageRouter:
         self.commands: CommandClient | None = None
         self.facts: GrpcFacts | None = None
         self.router: Router | None = None
-        self.handled = 0
+        self.keyed: KeyedConsumer | None = None
         self._running = False
-        self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def start(self) -> None:
         s = self.settings
@@ -434,9 +432,23 @@ class MessageRouter:
         self.commands = CommandClient(s, self.codec, [self.message_hub])
         await self.commands.start()
         self.facts = GrpcFacts(s)
-        self.router = Router(self.codec, self.facts, self.commands, self._dead_letter)
+        dead_letters = DeadLetters(self.producer, self.codec, PROCESS, s.topic(DLQ_TOPIC), event="inbound item dead-lettered")
+        self.router = Router(self.codec, self.facts, self.commands, dead_letters.publish)
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
+        # The ingress key is the conversation's platform/account/contact: its items stay in order.
+        self.keyed = KeyedConsumer(
+            self.consumer,
+            self.router.handle,
+            process=PROCESS,
+            hub="message",
+            dead_letters=dead_letters,
+            is_transient=is_transient,
+            error_type="RouterError",
+            concurrency=MAX_IN_FLIGHT,
+            max_records=500,
+            on_retry=lambda exc: ROUTER_RETRIES.labels(type(exc).__name__).inc(),
+        )
         self._running = True
         log.info("router started", topic=s.topic(SOURCE_TOPIC), group=s.topic(CONSUMER_GROUP))
 
@@ -455,84 +467,14 @@ class MessageRouter:
     def healthy(self) -> bool:
         return self._running
 
+    @property
+    def handled(self) -> int:
+        return self.keyed.handled if self.keyed is not None else 0
+
     async def run(self) -> None:
-        assert self.consumer is not None
-        while True:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
-            if not batches:
-                continue
-            await self.handle_batch(batches)
+        assert self.keyed is not None
+        await self.keyed.run()
 
     async def handle_batch(self, batches: dict[TopicPartition, list]) -> None:
-        started = time.perf_counter()
-        by_conversation: dict[tuple, list] = defaultdict(list)
-        for tp, records in batches.items():
-            for record in records:
-                # The ingress key is the conversation's platform/account/contact: its items stay in order.
-                by_conversation[(tp, record.key)].append(record)
-        await asyncio.gather(*(self._handle_in_order(records) for records in by_conversation.values()))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # Rebalanced away mid-batch: the new owner re-reads these records and
-            # the deterministic command ids make that harmless.
-            log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
-        count = sum(len(r) for r in batches.values())
-        self.handled += count
-        metrics.LATENCY.labels(PROCESS, "message").observe(time.perf_counter() - started)
-        for tp, records in batches.items():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                metrics.LAG.labels(PROCESS, tp.topic, str(tp.partition)).set(max(highwater - records[-1].offset - 1, 0))
-
-    async def _handle_in_order(self, records: list) -> None:
-        async with self._limit:
-            for record in records:
-                await self._handle_until_done(record)
-
-    async def _handle_until_done(self, record) -> None:
-        assert self.router is not None
-
-        def before_sleep(state) -> None:
-            exc = state.outcome.exception()
-            ROUTER_RETRIES.labels(type(exc).__name__).inc()
-            log.warning(
-                "item not handled yet; retrying", error_type=type(exc).__name__, error=str(exc)[:300], offset=record.offset
-            )
-
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_transient),
-                wait=wait_exponential_jitter(initial=0.2, max=10.0),
-                stop=stop_never,
-                before_sleep=before_sleep,
-                reraise=True,
-            ):
-                with attempt:
-                    outcome = await self.router.handle(record)
-        except Exception as exc:
-            # Not transient: a bug or data no rule foresaw. Park it whole, go on.
-            log.error("item could not be handled", error_type=type(exc).__name__)
-            metrics.FAILURES.labels(PROCESS, "message", type(exc).__name__).inc()
-            await self._dead_letter(record, f"{type(exc).__name__}: {exc}", "RouterError")
-            outcome = "dead_lettered"
-        metrics.RECORDS_PROCESSED.labels(PROCESS, "message", outcome).inc()
-
-    async def _dead_letter(self, record, reason: str, error_type: str) -> None:
-        assert self.producer is not None
-        topic = self.settings.topic(DLQ_TOPIC)
-        value, headers = dead_letter(
-            self.codec,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            error_type=error_type,
-            processor=PROCESS,
-        )
-        await self.producer.send_and_wait(topic, value, key=record.key, headers=headers)
-        metrics.DEAD_LETTERS.labels(topic).inc()
-        log.warning("inbound item dead-lettered", reason=reason[:300], offset=record.offset, partition=record.partition)
+        assert self.keyed is not None
+        await self.keyed.handle_batch(batches)

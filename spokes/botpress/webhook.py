@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.hub import envelope
 from infra.ingress import INGRESS, error, request_id
 from spokes.botpress.translate import PUSH_SECRET_HEADER, ChatMessage, MalformedAnswer, parse_push, push_is_authentic, reply_text
 
@@ -53,18 +54,16 @@ def inbound_record(
 ) -> dict[str, Any]:
     """One InboundReceived (bot_reply) for one bot message pushed for `tenant_id`."""
     return {
-        "envelope": {
-            "event_id": new_id(),
-            "event_type": EVENT_TYPE,
-            "aggregate_id": f"{PLATFORM}/{tenant_id}/{message.conversation_id}",
-            "aggregate_version": 0,
-            "tenant_id": tenant_id,
-            "correlation_id": new_id(),
-            "causation_id": request_id,
-            "occurred_at": now,
-            "actor": ACTOR,
-            "previous_hash": "",
-        },
+        "envelope": envelope(
+            EVENT_TYPE,
+            event_id=new_id(),
+            aggregate_id=f"{PLATFORM}/{tenant_id}/{message.conversation_id}",
+            tenant_id=tenant_id,
+            correlation_id=new_id(),
+            causation_id=request_id,
+            occurred_at=now,
+            actor=ACTOR,
+        ),
         "platform": PLATFORM,
         "kind": KIND,
         "account_id": tenant_id,

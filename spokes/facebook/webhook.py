@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.hub import envelope
 from infra.ingress import INGRESS, error, request_id
 from spokes.facebook.translate import (
     POSTBACK,
@@ -86,18 +87,15 @@ def inbound_record(
     the HTTP request that brought it."""
     aggregate_id = f"{PLATFORM}/{item.page_id}/{item.psid}"
     return {
-        "envelope": {
-            "event_id": new_id(),
-            "event_type": EVENT_TYPE,
-            "aggregate_id": aggregate_id,
-            "aggregate_version": 0,
-            "tenant_id": "",
-            "correlation_id": new_id(),
-            "causation_id": request_id,
-            "occurred_at": now,
-            "actor": ACTOR,
-            "previous_hash": "",
-        },
+        "envelope": envelope(
+            EVENT_TYPE,
+            event_id=new_id(),
+            aggregate_id=aggregate_id,
+            correlation_id=new_id(),
+            causation_id=request_id,
+            occurred_at=now,
+            actor=ACTOR,
+        ),
         "platform": PLATFORM,
         "kind": item.kind,
         "account_id": item.page_id,
