@@ -6,8 +6,6 @@ It owns no mapping: that is the read model's pure `apply`."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 from collections.abc import Callable
 
@@ -15,7 +13,6 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
 from base.logging import bind_correlation
 from base.settings import Settings
@@ -24,6 +21,7 @@ from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.projection import ProjectionSpec, Statement
+from infra.service import serve_until_stopped
 from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
 
@@ -89,25 +87,9 @@ class Projector:
             self.process_name,
             {"projecting": lambda: self._healthy},
         )
-        await ops.start()
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            # Kafka or PostgreSQL away: wait and resume from the stored positions.
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)),
-                wait=wait_exponential_jitter(initial=0.5, max=10),
-                stop=stop_never,
-                before_sleep=lambda rs: log.warning("projector restarting", error=str(rs.outcome.exception())),
-            ):
-                with attempt:
-                    await self.run()
-        except asyncio.CancelledError:
-            log.info("projector stopped", applied=self.applied)
-        finally:
-            await ops.stop()
+        # Kafka or PostgreSQL away: wait and resume from the stored positions.
+        transient = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
+        await serve_until_stopped("projector", self.run, ops, transient, lambda: {"applied": self.applied})
 
     async def run(self, until: dict[TopicPartition, int] | None = None) -> int:
         self._until = dict(until) if until is not None else None

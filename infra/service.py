@@ -1,12 +1,13 @@
 """The lifecycle every long-running consumer process shares (router, saga
-driver): serve its ops endpoint, run start → run → stop, restart with backoff
-when Kafka or PostgreSQL is away, stop cleanly on SIGTERM / SIGINT."""
+driver, spokes, projectors): serve its ops endpoint, run one lifetime, restart
+it with backoff when Kafka or PostgreSQL is away, stop cleanly on SIGTERM / SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
@@ -26,11 +27,29 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+def lifetime(component: Component) -> Callable[[], Awaitable[None]]:
+    """One lifetime of a start/run/stop component: stopped whatever ends the run."""
+
+    async def run() -> None:
+        try:
+            await component.start()
+            await component.run()
+        finally:
+            await component.stop()
+
+    return run
+
+
 async def serve_until_stopped(
-    name: str, component: Component, ops: OpsServer, transient: tuple[type[BaseException], ...]
+    name: str,
+    run: Callable[[], Awaitable[Any]],
+    ops: OpsServer,
+    transient: tuple[type[BaseException], ...],
+    report: Callable[[], Mapping[str, Any]] = dict,
 ) -> None:
-    """Run `component` until a signal; a `transient` failure (broker or database
-    away) restarts it after an exponential, jittered pause — nothing else does."""
+    """Run `run` until a signal; a `transient` failure (broker or database away)
+    restarts it after an exponential, jittered pause — nothing else does. `report`
+    adds what the process did to its "stopped" log line."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,12 +63,8 @@ async def serve_until_stopped(
             before_sleep=lambda rs: log.warning(f"{name} restarting", error=str(rs.outcome.exception())),
         ):
             with attempt:
-                try:
-                    await component.start()
-                    await component.run()
-                finally:
-                    await component.stop()
+                await run()
     except asyncio.CancelledError:
-        log.info(f"{name} stopped", handled=component.handled)
+        log.info(f"{name} stopped", **report())
     finally:
         await ops.stop()

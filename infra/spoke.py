@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from infra.dlq import DeadLetters
 from infra.hub import envelope as event_envelope
 from infra.keyed import KeyedConsumer
 from infra.ops import OpsServer
+from infra.service import serve_until_stopped
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import spoke_actor
 
@@ -330,17 +330,8 @@ class SpokeRunner:
             self.process_name,
             {"assigned": lambda: self.assigned.is_set()},
         )
-        await ops.start()
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await self.run()
-        except asyncio.CancelledError:
-            log.info("spoke stopped", spoke=self.spec.name, handled=self.handled)
-        finally:
-            await ops.stop()
+        # No restart: a spoke retries its records in place (the keyed consumer).
+        await serve_until_stopped("spoke", self.run, ops, (), lambda: {"spoke": self.spec.name, "handled": self.handled})
 
     async def run(self) -> None:
         commands = None

@@ -19,7 +19,7 @@ from infra.grpc_server import QueryService, RunningServer, start_server
 from infra.grpc_server import serve as serve_grpc
 from infra.ingress import Ingress, make_app
 from infra.ops import OpsServer
-from infra.service import serve_until_stopped
+from infra.service import lifetime, serve_until_stopped
 from infra.spoke import SpokeRunner
 from poseidon import bootstrap
 from projections.tenant.queries import role_lookup
@@ -79,7 +79,7 @@ async def router(settings: Settings) -> None:
     ops = OpsServer(
         settings.ops_host, settings.ops_port_for("router", "message"), ROUTER_PROCESS, {"consuming": lambda: routing.healthy}
     )
-    await serve_until_stopped("router", routing, ops, (KafkaError, OSError))
+    await serve_until_stopped("router", lifetime(routing), ops, (KafkaError, OSError), lambda: {"handled": routing.handled})
 
 
 def saga_driver_for(settings: Settings, codec: Codec) -> SagaDriver:
@@ -92,7 +92,9 @@ async def saga_driver(settings: Settings) -> None:
     ops = OpsServer(
         settings.ops_host, settings.ops_port_for("router", "saga"), DRIVER_PROCESS, {"consuming": lambda: driver.healthy}
     )
-    await serve_until_stopped("saga driver", driver, ops, (KafkaError, OSError, asyncpg.PostgresError))
+    await serve_until_stopped(
+        "saga driver", lifetime(driver), ops, (KafkaError, OSError, asyncpg.PostgresError), lambda: {"handled": driver.handled}
+    )
 
 
 def spoke_runner(name: str, settings: Settings, codec: Codec) -> SpokeRunner:
