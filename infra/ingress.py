@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import re
 import signal
 import time
@@ -251,6 +252,17 @@ class Ingress:
         return error(status, reason)
 
     # -- checks shared by the handlers ----------------------------------------
+
+    async def json_of(self, request: web.Request, body: bytes) -> tuple[Any, web.Response | None]:
+        """An authenticated body as JSON: `(decoded, None)`, or `(None, answer)`
+        once it is dead-lettered (415 not JSON, 400 malformed)."""
+        if request.content_type != "application/json":
+            reason = f"content type must be application/json, not {request.content_type or 'missing'}"
+            return None, await self.dead_letter(request, body, reason, "UnsupportedMediaType", status=415)
+        try:
+            return json.loads(body), None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            return None, await self.dead_letter(request, body, f"malformed JSON: {exc}", "MalformedJSON")
 
     def skipped(self, platform: str, kinds: Iterable[str]) -> None:
         """Count well-formed items a handler chose not to store (answered 200 all the same)."""

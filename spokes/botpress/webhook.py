@@ -92,13 +92,9 @@ async def receive(request: web.Request) -> web.Response:
         return error(403, f"{PUSH_SECRET_HEADER} is not ours")
     if not _TENANT_ID.match(tenant_id):
         return await ingress.dead_letter(request, body, "tenant id in the path is not an id", "InvalidTenant")
-    if request.content_type != "application/json":
-        reason = f"content type must be application/json, not {request.content_type or 'missing'}"
-        return await ingress.dead_letter(request, body, reason, "UnsupportedMediaType", status=415)
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return await ingress.dead_letter(request, body, f"malformed JSON: {exc}", "MalformedJSON")
+    decoded, refused = await ingress.json_of(request, body)
+    if refused is not None:
+        return refused
     try:
         message = parse_push(decoded)
     except MalformedAnswer as exc:

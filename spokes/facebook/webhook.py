@@ -154,13 +154,9 @@ async def receive(request: web.Request) -> web.Response:
         ingress.signature_failed(request, "invalid")
         return error(403, f"{SIGNATURE_HEADER} does not match the body")
     # From here on the body is Facebook's: whatever is wrong with it is kept, not dropped.
-    if request.content_type != "application/json":
-        reason = f"content type must be application/json, not {request.content_type or 'missing'}"
-        return await ingress.dead_letter(request, body, reason, "UnsupportedMediaType", status=415)
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return await ingress.dead_letter(request, body, f"malformed JSON: {exc}", "MalformedJSON")
+    decoded, refused = await ingress.json_of(request, body)
+    if refused is not None:
+        return refused
     try:
         records, skipped = records_of(decoded, request_id=request_id(request), now=datetime.now(UTC))
     except InvalidWebhook as exc:

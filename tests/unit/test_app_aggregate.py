@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from hubs.app.aggregate import MAX_NAME, PLATFORM_TENANT, App, AppHubAggregate, Subscription, handle
+from hubs.app.aggregate import MAX_NAME, PLATFORM_TENANT, App, Subscription, handle
 from hubs.app.commands import (
     COMMANDS,
     RegisterApp,
@@ -22,9 +22,10 @@ from hubs.app.commands import (
 from hubs.app.guards import Guards
 from hubs.app.hub import HUB
 from hubs.wallet.commands import OpenWallet
-from infra.hub import Decision, SnapshotCodec, command_from_record, command_to_record, decide
+from infra.hub import SnapshotCodec, command_from_record, command_to_record
 from schemas.codec import Catalog, Codec
-from schemas.contracts import Command, CommandMeta, InvalidCommand
+from schemas.contracts import CommandMeta, InvalidCommand
+from tests.unit.given_when_then import Fact, Hub, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -60,6 +61,19 @@ class Publisher:
             visibility=visibility,
         )
 
+    # -- what happened to the app, for `given` (channels in their canonical, sorted order) --
+
+    def registered(self, name="Support bot", kind="bot", channels=("messenger", "webchat"), visibility="public") -> Fact:
+        return happened(
+            App.AppRegistered,
+            app_id=self.app_id,
+            tenant_id=self.tenant,
+            name=name,
+            kind=kind,
+            channels=sorted(channels),
+            visibility=visibility,
+        )
+
 
 class Subscriber:
     """Builds subscription commands of one tenant for one app."""
@@ -83,31 +97,21 @@ class Subscriber:
             self._meta(m), app_id=self.app_id, channels=list(channels), page_ids=list(page_ids), business_hours=business_hours
         )
 
+    # -- what happened to the subscription, for `given` --
 
-def given(*commands: Command) -> AppHubAggregate | None:
-    aggregate = None
-    for command in commands:
-        decision = decide(HUB, aggregate, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        aggregate = decision.aggregate
-    return aggregate
+    def subscribed(self) -> Fact:
+        return happened(Subscription.AppSubscribed, subscription_id=self.id, tenant_id=self.tenant, app_id=self.app_id)
 
+    def unsubscribed(self) -> Fact:
+        return happened(Subscription.AppUnsubscribed)
 
-def when(aggregate: AppHubAggregate | None, command: Command) -> Decision:
-    return decide(HUB, aggregate, command)
-
-
-def then_rejected(decision: Decision, rule: str, says: str = "") -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert says in str(decision.rejection)
-    assert decision.events == []
+    def guarded(self, channels=(), page_ids=(), business_hours=None) -> Fact:
+        """SubscriptionGuardsSet, which records the guards in their canonical order."""
+        channels, page_ids, business_hours = Guards.parse(channels, page_ids, business_hours).to_record()
+        return happened(Subscription.SubscriptionGuardsSet, channels=channels, page_ids=page_ids, business_hours=business_hours)
 
 
-def only_event(decision: Decision):
-    assert decision.accepted, decision.rejection
-    assert len(decision.events) == 1, decision.events
-    return decision.events[0]
+when = Hub(HUB).when
 
 
 # -- registering apps ----------------------------------------------------------
@@ -134,8 +138,10 @@ def test_registering_an_app_records_app_registered_owned_by_the_publishing_tenan
 
 
 def test_a_first_party_app_is_registered_by_the_platform_tenant():
-    app = given(Publisher(tenant=PLATFORM_TENANT).register(visibility="public"))
+    decision = when(None, Publisher(tenant=PLATFORM_TENANT).register(visibility="public"))
 
+    only_event(decision, "AppRegistered")
+    app = decision.aggregate
     assert (app.tenant_id, app.visibility) == (PLATFORM_TENANT, "public")
 
 
@@ -180,19 +186,19 @@ def test_registering_an_app_with_a_bad_field_is_invalid_with_a_reason_naming_it(
 
 
 def test_a_name_of_exactly_the_maximum_length_in_any_script_is_accepted():
-    assert given(Publisher().register(name="ボ" * MAX_NAME)).name == "ボ" * MAX_NAME
+    assert only_event(when(None, Publisher().register(name="ボ" * MAX_NAME))).name == "ボ" * MAX_NAME
 
 
 def test_registering_an_app_id_twice_is_refused_as_already_existing():
     p = Publisher()
-    app = given(p.register())
+    app = given(p.registered())
 
     then_rejected(when(app, p.register(name="Another")), "AggregateAlreadyExists", p.app_id)
 
 
 def test_another_tenant_cannot_register_over_an_existing_app():
     p = Publisher(tenant=TENANT)
-    app = given(p.register())
+    app = given(p.registered())
 
     then_rejected(when(app, p.register(tenant=OTHER_TENANT)), "TenantMismatch")
 
@@ -254,14 +260,14 @@ def test_subscribing_without_a_tenant_is_invalid():
 
 def test_subscribing_twice_is_refused_as_already_subscribed():
     s = Subscriber()
-    subscription = given(s.subscribe())
+    subscription = given(s.subscribed())
 
     then_rejected(when(subscription, s.subscribe()), "AlreadySubscribed", s.app_id)
 
 
 def test_unsubscribing_records_app_unsubscribed_and_the_subscription_is_inactive():
     s = Subscriber()
-    subscription = given(s.subscribe())
+    subscription = given(s.subscribed())
 
     decision = when(subscription, s.unsubscribe())
 
@@ -273,12 +279,12 @@ def test_unsubscribing_twice_or_without_ever_subscribing_is_refused_as_not_subsc
     s = Subscriber()
 
     then_rejected(when(None, s.unsubscribe()), "NotSubscribed", "is not subscribed")
-    then_rejected(when(given(s.subscribe(), s.unsubscribe()), s.unsubscribe()), "NotSubscribed", "unsubscribed from")
+    then_rejected(when(given(s.subscribed(), s.unsubscribed()), s.unsubscribe()), "NotSubscribed", "unsubscribed from")
 
 
 def test_subscribing_again_after_unsubscribing_records_app_resubscribed_and_keeps_the_guards():
     s = Subscriber()
-    subscription = given(s.subscribe(), s.guard(channels=["messenger"], business_hours=PARIS_OFFICE), s.unsubscribe())
+    subscription = given(s.subscribed(), s.guarded(channels=["messenger"], business_hours=PARIS_OFFICE), s.unsubscribed())
 
     decision = when(subscription, s.subscribe())
 
@@ -289,7 +295,7 @@ def test_subscribing_again_after_unsubscribing_records_app_resubscribed_and_keep
 
 def test_another_tenant_cannot_unsubscribe_or_guard_a_tenants_subscription():
     s = Subscriber(tenant=TENANT)
-    subscription = given(s.subscribe())
+    subscription = given(s.subscribed())
 
     then_rejected(when(subscription, s.unsubscribe(tenant=OTHER_TENANT)), "TenantMismatch")
     then_rejected(when(subscription, s.guard(channels=["sms"], tenant=OTHER_TENANT)), "TenantMismatch")
@@ -300,7 +306,7 @@ def test_another_tenant_cannot_unsubscribe_or_guard_a_tenants_subscription():
 
 def test_setting_guards_records_them_in_canonical_order():
     s = Subscriber()
-    subscription = given(s.subscribe())
+    subscription = given(s.subscribed())
     hours = {
         "timezone": "Europe/Paris",
         "windows": [{"day": "fri", "opens": "22:00", "closes": "02:00"}, {"day": "mon", "opens": "09:00", "closes": "17:00"}],
@@ -318,7 +324,7 @@ def test_setting_guards_records_them_in_canonical_order():
 
 def test_setting_empty_guards_lifts_every_restriction():
     s = Subscriber()
-    subscription = given(s.subscribe(), s.guard(channels=["sms"], page_ids=["1"], business_hours=PARIS_OFFICE))
+    subscription = given(s.subscribed(), s.guarded(channels=["sms"], page_ids=["1"], business_hours=PARIS_OFFICE))
 
     decision = when(subscription, s.guard())
 
@@ -346,7 +352,7 @@ def test_setting_empty_guards_lifts_every_restriction():
 )
 def test_bad_guards_are_invalid_with_the_reason_naming_the_field_and_change_nothing(guards, says):
     s = Subscriber()
-    subscription = given(s.subscribe())
+    subscription = given(s.subscribed())
 
     decision = when(subscription, s.guard(**guards))
 
@@ -358,12 +364,12 @@ def test_guards_cannot_be_set_on_a_subscription_that_does_not_exist_or_was_unsub
     s = Subscriber()
 
     then_rejected(when(None, s.guard(channels=["sms"])), "NotSubscribed")
-    then_rejected(when(given(s.subscribe(), s.unsubscribe()), s.guard(channels=["sms"])), "NotSubscribed")
+    then_rejected(when(given(s.subscribed(), s.unsubscribed()), s.guard(channels=["sms"])), "NotSubscribed")
 
 
 def test_an_expected_version_that_is_not_the_subscriptions_is_a_version_conflict():
     s = Subscriber()
-    subscription = given(s.subscribe(), s.guard(channels=["sms"]))
+    subscription = given(s.subscribed(), s.guarded(channels=["sms"]))
 
     then_rejected(when(subscription, s.guard(channels=["email"], expected_version=1)), "VersionConflict", "at 2")
     assert when(subscription, s.guard(channels=["email"], expected_version=2)).accepted
@@ -382,7 +388,7 @@ def test_a_command_of_another_hub_has_no_handler_here():
 def test_a_subscription_command_never_operates_on_an_app_aggregate():
     # Unreachable through real ids (an app id has no '/'), but the handler does not rely on that alone.
     s = Subscriber()
-    app = given(Publisher(tenant=TENANT, app_id=s.app_id).register())
+    app = given(Publisher(tenant=TENANT, app_id=s.app_id).registered())
 
     with pytest.raises(InvalidCommand, match="is not a subscription"):
         handle(app, s.unsubscribe())
@@ -394,8 +400,8 @@ def test_a_subscription_command_never_operates_on_an_app_aggregate():
 def test_a_snapshot_restores_each_aggregate_as_its_own_class_with_its_state():
     codec = SnapshotCodec()
     s = Subscriber()
-    app = given(Publisher(app_id=s.app_id).register())
-    subscription = given(s.subscribe(), s.guard(channels=["messenger"], page_ids=["9"], business_hours=PARIS_OFFICE))
+    app = given(Publisher(app_id=s.app_id).registered())
+    subscription = given(s.subscribed(), s.guarded(channels=["messenger"], page_ids=["9"], business_hours=PARIS_OFFICE))
 
     restored_app, app_hash = codec.loads(codec.dumps(app, "h1"))
     restored_sub, sub_hash = codec.loads(codec.dumps(subscription, "h2"))

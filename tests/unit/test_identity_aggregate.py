@@ -30,8 +30,9 @@ from hubs.identity.commands import (
     StartTotpEnrollment,
 )
 from hubs.identity.hub import HUB
-from infra.hub import Decision, SnapshotCodec, decide
-from schemas.contracts import Command, CommandMeta
+from infra.hub import SnapshotCodec
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, event_names, given, happened, then_rejected
 
 LOGIN = "alice@example.com"
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -96,30 +97,57 @@ class Story:
     def confirm(self, enrollment: str, step: int, at=T0) -> ConfirmTotp:
         return ConfirmTotp(meta(self.id, at), enrollment_id=enrollment, step=step)
 
+    # -- what happened to the principal, for `given` --
 
-def given(*commands: Command) -> Principal | None:
-    principal = None
-    for command in commands:
-        decision = decide(HUB, principal, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        principal = decision.aggregate
-    return principal
+    def registered(self, kind: str = "user", sealed: str = SEALED) -> Fact:
+        return happened(
+            Principal.PrincipalRegistered,
+            principal_id=self.id,
+            tenant_id=IDENTITY_TENANT,
+            login=self.login,
+            kind=kind,
+            sealed_password=sealed,
+        )
+
+    def logged_in(self, family: str, *, step: int = -1, at=T0, expires=None) -> Fact:
+        return happened(
+            Principal.LoginSucceeded,
+            family_id=family,
+            family_proof=h(f"proof-{family}"),
+            token_hash=h(f"{family}-0"),
+            expires_at=expires or at + TTL,
+            totp_step=step,
+            logged_in_at=at,
+        )
+
+    def failed_logins(self, count: int, reason: str = "password") -> list[Fact]:
+        """`count` consecutive LoginFailed, counting from one."""
+        return [happened(Principal.LoginFailed, reason=reason, failed_logins=n) for n in range(1, count + 1)]
+
+    def locked_out(self, at=T0) -> Fact:
+        return happened(Principal.PrincipalLockedOut, locked_until=at + LOCKOUT, failed_logins=MAX_FAILED_LOGINS)
+
+    def rotated(self, family: str, generation: int, at=T0) -> Fact:
+        """RefreshTokenRotated to `generation`, the token a rotation of `generation - 1` issues."""
+        return happened(
+            Principal.RefreshTokenRotated,
+            family_id=family,
+            generation=generation,
+            token_hash=h(f"{family}-{generation}"),
+            expires_at=at + TTL,
+        )
+
+    def revoked(self, family: str, reason: str = "logout") -> Fact:
+        return happened(Principal.RefreshFamilyRevoked, family_id=family, reason=reason)
+
+    def enrolled(self, enrollment: str, sealed: str = SEALED) -> Fact:
+        return happened(Principal.TotpEnrollmentStarted, enrollment_id=enrollment, sealed_secret=sealed)
+
+    def totp_enabled(self, enrollment: str, step: int) -> Fact:
+        return happened(Principal.TotpEnabled, enrollment_id=enrollment, step=step)
 
 
-def when(principal: Principal | None, command: Command) -> Decision:
-    return decide(HUB, principal, command)
-
-
-def names(decision: Decision) -> list[str]:
-    assert decision.accepted, decision.rejection
-    return [type(e).__name__ for e in decision.events]
-
-
-def refused(decision: Decision, rule: str) -> str:
-    assert not decision.accepted, f"expected {rule}, got events {[type(e).__name__ for e in decision.events]}"
-    assert decision.rejection.rule == rule, f"{decision.rejection.rule}: {decision.rejection}"
-    assert decision.events == []
-    return str(decision.rejection)
+when = Hub(HUB).when
 
 
 def fid() -> str:
@@ -132,7 +160,7 @@ def fid() -> str:
 def test_registering_records_the_sealed_password_in_the_event_but_not_in_the_aggregate():
     alice = Story()
     decision = when(None, alice.register())
-    assert names(decision) == ["PrincipalRegistered"]
+    assert event_names(decision) == ["PrincipalRegistered"]
     registered = decision.events[0]
     assert (registered.login, registered.kind, registered.sealed_password) == (LOGIN, "user", SEALED)
     principal = decision.aggregate
@@ -143,7 +171,7 @@ def test_registering_records_the_sealed_password_in_the_event_but_not_in_the_agg
 
 def test_a_login_can_be_registered_only_once():
     alice = Story()
-    assert "already registered" in refused(when(given(alice.register()), alice.register()), "AggregateAlreadyExists")
+    assert "already registered" in then_rejected(when(given(alice.registered()), alice.register()), "AggregateAlreadyExists")
 
 
 @pytest.mark.parametrize(
@@ -160,17 +188,17 @@ def test_a_login_can_be_registered_only_once():
     ],
 )
 def test_registration_refuses_anything_but_a_canonical_login_its_own_id_and_a_sealed_password(change, rule, says):
-    assert says in refused(when(None, Story().register(**change)), rule)
+    assert says in then_rejected(when(None, Story().register(**change)), rule)
 
 
 def test_commands_for_a_principal_that_does_not_exist_are_refused():
-    assert "does not exist" in refused(when(None, Story().login_failed()), "AggregateNotFound")
+    assert "does not exist" in then_rejected(when(None, Story().login_failed()), "AggregateNotFound")
 
 
 def test_identity_commands_outside_the_platform_tenant_are_refused():
     alice = Story()
     command = RecordLoginFailure(meta(alice.id, T0, tenant="acme"), reason="password")
-    refused(when(given(alice.register()), command), "TenantMismatch")
+    then_rejected(when(given(alice.registered()), command), "TenantMismatch")
 
 
 # -- lockout --------------------------------------------------------------
@@ -178,40 +206,41 @@ def test_identity_commands_outside_the_platform_tenant_are_refused():
 
 def test_five_consecutive_failures_lock_the_principal_out():
     alice = Story()
-    principal = given(alice.register(), *[alice.login_failed() for _ in range(MAX_FAILED_LOGINS - 1)])
+    principal = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS - 1))
     decision = when(principal, alice.login_failed("totp", at=T0 + timedelta(seconds=5)))
-    assert names(decision) == ["LoginFailed", "PrincipalLockedOut"]
+    assert event_names(decision) == ["LoginFailed", "PrincipalLockedOut"]
     assert decision.events[0].failed_logins == MAX_FAILED_LOGINS
     assert decision.events[1].locked_until == T0 + timedelta(seconds=5) + LOCKOUT
 
 
 def test_while_locked_out_neither_a_success_nor_a_failure_is_recorded():
     alice = Story()
-    locked = given(alice.register(), *[alice.login_failed() for _ in range(MAX_FAILED_LOGINS)])
+    locked = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS), alice.locked_out())
     later = T0 + LOCKOUT - timedelta(seconds=1)
-    assert "locked after 5 failed logins until" in refused(when(locked, alice.login_ok(fid(), at=later)), "PrincipalLocked")
-    refused(when(locked, alice.login_failed(at=later)), "PrincipalLocked")
+    assert "locked after 5 failed logins until" in then_rejected(when(locked, alice.login_ok(fid(), at=later)), "PrincipalLocked")
+    then_rejected(when(locked, alice.login_failed(at=later)), "PrincipalLocked")
 
 
 def test_after_the_lockout_a_login_succeeds_and_failures_count_from_zero():
     alice = Story()
-    locked = given(alice.register(), *[alice.login_failed() for _ in range(MAX_FAILED_LOGINS)])
-    assert names(when(locked, alice.login_ok(fid(), at=T0 + LOCKOUT))) == ["LoginSucceeded"]
+    locked = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS), alice.locked_out())
+    assert event_names(when(locked, alice.login_ok(fid(), at=T0 + LOCKOUT))) == ["LoginSucceeded"]
     decision = when(locked, alice.login_failed(at=T0 + LOCKOUT))
-    assert names(decision) == ["LoginFailed"] and decision.events[0].failed_logins == 1
+    assert event_names(decision) == ["LoginFailed"] and decision.events[0].failed_logins == 1
 
 
 def test_a_success_resets_the_failure_count():
     alice = Story()
-    fails = [alice.login_failed() for _ in range(MAX_FAILED_LOGINS - 1)]
-    principal = given(alice.register(), *fails, alice.login_ok(fid()), *fails[:3])
+    principal = given(
+        alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS - 1), alice.logged_in(fid()), alice.failed_logins(3)
+    )
     decision = when(principal, alice.login_failed())
-    assert names(decision) == ["LoginFailed"] and decision.events[0].failed_logins == MAX_FAILED_LOGINS - 1
+    assert event_names(decision) == ["LoginFailed"] and decision.events[0].failed_logins == MAX_FAILED_LOGINS - 1
 
 
 def test_a_failure_needs_a_known_reason():
     alice = Story()
-    assert "reason must be one of" in refused(when(given(alice.register()), alice.login_failed("guess")), "InvalidCommand")
+    then_rejected(when(given(alice.registered()), alice.login_failed("guess")), "InvalidCommand", "reason must be one of")
 
 
 # -- refresh tokens -------------------------------------------------------
@@ -219,85 +248,85 @@ def test_a_failure_needs_a_known_reason():
 
 def test_the_current_refresh_token_rotates_to_the_next_generation():
     alice, family = Story(), fid()
-    principal = given(alice.register(), alice.login_ok(family))
+    principal = given(alice.registered(), alice.logged_in(family))
     decision = when(principal, alice.rotate(family, 0))
-    assert names(decision) == ["RefreshTokenRotated"]
+    assert event_names(decision) == ["RefreshTokenRotated"]
     rotated = decision.events[0]
     assert (rotated.family_id, rotated.generation, rotated.token_hash) == (family, 1, h(f"{family}-1"))
-    assert names(when(decision.aggregate, alice.rotate(family, 1))) == ["RefreshTokenRotated"]
+    assert event_names(when(decision.aggregate, alice.rotate(family, 1))) == ["RefreshTokenRotated"]
 
 
 def test_a_reused_refresh_token_revokes_its_whole_family():
     alice, family = Story(), fid()
-    principal = given(alice.register(), alice.login_ok(family), alice.rotate(family, 0), alice.rotate(family, 1))
+    principal = given(alice.registered(), alice.logged_in(family), alice.rotated(family, 1), alice.rotated(family, 2))
     decision = when(principal, alice.rotate(family, 0))
-    assert names(decision) == ["RefreshTokenReuseDetected", "RefreshFamilyRevoked"]
+    assert event_names(decision) == ["RefreshTokenReuseDetected", "RefreshFamilyRevoked"]
     detected, revoked = decision.events
     assert (detected.presented_generation, detected.current_generation) == (0, 2)
     assert (revoked.family_id, revoked.reason) == (family, "reuse")
     # The newest token, held by whoever rotated last, stops working too.
-    refused(when(decision.aggregate, alice.rotate(family, 2)), "UnknownRefreshToken")
+    then_rejected(when(decision.aggregate, alice.rotate(family, 2)), "UnknownRefreshToken")
 
 
 def test_a_token_without_the_family_secret_is_unknown_and_revokes_nothing():
     alice, family = Story(), fid()
-    principal = given(alice.register(), alice.login_ok(family), alice.rotate(family, 0))
-    refused(when(principal, alice.rotate(family, 0, proof=h("guessed"))), "UnknownRefreshToken")
-    refused(when(principal, alice.rotate(fid(), 0)), "UnknownRefreshToken")
-    assert names(when(principal, alice.rotate(family, 1))) == ["RefreshTokenRotated"]
+    principal = given(alice.registered(), alice.logged_in(family), alice.rotated(family, 1))
+    then_rejected(when(principal, alice.rotate(family, 0, proof=h("guessed"))), "UnknownRefreshToken")
+    then_rejected(when(principal, alice.rotate(fid(), 0)), "UnknownRefreshToken")
+    assert event_names(when(principal, alice.rotate(family, 1))) == ["RefreshTokenRotated"]
 
 
 def test_a_current_generation_token_with_another_hash_is_refused():
     alice, family = Story(), fid()
-    principal = given(alice.register(), alice.login_ok(family))
-    refused(when(principal, alice.rotate(family, 0, presented="forged")), "UnknownRefreshToken")
-    refused(when(principal, alice.rotate(family, 3)), "UnknownRefreshToken")
+    principal = given(alice.registered(), alice.logged_in(family))
+    then_rejected(when(principal, alice.rotate(family, 0, presented="forged")), "UnknownRefreshToken")
+    then_rejected(when(principal, alice.rotate(family, 3)), "UnknownRefreshToken")
 
 
 def test_an_expired_refresh_token_does_not_rotate():
     alice, family = Story(), fid()
-    principal = given(alice.register(), alice.login_ok(family, expires=T0 + timedelta(hours=1)))
-    refused(when(principal, alice.rotate(family, 0, at=T0 + timedelta(hours=1))), "RefreshTokenExpired")
+    principal = given(alice.registered(), alice.logged_in(family, expires=T0 + timedelta(hours=1)))
+    then_rejected(when(principal, alice.rotate(family, 0, at=T0 + timedelta(hours=1))), "RefreshTokenExpired")
 
 
 def test_revoking_a_session_stops_its_tokens_and_leaves_the_others():
     alice, one, two = Story(), fid(), fid()
-    principal = given(alice.register(), alice.login_ok(one), alice.login_ok(two))
+    principal = given(alice.registered(), alice.logged_in(one), alice.logged_in(two))
     decision = when(principal, alice.revoke(one))
-    assert names(decision) == ["RefreshFamilyRevoked"] and decision.events[0].reason == "logout"
-    refused(when(decision.aggregate, alice.rotate(one, 0)), "UnknownRefreshToken")
-    assert names(when(decision.aggregate, alice.rotate(two, 0))) == ["RefreshTokenRotated"]
-    refused(when(decision.aggregate, alice.revoke(one)), "UnknownRefreshFamily")
+    assert event_names(decision) == ["RefreshFamilyRevoked"] and decision.events[0].reason == "logout"
+    then_rejected(when(decision.aggregate, alice.rotate(one, 0)), "UnknownRefreshToken")
+    assert event_names(when(decision.aggregate, alice.rotate(two, 0))) == ["RefreshTokenRotated"]
+    then_rejected(when(decision.aggregate, alice.revoke(one)), "UnknownRefreshFamily")
 
 
 def test_revoking_all_sessions_revokes_each_live_one():
     alice, families = Story(), [fid(), fid(), fid()]
-    principal = given(alice.register(), *[alice.login_ok(f) for f in families], alice.revoke(families[1]))
+    principal = given(alice.registered(), [alice.logged_in(f) for f in families], alice.revoked(families[1]))
     decision = when(principal, alice.revoke_all())
     assert [e.family_id for e in decision.events] == [families[0], families[2]]
-    assert names(when(decision.aggregate, alice.revoke_all())) == []
+    assert event_names(when(decision.aggregate, alice.revoke_all())) == []
 
 
 def test_a_principal_keeps_at_most_the_session_limit_and_forgets_expired_sessions():
     alice = Story()
     families = [fid() for _ in range(MAX_SESSIONS)]
-    principal = given(alice.register(), *[alice.login_ok(f) for f in families])
+    principal = given(alice.registered(), [alice.logged_in(f) for f in families])
     decision = when(principal, alice.login_ok(fid()))
-    assert names(decision) == ["RefreshFamilyRevoked", "LoginSucceeded"]
+    assert event_names(decision) == ["RefreshFamilyRevoked", "LoginSucceeded"]
     assert (decision.events[0].family_id, decision.events[0].reason) == (families[0], "session limit")
     assert len(decision.aggregate.families) == MAX_SESSIONS
     after_expiry = when(decision.aggregate, alice.login_ok(fid(), at=T0 + TTL + timedelta(seconds=1)))
-    assert names(after_expiry) == ["LoginSucceeded"] and len(after_expiry.aggregate.families) == 1
+    assert event_names(after_expiry) == ["LoginSucceeded"] and len(after_expiry.aggregate.families) == 1
 
 
 def test_login_success_refuses_malformed_token_material():
     alice = Story()
-    principal = given(alice.register())
+    principal = given(alice.registered())
     bad_hash = RecordLoginSuccess(
         meta(alice.id, T0), family_id=fid(), family_proof="nope", token_hash=h("t"), expires_at=T0 + TTL
     )
-    assert "family_proof must be a lower-case hex SHA-256" in refused(when(principal, bad_hash), "InvalidCommand")
-    assert "expires_at must be later" in refused(when(principal, alice.login_ok(fid(), expires=T0)), "InvalidCommand")
+    assert "family_proof must be a lower-case hex SHA-256" in then_rejected(when(principal, bad_hash), "InvalidCommand")
+    assert "expires_at must be later" in then_rejected(when(principal, alice.login_ok(fid(), expires=T0)), "InvalidCommand")
 
 
 # -- TOTP -----------------------------------------------------------------
@@ -305,44 +334,44 @@ def test_login_success_refuses_malformed_token_material():
 
 def test_totp_is_required_at_login_once_confirmed_and_not_before():
     alice, enrollment = Story(), str(uuid.uuid4())
-    pending = given(alice.register(), alice.enroll(enrollment))
+    pending = given(alice.registered(), alice.enrolled(enrollment))
     assert pending.totp == "pending"
-    assert names(when(pending, alice.login_ok(fid()))) == ["LoginSucceeded"]
+    assert event_names(when(pending, alice.login_ok(fid()))) == ["LoginSucceeded"]
     decision = when(pending, alice.confirm(enrollment, step=1000))
-    assert names(decision) == ["TotpEnabled"]
+    assert event_names(decision) == ["TotpEnabled"]
     active = decision.aggregate
-    assert "TOTP code is required" in refused(when(active, alice.login_ok(fid())), "TotpRequired")
-    assert names(when(active, alice.login_ok(fid(), step=1001))) == ["LoginSucceeded"]
+    assert "TOTP code is required" in then_rejected(when(active, alice.login_ok(fid())), "TotpRequired")
+    assert event_names(when(active, alice.login_ok(fid(), step=1001))) == ["LoginSucceeded"]
 
 
 def test_a_totp_time_step_is_never_accepted_twice():
     alice, enrollment = Story(), str(uuid.uuid4())
-    active = given(alice.register(), alice.enroll(enrollment), alice.confirm(enrollment, step=1000))
-    refused(when(active, alice.login_ok(fid(), step=1000)), "TotpCodeReused")
-    logged_in = given_from(active, alice.login_ok(fid(), step=1001))
-    refused(when(logged_in, alice.login_ok(fid(), step=1001)), "TotpCodeReused")
-    refused(when(logged_in, alice.login_ok(fid(), step=999)), "TotpCodeReused")
+    active = given(alice.registered(), alice.enrolled(enrollment), alice.totp_enabled(enrollment, step=1000))
+    then_rejected(when(active, alice.login_ok(fid(), step=1000)), "TotpCodeReused")
+    logged_in = given(alice.logged_in(fid(), step=1001), on=active)
+    then_rejected(when(logged_in, alice.login_ok(fid(), step=1001)), "TotpCodeReused")
+    then_rejected(when(logged_in, alice.login_ok(fid(), step=999)), "TotpCodeReused")
 
 
 def test_confirming_needs_the_pending_enrolment():
     alice, enrollment = Story(), str(uuid.uuid4())
-    refused(when(given(alice.register()), alice.confirm(enrollment, step=5)), "UnknownTotpEnrollment")
-    pending = given(alice.register(), alice.enroll(enrollment), alice.enroll(replaced := str(uuid.uuid4())))
-    refused(when(pending, alice.confirm(enrollment, step=5)), "UnknownTotpEnrollment")
-    assert names(when(pending, alice.confirm(replaced, step=5))) == ["TotpEnabled"]
+    then_rejected(when(given(alice.registered()), alice.confirm(enrollment, step=5)), "UnknownTotpEnrollment")
+    pending = given(alice.registered(), alice.enrolled(enrollment), alice.enrolled(replaced := str(uuid.uuid4())))
+    then_rejected(when(pending, alice.confirm(enrollment, step=5)), "UnknownTotpEnrollment")
+    assert event_names(when(pending, alice.confirm(replaced, step=5))) == ["TotpEnabled"]
 
 
 def test_an_active_totp_cannot_be_replaced_and_secrets_must_be_sealed():
     alice, enrollment = Story(), str(uuid.uuid4())
-    active = given(alice.register(), alice.enroll(enrollment), alice.confirm(enrollment, step=7))
-    refused(when(active, alice.enroll(str(uuid.uuid4()))), "TotpAlreadyEnabled")
+    active = given(alice.registered(), alice.enrolled(enrollment), alice.totp_enabled(enrollment, step=7))
+    then_rejected(when(active, alice.enroll(str(uuid.uuid4()))), "TotpAlreadyEnabled")
     clear = alice.enroll(str(uuid.uuid4()), sealed="JBSWY3DPEHPK3PXP")
-    assert "never a clear secret" in refused(when(given(alice.register()), clear), "InvalidCommand")
+    assert "never a clear secret" in then_rejected(when(given(alice.registered()), clear), "InvalidCommand")
 
 
 def test_a_totp_step_at_login_without_totp_is_refused():
     alice = Story()
-    refused(when(given(alice.register()), alice.login_ok(fid(), step=5)), "InvalidCommand")
+    then_rejected(when(given(alice.registered()), alice.login_ok(fid(), step=5)), "InvalidCommand")
 
 
 # -- state survives the processor's snapshot -------------------------------
@@ -351,12 +380,13 @@ def test_a_totp_step_at_login_without_totp_is_refused():
 def test_the_principal_survives_the_processor_snapshot_with_sessions_lock_and_totp():
     alice, family, enrollment = Story(), fid(), str(uuid.uuid4())
     principal = given(
-        alice.register(),
-        alice.enroll(enrollment),
-        alice.confirm(enrollment, step=10),
-        alice.login_ok(family, step=11),
-        alice.rotate(family, 0),
-        *[alice.login_failed() for _ in range(MAX_FAILED_LOGINS)],
+        alice.registered(),
+        alice.enrolled(enrollment),
+        alice.totp_enabled(enrollment, step=10),
+        alice.logged_in(family, step=11),
+        alice.rotated(family, 1),
+        alice.failed_logins(MAX_FAILED_LOGINS),
+        alice.locked_out(),
     )
     codec = SnapshotCodec()
     restored, last_hash = codec.loads(codec.dumps(principal, "abc"))
@@ -364,12 +394,4 @@ def test_the_principal_survives_the_processor_snapshot_with_sessions_lock_and_to
     assert restored.families == principal.families and restored.families[family]["expires_at"] == T0 + TTL
     assert (restored.locked_until, restored.totp, restored.totp_last_step) == (T0 + LOCKOUT, "active", 11)
     later = T0 + LOCKOUT
-    assert names(when(restored, alice.rotate(family, 0, at=later))) == ["RefreshTokenReuseDetected", "RefreshFamilyRevoked"]
-
-
-def given_from(principal: Principal, *commands: Command) -> Principal:
-    for command in commands:
-        decision = decide(HUB, principal, command)
-        assert decision.accepted, decision.rejection
-        principal = decision.aggregate
-    return principal
+    assert event_names(when(restored, alice.rotate(family, 0, at=later))) == ["RefreshTokenReuseDetected", "RefreshFamilyRevoked"]

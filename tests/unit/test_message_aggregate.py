@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.message.aggregate import MAX_ATTACHMENTS, MAX_TEXT, MESSAGE_WINDOW, Conversation, conversation_id
+from hubs.message.aggregate import MAX_ATTACHMENTS, MAX_TEXT, MESSAGE_WINDOW, NEVER, Conversation, conversation_id
 from hubs.message.commands import (
     CloseConversation,
     RecordDeliveryReceipt,
@@ -23,9 +23,10 @@ from hubs.message.commands import (
 )
 from hubs.message.delivery import STATUSES
 from hubs.message.hub import HUB
-from infra.hub import Decision, SnapshotCodec, command_from_record, command_to_record, decide
+from infra.hub import SnapshotCodec, command_from_record, command_to_record
 from schemas.codec import Catalog, Codec
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, event_names, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -51,6 +52,7 @@ class Story:
 
     def __init__(self, channel: str = "facebook", account: str = "page-1", contact: str | None = None, tenant: str = TENANT):
         self.channel, self.account, self.contact = channel, account, contact or f"psid-{uuid.uuid4().hex[:8]}"
+        self.tenant = tenant
         self.id = conversation_id(tenant, self.channel, self.account, self.contact)
 
     def start(self, aggregate_id: str | None = None, **m) -> StartConversation:
@@ -70,41 +72,65 @@ class Story:
     def close(self, reason: str = "", **m) -> CloseConversation:
         return CloseConversation(meta(self.id, **m), reason=reason)
 
+    # -- what happened in the conversation, for `given` (sequence: the message's number in it) --
 
-def given(*commands: Command) -> Conversation | None:
-    """The conversation after `commands`, each of which must be accepted."""
-    conversation = None
-    for command in commands:
-        decision = decide(HUB, conversation, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        conversation = decision.aggregate
-    return conversation
+    def started(self) -> Fact:
+        return happened(
+            Conversation.ConversationStarted,
+            conversation_id=self.id,
+            tenant_id=self.tenant,
+            channel=self.channel,
+            channel_account_id=self.account,
+            contact_id=self.contact,
+        )
+
+    def inbound_recorded(self, message_id: str, sequence: int, text: str = "hello", received_at=AT) -> Fact:
+        return happened(
+            Conversation.InboundMessageRecorded,
+            message_id=message_id,
+            sequence=sequence,
+            text=text,
+            attachments=[],
+            received_at=received_at,
+        )
+
+    def outbound_recorded(
+        self, message_id: str, sequence: int, text: str = "hi, how can we help?", last_inbound_at=NEVER
+    ) -> Fact:
+        """OutboundMessageRecorded; `last_inbound_at`: the received_at of the contact's last message."""
+        return happened(
+            Conversation.OutboundMessageRecorded,
+            message_id=message_id,
+            sequence=sequence,
+            text=text,
+            in_reply_to="",
+            channel=self.channel,
+            channel_account_id=self.account,
+            contact_id=self.contact,
+            last_inbound_at=last_inbound_at,
+        )
+
+    def status_updated(self, message_id: str, status: str, previous: str, reason: str = "", at=AT) -> Fact:
+        return happened(
+            Conversation.DeliveryStatusUpdated,
+            message_id=message_id,
+            status=status,
+            previous_status=previous,
+            reason=reason,
+            platform_message_id="",
+            status_at=at,
+        )
+
+    def closed(self, reason: str = "") -> Fact:
+        return happened(Conversation.ConversationClosed, reason=reason)
 
 
-def when(conversation: Conversation | None, command: Command) -> Decision:
-    return decide(HUB, conversation, command)
-
-
-def then_rejected(decision: Decision, rule: str) -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert decision.events == []
-
-
-def event_names(decision: Decision) -> list[str]:
-    assert decision.accepted, decision.rejection
-    return [type(e).__name__ for e in decision.events]
-
-
-def only_event(decision: Decision):
-    assert decision.accepted, decision.rejection
-    assert len(decision.events) == 1, decision.events
-    return decision.events[0]
+when = Hub(HUB).when
 
 
 def started(story: Story | None = None) -> tuple[Story, Conversation]:
     story = story or Story()
-    return story, given(story.start())
+    return story, given(story.started())
 
 
 def with_outbound_in(status: str) -> tuple[Story, Conversation]:
@@ -117,9 +143,11 @@ def with_outbound_in(status: str) -> tuple[Story, Conversation]:
         "failed": ["failed"],
     }[status]
     story = Story()
-    steps = [story.start(), story.outbound("out-1")]
-    steps += [story.status("out-1", s, reason="error 551" if s == "failed" else "") for s in path]
-    conversation = given(*steps)
+    moves = [
+        story.status_updated("out-1", new, previous, reason="error 551" if new == "failed" else "")
+        for previous, new in itertools.pairwise(["queued", *path])
+    ]
+    conversation = given(story.started(), story.outbound_recorded("out-1", 1), moves)
     assert conversation.recent["out-1"] == status
     return story, conversation
 
@@ -222,7 +250,7 @@ def test_starting_an_open_conversation_again_is_refused_as_already_open():
 
 def test_starting_a_closed_conversation_reopens_it():
     story = Story()
-    conversation = given(story.start(), story.close())
+    conversation = given(story.started(), story.closed())
 
     decision = when(conversation, story.start())
 
@@ -280,7 +308,7 @@ def test_an_inbound_message_is_recorded_with_its_sequence_text_attachments_and_p
 
 def test_a_redelivered_inbound_message_id_is_refused_as_a_duplicate_and_changes_nothing():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"), story.inbound("mid.2"))
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1), story.inbound_recorded("mid.2", 2))
 
     decision = when(conversation, story.inbound("mid.1", text="hello again"))
 
@@ -291,24 +319,24 @@ def test_a_redelivered_inbound_message_id_is_refused_as_a_duplicate_and_changes_
 
 def test_a_message_id_is_unique_across_both_directions():
     story = Story()
-    conversation = given(story.start(), story.outbound("shared-id"))
+    conversation = given(story.started(), story.outbound_recorded("shared-id", 1))
 
     then_rejected(when(conversation, story.inbound("shared-id")), "DuplicateMessage")
     other = Story()
-    conversation = given(other.start(), other.inbound("mid.9"))
+    conversation = given(other.started(), other.inbound_recorded("mid.9", 1))
     then_rejected(when(conversation, other.outbound("mid.9")), "DuplicateMessage")
 
 
 def test_the_same_message_id_may_appear_in_two_different_conversations():
     a, b = Story(contact="psid-a"), Story(contact="psid-b")
-    given(a.start(), a.inbound("mid.1"))
+    given(a.started(), a.inbound_recorded("mid.1", 1))
 
-    assert when(given(b.start()), b.inbound("mid.1")).accepted
+    assert when(given(b.started()), b.inbound("mid.1")).accepted
 
 
 def test_an_inbound_message_on_a_closed_conversation_reopens_it_and_is_recorded():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"), story.close())
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1), story.closed())
 
     decision = when(conversation, story.inbound("mid.2"))
 
@@ -320,7 +348,7 @@ def test_an_inbound_message_on_a_closed_conversation_reopens_it_and_is_recorded(
 
 def test_a_redelivery_on_a_closed_conversation_is_a_duplicate_and_does_not_reopen_it():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"), story.close())
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1), story.closed())
 
     then_rejected(when(conversation, story.inbound("mid.1")), "DuplicateMessage")
     assert conversation.status == "closed"
@@ -391,7 +419,7 @@ def test_a_malformed_message_id_is_invalid(message_id):
 
 def test_an_outbound_message_is_recorded_queued_and_continues_the_sequence_of_both_directions():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"))
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1))
 
     decision = when(conversation, story.outbound("out-1", text="we are on it", in_reply_to="mid.1"))
 
@@ -403,14 +431,14 @@ def test_an_outbound_message_is_recorded_queued_and_continues_the_sequence_of_bo
 
 def test_a_repeated_outbound_message_id_is_refused_as_a_duplicate():
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"))
+    conversation = given(story.started(), story.outbound_recorded("out-1", 1))
 
     then_rejected(when(conversation, story.outbound("out-1")), "DuplicateMessage")
 
 
 def test_no_outbound_message_is_recorded_on_a_closed_conversation():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"), story.close())
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1), story.closed())
 
     then_rejected(when(conversation, story.outbound("out-1", in_reply_to="mid.1")), "ConversationClosed")
 
@@ -429,7 +457,7 @@ def test_an_outbound_message_needs_text_and_cannot_reply_to_itself():
 
 def test_a_delivery_status_update_records_the_new_and_the_previous_status():
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"))
+    conversation = given(story.started(), story.outbound_recorded("out-1", 1))
 
     event = only_event(when(conversation, story.status("out-1", "sent")))
 
@@ -464,10 +492,10 @@ def test_through_the_aggregate_every_status_pair_is_accepted_exactly_when_the_st
 def test_a_failed_message_retried_goes_back_to_queued_and_on_to_delivered():
     story = Story()
     conversation = given(
-        story.start(),
-        story.outbound("out-1"),
-        story.status("out-1", "failed", reason="(#613) rate limit"),
-        story.status("out-1", "queued"),
+        story.started(),
+        story.outbound_recorded("out-1", 1),
+        story.status_updated("out-1", "failed", "queued", reason="(#613) rate limit"),
+        story.status_updated("out-1", "queued", "failed"),
     )
 
     assert when(conversation, story.status("out-1", "sent")).accepted
@@ -476,7 +504,7 @@ def test_a_failed_message_retried_goes_back_to_queued_and_on_to_delivered():
 
 def test_failed_needs_a_reason():
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"))
+    conversation = given(story.started(), story.outbound_recorded("out-1", 1))
 
     then_rejected(when(conversation, story.status("out-1", "failed")), "InvalidCommand")
     then_rejected(when(conversation, story.status("out-1", "failed", reason="x" * 501)), "InvalidCommand")
@@ -485,7 +513,7 @@ def test_failed_needs_a_reason():
 @pytest.mark.parametrize("status", ["received", "bounced", "SENT", ""])
 def test_a_status_outside_the_state_machine_is_invalid(status):
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"))
+    conversation = given(story.started(), story.outbound_recorded("out-1", 1))
 
     then_rejected(when(conversation, story.status("out-1", status)), "InvalidCommand")
 
@@ -498,14 +526,16 @@ def test_a_status_for_an_unknown_message_is_refused_as_unknown():
 
 def test_an_inbound_message_has_no_delivery_status():
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"))
+    conversation = given(story.started(), story.inbound_recorded("mid.1", 1))
 
     then_rejected(when(conversation, story.status("mid.1", "read")), "NotAnOutboundMessage")
 
 
 def test_late_delivery_receipts_are_still_recorded_on_a_closed_conversation():
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"), story.status("out-1", "sent"), story.close())
+    conversation = given(
+        story.started(), story.outbound_recorded("out-1", 1), story.status_updated("out-1", "sent", "queued"), story.closed()
+    )
 
     assert event_names(when(conversation, story.status("out-1", "read"))) == ["DeliveryStatusUpdated"]
 
@@ -525,7 +555,7 @@ def test_closing_records_conversation_closed_with_its_reason():
 
 def test_closing_a_closed_conversation_is_refused():
     story = Story()
-    conversation = given(story.start(), story.close())
+    conversation = given(story.started(), story.closed())
 
     then_rejected(when(conversation, story.close()), "ConversationClosed")
 
@@ -543,9 +573,9 @@ def test_the_conversation_remembers_only_the_last_window_of_message_ids_and_forg
     story = Story()
     extra = 5
     conversation = given(
-        story.start(),
-        story.outbound("out-0"),
-        *(story.inbound(f"mid.{i}") for i in range(1, MESSAGE_WINDOW + extra)),
+        story.started(),
+        story.outbound_recorded("out-0", 1),
+        [story.inbound_recorded(f"mid.{i}", i + 1) for i in range(1, MESSAGE_WINDOW + extra)],
     )
 
     assert len(conversation.recent) == MESSAGE_WINDOW
@@ -559,7 +589,12 @@ def test_the_conversation_remembers_only_the_last_window_of_message_ids_and_forg
 
 def test_a_status_change_does_not_move_a_message_in_the_window():
     story = Story()
-    conversation = given(story.start(), story.outbound("out-1"), story.inbound("mid.1"), story.status("out-1", "sent"))
+    conversation = given(
+        story.started(),
+        story.outbound_recorded("out-1", 1),
+        story.inbound_recorded("mid.1", 2),
+        story.status_updated("out-1", "sent", "queued"),
+    )
 
     assert list(conversation.recent.items()) == [("out-1", "sent"), ("mid.1", "received")]
 
@@ -567,7 +602,11 @@ def test_a_status_change_does_not_move_a_message_in_the_window():
 def test_a_restored_snapshot_keeps_state_window_order_and_goes_on_enforcing_the_rules():
     story = Story()
     conversation = given(
-        story.start(), story.outbound("out-1"), story.inbound("mid.1"), story.status("out-1", "delivered"), story.close()
+        story.started(),
+        story.outbound_recorded("out-1", 1),
+        story.inbound_recorded("mid.1", 2),
+        story.status_updated("out-1", "delivered", "queued"),
+        story.closed(),
     )
     codec = SnapshotCodec()
 
@@ -605,7 +644,9 @@ def test_a_restored_snapshot_keeps_state_window_order_and_goes_on_enforcing_the_
 )
 def test_a_rejection_reason_never_repeats_message_text(build):
     story = Story()
-    conversation = given(story.start(), story.inbound("mid.1"), story.outbound("out-1"))
+    conversation = given(
+        story.started(), story.inbound_recorded("mid.1", 1), story.outbound_recorded("out-1", 2, last_inbound_at=AT)
+    )
 
     decision = when(conversation, build(story))
 
@@ -673,7 +714,9 @@ def _wrongly_typed_cases():
 def test_a_field_of_the_wrong_type_is_refused_as_invalid(story, command, field_name, bad):
     from dataclasses import replace
 
-    conversation = given(story.start(), story.inbound("mid.1"), story.outbound("out-1"))
+    conversation = given(
+        story.started(), story.inbound_recorded("mid.1", 1), story.outbound_recorded("out-1", 2, last_inbound_at=AT)
+    )
     broken = replace(command, **{field_name: bad})
 
     decision = when(None if isinstance(command, StartConversation) else conversation, broken)

@@ -20,14 +20,14 @@ from hubs.message.commands import (
     RecordDeliveryReceipt,
     RecordOutboundMessage,
     RouteMessage,
-    StartConversation,
     UpdateDeliveryStatus,
 )
 from hubs.message.hub import HUB
-from infra.hub import Decision, SnapshotCodec, decide, event_payload
+from infra.hub import Decision, SnapshotCodec, event_payload
 from projections.message.mapping import CONVERSATION, MESSAGE, MESSAGE_UPDATED, ROUTING, apply
 from schemas.codec import Catalog, Codec
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, events_of, given, happened, schema_fields, then_rejected
 
 CODEC = Codec(Catalog.load())
 TENANT = "acme"
@@ -80,33 +80,74 @@ class Talk:
     def close(self) -> CloseConversation:
         return CloseConversation(self.meta(), reason="resolved")
 
+    # -- what happened in the conversation, for `given` (sequence: the message's number in it) --
 
-def given(*commands: Command) -> Conversation:
-    conversation = None
-    for command in commands:
-        decision = decide(HUB, conversation, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        conversation = decision.aggregate
-    return conversation
+    def started(self) -> Fact:
+        return happened(
+            Conversation.ConversationStarted,
+            conversation_id=self.id,
+            tenant_id=self.tenant,
+            channel="facebook",
+            channel_account_id=PAGE,
+            contact_id=self.contact,
+        )
+
+    def routed(self, message_id: str, sequence: int, text: str = "where is my order?", received_at=AT) -> list[Fact]:
+        """The inbound message and the router's decision to route it, as `route` records them."""
+        return [
+            happened(
+                Conversation.InboundMessageRecorded,
+                message_id=message_id,
+                sequence=sequence,
+                text=text,
+                attachments=[],
+                received_at=received_at,
+            ),
+            happened(
+                Conversation.MessageRouted,
+                message_id=message_id,
+                app_id=APP,
+                spoke="botpress",
+                rule="Routed",
+                reason="bot app passed its guards",
+                channel="facebook",
+                channel_account_id=PAGE,
+                contact_id=self.contact,
+                text=text,
+                attachments=[],
+                received_at=received_at,
+                facts={"tenant": self.tenant},
+            ),  # fmt: skip
+        ]
+
+    def replied(self, message_id: str, sequence: int, text: str = "we are on it", last_inbound_at=AT) -> Fact:
+        """OutboundMessageRecorded; `last_inbound_at`: the received_at of the contact's last message."""
+        return happened(
+            Conversation.OutboundMessageRecorded,
+            message_id=message_id, sequence=sequence, text=text, in_reply_to="",
+            channel="facebook", channel_account_id=PAGE, contact_id=self.contact, last_inbound_at=last_inbound_at,
+        )  # fmt: skip
+
+    def moved(self, message_id: str, status: str, previous: str, at: datetime, reason: str = "", platform_message_id: str = ""):
+        """DeliveryStatusUpdated from `previous` to `status` at `at` (a receipt's reason: "<kind> receipt")."""
+        return happened(
+            Conversation.DeliveryStatusUpdated,
+            message_id=message_id,
+            status=status,
+            previous_status=previous,
+            reason=reason,
+            platform_message_id=platform_message_id,
+            status_at=at,
+        )
+
+    def reported_sent(self, message_id: str, at: datetime, platform_message_id: str = "") -> Fact:
+        return self.moved(message_id, "sent", "queued", at, platform_message_id=platform_message_id)
+
+    def closed(self) -> Fact:
+        return happened(Conversation.ConversationClosed, reason="resolved")
 
 
-def when(conversation: Conversation | None, command: Command) -> Decision:
-    return decide(HUB, conversation, command)
-
-
-def then_rejected(decision: Decision, rule: str) -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert decision.events == []
-
-
-def events_of(decision: Decision) -> list[tuple[str, dict]]:
-    assert decision.accepted, decision.rejection
-    return [(type(e).__name__, event_payload(e, _fields(e))) for e in decision.events]
-
-
-def _fields(event) -> list[str]:
-    return [f["name"] for f in CODEC.catalog.latest(HUB.event_name(event)).parsed["fields"] if f["name"] != "envelope"]
+when = Hub(HUB).when
 
 
 # -- RouteMessage: the message and its decision in one step ---------------------------------
@@ -117,11 +158,11 @@ def test_the_first_message_of_a_contact_starts_the_conversation_records_it_and_t
 
     decision = when(None, talk.route("mid.1", attachments=[LINK]))
 
-    assert [name for name, _ in events_of(decision)] == ["ConversationStarted", "InboundMessageRecorded", "MessageRouted"]
-    _, inbound = events_of(decision)[1]
+    assert [name for name, _ in events_of(HUB, decision)] == ["ConversationStarted", "InboundMessageRecorded", "MessageRouted"]
+    _, inbound = events_of(HUB, decision)[1]
     assert inbound["attachments"] == [{"kind": "image", "key": "", "url": LINK["url"], "content_type": "", "size_bytes": 0}]
     assert (inbound["message_id"], inbound["sequence"], inbound["received_at"]) == ("mid.1", 1, AT)
-    _, routed = events_of(decision)[2]
+    _, routed = events_of(HUB, decision)[2]
     assert routed == {
         "message_id": "mid.1", "app_id": APP, "spoke": "botpress", "rule": "Routed", "reason": "bot app passed its guards",
         "channel": "facebook", "channel_account_id": PAGE, "contact_id": talk.contact, "text": "where is my order?",
@@ -133,9 +174,9 @@ def test_the_first_message_of_a_contact_starts_the_conversation_records_it_and_t
 def test_a_rejected_decision_records_the_message_and_message_rejected_naming_the_rule():
     talk = Talk()
 
-    decision = when(given(talk.route("mid.1")), talk.route("mid.2", routed=False))
+    decision = when(given(talk.started(), talk.routed("mid.1", 1)), talk.route("mid.2", routed=False))
 
-    assert events_of(decision) == [
+    assert events_of(HUB, decision) == [
         ("InboundMessageRecorded", {"message_id": "mid.2", "sequence": 2, "text": "where is my order?", "attachments": [],
                                     "received_at": AT}),
         ("MessageRejected", {"message_id": "mid.2", "rule": "NoActiveSubscription",
@@ -145,7 +186,7 @@ def test_a_rejected_decision_records_the_message_and_message_rejected_naming_the
 
 def test_a_redelivered_message_is_refused_as_a_duplicate_and_no_second_decision_is_recorded():
     talk = Talk()
-    conversation = given(talk.route("mid.1"))
+    conversation = given(talk.started(), talk.routed("mid.1", 1))
 
     for redelivery in (talk.route("mid.1"), talk.route("mid.1", routed=False), talk.route("mid.1", text="edited")):
         then_rejected(when(conversation, redelivery), "DuplicateMessage")
@@ -154,11 +195,11 @@ def test_a_redelivered_message_is_refused_as_a_duplicate_and_no_second_decision_
 
 def test_a_message_on_a_closed_conversation_reopens_it_before_it_is_recorded_and_decided():
     talk = Talk()
-    conversation = given(talk.route("mid.1"), talk.close())
+    conversation = given(talk.started(), talk.routed("mid.1", 1), talk.closed())
 
     decision = when(conversation, talk.route("mid.2"))
 
-    assert [name for name, _ in events_of(decision)] == ["ConversationReopened", "InboundMessageRecorded", "MessageRouted"]
+    assert [name for name, _ in events_of(HUB, decision)] == ["ConversationReopened", "InboundMessageRecorded", "MessageRouted"]
 
 
 def test_route_message_needs_the_canonical_conversation_id_of_its_tenant():
@@ -175,7 +216,7 @@ def test_an_unknown_accounts_message_is_kept_in_a_conversation_of_the_platform_t
     decision = when(None, talk.route("mid.1", routed=False, rule="UnknownChannelAccount", reason="no tenant connected it"))
 
     assert decision.aggregate.tenant_id == "platform"
-    assert [name for name, _ in events_of(decision)][-1] == "MessageRejected"
+    assert [name for name, _ in events_of(HUB, decision)][-1] == "MessageRejected"
 
 
 @pytest.mark.parametrize(
@@ -264,9 +305,9 @@ def test_no_rejection_of_a_route_message_repeats_the_message_text():
 def test_an_outbound_message_carries_the_channel_account_contact_and_the_contacts_last_message_time():
     talk = Talk()
     later = AT + timedelta(hours=3)
-    conversation = given(talk.route("mid.1"), talk.route("mid.2", received_at=later))
+    conversation = given(talk.started(), talk.routed("mid.1", 1), talk.routed("mid.2", 2, received_at=later))
 
-    [(name, payload)] = events_of(when(conversation, talk.reply("out-1")))
+    [(name, payload)] = events_of(HUB, when(conversation, talk.reply("out-1")))
 
     assert name == "OutboundMessageRecorded"
     assert {k: payload[k] for k in ("channel", "channel_account_id", "contact_id", "last_inbound_at")} == {
@@ -279,9 +320,7 @@ def test_an_outbound_message_carries_the_channel_account_contact_and_the_contact
 
 def test_an_outbound_message_of_a_conversation_the_contact_never_wrote_in_has_last_inbound_at_zero():
     talk = Talk()
-    start = StartConversation(talk.meta(), channel="facebook", channel_account_id=PAGE, contact_id=talk.contact)
-
-    [(_, payload)] = events_of(when(given(start), talk.reply("out-1")))
+    [(_, payload)] = events_of(HUB, when(given(talk.started()), talk.reply("out-1")))
 
     assert payload["last_inbound_at"] == NEVER
     record = CODEC.decode(CODEC.encode("poseidon.message.OutboundMessageRecorded", {"envelope": _envelope(), **payload})).record
@@ -290,13 +329,13 @@ def test_an_outbound_message_of_a_conversation_the_contact_never_wrote_in_has_la
 
 def test_a_conversation_restored_from_a_snapshot_older_than_the_routing_fields_still_works():
     talk = Talk()
-    conversation = given(talk.route("mid.1"), talk.reply("out-1"))
+    conversation = given(talk.started(), talk.routed("mid.1", 1), talk.replied("out-1", 2))
     for attribute in ("last_inbound_at", "sent"):  # as snapshots written before these existed
         del conversation.__dict__[attribute]
     codec = SnapshotCodec()
     old, _ = codec.loads(codec.dumps(conversation, ""))
 
-    [(_, payload)] = events_of(when(old, talk.reply("out-2")))
+    [(_, payload)] = events_of(HUB, when(old, talk.reply("out-2")))
     assert payload["last_inbound_at"] == NEVER
     assert when(old, talk.sent("out-1", AT, "m_1")).accepted
     assert when(old, talk.receipt("read", AT)).accepted
@@ -307,10 +346,10 @@ def test_a_conversation_restored_from_a_snapshot_older_than_the_routing_fields_s
 
 def test_a_send_reported_with_the_platforms_message_id_is_remembered_with_its_time():
     talk = Talk()
-    conversation = given(talk.route("mid.1"), talk.reply("out-1"))
+    conversation = given(talk.started(), talk.routed("mid.1", 1), talk.replied("out-1", 2))
     sent_at = AT + timedelta(seconds=5)
 
-    [(name, payload)] = events_of(when(conversation, talk.sent("out-1", sent_at, "m_AbC-1")))
+    [(name, payload)] = events_of(HUB, when(conversation, talk.sent("out-1", sent_at, "m_AbC-1")))
 
     assert (name, payload["platform_message_id"], payload["status_at"], payload["previous_status"]) == (
         "DeliveryStatusUpdated",
@@ -324,20 +363,25 @@ def test_a_send_reported_with_the_platforms_message_id_is_remembered_with_its_ti
 @pytest.mark.parametrize("status", ["delivered", "read", "failed", "queued"])
 def test_the_platforms_message_id_comes_with_a_send_only(status):
     talk = Talk()
-    conversation = given(talk.route("mid.1"), talk.reply("out-1"))
+    conversation = given(talk.started(), talk.routed("mid.1", 1), talk.replied("out-1", 2))
 
     then_rejected(when(conversation, talk.status("out-1", status, reason="x", platform_message_id="m_1")), "InvalidCommand")
 
 
 def sent_conversation(talk: Talk, *sends: tuple[str, datetime, str]) -> Conversation:
-    commands = [talk.route("mid.1")]
-    for message_id, at, mid in sends:
-        commands += [talk.reply(message_id), talk.sent(message_id, at, mid)]
-    return given(*commands)
+    """After the contact's `mid.1`, each of `sends` (message id, sent at, platform id) recorded and reported sent."""
+    return given(
+        talk.started(),
+        talk.routed("mid.1", 1),
+        [
+            (talk.replied(message_id, sequence), talk.reported_sent(message_id, at, mid))
+            for sequence, (message_id, at, mid) in enumerate(sends, 2)
+        ],
+    )
 
 
 def moves(decision: Decision) -> list[tuple[str, str, str]]:
-    return [(p["message_id"], p["previous_status"], p["status"]) for _, p in events_of(decision)]
+    return [(p["message_id"], p["previous_status"], p["status"]) for _, p in events_of(HUB, decision)]
 
 
 def test_a_delivery_receipt_delivers_the_messages_it_names_by_the_platforms_id():
@@ -347,7 +391,7 @@ def test_a_delivery_receipt_delivers_the_messages_it_names_by_the_platforms_id()
     decision = when(conversation, talk.receipt("delivery", mids=["m_1", "m_3", "m_unknown"]))
 
     assert moves(decision) == [("out-1", "sent", "delivered"), ("out-3", "sent", "delivered")]
-    assert all(p["reason"] == "delivery receipt" for _, p in events_of(decision))
+    assert all(p["reason"] == "delivery receipt" for _, p in events_of(HUB, decision))
 
 
 def test_a_delivery_watermark_delivers_what_was_sent_at_or_before_it_and_nothing_later():
@@ -359,7 +403,7 @@ def test_a_delivery_watermark_delivers_what_was_sent_at_or_before_it_and_nothing
     decision = when(conversation, talk.receipt("delivery", watermark=AT + timedelta(seconds=10)))
 
     assert moves(decision) == [("out-1", "sent", "delivered"), ("out-2", "sent", "delivered")]
-    assert [p["status_at"] for _, p in events_of(decision)] == [AT + timedelta(seconds=10)] * 2
+    assert [p["status_at"] for _, p in events_of(HUB, decision)] == [AT + timedelta(seconds=10)] * 2
 
 
 def test_a_read_receipt_reads_every_sent_or_delivered_message_up_to_its_watermark():
@@ -367,29 +411,21 @@ def test_a_read_receipt_reads_every_sent_or_delivered_message_up_to_its_watermar
     conversation = sent_conversation(
         talk, ("out-1", AT, "m_1"), ("out-2", AT, "m_2"), ("out-3", AT + timedelta(minutes=1), "m_3")
     )
-    conversation = given_on(conversation, talk.receipt("delivery", mids=["m_1"]))
+    conversation = given(talk.moved("out-1", "delivered", "sent", AT, reason="delivery receipt"), on=conversation)
 
     decision = when(conversation, talk.receipt("read", watermark=AT + timedelta(seconds=1)))
 
     assert moves(decision) == [("out-1", "delivered", "read"), ("out-2", "sent", "read")]
 
 
-def given_on(conversation: Conversation, *commands: Command) -> Conversation:
-    for command in commands:
-        decision = decide(HUB, conversation, command)
-        assert decision.accepted, decision.rejection
-        conversation = decision.aggregate
-    return conversation
-
-
 def test_receipts_never_touch_inbound_queued_failed_or_already_read_messages():
     talk = Talk()
     conversation = sent_conversation(talk, ("out-read", AT, "m_r"), ("out-failed", AT, "m_f"))
-    conversation = given_on(
-        conversation,
-        talk.status("out-failed", "failed", reason="(#10) outside the messaging window"),
-        talk.receipt("read", watermark=AT),
-        talk.reply("out-queued"),
+    conversation = given(
+        talk.moved("out-failed", "failed", "sent", AT, reason="(#10) outside the messaging window"),
+        talk.moved("out-read", "read", "sent", AT, reason="read receipt"),
+        talk.replied("out-queued", 4),
+        on=conversation,
     )
     late = AT + timedelta(days=1)
 
@@ -401,7 +437,9 @@ def test_receipts_never_touch_inbound_queued_failed_or_already_read_messages():
 
 def test_a_repeated_receipt_is_accepted_and_changes_nothing():
     talk = Talk()
-    conversation = given_on(sent_conversation(talk, ("out-1", AT, "m_1")), talk.receipt("delivery", mids=["m_1"]))
+    conversation = given(
+        talk.moved("out-1", "delivered", "sent", AT, reason="delivery receipt"), on=sent_conversation(talk, ("out-1", AT, "m_1"))
+    )
 
     decision = when(conversation, talk.receipt("delivery", mids=["m_1"]))
 
@@ -442,7 +480,7 @@ def test_a_forgotten_message_leaves_the_sent_record_with_it():
     talk = Talk()
     conversation = sent_conversation(talk, ("out-0", AT, "m_0"))
 
-    conversation = given_on(conversation, *(talk.route(f"mid.{i}") for i in range(2, MESSAGE_WINDOW + 3)))
+    conversation = given([talk.routed(f"mid.{i}", i + 1) for i in range(2, MESSAGE_WINDOW + 3)], on=conversation)
 
     assert "out-0" not in conversation.recent and conversation.sent == {}
 
@@ -462,7 +500,8 @@ def projected(decision: Decision, aggregate_id: str) -> list[tuple[str, dict]]:
     out = []
     for event in decision.events:
         name = HUB.event_name(event)
-        record = {"envelope": _envelope(aggregate_id, event.originator_version, name), **event_payload(event, _fields(event))}
+        payload = event_payload(event, schema_fields(HUB, event))
+        record = {"envelope": _envelope(aggregate_id, event.originator_version, name), **payload}
         decoded = CODEC.decode(CODEC.encode(name, record))
         out.append((decoded.name, decoded.record))
     return out
