@@ -20,12 +20,12 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from base.settings import Settings
 from infra.hub import HubSpec
 from infra.pii import MASK, mask_email, mask_name, mask_phone
+from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
 
 log = structlog.get_logger(__name__)
@@ -258,25 +258,6 @@ def decode_stored(codec: Codec, topic: str, partition: int, offset: int, key: by
 # -- reading topics ----------------------------------------------------------------
 
 
-async def topic_partitions(settings: Settings, topics: Iterable[str], *, strict: bool) -> dict[str, list[int]]:
-    """Partitions of the physical `topics`; a missing topic raises LookupError when
-    `strict`, and is left out otherwise (a spoke that never ran has no topic yet)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    found = {}
-    for t in described:
-        if t["error_code"] != 0 or not t["partitions"]:
-            if strict:
-                raise LookupError(f"topic {t['topic']} does not exist (error {t['error_code']})")
-            continue
-        found[t["topic"]] = sorted(p["partition"] for p in t["partitions"])
-    return found
-
-
 @dataclass(frozen=True)
 class Window:
     """Where to read each partition: offsets [start_offset, end_offset) and, as a
@@ -412,7 +393,7 @@ async def verify(
     tenant_id). Every record is read either way: a chain is only as good as its
     links, and a stream's tenant is only known from its events."""
     topics = [settings.topic(hub.topic("events")) for hub in hubs]
-    partitions = await topic_partitions(settings, topics, strict=True)
+    partitions = await partitions_of(settings, topics)
     verifier = ChainVerifier()
     wanted = aggregate.encode() if aggregate is not None else None
     async for record in scan(settings, partitions, progress=progress, desc="verify"):
@@ -627,7 +608,7 @@ async def history(
     after events of the same millisecond), then topic, partition and offset.
     Offsets in the window apply to every partition read."""
     physical = [settings.topic(t) for t in topics]
-    partitions = await topic_partitions(settings, physical, strict=False)
+    partitions = await partitions_of(settings, physical, strict=False)
     entries: list[HistoryEntry] = []
     scanned = undecodable = 0
     async for record in scan(settings, partitions, query.window, progress=progress, desc="history"):

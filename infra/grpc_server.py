@@ -91,6 +91,17 @@ class QueryService:
 _UNGUARDED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+_REFUSAL_STATUS = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+)
+"""A refusal the caller is told about as it is: its status and its own message."""
+_REFUSALS = tuple(refusal for refusal, _ in _REFUSAL_STATUS)
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """Every unary call: verifies the bearer token (except public methods and the
     standard health/reflection services) and makes the caller current, maps our
@@ -120,20 +131,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             try:
                 set_current_principal(self.verifier.verify(bearer_token(metadata)) if guarded_method else None)
                 return await inner(request, context)
-            except Unauthenticated as exc:
-                code = grpc.StatusCode.UNAUTHENTICATED
-                await context.abort(code, str(exc))
-            except PermissionDenied as exc:
-                code = grpc.StatusCode.PERMISSION_DENIED
-                await context.abort(code, str(exc))
-            except InvalidArgument as exc:
-                code = grpc.StatusCode.INVALID_ARGUMENT
-                await context.abort(code, str(exc))
-            except NotFound as exc:
-                code = grpc.StatusCode.NOT_FOUND
-                await context.abort(code, str(exc))
-            except FailedPrecondition as exc:
-                code = grpc.StatusCode.FAILED_PRECONDITION
+            except _REFUSALS as exc:
+                code = next(status for refusal, status in _REFUSAL_STATUS if isinstance(exc, refusal))
                 await context.abort(code, str(exc))
             except CommandTimeout as exc:
                 code = grpc.StatusCode.UNAVAILABLE

@@ -139,9 +139,10 @@ async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
         await admin.close()
 
 
-async def partitions_of(settings: Settings, topics: Iterable[str]) -> dict[str, list[int]]:
-    """Partition numbers of existing physical topics; a missing topic is an error
-    that names it (run `poseidon topics create`)."""
+async def partitions_of(settings: Settings, topics: Iterable[str], *, strict: bool = True) -> dict[str, list[int]]:
+    """Partition numbers of existing physical topics. A missing topic is an error
+    that names it (run `poseidon topics create`) when `strict`, and is left out
+    otherwise (a spoke that never ran has no topic yet)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
@@ -151,6 +152,8 @@ async def partitions_of(settings: Settings, topics: Iterable[str]) -> dict[str, 
     found = {}
     for t in described:
         if t["error_code"] != 0 or not t["partitions"]:
-            raise LookupError(f"topic {t['topic']} does not exist (error {t['error_code']}); run `poseidon topics create`")
+            if strict:
+                raise LookupError(f"topic {t['topic']} does not exist (error {t['error_code']}); run `poseidon topics create`")
+            continue
         found[t["topic"]] = sorted(p["partition"] for p in t["partitions"])
     return found
