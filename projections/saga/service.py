@@ -8,14 +8,13 @@ import uuid
 
 import grpc
 
-from hubs.saga.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
+from hubs.saga.definition import STATES
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
 from projections.saga import PROJECTION, queries
 from schemas.protos import saga_pb2, saga_pb2_grpc
 
-STATES = (RUNNING, WAITING, FAILED, COMPENSATING, COMPENSATED, COMPLETED, ABORTED, NEEDS_ATTENTION)
 MINIMUM_ROLE = "admin"
 
 
