@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "poseidon"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    token: str = Field("", repr=False)
+    """An operator's bearer token for the CLI's gRPC queries (POSEIDON_TOKEN); empty:
+    the CLI mints a short one from the local keyring."""
     dashboard_port: int = 8090
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080

@@ -5,7 +5,6 @@ operator's CLI uses POSEIDON_TOKEN when set, otherwise mints the same way."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import grpc
@@ -47,7 +46,7 @@ def operator_token(settings: Settings) -> PlatformToken:
     """POSEIDON_TOKEN if set; otherwise a short platform-scope token signed with
     the local keyring — only possible where the signing keys are (an operator
     on the platform's own machine)."""
-    return PlatformToken(settings, "operator-cli", ttl_s=300, fixed=os.environ.get("POSEIDON_TOKEN"))
+    return PlatformToken(settings, "operator-cli", ttl_s=300, fixed=settings.token or None)
 
 
 def channel(settings: Settings, hub: str, token: PlatformToken) -> grpc.aio.Channel:

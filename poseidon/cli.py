@@ -27,8 +27,12 @@ def _settings() -> Settings:
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Poseidon Hub: event-sourced hub-and-spoke message broker."""
+    # Commands declared below poseidon/ (a read model's CLI queries) get their
+    # settings from here, built when they need them: nothing below looks them up.
+    ctx.obj = _settings
 
 
 @main.command("hubs")

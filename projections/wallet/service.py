@@ -84,11 +84,10 @@ def _query_cli(name: str, method: str, build, **option_help: str) -> click.Comma
     def run(**opts) -> None:
         from google.protobuf.json_format import MessageToDict
 
-        from base.settings import Settings
-        from hubs.wallet.hub import HUB
         from infra import grpc_client
 
-        settings = Settings.from_env().with_topology([HUB])
+        # The CLI (poseidon/cli.py) hands every command its settings through click's context.
+        settings = click.get_current_context().find_root().obj()
 
         async def call():
             async with grpc_client.channel(settings, "wallet", grpc_client.operator_token(settings)) as channel:

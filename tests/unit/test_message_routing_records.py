@@ -117,7 +117,7 @@ class Talk:
                 attachments=[],
                 received_at=received_at,
                 facts={"tenant": self.tenant},
-            ),  # fmt: skip
+            ),
         ]
 
     def replied(self, message_id: str, sequence: int, text: str = "we are on it", last_inbound_at=AT) -> Fact:
@@ -128,7 +128,9 @@ class Talk:
             channel="facebook", channel_account_id=PAGE, contact_id=self.contact, last_inbound_at=last_inbound_at,
         )  # fmt: skip
 
-    def moved(self, message_id: str, status: str, previous: str, at: datetime, reason: str = "", platform_message_id: str = ""):
+    def moved(
+        self, message_id: str, status: str, previous: str, at: datetime, reason: str = "", platform_message_id: str = ""
+    ) -> Fact:
         """DeliveryStatusUpdated from `previous` to `status` at `at` (a receipt's reason: "<kind> receipt")."""
         return happened(
             Conversation.DeliveryStatusUpdated,
