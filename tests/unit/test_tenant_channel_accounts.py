@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 import pytest
 
 from hubs.tenant.aggregate import ChannelAccount, Tenant
-from hubs.tenant.commands import ConnectChannel, CreateTenant, DisconnectChannel, InviteMember, channel_account_id
+from hubs.tenant.commands import ConnectChannel, DisconnectChannel, InviteMember, channel_account_id
 from hubs.tenant.hub import HUB
-from infra.hub import Decision, SnapshotCodec, decide, event_payload
+from infra.hub import Decision, SnapshotCodec, event_payload
 from projections.tenant.mapping import CHANNEL, CHANNEL_STATE, apply
 from schemas.codec import Catalog, Codec
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, events_of, given, happened, schema_fields, then_rejected
 
 CODEC = Codec(Catalog.load())
 PAGE = "104857600123"
@@ -37,32 +38,24 @@ def disconnect(tenant_id: str = "acme", reason: str = "", aggregate_id: str = AC
     return DisconnectChannel(meta(aggregate_id, tenant_id), reason=reason)
 
 
-def given(*commands: Command):
-    aggregate = None
-    for command in commands:
-        decision = decide(HUB, aggregate, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        aggregate = decision.aggregate
-    return aggregate
+# -- what happened to the account, for `given` --
 
 
-def when(aggregate, command: Command) -> Decision:
-    return decide(HUB, aggregate, command)
+def connected(tenant_id: str = "acme", channel: str = "facebook", account_id: str = PAGE) -> Fact:
+    return happened(
+        ChannelAccount.ChannelConnected,
+        channel_account_id=channel_account_id(channel, account_id),
+        tenant_id=tenant_id,
+        channel=channel,
+        account_id=account_id,
+    )
 
 
-def then_rejected(decision: Decision, rule: str) -> None:
-    assert not decision.accepted
-    assert decision.rejection is not None and decision.rejection.rule == rule, decision.rejection
-    assert decision.events == []
+def disconnected(reason: str = "", channel: str = "facebook", account_id: str = PAGE) -> Fact:
+    return happened(ChannelAccount.ChannelDisconnected, channel=channel, account_id=account_id, reason=reason)
 
 
-def events_of(decision: Decision) -> list[tuple]:
-    assert decision.accepted, decision.rejection
-    return [(type(e).__name__, event_payload(e, _fields(e))) for e in decision.events]
-
-
-def _fields(event) -> list[str]:
-    return [f["name"] for f in CODEC.catalog.latest(HUB.event_name(event)).parsed["fields"] if f["name"] != "envelope"]
+when = Hub(HUB).when
 
 
 # -- connecting ----------------------------------------------------------------
@@ -71,7 +64,7 @@ def _fields(event) -> list[str]:
 def test_connecting_a_channel_account_records_channel_connected_owned_by_the_tenant():
     decision = when(None, connect())
 
-    assert events_of(decision) == [("ChannelConnected", {"channel": "facebook", "account_id": PAGE})]
+    assert events_of(HUB, decision) == [("ChannelConnected", {"channel": "facebook", "account_id": PAGE})]
     account = decision.aggregate
     assert isinstance(account, ChannelAccount)
     assert (account.tenant_id, account.channel, account.account_id, account.connected) == ("acme", "facebook", PAGE, True)
@@ -87,7 +80,7 @@ def test_the_aggregate_id_of_a_channel_account_is_channel_slash_account_and_its_
 
 
 def test_a_second_tenant_connecting_the_same_account_is_refused_by_the_tenant_ownership_rule():
-    account = given(connect("acme"))
+    account = given(connected("acme"))
 
     decision = when(account, connect("globex"))
 
@@ -96,13 +89,13 @@ def test_a_second_tenant_connecting_the_same_account_is_refused_by_the_tenant_ow
 
 
 def test_the_same_page_on_another_channel_is_another_account():
-    given(connect("acme", "facebook"))
+    given(connected("acme", "facebook"))
 
     assert when(None, connect("globex", "telegram")).accepted
 
 
 def test_connecting_an_account_already_connected_to_the_tenant_is_refused():
-    then_rejected(when(given(connect()), connect()), "AlreadyConnected")
+    then_rejected(when(given(connected()), connect()), "AlreadyConnected")
 
 
 @pytest.mark.parametrize(
@@ -133,21 +126,21 @@ def test_a_reserved_or_malformed_tenant_cannot_connect_a_channel_account(tenant_
 
 
 def test_disconnecting_records_the_reason_and_reconnecting_records_channel_reconnected():
-    account = given(connect())
+    account = given(connected())
 
     disconnected = when(account, disconnect(reason="page unpublished"))
-    assert events_of(disconnected) == [
+    assert events_of(HUB, disconnected) == [
         ("ChannelDisconnected", {"channel": "facebook", "account_id": PAGE, "reason": "page unpublished"})
     ]
     assert disconnected.aggregate.connected is False
 
     reconnected = when(disconnected.aggregate, connect())
-    assert events_of(reconnected) == [("ChannelReconnected", {"channel": "facebook", "account_id": PAGE})]
+    assert events_of(HUB, reconnected) == [("ChannelReconnected", {"channel": "facebook", "account_id": PAGE})]
     assert reconnected.aggregate.connected is True and reconnected.aggregate.version == 3
 
 
 def test_disconnecting_twice_is_refused():
-    then_rejected(when(given(connect(), disconnect()), disconnect()), "NotConnected")
+    then_rejected(when(given(connected(), disconnected()), disconnect()), "NotConnected")
 
 
 def test_disconnecting_an_account_nobody_connected_is_aggregate_not_found():
@@ -155,7 +148,7 @@ def test_disconnecting_an_account_nobody_connected_is_aggregate_not_found():
 
 
 def test_another_tenant_can_neither_disconnect_nor_take_over_a_disconnected_account():
-    account = given(connect("acme"), disconnect("acme"))
+    account = given(connected("acme"), disconnected())
 
     then_rejected(when(account, disconnect("globex")), "TenantMismatch")
     then_rejected(when(account, connect("globex")), "TenantMismatch")
@@ -163,14 +156,14 @@ def test_another_tenant_can_neither_disconnect_nor_take_over_a_disconnected_acco
 
 
 def test_a_reason_longer_than_200_characters_is_refused():
-    then_rejected(when(given(connect()), disconnect(reason="x" * 201)), "InvalidCommand")
+    then_rejected(when(given(connected()), disconnect(reason="x" * 201)), "InvalidCommand")
 
 
 # -- the two aggregates of the hub never mix -----------------------------------------
 
 
 def test_a_membership_command_on_a_channel_account_is_refused_not_crashed():
-    account = given(connect("acme"))
+    account = given(connected("acme"))
 
     decision = when(account, InviteMember(meta(ACCOUNT, "acme"), principal_id="ann", role="agent"))
 
@@ -178,14 +171,17 @@ def test_a_membership_command_on_a_channel_account_is_refused_not_crashed():
 
 
 def test_a_channel_command_on_a_tenant_is_refused_not_crashed():
-    tenant = given(CreateTenant(meta("acme", "acme"), name="Acme", owner_id="olga"))
+    tenant = given(
+        happened(Tenant.TenantCreated, tenant_id="acme", name="Acme"),
+        happened(Tenant.MemberJoined, principal_id="olga", role="owner"),
+    )
 
     then_rejected(when(tenant, DisconnectChannel(meta("acme", "acme"))), "InvalidCommand")
 
 
 def test_a_channel_account_survives_the_processors_snapshot_as_its_own_class():
     codec = SnapshotCodec()
-    account = given(connect(), disconnect(reason="r"))
+    account = given(connected(), disconnected(reason="r"))
 
     restored, last_hash = codec.loads(codec.dumps(account, "abc"))
 
@@ -221,7 +217,7 @@ def records(decision: Decision, tenant_id: str = "acme") -> list[tuple[str, dict
                 "actor": "operator-cli",
                 "previous_hash": "",
             },
-            **event_payload(event, _fields(event)),
+            **event_payload(event, schema_fields(HUB, event)),
         }
         decoded = CODEC.decode(CODEC.encode(name, record))
         out.append((decoded.name, decoded.record))

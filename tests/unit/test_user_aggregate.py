@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hubs.user.aggregate import PREFERENCES, PROFILE_NAMESPACE, Profile, profile_id
 from hubs.user.commands import CreateProfile, RemovePreference, SetPreference, UpdateProfile
 from hubs.user.hub import HUB
-from infra.hub import Decision, decide
-from schemas.contracts import Command, CommandMeta
+from schemas.contracts import CommandMeta
+from tests.unit.given_when_then import Fact, Hub, given, happened, only_event, then_rejected
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -63,35 +63,32 @@ class Story:
     def remove(self, key: str) -> RemovePreference:
         return RemovePreference(meta(self.profile_id, tenant=self.tenant), key=key)
 
+    # -- what happened to the profile, for `given` --
 
-def given(*commands: Command) -> Profile | None:
-    profile = None
-    for command in commands:
-        decision = decide(HUB, profile, command)
-        assert decision.accepted, f"given step {type(command).__name__} was refused: {decision.rejection!r}"
-        profile = decision.aggregate
-    return profile
+    def created(self, *, display_name=NAME, email=EMAIL, phone=PHONE, locale="fr-FR", timezone="Europe/Paris") -> Fact:
+        return happened(
+            Profile.ProfileCreated,
+            tenant_id=self.tenant,
+            principal_id=self.principal_id,
+            display_name=display_name,
+            email=email,
+            phone=phone,
+            locale=locale,
+            timezone=timezone,
+        )
 
-
-def when(profile: Profile | None, command: Command) -> Decision:
-    return decide(HUB, profile, command)
-
-
-def then_only_event(decision: Decision, name: str):
-    assert decision.accepted, f"refused: {decision.rejection!r}"
-    [event] = decision.events
-    assert type(event).__name__ == name
-    return event
+    def preference_set(self, key: str, value: str) -> Fact:
+        return happened(Profile.PreferenceSet, key=key, value=value)
 
 
-def then_rejected(decision: Decision, rule: str, *words: str) -> str:
-    assert not decision.accepted, "the command was accepted"
-    assert decision.rejection.rule == rule, f"{decision.rejection.rule}: {decision.rejection}"
-    assert decision.events == []
-    reason = str(decision.rejection)
-    for word in words:
-        assert word in reason, f"{word!r} not in {reason!r}"
-    return reason
+when = Hub(HUB).when
+
+
+def created_by(command: CreateProfile) -> Profile:
+    """The profile `command` creates, which must be accepted."""
+    decision = when(None, command)
+    only_event(decision, "ProfileCreated")
+    return decision.aggregate
 
 
 # -- the profile id ------------------------------------------------------------
@@ -114,7 +111,7 @@ def test_one_principal_has_a_separate_profile_in_each_tenant():
 def test_the_created_profile_takes_its_id_from_tenant_and_principal():
     story = Story()
 
-    profile = given(story.create())
+    profile = created_by(story.create())
 
     assert profile.id == profile_id(TENANT, story.principal_id)
 
@@ -125,7 +122,7 @@ def test_the_created_profile_takes_its_id_from_tenant_and_principal():
 def test_create_profile_records_profile_created_with_every_field():
     story = Story()
 
-    event = then_only_event(when(None, story.create()), "ProfileCreated")
+    event = only_event(when(None, story.create()), "ProfileCreated")
 
     assert event.originator_version == 1
     assert (event.principal_id, event.display_name, event.email, event.phone, event.locale, event.timezone) == (
@@ -135,7 +132,7 @@ def test_create_profile_records_profile_created_with_every_field():
 
 
 def test_a_profile_may_be_created_without_a_phone():
-    profile = given(Story().create(phone=""))
+    profile = created_by(Story().create(phone=""))
 
     assert profile.phone == ""
 
@@ -166,7 +163,7 @@ def test_a_principal_id_that_is_not_a_canonical_uuid_is_refused(principal):
 
 def test_a_second_create_profile_for_the_same_principal_and_tenant_is_refused():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.create(email="other@example.com")), "AggregateAlreadyExists", story.principal_id)
     assert profile.email == EMAIL
@@ -210,7 +207,7 @@ INVALID_EMAILS = [
 
 @pytest.mark.parametrize("email", VALID_EMAILS)
 def test_a_well_formed_email_is_accepted(email):
-    assert given(Story().create(email=email)).email == email
+    assert created_by(Story().create(email=email)).email == email
 
 
 @pytest.mark.parametrize("email, why", INVALID_EMAILS)
@@ -243,7 +240,7 @@ INVALID_PHONES = [
 
 @pytest.mark.parametrize("phone", VALID_PHONES)
 def test_an_e164_phone_is_accepted(phone):
-    assert given(Story().create(phone=phone)).phone == phone
+    assert created_by(Story().create(phone=phone)).phone == phone
 
 
 @pytest.mark.parametrize("phone, why", INVALID_PHONES)
@@ -276,7 +273,7 @@ def test_a_display_name_that_is_empty_padded_too_long_or_has_control_characters_
 
 @pytest.mark.parametrize("display_name", ["A", "Zoë Ångström", "李小龙", "Jean-Luc O'Neil", "A" * 100])
 def test_a_display_name_of_any_script_up_to_100_characters_is_accepted(display_name):
-    assert given(Story().create(display_name=display_name)).display_name == display_name
+    assert created_by(Story().create(display_name=display_name)).display_name == display_name
 
 
 @pytest.mark.parametrize("locale", ["english", "EN", "en_US", "en-us", "fr-FRA", "", "en\n"])
@@ -286,7 +283,7 @@ def test_a_locale_that_is_not_a_language_tag_is_refused(locale):
 
 @pytest.mark.parametrize("locale", ["en", "fr-FR", "pt-BR", "es-419", "zh-Hant-TW", "haw"])
 def test_a_language_tag_is_accepted_as_locale(locale):
-    assert given(Story().create(locale=locale)).locale == locale
+    assert created_by(Story().create(locale=locale)).locale == locale
 
 
 @pytest.mark.parametrize("timezone", ["Mars/Olympus", "CEST", "+02:00", "europe/paris", "", "UTC\n"])
@@ -296,7 +293,7 @@ def test_a_timezone_that_is_not_an_iana_name_is_refused(timezone):
 
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Asia/Kolkata"])
 def test_an_iana_timezone_is_accepted(timezone):
-    assert given(Story().create(timezone=timezone)).timezone == timezone
+    assert created_by(Story().create(timezone=timezone)).timezone == timezone
 
 
 # -- UpdateProfile -------------------------------------------------------------
@@ -304,9 +301,9 @@ def test_an_iana_timezone_is_accepted(timezone):
 
 def test_update_profile_changes_only_the_fields_given_and_records_only_those():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
-    event = then_only_event(when(profile, story.update(email="alice@work.example", timezone="UTC")), "ProfileUpdated")
+    event = only_event(when(profile, story.update(email="alice@work.example", timezone="UTC")), "ProfileUpdated")
 
     assert (event.display_name, event.email, event.phone, event.locale, event.timezone) == (
         None, "alice@work.example", None, None, "UTC",
@@ -319,32 +316,32 @@ def test_update_profile_changes_only_the_fields_given_and_records_only_those():
 
 def test_a_field_given_with_its_current_value_is_not_recorded_as_changed():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
-    event = then_only_event(when(profile, story.update(email=EMAIL, display_name="Alice M.")), "ProfileUpdated")
+    event = only_event(when(profile, story.update(email=EMAIL, display_name="Alice M.")), "ProfileUpdated")
 
     assert (event.email, event.display_name) == (None, "Alice M.")
 
 
 def test_an_empty_phone_removes_the_phone():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
-    event = then_only_event(when(profile, story.update(phone="")), "ProfileUpdated")
+    event = only_event(when(profile, story.update(phone="")), "ProfileUpdated")
 
     assert event.phone == "" and profile.phone == ""
 
 
 def test_update_profile_with_no_field_is_refused():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.update()), "InvalidCommand", "at least one")
 
 
 def test_update_profile_that_changes_nothing_is_refused_as_nothing_to_change():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.update(email=EMAIL, locale="fr-FR")), "NothingToChange", "email", "locale")
     assert profile.version == 1
@@ -363,7 +360,7 @@ def test_update_profile_that_changes_nothing_is_refused_as_nothing_to_change():
 )
 def test_update_profile_validates_every_field_given_like_create_does(fields, field):
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.update(**fields)), "InvalidCommand", field)
     assert (profile.display_name, profile.email, profile.version) == (NAME, EMAIL, 1)
@@ -375,7 +372,7 @@ def test_update_profile_of_a_principal_without_a_profile_is_refused():
 
 def test_another_tenant_cannot_update_a_profile():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.update(tenant=OTHER_TENANT, display_name="Mallory")), "TenantMismatch")
     assert profile.display_name == NAME
@@ -396,9 +393,9 @@ def test_another_tenant_cannot_update_a_profile():
 )
 def test_set_preference_records_an_allowed_key_and_value(key, value):
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
-    event = then_only_event(when(profile, story.set(key, value)), "PreferenceSet")
+    event = only_event(when(profile, story.set(key, value)), "PreferenceSet")
 
     assert (event.key, event.value) == (key, value)
     assert profile.preferences == {key: value}
@@ -406,9 +403,9 @@ def test_set_preference_records_an_allowed_key_and_value(key, value):
 
 def test_setting_a_preference_again_with_another_value_replaces_it():
     story = Story()
-    profile = given(story.create(), story.set("theme", "dark"))
+    profile = given(story.created(), story.preference_set("theme", "dark"))
 
-    then_only_event(when(profile, story.set("theme", "light")), "PreferenceSet")
+    only_event(when(profile, story.set("theme", "light")), "PreferenceSet")
 
     assert profile.preferences == {"theme": "light"}
 
@@ -416,7 +413,7 @@ def test_setting_a_preference_again_with_another_value_replaces_it():
 @pytest.mark.parametrize("key", ["colour", "notifications", "notifications.fax", "Theme", "", "x" * 500])
 def test_a_preference_key_outside_the_allow_list_is_refused_naming_the_allowed_keys(key):
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     reason = then_rejected(when(profile, story.set(key, "true")), "InvalidCommand", *sorted(PREFERENCES))
     assert len(reason) < 300
@@ -434,23 +431,23 @@ def test_a_preference_key_outside_the_allow_list_is_refused_naming_the_allowed_k
 )
 def test_a_preference_value_the_key_does_not_allow_is_refused_naming_what_it_allows(key, value, allowed):
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.set(key, value)), "InvalidCommand", key, allowed)
 
 
 def test_setting_a_preference_to_the_value_it_has_is_refused_as_nothing_to_change():
     story = Story()
-    profile = given(story.create(), story.set("theme", "dark"))
+    profile = given(story.created(), story.preference_set("theme", "dark"))
 
     then_rejected(when(profile, story.set("theme", "dark")), "NothingToChange", "theme")
 
 
 def test_remove_preference_records_preference_removed_and_forgets_the_value():
     story = Story()
-    profile = given(story.create(), story.set("theme", "dark"), story.set("notifications.sms", "true"))
+    profile = given(story.created(), story.preference_set("theme", "dark"), story.preference_set("notifications.sms", "true"))
 
-    event = then_only_event(when(profile, story.remove("theme")), "PreferenceRemoved")
+    event = only_event(when(profile, story.remove("theme")), "PreferenceRemoved")
 
     assert event.key == "theme"
     assert profile.preferences == {"notifications.sms": "true"}
@@ -458,14 +455,14 @@ def test_remove_preference_records_preference_removed_and_forgets_the_value():
 
 def test_removing_a_preference_that_is_not_set_is_refused_as_preference_not_set():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.remove("theme")), "PreferenceNotSet", "theme")
 
 
 def test_removing_a_key_outside_the_allow_list_is_refused_as_invalid():
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
 
     then_rejected(when(profile, story.remove("colour")), "InvalidCommand", "colour")
 
@@ -496,7 +493,7 @@ def test_preferences_of_a_principal_without_a_profile_are_refused():
 )
 def test_a_rejected_command_records_no_event_and_leaves_the_profile_as_it_was(command, rule):
     story = Story()
-    profile = given(story.create(), story.set("theme", "dark"))
+    profile = given(story.created(), story.preference_set("theme", "dark"))
     before = (profile.version, profile.display_name, profile.email, profile.phone, dict(profile.preferences))
 
     decision = when(profile, command(story))
@@ -523,7 +520,7 @@ STEPS = st.lists(
 @for_all(STEPS)
 def test_any_sequence_of_commands_keeps_only_allowed_preferences_and_one_version_per_event(steps):
     story = Story()
-    profile = given(story.create())
+    profile = given(story.created())
     accepted = 0
 
     for verb, *args in steps:
