@@ -27,6 +27,7 @@ from infra import metrics
 from infra.command_client import CommandClient, CommandTimeout
 from infra.migrations import migrate
 from infra.ops import OpsServer
+from infra.outage import STORE_AWAY
 from infra.security import (
     Authorizer,
     Keyring,
@@ -138,7 +139,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("hub did not answer in time", method=method, error=str(exc))
                 await context.abort(code, "the hub did not answer in time; retry (with the same command id, if any)")
-            except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError) as exc:
+            except (OSError, *STORE_AWAY) as exc:
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("read store unavailable", method=method, error=str(exc))
                 await context.abort(code, "read store unavailable, retry later")

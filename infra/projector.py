@@ -20,6 +20,7 @@ from infra import metrics
 from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
+from infra.outage import PLATFORM_OUTAGE
 from infra.projection import ProjectionSpec, Statement
 from infra.service import serve_until_stopped
 from infra.topics import partitions_of
@@ -88,7 +89,8 @@ class Projector:
             {"projecting": lambda: self._healthy},
         )
         # Kafka or PostgreSQL away: wait and resume from the stored positions.
-        transient = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
+        # Any PostgresError restarts it too: the whole lifetime is one store's statements.
+        transient = (*PLATFORM_OUTAGE, asyncpg.PostgresError)
         await serve_until_stopped("projector", self.run, ops, transient, lambda: {"applied": self.applied})
 
     async def run(self, until: dict[TopicPartition, int] | None = None) -> int:

@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import pybreaker
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -45,6 +43,7 @@ from infra.dlq import DeadLetters
 from infra.hub import envelope as event_envelope
 from infra.keyed import KeyedConsumer
 from infra.ops import OpsServer
+from infra.outage import PLATFORM_OUTAGE
 from infra.service import serve_until_stopped
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import spoke_actor
@@ -57,15 +56,6 @@ REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
-PLATFORM_OUTAGE = (
-    OSError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,
-)
-"""Our own dependencies unreachable (PostgreSQL restarting, a hub's command answer
-timing out, Kafka away): not a handler bug — the record waits and is tried again."""
 CONCURRENCY = 32
 """Records of different keys (conversations, sagas) handled at once by one spoke process."""
 _ATTEMPTS: ContextVar[int] = ContextVar("spoke_attempts", default=0)

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 
 import asyncpg
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from base.settings import Settings
 from hubs.message.router import PROCESS as ROUTER_PROCESS
@@ -19,6 +18,7 @@ from infra.grpc_server import QueryService, RunningServer, start_server
 from infra.grpc_server import serve as serve_grpc
 from infra.ingress import Ingress, make_app
 from infra.ops import OpsServer
+from infra.outage import PLATFORM_OUTAGE
 from infra.service import lifetime, serve_until_stopped
 from infra.spoke import SpokeRunner
 from poseidon import bootstrap
@@ -79,7 +79,7 @@ async def router(settings: Settings) -> None:
     ops = OpsServer(
         settings.ops_host, settings.ops_port_for("router", "message"), ROUTER_PROCESS, {"consuming": lambda: routing.healthy}
     )
-    await serve_until_stopped("router", lifetime(routing), ops, (KafkaError, OSError), lambda: {"handled": routing.handled})
+    await serve_until_stopped("router", lifetime(routing), ops, PLATFORM_OUTAGE, lambda: {"handled": routing.handled})
 
 
 def saga_driver_for(settings: Settings, codec: Codec) -> SagaDriver:
@@ -93,7 +93,7 @@ async def saga_driver(settings: Settings) -> None:
         settings.ops_host, settings.ops_port_for("router", "saga"), DRIVER_PROCESS, {"consuming": lambda: driver.healthy}
     )
     await serve_until_stopped(
-        "saga driver", lifetime(driver), ops, (KafkaError, OSError, asyncpg.PostgresError), lambda: {"handled": driver.handled}
+        "saga driver", lifetime(driver), ops, (*PLATFORM_OUTAGE, asyncpg.PostgresError), lambda: {"handled": driver.handled}
     )
 
 

@@ -45,7 +45,6 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from base.settings import Settings
 from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
@@ -56,6 +55,7 @@ from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
 from infra.hub import command_from_record, envelope
 from infra.keyed import KeyedConsumer
+from infra.outage import PLATFORM_OUTAGE
 from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
 from projections.saga.queries import overdue_requests
 from sagas.reads import ReadStores
@@ -80,7 +80,7 @@ CONCURRENCY = 32
 
 def is_transient(exc: BaseException) -> bool:
     """Worth waiting for: a hub, Kafka or PostgreSQL away, not the record."""
-    return isinstance(exc, CommandTimeout | KafkaError | OSError | asyncpg.PostgresError)
+    return isinstance(exc, (*PLATFORM_OUTAGE, asyncpg.PostgresError))
 
 
 def derived_command_id(*parts: object) -> str:
@@ -346,7 +346,7 @@ class SagaDriver:
             await asyncio.sleep(TIMER_INTERVAL_S)
             try:
                 await self.fail_overdue()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (*PLATFORM_OUTAGE, asyncpg.PostgresError) as exc:
                 log.warning("deadline scan failed; retrying", error=str(exc)[:300])
 
     async def fail_overdue(self) -> int:

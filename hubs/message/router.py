@@ -37,7 +37,6 @@ from typing import Any
 import grpc
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
@@ -58,12 +57,13 @@ from hubs.message.routing import (
 )
 from hubs.tenant.aggregate import ACCOUNT_ID
 from infra import grpc_client
-from infra.command_client import CommandClient, CommandResult, CommandTimeout, new_meta
+from infra.command_client import CommandClient, CommandResult, new_meta
 from infra.consumers import group_consumer
 from infra.dlq import DeadLetters
 from infra.grpc_client import PlatformToken
 from infra.hub import HubSpec
 from infra.keyed import KeyedConsumer
+from infra.outage import PLATFORM_OUTAGE
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import Command
 from schemas.protos import app_pb2, app_pb2_grpc, billing_pb2, billing_pb2_grpc, tenant_pb2, tenant_pb2_grpc
@@ -404,7 +404,7 @@ def is_transient(exc: BaseException) -> bool:
     """Worth retrying: the record is fine, something it needs is away."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() in TRANSIENT_GRPC
-    return isinstance(exc, CommandTimeout | KafkaError | ConnectionError | OSError)
+    return isinstance(exc, PLATFORM_OUTAGE)
 
 
 # -- the process ---------------------------------------------------------------------
