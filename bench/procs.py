@@ -220,11 +220,14 @@ async def wait_until(predicate, timeout: float, what: str, service: Service | No
 
 
 def kafka_tool(main_class: str, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """One of Kafka's own tools from the jars the local stack runs (ConsumerGroupCommand,
-    ProducerPerformance…); a small heap, output captured. Raises on timeout or no Java."""
+    """One of Kafka's own tools (ProducerPerformance…) from the jars the local stack runs;
+    a small heap, output captured. Raises on timeout, no Java or no jars."""
     from bench.report import kafka_lib
 
-    argv = ["java", "-Xmx256m", "-cp", f"{kafka_lib()}/*", main_class, *args]
+    lib = kafka_lib()
+    if not (lib / ".complete").exists():
+        raise FileNotFoundError(f"Kafka's jars are missing in {lib}: run `make setup`")
+    argv = ["java", "-Xmx256m", "-cp", f"{lib}/*", main_class, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 

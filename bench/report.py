@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -319,7 +320,14 @@ def machine(pg_version: str | None) -> dict:
 
 
 def kafka_lib() -> Path:
-    return Path(os.environ.get("POSEIDON_STACK_DIR", ROOT / ".stack")) / "kafka" / "lib"
+    """The Kafka jars the local stack runs, found as `infra/local/stack.sh` finds them:
+    POSEIDON_KAFKA_LIB, else `<stack dir>/kafka/lib-<version>`, else the project's own
+    `.stack/kafka/lib-<version>` (`make setup` fetches them there; a private stack reuses them)."""
+    version = re.search(r"<kafka.version>(.+?)</kafka.version>", (ROOT / "infra/local/pom.xml").read_text()).group(1)
+    stack = Path(os.environ.get("POSEIDON_STACK_DIR", ROOT / ".stack"))
+    shared = ROOT / ".stack" / "kafka" / f"lib-{version}"
+    lib = Path(os.environ.get("POSEIDON_KAFKA_LIB", stack / "kafka" / f"lib-{version}"))
+    return lib if (lib / ".complete").exists() else shared
 
 
 def kafka_version() -> str:
