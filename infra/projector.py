@@ -17,6 +17,7 @@ from aiokafka.structs import ConsumerRecord
 from base.logging import bind_correlation
 from base.settings import Settings
 from infra import metrics
+from infra.bulk import BulkLoad
 from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
@@ -54,6 +55,11 @@ class Projector:
     `stop_before(event_type, record)`: with `until`, a partition ends just
     before the first event it accepts (a point-in-time rebuild); the stored
     position is that event's offset, so a later run resumes exactly there.
+
+    `bulk`: the schema is a fresh shadow being rebuilt with `until`: rows are
+    folded in memory and COPYed once when every partition has reached its end,
+    in one transaction with the positions (infra/bulk.py). Nothing is written
+    before then, so `applied` and the last `on_progress` move only at that commit.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class Projector:
         on_progress: Callable[[int], None] | None = None,
         record_filter: Callable[[str, dict], bool] | None = None,
         stop_before: Callable[[str, dict], bool] | None = None,
+        bulk: bool = False,
     ):
         self.spec, self.settings, self.codec = spec, settings, codec
         self.schema = schema or settings.pg_schema(spec.name)
@@ -80,6 +87,10 @@ class Projector:
         self.positions: dict[TopicPartition, int] = {}
         self.applied = 0
         self._healthy = False
+        self._bulk = BulkLoad(self.schema) if bulk else None
+        self._folded = 0
+        """Bulk: events read and folded (or run as SQL) but not committed yet."""
+        self._bulk_positions: dict[TopicPartition, int] = {}
 
     async def serve(self) -> None:
         ops = OpsServer(
@@ -94,6 +105,8 @@ class Projector:
         await serve_until_stopped("projector", self.run, ops, transient, lambda: {"applied": self.applied})
 
     async def run(self, until: dict[TopicPartition, int] | None = None) -> int:
+        if self._bulk is not None and until is None:
+            raise ValueError("a bulk load needs `until`: its rows are written when every partition reached it")
         self._until = dict(until) if until is not None else None
         conn = await asyncpg.connect(
             self.settings.pg_dsn, server_settings={"search_path": self.schema, "application_name": self.process_name}
@@ -121,6 +134,8 @@ class Projector:
                 # The consumer's position steps over transaction markers, which
                 # the end offsets count; the stored positions do not.
                 if self._until is not None and all([await consumer.position(tp) >= end for tp, end in self._until.items()]):
+                    if self._bulk is not None:
+                        await self._finish_bulk(conn)
                     return self.applied
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 if not batch:
@@ -148,33 +163,18 @@ class Projector:
     async def _apply_batch(
         self, conn: asyncpg.Connection, producer: AIOKafkaProducer, batch: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        if self._bulk is not None:
+            await self._fold_batch(conn, producer, batch)
+            return
         started = time.perf_counter()
-        statements: list[Statement] = []
-        new_positions: dict[TopicPartition, int] = {}
-        count = read = 0
         async with conn.transaction():
             stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(LOCK_POSITIONS_SQL)}
-            for tp, records in batch.items():
+            for tp in batch:
                 if stored.get(tp, 0) != self.positions.get(tp, 0):
                     raise PositionMoved(
                         f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}"
                     )
-                end = self._until.get(tp) if self._until is not None else None
-                for record in records:
-                    if record.offset < self.positions[tp]:
-                        continue
-                    if end is not None and record.offset >= end:
-                        break
-                    applied = await self._statements_for(producer, record)
-                    if applied is _STOP:
-                        self._until[tp] = record.offset
-                        new_positions[tp] = record.offset
-                        break
-                    new_positions[tp] = record.offset + 1
-                    read += 1
-                    if applied is not None:
-                        statements.extend(applied)
-                        count += 1
+            statements, new_positions, read, count = await self._read_batch(producer, batch)
             await _execute(conn, statements)
             await conn.executemany(SAVE_POSITION_SQL, [(tp.topic, tp.partition, off) for tp, off in new_positions.items()])
         self.positions.update(new_positions)
@@ -183,6 +183,68 @@ class Projector:
         metrics.LATENCY.labels(self.process_name, self.spec.name).observe(time.perf_counter() - started)
         if self.on_progress is not None:
             self.on_progress(read)
+
+    async def _fold_batch(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        """Bulk: no position check (nobody else writes a shadow being built) and
+        nothing committed per batch; statements that cannot fold run as SQL."""
+        statements, new_positions, read, count = await self._read_batch(producer, batch)
+        left = await self._bulk.fold(conn, statements)
+        if left:
+            async with conn.transaction():
+                await _execute(conn, left)
+        self.positions.update(new_positions)
+        self._bulk_positions.update(new_positions)
+        self._folded += count
+        if self.on_progress is not None:
+            self.on_progress(read)
+
+    async def _finish_bulk(self, conn: asyncpg.Connection) -> None:
+        started = time.perf_counter()
+        async with conn.transaction():
+            rows = await self._bulk.spill(conn)
+            await conn.executemany(SAVE_POSITION_SQL, [(tp.topic, tp.partition, off) for tp, off in self._bulk_positions.items()])
+        self._bulk_positions.clear()
+        self.applied += self._folded
+        metrics.RECORDS_PROCESSED.labels(self.process_name, self.spec.name, "applied").inc(self._folded)
+        log.info(
+            "bulk load written",
+            schema=self.schema,
+            events=self._folded,
+            rows=rows,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        self._folded = 0
+        if self.on_progress is not None:
+            self.on_progress(0)
+
+    async def _read_batch(
+        self, producer: AIOKafkaProducer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[list[Statement], dict[TopicPartition, int], int, int]:
+        """The batch's statements in event order, the next position of each
+        partition it moved, records read, and events that gave statements."""
+        statements: list[Statement] = []
+        new_positions: dict[TopicPartition, int] = {}
+        count = read = 0
+        for tp, records in batch.items():
+            end = self._until.get(tp) if self._until is not None else None
+            for record in records:
+                if record.offset < self.positions[tp]:
+                    continue
+                if end is not None and record.offset >= end:
+                    break
+                applied = await self._statements_for(producer, record)
+                if applied is _STOP:
+                    self._until[tp] = record.offset
+                    new_positions[tp] = record.offset
+                    break
+                new_positions[tp] = record.offset + 1
+                read += 1
+                if applied is not None:
+                    statements.extend(applied)
+                    count += 1
+        return statements, new_positions, read, count
 
     async def _statements_for(self, producer: AIOKafkaProducer, record: ConsumerRecord) -> list[Statement] | None | object:
         """The record's statements; None if the filter passes over it; _STOP if

@@ -145,6 +145,7 @@ async def rebuild(
         on_progress=bar.update,
         record_filter=tenant_filter(tenant),
         stop_before=after_time(to_time),
+        bulk=True,  # a fresh schema: fold and COPY (infra/bulk.py); catch-ups below run the SQL
     )
     await projector.run(until=until)
     bar.close()

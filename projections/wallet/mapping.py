@@ -6,22 +6,32 @@ from __future__ import annotations
 
 import uuid
 
-from infra.projection import Statement
+from infra.projection import Const, Insert, Keep, Statement, Update
 
 # Phases: the wallet row exists before anything updates it; ledger rows depend on
 # nothing; wallet updates run in event order (their version guard needs it).
 OPENED, LEDGERED, UPDATED = 0, 1, 2
 
-OPEN = """INSERT INTO wallets (wallet_id, tenant_id, currency, balance, reserved, version, opened_at, updated_at)
-VALUES ($1, $2, $3, 0, 0, $4, $5, $5) ON CONFLICT (wallet_id) DO NOTHING"""
-LEDGER = """INSERT INTO ledger (wallet_id, version, tenant_id, kind, amount, balance_delta, reserved_delta,
-    entry_id, reservation_id, reference, event_id, correlation_id, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"""
+OPEN_ROW = Insert(
+    "wallets",
+    {"wallet_id": 1, "tenant_id": 2, "currency": 3, "balance": Const("0", 0), "reserved": Const("0", 0), "version": 4,
+     "opened_at": 5, "updated_at": 5},
+    key=("wallet_id",),
+)  # fmt: skip
+LEDGER_ROW = Insert(
+    "ledger",
+    {"wallet_id": 1, "version": 2, "tenant_id": 3, "kind": 4, "amount": 5, "balance_delta": 6, "reserved_delta": 7,
+     "entry_id": 8, "reservation_id": 9, "reference": 10, "event_id": 11, "correlation_id": 12, "occurred_at": 13},
+    key=("wallet_id", "version"),
+    unique=(("event_id",),),
+    any_conflict=True,
+)  # fmt: skip
 # One statement for every movement (NULL keeps a column), so a batch of them is one executemany.
-UPDATE = """UPDATE wallets SET balance = COALESCE($2, balance), reserved = COALESCE($3, reserved), version = $4,
-    updated_at = $5 WHERE wallet_id = $1 AND version < $4"""
-
-CLOSE = """UPDATE wallets SET closed_at = $3, version = $2, updated_at = $3 WHERE wallet_id = $1 AND version < $2"""
+UPDATE_ROW = Update(
+    "wallets", key={"wallet_id": 1}, set={"balance": Keep(2), "reserved": Keep(3), "version": 4, "updated_at": 5}, guard=4
+)
+CLOSE_ROW = Update("wallets", key={"wallet_id": 1}, set={"closed_at": 3, "version": 2, "updated_at": 3}, guard=2)
+OPEN, LEDGER, UPDATE, CLOSE = OPEN_ROW.sql, LEDGER_ROW.sql, UPDATE_ROW.sql, CLOSE_ROW.sql
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -31,8 +41,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     kind = event_type.rsplit(".", 1)[-1]
 
     def ledger(kind: str, amount: int, balance_delta: int, reserved_delta: int, **refs: str) -> Statement:
-        return Statement(
-            LEDGER,
+        return LEDGER_ROW.statement(
             (
                 wallet_id, version, env["tenant_id"], kind, amount, balance_delta, reserved_delta,
                 refs.get("entry_id", ""), refs.get("reservation_id", ""), refs.get("reference", ""),
@@ -42,10 +51,10 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         )  # fmt: skip
 
     def update(balance: int | None, reserved: int | None) -> Statement:
-        return Statement(UPDATE, (wallet_id, balance, reserved, version, at), phase=UPDATED)
+        return UPDATE_ROW.statement((wallet_id, balance, reserved, version, at), UPDATED)
 
     if kind == "WalletOpened":
-        return [Statement(OPEN, (wallet_id, env["tenant_id"], record["currency"], version, at), phase=OPENED)]
+        return [OPEN_ROW.statement((wallet_id, env["tenant_id"], record["currency"], version, at), OPENED)]
     if kind == "FundsCredited":
         a = record["amount"]
         return [
@@ -77,5 +86,5 @@ def apply(event_type: str, record: dict) -> list[Statement]:
             update(record["balance_after"], record["reserved_after"]),
         ]
     if kind == "WalletClosed":
-        return [Statement(CLOSE, (wallet_id, version, at), phase=UPDATED)]
+        return [CLOSE_ROW.statement((wallet_id, version, at), UPDATED)]
     raise ValueError(f"the wallet read model has no mapping for {event_type}")
