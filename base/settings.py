@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     processing_guarantee: str = "exactly_once"
     commit_interval_ms: int = 100
+    processor_batch_max: int = 1000
+    """Most command records one processor decides in one transaction per partition."""
+    dedup_window_s: float = 24 * 3600.0
+    """How long a processor answers a repeated command id with its first outcome (and how far back it reads results at start)."""
+    dedup_max_per_partition: int = 100_000
+    """At most this many recent command ids per command partition are remembered for deduplication."""
+    aggregate_cache_size: int = 10_000
+    """Decoded aggregates a processor keeps in memory (least recently used evicted; their stored state stays)."""
     state_dir: str = ".state"
     secrets_dir: str = ""
     """Folder of secret files, one per variable (`POSEIDON_S3_SECRET_KEY`); empty: none."""
@@ -208,6 +216,13 @@ class Settings(BaseSettings):
             raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
         if self.ingress_body_timeout_s <= 0:
             raise SettingsError("POSEIDON_INGRESS_BODY_TIMEOUT_S must be positive")
+        if (
+            self.processor_batch_max < 1
+            or self.dedup_max_per_partition < 1
+            or self.aggregate_cache_size < 1
+            or self.dedup_window_s <= 0
+        ):
+            raise SettingsError("processor batch, dedup window and cache sizes must be positive")
         if self.commit_interval_ms < 1:
             raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
         if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (

@@ -37,9 +37,8 @@ def hub_topics(hub: HubSpec) -> list[TopicSpec]:
         TopicSpec(hub.topic("command-results"), {"cleanup.policy": "delete", "retention.ms": MONTH_MS}),
         TopicSpec(hub.topic("commands.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
         TopicSpec(hub.topic("events.dlq"), {"cleanup.policy": "delete", "retention.ms": FOREVER}),
-        # The processor's table changelogs, created here rather than by faust on
-        # first use: a command arriving before faust declared them crashed the agent
-        # (PartitionsMismatch). Names follow faust's `<app id>-<table>-changelog`.
+        # The processor's state changelog (one record per aggregate and batch, compacted).
+        # The name is the one faust gave it, so state written before the move off faust restores.
         *(TopicSpec(changelog_topic(hub, table), {"cleanup.policy": "compact"}) for table in PROCESSOR_TABLES),
     ]
 
@@ -72,11 +71,14 @@ def spoke_topics(name: str) -> list[TopicSpec]:
     ]
 
 
-PROCESSOR_TABLES = ("aggregate_states", "command_outcomes")
+PROCESSOR_TABLES = ("aggregate_states",)
+"""The processor's compacted changelogs. Command outcomes need none: the dedup
+window is read back from `<hub>.command-results` (same partition as the command)."""
 
 
 def processor_app_id(hub: HubSpec) -> str:
-    """Logical faust app id of a hub's processor (the physical one adds the topic prefix)."""
+    """Logical id of a hub's processor: its consumer group and transactional-id stem
+    (the physical one adds the topic prefix)."""
     return f"poseidon-{hub.name}-processor"
 
 
