@@ -9,18 +9,10 @@ import sys
 
 import click
 
-from base.logging import configure
-from base.settings import Settings, SettingsError
 from poseidon import bootstrap
+from poseidon.cli_settings import cli_settings
 
-
-def _settings() -> Settings:
-    try:
-        settings = bootstrap.settings()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    configure(settings.log_level, settings.log_format)
-    return settings
+_settings = cli_settings
 
 
 def _hubs(hub_name: str | None) -> list:

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from base.logging import configure
-from base.settings import Settings, SettingsError
 from poseidon import bootstrap
+from poseidon.cli_settings import cli_settings
 
 
 def parse_offsets(text: str | None) -> dict[int, int] | int | None:
@@ -144,13 +143,7 @@ def replay(
         sys.exit(1)
 
 
-def _settings() -> Settings:
-    try:
-        settings = bootstrap.settings()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    configure(settings.log_level, settings.log_format)
-    return settings
+_settings = cli_settings
 
 
 if __name__ == "__main__":
