@@ -88,8 +88,6 @@ class Settings(BaseSettings):
     """One ops port for whatever this process is (0: any free port); unset: the role's base + the index."""
     log_format: str = "auto"
     log_level: str = "INFO"
-    processing_guarantee: str = "exactly_once"
-    commit_interval_ms: int = 100
     processor_batch_max: int = 1000
     """Most command records one processor decides in one transaction per partition."""
     dedup_window_s: float = 24 * 3600.0
@@ -202,10 +200,6 @@ class Settings(BaseSettings):
     def check(self) -> None:
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(f"POSEIDON_LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
-        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
-            raise SettingsError(
-                f"POSEIDON_PROCESSING_GUARANTEE must be exactly_once or at_least_once, not {self.processing_guarantee!r}"
-            )
         if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
         if self.odoo_protocol not in ("xmlrpc", "json2"):
@@ -223,8 +217,6 @@ class Settings(BaseSettings):
             or self.dedup_window_s <= 0
         ):
             raise SettingsError("processor batch, dedup window and cache sizes must be positive")
-        if self.commit_interval_ms < 1:
-            raise SettingsError("POSEIDON_COMMIT_INTERVAL_MS must be at least 1")
         if any(not 0 < port < 65536 for port in self.grpc_ports.values()) or (
             self.ops_port is not None and not 0 <= self.ops_port < 65536
         ):

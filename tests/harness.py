@@ -64,7 +64,6 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_SCHEMA_REGISTRY_URL=settings.schema_registry_url,
         POSEIDON_LOG_FORMAT="json",
         POSEIDON_LOG_LEVEL="INFO",
-        POSEIDON_COMMIT_INTERVAL_MS=str(settings.commit_interval_ms),
         POSEIDON_STATE_DIR=settings.state_dir,
         POSEIDON_JWT_KEYS_DIR=settings.keys_dir,
     )

@@ -23,7 +23,7 @@ def test_with_no_environment_the_settings_are_the_documented_defaults():
     assert settings.pg_dsn == "postgresql://poseidon@127.0.0.1:15432/poseidon"
     assert (settings.topic_prefix, settings.schema_prefix, settings.schema_registry_url) == ("", "", "")
     assert (settings.topic_partitions, settings.topic_replication, settings.topic_min_isr) == (4, 1, 1)
-    assert settings.processing_guarantee == "exactly_once"
+    assert (settings.processor_batch_max, settings.dedup_window_s) == (1000, 86400.0)
     assert settings.ops_port is None
     installed = bootstrap.settings({})
     assert installed.grpc_port("wallet") == 50056
@@ -54,8 +54,8 @@ def test_every_variable_overrides_its_setting():
         "POSEIDON_OPS_PORT": "8080",
         "POSEIDON_LOG_FORMAT": "json",
         "POSEIDON_LOG_LEVEL": "debug",
-        "POSEIDON_PROCESSING_GUARANTEE": "at_least_once",
-        "POSEIDON_COMMIT_INTERVAL_MS": "250",
+        "POSEIDON_PROCESSOR_BATCH_MAX": "250",
+        "POSEIDON_DEDUP_WINDOW_S": "3600",
         "POSEIDON_STATE_DIR": "/var/lib/poseidon",
     }
 
@@ -68,8 +68,7 @@ def test_every_variable_overrides_its_setting():
     assert (s.topic_partitions, s.topic_replication, s.topic_min_isr) == (12, 3, 2)
     assert (s.grpc_host, s.ops_host, s.ops_port) == ("0.0.0.0", "0.0.0.0", 8080)
     assert (s.log_format, s.log_level) == ("json", "DEBUG")
-    assert s.processing_guarantee == "at_least_once"
-    assert s.commit_interval_ms == 250
+    assert (s.processor_batch_max, s.dedup_window_s) == (250, 3600.0)
     assert s.state_dir == "/var/lib/poseidon"
 
 
@@ -91,7 +90,7 @@ def test_a_hub_grpc_port_override_changes_only_that_hub():
         "POSEIDON_TOPIC_MIN_ISR",
         "POSEIDON_GRPC_PORT_WALLET",
         "POSEIDON_OPS_PORT",
-        "POSEIDON_COMMIT_INTERVAL_MS",
+        "POSEIDON_PROCESSOR_BATCH_MAX",
     ],
 )
 @pytest.mark.parametrize("value", ["four", "1.5", "0x10"])
@@ -124,7 +123,6 @@ def test_a_topic_count_below_one_is_refused(variable):
     "variable, value",
     [
         ("POSEIDON_LOG_FORMAT", "xml"),
-        ("POSEIDON_PROCESSING_GUARANTEE", "at_most_once"),
         ("POSEIDON_SCHEMA_PREFIX", "ci-42"),
         ("POSEIDON_SCHEMA_PREFIX", 'x"; drop schema wallet; --'),
     ],
