@@ -1,27 +1,33 @@
 """Command processing with exactly-once: CreditFunds commands pipelined through
-the real `poseidon processor wallet` via CommandClient, against a raw aiokafka
-transactional producer writing the same number of same-size records."""
+the real `poseidon processor wallet` via CommandClient, against a raw consume →
+produce → commit loop with the processor's own fan-out (records and sizes per
+command, counted on the topics it wrote in the same run)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from base.settings import Settings
 from hubs.wallet.commands import CreditFunds, OpenWallet
 from hubs.wallet.hub import HUB
 from infra.command_client import CommandClient, new_meta
-from infra.hub import command_to_record
-from infra.topics import TopicSpec, ensure_topics, hub_topics
+from infra.consumers import group_consumer
+from infra.hub import HubSpec
+from infra.topics import TopicSpec, ensure_topics, hub_topics, partitions_of
 from schemas.codec import Codec
 
-RAW_TOPIC = "bench.raw-txn"
-TXN_BATCH = 100
-WARMUP_TRANSACTIONS = 20
+RAW_GROUP = "bench.raw-loop"
+RAW_PREFIX = "bench.raw."
+"""The raw loop writes `<hub topic>`'s share of the fan-out to `bench.raw.<hub topic>`."""
+POLL_RECORDS = 500
+"""The raw loop's largest poll (so its largest transaction): the Java consumer's default max.poll.records."""
 SEND_WINDOW = 256
 
 
@@ -88,53 +94,162 @@ async def submit_all(client: CommandClient, commands: list, window: int = SEND_W
     return futures
 
 
-def same_size_records(codec: Codec, wallets: list[Wallet], count: int) -> list[tuple[bytes, bytes]]:
-    """What CommandClient would put on the wire for `count` credits: key and Avro value."""
-    records = []
-    for i in range(count):
-        c = credit(wallets[i % len(wallets)], 1 + i % 97)
-        records.append((c.meta.aggregate_id.encode(), codec.encode(c.avro_name(), command_to_record(c))))
-    return records
+@dataclass(frozen=True)
+class Output:
+    """What the processor wrote to one of its hub's topics, per command it consumed."""
+
+    topic: str
+    """Logical name (from `infra.topics.hub_topics`)."""
+    per_command: float
+    """Records written there per command consumed (fractional when a batch writes one for many)."""
+    key_bytes: float
+    value_bytes: float
+    header_bytes: float
+    """Mean sizes of those records; headers as the sum of their names' and values' bytes."""
+
+    def figures(self) -> dict:
+        return {
+            "per_command": round(self.per_command, 3),
+            "key_bytes": round(self.key_bytes, 1),
+            "value_bytes": round(self.value_bytes, 1),
+            "header_bytes": round(self.header_bytes, 1),
+        }
 
 
-async def raw_transactional_produce(settings: Settings, records: list[tuple[bytes, bytes]], run_id: str) -> dict:
-    """Baseline: one transactional producer, TXN_BATCH records per transaction."""
-    await ensure_topics(settings, [TopicSpec(RAW_TOPIC, {"cleanup.policy": "delete"})])
-    topic = settings.topic(RAW_TOPIC)
+async def read_back(settings: Settings, topics: list[str], limit: int | None = None, timeout: float = 60) -> AsyncIterator:
+    """Every committed record of `topics` (physical names) from the beginning to the
+    end offsets taken now, or the first `limit`; raises if the end is not reached in time."""
+    partitions = [TopicPartition(t, p) for t, ps in (await partitions_of(settings, topics)).items() for p in ps]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline, seen = time.monotonic() + timeout, 0
+        # Positions move past transaction markers too, so they reach the read_committed ends.
+        while not all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topics}: not read to the end offsets within {timeout:.0f}s")
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for record in batch:
+                    yield record
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        return
+    finally:
+        await consumer.stop()
+
+
+async def processor_fan_out(settings: Settings, hub: HubSpec = HUB) -> tuple[int, list[Output]]:
+    """(commands on the hub's command topic, what the processor wrote per command to
+    each of the hub's other topics). Taken from the topics, not from the processor's
+    code, so the raw loop follows whatever the processor writes today."""
+    commands = hub.topic("commands")
+    consumed = sum([1 async for _ in read_back(settings, [settings.topic(commands)], timeout=120)])
+    if not consumed:
+        raise RuntimeError(f"no records on {commands}")
+    outputs = []
+    for spec in hub_topics(hub):
+        if spec.name == commands:
+            continue
+        count = keys = values = headers = 0
+        async for r in read_back(settings, [settings.topic(spec.name)], timeout=120):
+            count += 1
+            keys += len(r.key or b"")
+            values += len(r.value or b"")
+            headers += sum(len(k.encode()) + len(v or b"") for k, v in r.headers)
+        if count:
+            outputs.append(Output(spec.name, count / consumed, keys / count, values / count, headers / count))
+    return consumed, outputs
+
+
+def records_due(per_command: float, index: int) -> int:
+    """How many records the command at `index` (0-based, in consuming order) writes:
+    whole fan-outs every time, a fractional one spread so that after n commands
+    exactly floor(n × per_command) have been written."""
+    return math.floor((index + 1) * per_command) - math.floor(index * per_command)
+
+
+def resized(key: bytes, size: int) -> bytes:
+    """`key` repeated or cut to `size` bytes: same partition for the same aggregate, mean size kept."""
+    return (key * (size // max(len(key), 1) + 1))[:size] if key else b"k" * size
+
+
+async def raw_loop(settings: Settings, outputs: list[Output], commands: int, warm_up: int, run_id: str) -> dict:
+    """Baseline: what the processor does, without the processor. A consumer in a group
+    (read_committed) reads the same command records; per poll batch and partition one
+    transaction produces, per command, the processor's fan-out (same number of records
+    per topic, same mean key, value and header sizes), sends the consumed offsets to
+    the transaction and commits. The clock starts once the first `warm_up` commands
+    (the processor's warm-up: opening and first credits) have been handled."""
+    payloads = {
+        o.topic: (
+            settings.topic(RAW_PREFIX + o.topic),
+            round(o.key_bytes),
+            bytes(round(o.value_bytes)),
+            [("h", bytes(max(round(o.header_bytes) - 1, 0)))] if o.header_bytes >= 1 else [],
+        )
+        for o in outputs
+    }
+    group = settings.topic(RAW_GROUP)
+    consumer = group_consumer(settings, [HUB.topic("commands")], RAW_GROUP, max_poll_records=POLL_RECORDS)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        transactional_id=f"{run_id}-raw-txn",
-        enable_idempotence=True,
-        acks="all",
+        bootstrap_servers=settings.kafka_bootstrap, transactional_id=f"{run_id}raw-loop", enable_idempotence=True, acks="all"
     )
     await producer.start()
+    await consumer.start()
+    consumed = produced = transactions = 0
+
+    async def handle_poll(max_records: int) -> None:
+        nonlocal consumed, produced, transactions
+        for tp, records in (await consumer.getmany(timeout_ms=500, max_records=max_records)).items():
+            async with producer.transaction():
+                for record in records:
+                    for o in outputs:
+                        topic, key_size, value, headers = payloads[o.topic]
+                        for _ in range(records_due(o.per_command, consumed)):
+                            await producer.send(topic, value, key=resized(record.key, key_size), headers=headers)
+                            produced += 1
+                    consumed += 1
+                await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, group)
+            transactions += 1
+
     try:
-        # Untimed warm-up (metadata, producer id, the broker's transaction path),
-        # as the processor gets its warm-up from opening the wallets.
-        for _ in range(WARMUP_TRANSACTIONS):
-            async with producer.transaction():
-                for key, value in records[:TXN_BATCH]:
-                    await producer.send(topic, value, key=key, headers=[("correlation_id", key)])
-        started = time.perf_counter()
-        for i in range(0, len(records), TXN_BATCH):
-            async with producer.transaction():
-                for key, value in records[i : i + TXN_BATCH]:
-                    await producer.send(topic, value, key=key, headers=[("correlation_id", key)])
+        deadline = time.monotonic() + 300
+        while consumed < warm_up and time.monotonic() < deadline:
+            await handle_poll(min(POLL_RECORDS, warm_up - consumed))  # ends exactly at the warm-up's last command
+        started, warm_transactions = time.perf_counter(), transactions
+        while consumed < commands and time.monotonic() < deadline:
+            await handle_poll(POLL_RECORDS)
         elapsed = time.perf_counter() - started
     finally:
+        await consumer.stop()
         await producer.stop()
+    if consumed < commands:
+        raise TimeoutError(f"raw loop: only {consumed} of {commands} commands consumed within 300 s")
+    timed = commands - warm_up
     return {
-        "records": len(records),
-        "record_bytes": round(sum(len(v) for _, v in records) / len(records), 1),
-        "per_transaction": TXN_BATCH,
+        "commands": consumed,
+        "timed_commands": timed,
         "seconds": round(elapsed, 3),
-        "per_second": round(len(records) / elapsed, 1),
+        "per_second": round(timed / elapsed, 1),
+        "records_produced": produced,
+        "commands_per_transaction": round(timed / max(transactions - warm_transactions, 1), 1),
+        "fan_out_records_per_command": round(sum(o.per_command for o in outputs), 3),
+        "fan_out": {o.topic: o.figures() for o in outputs},
     }
 
 
 async def create_hub_topics(settings: Settings) -> None:
-    await ensure_topics(settings, hub_topics(HUB))
-    await wait_for_leaders(settings, [settings.topic(spec.name) for spec in hub_topics(HUB)])
+    """The hub's topics and the raw loop's copies of its output topics (same settings),
+    long before they are written: brand-new partitions answer NotLeaderForPartition for a moment."""
+    specs = hub_topics(HUB)
+    specs += [TopicSpec(RAW_PREFIX + spec.name, spec.config) for spec in specs if spec.name != HUB.topic("commands")]
+    await ensure_topics(settings, specs)
+    await wait_for_leaders(settings, [settings.topic(spec.name) for spec in specs])
 
 
 async def start_client(settings: Settings, codec: Codec) -> CommandClient:

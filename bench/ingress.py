@@ -11,13 +11,14 @@ import re
 import time
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from base.settings import Settings
 from bench import procs
+from bench.commands import read_back, wait_for_leaders
 from bench.load import Post, closed_loop, http_figures, http_session, latency_figures
 from infra.ingress import INBOUND_TOPIC, max_record_bytes
-from infra.topics import TopicSpec, ensure_topics, ingress_topics, partitions_of
+from infra.topics import TopicSpec, ensure_topics, ingress_topics
 from tests.standins.facebook import message_event, signed_webhook, webhook_body
 
 APP_SECRET = "bench-app-secret"
@@ -57,31 +58,12 @@ async def create_topics(settings: Settings) -> None:
     inbound = next(spec for spec in ingress_topics() if spec.name == INBOUND_TOPIC)
     specs = [*ingress_topics(), TopicSpec(RAW_TOPIC, inbound.config), TopicSpec(PERF_TOPIC, inbound.config)]
     await ensure_topics(settings, specs)
-    from bench.commands import wait_for_leaders
-
     await wait_for_leaders(settings, [settings.topic(s.name) for s in specs])
 
 
 async def stored_records(settings: Settings, limit: int) -> list[Record]:
     """Up to `limit` records exactly as ingress stored them (key, value, headers)."""
-    topic = settings.topic(INBOUND_TOPIC)
-    partitions = [TopicPartition(topic, p) for p in (await partitions_of(settings, [topic]))[topic]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Record] = []
-        deadline = time.monotonic() + 60
-        while len(records) < limit and time.monotonic() < deadline:
-            if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
-                break
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                records += [(r.key, r.value, list(r.headers)) for r in batch]
-        return records[:limit]
-    finally:
-        await consumer.stop()
+    return [(r.key, r.value, list(r.headers)) async for r in read_back(settings, [settings.topic(INBOUND_TOPIC)], limit)]
 
 
 def raw_producer(settings: Settings) -> AIOKafkaProducer:

@@ -156,11 +156,13 @@ def rows_for(results: dict) -> list[Row]:
     """The rows of the stages that ran (all of them unless `--only`)."""
     commands, replay, query, memory = (results.get(k) or {} for k in ("commands", "replay", "query", "memory"))
     stages = results.get("stages") or ["commands", "ingress", "e2e"]
+    raw_loop = commands.get("raw_loop")
+    fan_out = f"raw loop, {raw_loop['fan_out_records_per_command']:g} rec/cmd: " if raw_loop else ""
     rows = []
     if "commands" in stages:
         rows += [
             throughput_row(
-                "command processing, exactly-once", "cmd/s", commands.get("processor"), commands.get("raw_transactional"), "rec/s"
+                "command processing, exactly-once", "cmd/s", commands.get("processor"), raw_loop, "cmd/s", raw_name=fan_out
             ),
             throughput_row(
                 "projection replay into PostgreSQL", "events/s", replay.get("projector"), replay.get("copy"), "rows/s"
@@ -217,6 +219,15 @@ def context(results: dict) -> list[str]:
             f"- processor: {cpu.get('process_cpu_percent', '-')} % CPU, bench client {cpu.get('client_cpu_percent', '-')} %, "
             f"machine {cpu.get('machine_busy_percent', '-')} % busy; log warnings: {p.get('processor_log_warnings') or 'none'}"
         )
+    if raw := commands.get("raw_loop"):
+        per_topic = ", ".join(
+            f"{topic} {f['per_command']:g} × {f['key_bytes'] + f['value_bytes'] + f['header_bytes']:.0f} B"
+            for topic, f in raw["fan_out"].items()
+        )
+        lines.append(
+            f"- raw loop: fan-out per command {per_topic}; {raw['commands_per_transaction']} commands per transaction; "
+            f"bench client {raw['cpu'].get('client_cpu_percent', '-')} % CPU"
+        )
     if p := replay.get("projector"):
         lines.append(
             f"- replay: {p['first_batch_seconds']} s of {p['seconds']} s went by before its first batch committed "
@@ -259,7 +270,7 @@ def write(results: dict, rows: list[Row]) -> None:
         "commit": results["machine"]["commit"],
         "cores": results["machine"]["cores"],
         "commands_per_s": (commands.get("processor") or {}).get("per_second"),
-        "raw_txn_per_s": (commands.get("raw_transactional") or {}).get("per_second"),
+        "raw_loop_per_s": (commands.get("raw_loop") or {}).get("per_second"),
         "replay_events_per_s": (replay.get("projector") or {}).get("per_second"),
         "copy_rows_per_s": (replay.get("copy") or {}).get("per_second"),
         "grpc_p99_ms": ((query or {}).get("get_balance") or {}).get("p99_ms"),

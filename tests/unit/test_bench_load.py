@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from bench.commands import records_due, resized
 from bench.e2e import MAX_BURST, MIN_MESSAGES, burst_size
 from bench.ingress import parse_producer_performance
 from bench.load import latency_figures, percentile, schedule
@@ -36,6 +37,19 @@ def test_a_burst_lasts_about_the_asked_seconds_within_its_bounds():
     assert burst_size(2.2, 20) == 44
     assert burst_size(0.1, 20) == MIN_MESSAGES
     assert burst_size(10_000, 20) == MAX_BURST
+
+
+def test_the_raw_loop_writes_the_processors_fan_out_in_whole_records():
+    assert [records_due(2.0, i) for i in range(3)] == [2, 2, 2]
+    spread = [records_due(0.25, i) for i in range(8)]
+    assert spread == [0, 0, 0, 1, 0, 0, 0, 1]
+    assert sum(records_due(0.984, i) for i in range(8_200)) == 8_068  # floor(8,200 × 0.984)
+
+
+def test_a_raw_key_keeps_its_aggregate_and_takes_the_mean_size():
+    assert resized(b"abc", 7) == b"abcabca"
+    assert resized(b"abcdef", 2) == b"ab"
+    assert resized(b"", 3) == b"kkk"
 
 
 def test_the_producer_performance_summary_line_becomes_numbers():
