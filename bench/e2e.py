@@ -299,12 +299,12 @@ async def half_rate(path: Path, bodies: Sequence[Post], rate: float) -> dict:
     return {"target_rate": round(rate, 2), "sent_late": late, **figures}
 
 
-def burst_size(rate: float, seconds: float) -> int:
-    """Messages for a burst that takes about `seconds` at `rate` per second."""
-    return max(MIN_MESSAGES, min(MAX_BURST, round(rate * seconds)))
+def burst_size(rate: float, seconds: float, least: int = MIN_MESSAGES) -> int:
+    """Messages for a burst that takes about `seconds` at `rate` per second, at least `least`."""
+    return max(least, min(MAX_BURST, round(rate * seconds)))
 
 
-async def measure(path: Path, burst_seconds: float, half_seconds: float) -> dict:
+async def measure(path: Path, burst_seconds: float, half_seconds: float, least: int = MIN_MESSAGES) -> dict:
     """Warm-up (one message per contact), a burst sized from the warm-up's rate to
     last about `burst_seconds`, then an open loop at half the burst's rate."""
     for attempt in range(1, WARM_UP_ROUNDS + 1):
@@ -316,7 +316,7 @@ async def measure(path: Path, burst_seconds: float, half_seconds: float) -> dict
             break
     else:
         raise RuntimeError(f"warm-up: {warm['replied']} of {CONTACTS} messages answered in round {attempt}: {warm}")
-    bodies = webhook_posts(burst_size(warm["per_second"], burst_seconds), contacts=CONTACTS, tag="max")
+    bodies = webhook_posts(burst_size(warm["per_second"], burst_seconds, least), contacts=CONTACTS, tag="max")
     children = path.processes + path.standins
     before = [p.cpu_seconds() for p in children]
     with procs.CpuWindow() as machine:
@@ -330,7 +330,7 @@ async def measure(path: Path, burst_seconds: float, half_seconds: float) -> dict
     rate = maximum["per_second"] / 2
     if rate <= 0:
         raise RuntimeError(f"no reply during the burst: {maximum}")
-    count = max(MIN_MESSAGES, round(rate * half_seconds))
+    count = max(least, round(rate * half_seconds))
     half = await half_rate(path, webhook_posts(count, contacts=CONTACTS, tag="half"), rate)
     return {"warm_up": warm, "max": maximum, "half": half}
 

@@ -2,7 +2,7 @@
 prefix and schema prefix), prints the verdict table, writes bench/results/ and
 removes everything it created: its processes, topics, consumer group, schemas.
 
-    .venv/bin/python -m bench.run [--quick] [--strict] [--profile] [--only commands,ingress,e2e]
+    .venv/bin/python -m bench.run [--quick | --smoke] [--strict] [--profile] [--only commands,ingress,e2e]
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Sizes:
     e2e_half_seconds: float
     raw_trip_records: int
     raw_trip_seconds: float
+    e2e_min_messages: int = e2e.MIN_MESSAGES
+    """Fewest messages in the end-to-end burst and in the open loop."""
 
 
 QUICK = Sizes(
@@ -64,6 +66,14 @@ FULL = Sizes(
     ingress_connections=32, ingress_seconds=5, ingress_warmup=1, ingress_bodies=4_000, raw_ingress_records=30_000,
     kafka_perf_records=200_000, e2e_burst_seconds=20, e2e_half_seconds=20, raw_trip_records=20_000, raw_trip_seconds=3,
 )  # fmt: skip
+SMOKE = Sizes(
+    wallets=10, commands=200, grpc_rate=200, grpc_seconds=1, grpc_warmup=0.5,
+    ingress_connections=4, ingress_seconds=1, ingress_warmup=0.5, ingress_bodies=200, raw_ingress_records=1_000,
+    kafka_perf_records=2_000, e2e_burst_seconds=1, e2e_half_seconds=1, raw_trip_records=500, raw_trip_seconds=0.5,
+    e2e_min_messages=5,
+)  # fmt: skip
+"""Every stage once, as small as still exercises it: for CI, so a broken benchmark fails
+the build. Its figures are neither judged nor recorded."""
 STAGES = ("commands", "ingress", "e2e")
 """`commands` also runs replay and gRPC (they use its events and wallets)."""
 
@@ -285,7 +295,7 @@ class Run:
 
         step("end to end: warm-up, burst (max rate), open loop at half the max rate")
         try:
-            results.update(await e2e.measure(path, s.e2e_burst_seconds, s.e2e_half_seconds))
+            results.update(await e2e.measure(path, s.e2e_burst_seconds, s.e2e_half_seconds, s.e2e_min_messages))
             for p in path.processes:
                 p.sample_peak()
         finally:
@@ -465,7 +475,13 @@ async def main_async(sizes: Sizes, mode: str, profile: bool, stages: tuple[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Poseidon Hub benchmarks against raw Kafka and PostgreSQL.")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (under two minutes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes (under two minutes)")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every stage with tiny sizes, for CI: exit 1 if any fails (figures not judged or recorded)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 2 when any target is missed")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy each platform process into results/profiles/ (figures not recorded)"
@@ -477,12 +493,15 @@ def main() -> None:
     stages = tuple(s.strip() for s in args.only.split(",") if s.strip())
     if not stages or set(stages) - set(STAGES):
         parser.error(f"--only takes stages of {', '.join(STAGES)}")
+    if args.smoke and args.strict:
+        parser.error("--smoke figures are not judged: --strict does not apply")
     partial = set(stages) != set(STAGES)
     configure("WARNING", "console")
-    mode = "quick" if args.quick else "full"
+    mode, sizes = ("smoke", SMOKE) if args.smoke else ("quick", QUICK) if args.quick else ("full", FULL)
     if args.profile and py_spy() is None:
         parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
-    results = asyncio.run(main_async(QUICK if args.quick else FULL, mode, args.profile, stages))
+    started = time.monotonic()
+    results = asyncio.run(main_async(sizes, mode, args.profile, stages))
     rows = report.rows_for(results)
     m = results["machine"]
     print(
@@ -494,7 +513,14 @@ def main() -> None:
         print(f"FINDING: {finding}")
     for error in results["errors"]:
         print(f"ERROR: {error}")
-    if args.profile:
+    if args.smoke:
+        # A figure missing without an exception (ERROR row) is a broken benchmark too.
+        missing = [r.benchmark for r in rows if r.verdict == "ERROR"]
+        print(f"\nsmoke run ({', '.join(stages)}) in {time.monotonic() - started:.0f} s: figures not judged, not recorded")
+        if missing and not results["errors"]:
+            print(f"ERROR: no figure for {', '.join(missing)}")
+            sys.exit(1)
+    elif args.profile:
         print(f"\nprofiled run (figures perturbed, not recorded); profiles in {PROFILES}")
     elif partial:
         print(f"\npartial run ({', '.join(stages)}): not recorded")

@@ -37,6 +37,7 @@ def test_a_burst_lasts_about_the_asked_seconds_within_its_bounds():
     assert burst_size(2.2, 20) == 44
     assert burst_size(0.1, 20) == MIN_MESSAGES
     assert burst_size(10_000, 20) == MAX_BURST
+    assert burst_size(0.1, 20, least=5) == 5
 
 
 def test_the_raw_loop_writes_the_processors_fan_out_in_whole_records():
