@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ class Rows:
     __slots__ = ("by_key", "taken")
 
     def __init__(self) -> None:
-        self.by_key: dict[tuple, dict[str, Any]] = {}
+        self.by_key: dict[Any, dict[str, Any]] = {}
         self.taken: dict[tuple[str, ...], set[tuple]] = {}
 
 
@@ -137,21 +138,27 @@ class _Writes(Shape):
     def __init__(self, table: str, columns: Mapping[str, Value], key: Sequence[str], unique: Sequence[Sequence[str]]):
         self.table, self.columns, self.key = table, dict(columns), tuple(key)
         self.unique = tuple(tuple(u) for u in unique)
-        self._getters = [(c, _getter(v)) for c, v in self.columns.items()]
         self._values = ", ".join(_value_sql(v) for v in self.columns.values())
         self._names = ", ".join(self.columns)
+        # The fold runs once per event of a rebuild: plain `$1 … $n` in order is a zip.
+        plain = all(not isinstance(v, Const) and _p(v) == P(i) for i, v in enumerate(self.columns.values(), 1))
+        self._plain = tuple(self.columns) if plain else None
+        self._getters = [(c, _getter(v)) for c, v in self.columns.items()]
+        self._key_of = itemgetter(*self.key)
+        self._unique_of = tuple((u, itemgetter(*u)) for u in self.unique)
 
-    def row(self, args: tuple) -> tuple[tuple, dict[str, Any]]:
-        row = {c: get(args) for c, get in self._getters}
-        return tuple(row[k] for k in self.key), row
+    def row(self, args: tuple) -> tuple[Any, dict[str, Any]]:
+        """The fold key (a scalar for a one-column key, as `Update` makes it) and the row."""
+        row = dict(zip(self._plain, args, strict=True)) if self._plain is not None else {c: get(args) for c, get in self._getters}
+        return self._key_of(row), row
 
     def claims(self, rows: Rows, row: dict[str, Any]) -> bool:
         """Takes the row's other unique keys; False (nothing taken) if one is taken."""
-        wanted = [(u, tuple(row[c] for c in u)) for u in self.unique]
-        if any(value in rows.taken.get(u, ()) for u, value in wanted):
+        wanted = [(rows.taken.setdefault(u, set()), value_of(row)) for u, value_of in self._unique_of]
+        if any(value in taken for taken, value in wanted):
             return False
-        for u, value in wanted:
-            rows.taken.setdefault(u, set()).add(value)
+        for taken, value in wanted:
+            taken.add(value)
         return True
 
 
@@ -226,7 +233,7 @@ class Update(Shape):
         if self.guard is not None:
             where += f" AND {version} < {self.guard.sql()}"
         self.sql = f"UPDATE {table} SET {sets} WHERE {where}"
-        self._key_at = tuple(p.index - 1 for p in self.key.values())
+        self._key_of = itemgetter(*(p.index - 1 for p in self.key.values()))
         self._guard_at = None if self.guard is None else self.guard.index - 1
         self._plan = tuple(self._plan_of(c, a) for c, a in self.assign.items())
 
@@ -248,7 +255,7 @@ class Update(Shape):
         return column, _p(a).index - 1, 0, -1
 
     def fold(self, rows: Rows, args: tuple) -> None:
-        row = rows.by_key.get(tuple(args[i] for i in self._key_at))
+        row = rows.by_key.get(self._key_of(args))
         if row is None or (self._guard_at is not None and not row[self.version] < args[self._guard_at]):
             return
         for column, at, kind, flag in self._plan:

@@ -255,7 +255,8 @@ class Projector:
                 return _STOP
             if self.record_filter is not None and not self.record_filter(decoded.name, decoded.record):
                 return None
-            bind_correlation(decoded.record.get("envelope", {}).get("correlation_id"), projector=self.spec.name)
+            if self._bulk is None:  # a rebuild logs per rebuild, not per event
+                bind_correlation(decoded.record.get("envelope", {}).get("correlation_id"), projector=self.spec.name)
             return self.spec.apply(decoded.name, decoded.record)
         except (DecodeError, ValueError, KeyError, TypeError) as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"

@@ -7,21 +7,42 @@ from __future__ import annotations
 import json
 import uuid
 
-from infra.projection import Statement
+from infra.projection import Const, Insert, P, Statement, Update, When
 
 # Phases: rows are created before anything updates them; updates keep event order
 # (their version guard needs it).
 CREATED, UPDATED = 0, 1
 
-REGISTER = """INSERT INTO apps (app_id, tenant_id, name, kind, channels, visibility, version, registered_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (app_id) DO NOTHING"""
-SUBSCRIBE = """INSERT INTO subscriptions (tenant_id, app_id, subscription_id, active, version, subscribed_at, updated_at)
-VALUES ($1, $2, $3, true, $4, $5, $5) ON CONFLICT DO NOTHING"""
-SET_ACTIVE = """UPDATE subscriptions SET active = $3, version = $4, updated_at = $5,
-    subscribed_at = CASE WHEN $3 THEN $5 ELSE subscribed_at END
-WHERE subscription_id = $1 AND tenant_id = $2 AND version < $4"""
-SET_GUARDS = """UPDATE subscriptions SET channels = $3, page_ids = $4, business_hours = $5::jsonb, version = $6, updated_at = $7
-WHERE subscription_id = $1 AND tenant_id = $2 AND version < $6"""
+REGISTER_ROW = Insert(
+    "apps",
+    {"app_id": 1, "tenant_id": 2, "name": 3, "kind": 4, "channels": 5, "visibility": 6, "version": 7,
+     "registered_at": 8, "updated_at": 8},
+    key=("app_id",),
+)  # fmt: skip
+REGISTER = REGISTER_ROW.sql
+SUBSCRIBE_ROW = Insert(
+    "subscriptions",
+    {"tenant_id": 1, "app_id": 2, "subscription_id": 3, "active": Const("true", True), "version": 4,
+     "subscribed_at": 5, "updated_at": 5},
+    key=("subscription_id", "tenant_id"),
+    unique=(("tenant_id", "app_id"),),
+    any_conflict=True,
+)  # fmt: skip
+SUBSCRIBE = SUBSCRIBE_ROW.sql
+SET_ACTIVE_ROW = Update(
+    "subscriptions",
+    key={"subscription_id": 1, "tenant_id": 2},
+    set={"active": 3, "version": 4, "updated_at": 5, "subscribed_at": When(3, 5)},
+    guard=4,
+)
+SET_ACTIVE = SET_ACTIVE_ROW.sql
+SET_GUARDS_ROW = Update(
+    "subscriptions",
+    key={"subscription_id": 1, "tenant_id": 2},
+    set={"channels": 3, "page_ids": 4, "business_hours": P(5, "jsonb"), "version": 6, "updated_at": 7},
+    guard=6,
+)
+SET_GUARDS = SET_GUARDS_ROW.sql
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -32,22 +53,20 @@ def apply(event_type: str, record: dict) -> list[Statement]:
 
     if kind == "AppRegistered":
         return [
-            Statement(
-                REGISTER,
+            REGISTER_ROW.statement(
                 (uuid.UUID(aggregate_id), tenant_id, record["name"], record["kind"], list(record["channels"]),
                  record["visibility"], version, at),
                 phase=CREATED,
             )
         ]  # fmt: skip
     if kind == "AppSubscribed":
-        return [Statement(SUBSCRIBE, (tenant_id, uuid.UUID(record["app_id"]), aggregate_id, version, at), phase=CREATED)]
+        return [SUBSCRIBE_ROW.statement((tenant_id, uuid.UUID(record["app_id"]), aggregate_id, version, at), phase=CREATED)]
     if kind in ("AppResubscribed", "AppUnsubscribed"):
-        return [Statement(SET_ACTIVE, (aggregate_id, tenant_id, kind == "AppResubscribed", version, at), phase=UPDATED)]
+        return [SET_ACTIVE_ROW.statement((aggregate_id, tenant_id, kind == "AppResubscribed", version, at), phase=UPDATED)]
     if kind == "SubscriptionGuardsSet":
         hours = record["business_hours"]
         return [
-            Statement(
-                SET_GUARDS,
+            SET_GUARDS_ROW.statement(
                 (aggregate_id, tenant_id, list(record["channels"]), list(record["page_ids"]),
                  None if hours is None else json.dumps(hours, sort_keys=True), version, at),
                 phase=UPDATED,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from infra.projection import Statement
+from infra.projection import Const, Keep, Statement, Update, Upsert
 
 # Phases: granted/changed carry the whole row as of their version, so they may run
 # before the partial updates of the same batch; a partial update older than a
@@ -13,18 +13,24 @@ from infra.projection import Statement
 # because that write already includes it. Partial updates keep their event order.
 TERMS, UPDATES = 0, 1
 
-TERMS_SQL = """INSERT INTO entitlements (tenant_id, entitlement_id, plan, message_quota, period_start, period_end, features,
-    status, cancel_reason, reported_used, version, granted_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', '', $8, $9, $10, $10)
-ON CONFLICT (tenant_id) DO UPDATE SET plan = EXCLUDED.plan, message_quota = EXCLUDED.message_quota,
-    period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end, features = EXCLUDED.features,
-    status = 'active', cancel_reason = '', reported_used = EXCLUDED.reported_used, version = EXCLUDED.version,
-    updated_at = EXCLUDED.updated_at
-WHERE entitlements.version < EXCLUDED.version"""
+TERMS_SQL_ROW = Upsert(
+    "entitlements",
+    {"tenant_id": 1, "entitlement_id": 2, "plan": 3, "message_quota": 4, "period_start": 5, "period_end": 6, "features": 7,
+     "status": Const("'active'", "active"), "cancel_reason": Const("''", ""), "reported_used": 8, "version": 9,
+     "granted_at": 10, "updated_at": 10},
+    key=("tenant_id",),
+    update=("plan", "message_quota", "period_start", "period_end", "features", "status", "cancel_reason", "reported_used",
+            "version", "updated_at"),
+)  # fmt: skip
+TERMS_SQL = TERMS_SQL_ROW.sql
 # One statement for cancellations and usage alike (NULL keeps a column), so a batch of them is one executemany.
-UPDATE_SQL = """UPDATE entitlements SET status = COALESCE($2, status), cancel_reason = COALESCE($3, cancel_reason),
-    reported_used = COALESCE($4, reported_used), version = $5, updated_at = $6
-WHERE tenant_id = $1 AND version < $5"""
+UPDATE_SQL_ROW = Update(
+    "entitlements",
+    key={"tenant_id": 1},
+    set={"status": Keep(2), "cancel_reason": Keep(3), "reported_used": Keep(4), "version": 5, "updated_at": 6},
+    guard=5,
+)
+UPDATE_SQL = UPDATE_SQL_ROW.sql
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -33,8 +39,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     kind = event_type.rsplit(".", 1)[-1]
 
     def terms(used: int) -> Statement:
-        return Statement(
-            TERMS_SQL,
+        return TERMS_SQL_ROW.statement(
             (
                 tenant_id, uuid.UUID(env["aggregate_id"]), record["plan"], record["message_quota"],
                 record["period_start"], record["period_end"], list(record["features"]), used, version, at,
@@ -43,7 +48,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         )  # fmt: skip
 
     def update(status: str | None = None, cancel_reason: str | None = None, reported_used: int | None = None) -> Statement:
-        return Statement(UPDATE_SQL, (tenant_id, status, cancel_reason, reported_used, version, at), phase=UPDATES)
+        return UPDATE_SQL_ROW.statement((tenant_id, status, cancel_reason, reported_used, version, at), phase=UPDATES)
 
     if kind == "EntitlementGranted":
         return [terms(0)]

@@ -6,23 +6,31 @@ from __future__ import annotations
 
 import uuid
 
-from infra.projection import Statement
+from infra.projection import Insert, Statement, Upsert
 
 # Phases: history rows depend on nothing; current rows are guarded by version, so
 # their relative order does not matter either. Splitting them lets each kind run
 # as one batch.
 RECORDED, CURRENT = 0, 1
 
-HISTORY = """INSERT INTO config_history (entry_id, version, tenant_id, scope_kind, scope_id, key, change, value_json,
-    changed_at, changed_by, event_id, correlation_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING"""
+HISTORY_ROW = Insert(
+    "config_history",
+    {"entry_id": 1, "version": 2, "tenant_id": 3, "scope_kind": 4, "scope_id": 5, "key": 6, "change": 7, "value_json": 8,
+     "changed_at": 9, "changed_by": 10, "event_id": 11, "correlation_id": 12},
+    key=("entry_id", "version"),
+    unique=(("event_id",),),
+    any_conflict=True,
+)  # fmt: skip
+HISTORY = HISTORY_ROW.sql
 # One statement for sets and unsets (an unset stores NULL), so a batch of them is one executemany.
-UPSERT = """INSERT INTO config_values AS v (entry_id, tenant_id, scope_kind, scope_id, key, value_json, version,
-    changed_at, changed_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (entry_id) DO UPDATE SET value_json = EXCLUDED.value_json, version = EXCLUDED.version,
-    changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
-WHERE v.version < EXCLUDED.version"""
+UPSERT_ROW = Upsert(
+    "config_values",
+    {"entry_id": 1, "tenant_id": 2, "scope_kind": 3, "scope_id": 4, "key": 5, "value_json": 6, "version": 7,
+     "changed_at": 8, "changed_by": 9},
+    key=("entry_id",),
+    update=("value_json", "version", "changed_at", "changed_by"),
+)  # fmt: skip
+UPSERT = UPSERT_ROW.sql
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -38,8 +46,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     version, at, actor, tenant = env["aggregate_version"], env["occurred_at"], env["actor"], env["tenant_id"]
     scope_kind, scope_id, key = record["scope_kind"], record["scope_id"], record["key"]
     return [
-        Statement(
-            HISTORY,
+        HISTORY_ROW.statement(
             (
                 entry_id,
                 version,
@@ -56,5 +63,5 @@ def apply(event_type: str, record: dict) -> list[Statement]:
             ),
             phase=RECORDED,
         ),  # fmt: skip
-        Statement(UPSERT, (entry_id, tenant, scope_kind, scope_id, key, value, version, at, actor), phase=CURRENT),
+        UPSERT_ROW.statement((entry_id, tenant, scope_kind, scope_id, key, value, version, at, actor), phase=CURRENT),
     ]

@@ -6,29 +6,45 @@ from __future__ import annotations
 
 import uuid
 
-from infra.projection import Statement
+from infra.projection import Const, Insert, Keep, Statement, Update
 
 # Phases: rows exist before anything updates them; principal and family updates
 # each keep event order (their version guards need it) but not relative to each other.
 PRINCIPAL_ADDED, FAMILY_ADDED, PRINCIPAL_UPDATED, FAMILY_UPDATED = 0, 1, 2, 3
 
-REGISTER = """INSERT INTO principals (principal_id, tenant_id, login, kind, sealed_password, version, registered_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (principal_id) DO NOTHING"""
-START_FAMILY = """INSERT INTO refresh_families (family_id, tenant_id, principal_id, family_proof, generation,
-    current_token_hash, status, expires_at, created_at, updated_at, version)
-VALUES ($1, $2, $3, $4, 0, $5, 'active', $6, $7, $7, $8) ON CONFLICT (family_id) DO NOTHING"""
+REGISTER_ROW = Insert(
+    "principals",
+    {"principal_id": 1, "tenant_id": 2, "login": 3, "kind": 4, "sealed_password": 5, "version": 6, "registered_at": 7,
+     "updated_at": 7},
+    key=("principal_id",),
+)  # fmt: skip
+REGISTER = REGISTER_ROW.sql
+START_FAMILY_ROW = Insert(
+    "refresh_families",
+    {"family_id": 1, "tenant_id": 2, "principal_id": 3, "family_proof": 4, "generation": Const("0", 0),
+     "current_token_hash": 5, "status": Const("'active'", "active"), "expires_at": 6, "created_at": 7, "updated_at": 7,
+     "version": 8},
+    key=("family_id",),
+)  # fmt: skip
+START_FAMILY = START_FAMILY_ROW.sql
 # One statement for every principal change (NULL keeps a column), so a batch of them is one executemany.
-UPDATE_PRINCIPAL = """UPDATE principals SET failed_logins = COALESCE($3, failed_logins),
-    locked_until = COALESCE($4, locked_until), totp_status = COALESCE($5, totp_status),
-    totp_enrollment_id = COALESCE($6, totp_enrollment_id), totp_sealed_secret = COALESCE($7, totp_sealed_secret),
-    totp_last_step = COALESCE($8, totp_last_step), last_login_at = COALESCE($9, last_login_at),
-    version = $2, updated_at = $10
-WHERE principal_id = $1 AND version < $2"""
-UPDATE_FAMILY = """UPDATE refresh_families SET generation = COALESCE($3, generation),
-    current_token_hash = COALESCE($4, current_token_hash), expires_at = COALESCE($5, expires_at),
-    status = COALESCE($6, status), revoked_reason = COALESCE($7, revoked_reason),
-    reuse_detected_at = COALESCE($8, reuse_detected_at), version = $2, updated_at = $9
-WHERE family_id = $1 AND version < $2"""
+UPDATE_PRINCIPAL_ROW = Update(
+    "principals",
+    key={"principal_id": 1},
+    set={"failed_logins": Keep(3), "locked_until": Keep(4), "totp_status": Keep(5), "totp_enrollment_id": Keep(6),
+         "totp_sealed_secret": Keep(7), "totp_last_step": Keep(8), "last_login_at": Keep(9), "version": 2,
+         "updated_at": 10},
+    guard=2,
+)  # fmt: skip
+UPDATE_PRINCIPAL = UPDATE_PRINCIPAL_ROW.sql
+UPDATE_FAMILY_ROW = Update(
+    "refresh_families",
+    key={"family_id": 1},
+    set={"generation": Keep(3), "current_token_hash": Keep(4), "expires_at": Keep(5), "status": Keep(6),
+         "revoked_reason": Keep(7), "reuse_detected_at": Keep(8), "version": 2, "updated_at": 9},
+    guard=2,
+)  # fmt: skip
+UPDATE_FAMILY = UPDATE_FAMILY_ROW.sql
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -46,8 +62,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         totp_last_step=None,
         last_login_at=None,
     ) -> Statement:
-        return Statement(
-            UPDATE_PRINCIPAL,
+        return UPDATE_PRINCIPAL_ROW.statement(
             (
                 principal_id, version, failed_logins, locked_until, totp_status,
                 uuid.UUID(totp_enrollment_id) if totp_enrollment_id else None,
@@ -57,16 +72,14 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         )  # fmt: skip
 
     def family(family_id: str, generation=None, token_hash=None, expires_at=None, status=None, reason=None, reuse_at=None):
-        return Statement(
-            UPDATE_FAMILY,
+        return UPDATE_FAMILY_ROW.statement(
             (uuid.UUID(family_id), version, generation, token_hash, expires_at, status, reason, reuse_at, at),
             phase=FAMILY_UPDATED,
         )
 
     if kind == "PrincipalRegistered":
         return [
-            Statement(
-                REGISTER,
+            REGISTER_ROW.statement(
                 (principal_id, env["tenant_id"], record["login"], record["kind"], record["sealed_password"], version, at),
                 phase=PRINCIPAL_ADDED,
             )
@@ -74,8 +87,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     if kind == "LoginSucceeded":
         step = record["totp_step"]
         return [
-            Statement(
-                START_FAMILY,
+            START_FAMILY_ROW.statement(
                 (
                     uuid.UUID(record["family_id"]),
                     env["tenant_id"],

@@ -10,22 +10,38 @@ import uuid
 from datetime import datetime
 
 from hubs.saga.definition import ABORTED, COMPENSATED, COMPENSATING, COMPLETED, FAILED, NEEDS_ATTENTION, RUNNING, WAITING
-from infra.projection import Statement
+from infra.projection import Const, Insert, Keep, P, Statement, Update, When
 
 # Phases: the saga row exists first; timeline rows depend on nothing; row updates
 # run in event order (their version guard needs it).
 STARTED, TIMELINE, UPDATED = 0, 1, 2
 
-START = """INSERT INTO sagas (saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at,
-    version, error, input_json) VALUES ($1, $2, $3, 'running', '', $4, $5, $5, $6, '', $7) ON CONFLICT (saga_id) DO NOTHING"""
-TIMELINE_ROW = """INSERT INTO saga_events (saga_id, version, tenant_id, event_type, step, summary, payload_json, occurred_at,
-    actor, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"""
+START_ROW = Insert(
+    "sagas",
+    {"saga_id": 1, "tenant_id": 2, "saga_type": 3, "state": Const("'running'", "running"), "current_step": Const("''", ""),
+     "correlation_id": 4, "started_at": 5, "updated_at": 5, "version": 6, "error": Const("''", ""), "input_json": 7},
+    key=("saga_id",),
+)  # fmt: skip
+START = START_ROW.sql
+TIMELINE_ENTRY = Insert(
+    "saga_events",
+    {"saga_id": 1, "version": 2, "tenant_id": 3, "event_type": 4, "step": 5, "summary": 6, "payload_json": 7,
+     "occurred_at": 8, "actor": 9, "event_id": 10},
+    key=("saga_id", "version"),
+    unique=(("event_id",),),
+    any_conflict=True,
+)  # fmt: skip
+TIMELINE_ROW = TIMELINE_ENTRY.sql
 # NULL keeps a column; $6 says whether the pending request (attempt, deadline) changes.
-UPDATE = """UPDATE sagas SET state = COALESCE($3, state), current_step = COALESCE($4, current_step),
-    error = COALESCE($5, error),
-    pending_attempt = CASE WHEN $6::boolean THEN $7::integer ELSE pending_attempt END,
-    deadline_at = CASE WHEN $6::boolean THEN $8::timestamptz ELSE deadline_at END,
-    version = $2, updated_at = $9 WHERE saga_id = $1 AND version < $2"""
+UPDATE_ROW = Update(
+    "sagas",
+    key={"saga_id": 1},
+    set={"state": Keep(3), "current_step": Keep(4), "error": Keep(5),
+         "pending_attempt": When(P(6, "boolean"), P(7, "integer")),
+         "deadline_at": When(P(6, "boolean"), P(8, "timestamptz")), "version": 2, "updated_at": 9},
+    guard=2,
+)  # fmt: skip
+UPDATE = UPDATE_ROW.sql
 
 
 def summary(kind: str, r: dict) -> str:
@@ -91,12 +107,16 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     statements = []
     if kind == "SagaStarted":
         statements.append(
-            Statement(START, (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"]), phase=STARTED)
+            START_ROW.statement(
+                (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"]), phase=STARTED
+            )
         )
     step = payload.get("step", "")
     timeline = (saga_id, version, tenant, kind, step, summary(kind, r)[:1000], json.dumps(payload, sort_keys=True), at,
                 env["actor"], uuid.UUID(env["event_id"]))  # fmt: skip
-    statements.append(Statement(TIMELINE_ROW, timeline, phase=TIMELINE))
+    statements.append(TIMELINE_ENTRY.statement(timeline, phase=TIMELINE))
     state, current, error, touch, attempt, deadline = change
-    statements.append(Statement(UPDATE, (saga_id, version, state, current, error, touch, attempt, deadline, at), phase=UPDATED))
+    statements.append(
+        UPDATE_ROW.statement((saga_id, version, state, current, error, touch, attempt, deadline, at), phase=UPDATED)
+    )
     return statements

@@ -7,34 +7,52 @@ from __future__ import annotations
 import uuid
 
 from infra.pii import mask_email, mask_phone
-from infra.projection import Statement
+from infra.projection import Insert, Keep, Statement, Update, Upsert
 
 # Phases: rows exist before anything updates them; preference rows depend on no
 # other row; profile updates run in event order (their version guard needs it).
 CREATED, PREFERENCES, UPDATED = 0, 1, 2
 
-CREATE_PROFILE = """INSERT INTO profiles (profile_id, tenant_id, principal_id, display_name, email, phone, locale, timezone,
-    version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (profile_id) DO NOTHING"""
-CREATE_DIRECTORY = """INSERT INTO profile_directory (profile_id, tenant_id, principal_id, display_name, email_masked,
-    phone_masked, locale, timezone, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (profile_id) DO NOTHING"""
+CREATE_PROFILE_ROW = Insert(
+    "profiles",
+    {"profile_id": 1, "tenant_id": 2, "principal_id": 3, "display_name": 4, "email": 5, "phone": 6, "locale": 7,
+     "timezone": 8, "version": 9, "created_at": 10, "updated_at": 10},
+    key=("profile_id",),
+)  # fmt: skip
+CREATE_PROFILE = CREATE_PROFILE_ROW.sql
+CREATE_DIRECTORY_ROW = Insert(
+    "profile_directory",
+    {"profile_id": 1, "tenant_id": 2, "principal_id": 3, "display_name": 4, "email_masked": 5, "phone_masked": 6,
+     "locale": 7, "timezone": 8, "version": 9, "created_at": 10, "updated_at": 10},
+    key=("profile_id",),
+)  # fmt: skip
+CREATE_DIRECTORY = CREATE_DIRECTORY_ROW.sql
 # One statement per table for every later event (NULL keeps a column): a
 # preference event only moves the version, so a batch of any events is one executemany.
-UPDATE_PROFILE = """UPDATE profiles SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
-    phone = COALESCE($4, phone), locale = COALESCE($5, locale), timezone = COALESCE($6, timezone),
-    version = $7, updated_at = $8
-WHERE profile_id = $1 AND version < $7"""
-UPDATE_DIRECTORY = """UPDATE profile_directory SET display_name = COALESCE($2, display_name),
-    email_masked = COALESCE($3, email_masked), phone_masked = COALESCE($4, phone_masked),
-    locale = COALESCE($5, locale), timezone = COALESCE($6, timezone), version = $7, updated_at = $8
-WHERE profile_id = $1 AND version < $7"""
+UPDATE_PROFILE_ROW = Update(
+    "profiles",
+    key={"profile_id": 1},
+    set={"display_name": Keep(2), "email": Keep(3), "phone": Keep(4), "locale": Keep(5), "timezone": Keep(6),
+         "version": 7, "updated_at": 8},
+    guard=7,
+)  # fmt: skip
+UPDATE_PROFILE = UPDATE_PROFILE_ROW.sql
+UPDATE_DIRECTORY_ROW = Update(
+    "profile_directory",
+    key={"profile_id": 1},
+    set={"display_name": Keep(2), "email_masked": Keep(3), "phone_masked": Keep(4), "locale": Keep(5),
+         "timezone": Keep(6), "version": 7, "updated_at": 8},
+    guard=7,
+)  # fmt: skip
+UPDATE_DIRECTORY = UPDATE_DIRECTORY_ROW.sql
 # value NULL records a removal (see the migration).
-PUT_PREFERENCE = """INSERT INTO preferences (profile_id, key, tenant_id, value, version, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (profile_id, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version,
-    updated_at = EXCLUDED.updated_at
-WHERE preferences.version < EXCLUDED.version"""
+PUT_PREFERENCE_ROW = Upsert(
+    "preferences",
+    {"profile_id": 1, "key": 2, "tenant_id": 3, "value": 4, "version": 5, "updated_at": 6},
+    key=("profile_id", "key"),
+    update=("value", "version", "updated_at"),
+)
+PUT_PREFERENCE = PUT_PREFERENCE_ROW.sql
 
 
 def _masked(value: str | None, mask) -> str | None:
@@ -49,9 +67,8 @@ def apply(event_type: str, record: dict) -> list[Statement]:
 
     def update(display_name=None, email=None, phone=None, locale=None, timezone=None) -> list[Statement]:
         return [
-            Statement(UPDATE_PROFILE, (profile_id, display_name, email, phone, locale, timezone, version, at), phase=UPDATED),
-            Statement(
-                UPDATE_DIRECTORY,
+            UPDATE_PROFILE_ROW.statement( (profile_id, display_name, email, phone, locale, timezone, version, at), phase=UPDATED),
+            UPDATE_DIRECTORY_ROW.statement(
                 (
                     profile_id, display_name, _masked(email, mask_email), _masked(phone, mask_phone),
                     locale, timezone, version, at,
@@ -61,19 +78,17 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         ]  # fmt: skip
 
     def preference(key: str, value: str | None) -> Statement:
-        return Statement(PUT_PREFERENCE, (profile_id, key, tenant_id, value, version, at), phase=PREFERENCES)
+        return PUT_PREFERENCE_ROW.statement((profile_id, key, tenant_id, value, version, at), phase=PREFERENCES)
 
     if kind == "ProfileCreated":
         principal_id = uuid.UUID(record["principal_id"])
         shared = (record["locale"], record["timezone"], version, at)
         return [
-            Statement(
-                CREATE_PROFILE,
+            CREATE_PROFILE_ROW.statement(
                 (profile_id, tenant_id, principal_id, record["display_name"], record["email"], record["phone"], *shared),
                 phase=CREATED,
             ),
-            Statement(
-                CREATE_DIRECTORY,
+            CREATE_DIRECTORY_ROW.statement(
                 (
                     profile_id, tenant_id, principal_id, record["display_name"],
                     mask_email(record["email"]), mask_phone(record["phone"]), *shared,

@@ -20,6 +20,7 @@ from poseidon import bootstrap
 pytestmark = pytest.mark.integration
 
 LIVE_BATCH = 3  # small, so version guards meet rows written by earlier batches
+SQL_ONLY = {"tenant"}  # read models whose statements have no row form (yet): the rebuild falls back to SQL
 
 
 def wallet_history() -> list[tuple[str, dict]]:
@@ -181,6 +182,7 @@ async def test_a_bulk_rebuild_leaves_the_same_rows_as_the_live_projector(stack, 
                 left = await load.fold(conn, [s for event in batch for s in spec.apply(*event)])
                 await _execute(conn, left)
             await load.spill(conn)
+        assert load.spilled == (read_model in SQL_ONLY)
 
         await conn.execute("SET search_path TO public")
         diff = await difference(conn, spec, live, bulk, samples=3)
