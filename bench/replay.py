@@ -64,7 +64,7 @@ async def project(expected: int, timeout: float) -> dict:
             marks["last_batch"] = time.perf_counter()
             done.set()
 
-    projector = Projector(spec, settings, bootstrap.codec(settings), on_progress=progress)
+    projector = Projector(spec, settings, bootstrap.codec(settings), on_progress=progress, bulk=True)
     started = time.perf_counter()
     run = asyncio.create_task(projector.run(until=ends))
     waiter = asyncio.create_task(done.wait())

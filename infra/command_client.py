@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from base.settings import Settings
 from infra.hub import HubSpec, command_to_record
@@ -81,6 +82,13 @@ class CommandClient:
 
     Results are read with isolation_level=read_committed, so a result is only
     seen once the processor's transaction (events + state + offset) committed.
+
+    The processor stores a command's result in the partition of the results topic
+    with the command's own partition number, so the client picks the command's
+    partition itself (Kafka's default partitioner over the key) and reads only
+    the results partitions it has sent to, starting from their end at the first
+    send: a client of one aggregate reads a quarter of the results, not all of
+    every hub's.
     """
 
     def __init__(self, settings: Settings, codec: Codec, hubs: Iterable[HubSpec]):
@@ -90,6 +98,10 @@ class CommandClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._reader: asyncio.Task | None = None
+        self._partitioner = DefaultPartitioner()
+        self._watched: set[TopicPartition] = set()
+        self._watching = asyncio.Lock()
+        self._watched_any = asyncio.Event()
 
     async def __aenter__(self) -> CommandClient:
         await self.start()
@@ -110,16 +122,6 @@ class CommandClient:
             group_id=None,
         )
         await self._consumer.start()
-        partitions = []
-        for hub in self.hubs.values():
-            topic = self.settings.topic(hub.topic("command-results"))
-            for p in await self._producer.partitions_for(topic):
-                partitions.append(TopicPartition(topic, p))
-        self._consumer.assign(partitions)
-        # Only results of commands sent from now on concern this client.
-        await self._consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await self._consumer.position(tp)
         self._reader = asyncio.create_task(self._read_results(), name="command-results-reader")
 
     async def stop(self) -> None:
@@ -153,16 +155,38 @@ class CommandClient:
         loop = asyncio.get_running_loop()
         fut = self._waiting.setdefault(command.meta.command_id, loop.create_future())
         value = self.codec.encode(command.avro_name(), command_to_record(command))
+        topic, key = self.settings.topic(hub.topic("commands")), command.meta.aggregate_id.encode()
+        partitions = sorted(await self._producer.partitions_for(topic))
+        partition = self._partitioner(key, partitions, partitions)
+        await self._watch(TopicPartition(self.settings.topic(hub.topic("command-results")), partition))
         await self._producer.send_and_wait(
-            self.settings.topic(hub.topic("commands")),
-            value,
-            key=command.meta.aggregate_id.encode(),
-            headers=[("correlation_id", command.meta.correlation_id.encode())],
+            topic, value, key=key, partition=partition, headers=[("correlation_id", command.meta.correlation_id.encode())]
         )
         return fut
 
+    async def _watch(self, tp: TopicPartition) -> None:
+        """Read `tp` from its end on (before the command is sent, so its result
+        cannot be missed); the partitions read so far keep their positions."""
+        if tp in self._watched:
+            return
+        assert self._consumer is not None
+        async with self._watching:
+            if tp in self._watched:
+                return
+            # Positions count what was handed to the reader: re-reading from there
+            # repeats results (ignored: their futures are done), never skips one.
+            positions = {t: await self._consumer.position(t) for t in self._watched}
+            self._consumer.assign([*self._watched, tp])
+            for t, offset in positions.items():
+                self._consumer.seek(t, offset)
+            await self._consumer.seek_to_end(tp)
+            await self._consumer.position(tp)
+            self._watched.add(tp)
+            self._watched_any.set()
+
     async def _read_results(self) -> None:
         assert self._consumer is not None
+        await self._watched_any.wait()
         while True:
             batches = await self._consumer.getmany(timeout_ms=1000)
             for records in batches.values():

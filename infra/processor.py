@@ -291,3 +291,4 @@ class _Ownership(ConsumerRebalanceListener):
             for tp in assigned:
                 if tp not in self.processor.owned:
                     await self.processor._own(tp)
+        log.info("partitions assigned", processor=self.processor.process_name, partitions=len(assigned))

@@ -6,12 +6,13 @@ It owns no mapping: that is the read model's pure `apply`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from base.logging import bind_correlation
@@ -47,8 +48,14 @@ class Projector:
     """Projects one read model into one PostgreSQL schema.
 
     `run(until=...)` stops once every partition reached the given offsets (used
-    by replay) and never applies a record at or past them; `serve()` runs
-    forever with ops endpoint and reconnects.
+    by replay) and never applies a record at or past them; it reads every
+    partition itself. `run()` without `until` is the live projector: it joins
+    the read model's consumer group (`poseidon-<model>-projector`), so several
+    instances share the partitions; the group only assigns them — positions stay
+    in PostgreSQL, each assigned partition starts from its stored one, and the
+    check under `FOR UPDATE` before every batch keeps two instances that briefly
+    both hold a partition during a rebalance from applying a record twice.
+    `serve()` runs the live projector forever with ops endpoint and reconnects.
 
     `record_filter(event_type, record)`: events it refuses are read and passed
     over (their offsets still advance), as a per-tenant rebuild needs.
@@ -91,6 +98,8 @@ class Projector:
         self._folded = 0
         """Bulk: events read and folded (or run as SQL) but not committed yet."""
         self._bulk_positions: dict[TopicPartition, int] = {}
+        self._using_store = asyncio.Lock()
+        """Held while a batch is applied and while a rebalance seeks: one connection, one statement at a time."""
 
     async def serve(self) -> None:
         ops = OpsServer(
@@ -111,23 +120,29 @@ class Projector:
         conn = await asyncpg.connect(
             self.settings.pg_dsn, server_settings={"search_path": self.schema, "application_name": self.process_name}
         )
+        live = self._until is None
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             isolation_level="read_committed",
             enable_auto_commit=False,
-            group_id=None,
+            group_id=self.settings.topic(f"poseidon-{self.spec.name}-projector") if live else None,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A killed instance's partitions move to the others after this.
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=2000,
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
         try:
             await migrate(conn, self.schema, self.spec.migrations)
+            if live:
+                consumer.subscribe(self.topics, listener=_StartFromStored(self, conn, consumer))
             await consumer.start()
             await producer.start()
-            partitions = await partitions_of(self.settings, self.topics)
-            tps = [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
-            consumer.assign(tps)
-            await self._seek_to_stored(conn, consumer, tps)
+            if not live:
+                partitions = await partitions_of(self.settings, self.topics)
+                consumer.assign([TopicPartition(t, p) for t, ps in partitions.items() for p in ps])
+                await self._seek_to_stored(conn, consumer, list(consumer.assignment()))
             self._healthy = True
             log.info("projecting", schema=self.schema, topics=self.topics, positions=self._positions_for_log())
             while True:
@@ -138,15 +153,16 @@ class Projector:
                         await self._finish_bulk(conn)
                     return self.applied
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-                if not batch:
-                    self._record_lag(consumer, tps)
-                    continue
-                try:
-                    await self._apply_batch(conn, producer, batch)
-                except PositionMoved as moved:
-                    log.warning("stored position moved; re-seeking", detail=str(moved))
-                    await self._seek_to_stored(conn, consumer, tps)
-                    continue
+                async with self._using_store:
+                    tps = list(consumer.assignment())
+                    batch = {tp: records for tp, records in batch.items() if tp in self.positions and tp in tps}
+                    if batch:
+                        try:
+                            await self._apply_batch(conn, producer, batch)
+                        except PositionMoved as moved:
+                            log.warning("stored position moved; re-seeking", detail=str(moved))
+                            await self._seek_to_stored(conn, consumer, tps)
+                            continue
                 self._record_lag(consumer, tps)
         finally:
             self._healthy = False
@@ -156,6 +172,9 @@ class Projector:
 
     async def _seek_to_stored(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(POSITIONS_SQL)}
+        for tp in list(self.positions):
+            if tp not in tps:
+                del self.positions[tp]  # assigned to another instance now
         for tp in tps:
             self.positions[tp] = stored.get(tp, 0)
             consumer.seek(tp, self.positions[tp])
@@ -296,3 +315,19 @@ async def _execute(conn: asyncpg.Connection, statements: list[Statement]) -> Non
         else:
             await conn.executemany(statements[i].sql, [s.args for s in statements[i:j]])
         i = j
+
+
+class _StartFromStored(ConsumerRebalanceListener):
+    """The live projector's partitions start where the read store says, never
+    where the group committed (it commits nothing: positions live with the rows)."""
+
+    def __init__(self, projector: Projector, conn: asyncpg.Connection, consumer: AIOKafkaConsumer):
+        self.projector, self.conn, self.consumer = projector, conn, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass  # positions stay stored with the rows; whoever is assigned next reads them
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.projector._using_store:
+            await self.projector._seek_to_stored(self.conn, self.consumer, list(assigned))
+        log.info("partitions assigned", projector=self.projector.spec.name, partitions=len(assigned))
