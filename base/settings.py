@@ -33,10 +33,11 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 PREFIX = "POSEIDON_"
 GRPC_PORT_PREFIX = f"{PREFIX}GRPC_PORT_"
+PG_DSN_PREFIX = f"{PREFIX}PG_DSN_"
 # Ops (metrics + health) ports: the role's base + the declared index (wallet's processor: 9100 + 6).
 OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
 # Filled from the hubs' declarations (`with_topology`) and POSEIDON_GRPC_PORT_<HUB>, never by name.
-_TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices"})
+_TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices", "pg_dsns"})
 
 
 class SettingsError(ValueError):
@@ -72,6 +73,8 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = Field("postgresql://poseidon@127.0.0.1:15432/poseidon", repr=False)
+    pg_dsns: Mapping[str, str] = Field(default_factory=dict, repr=False)
+    """Read store → DSN, from POSEIDON_PG_DSN_<STORE> (`_WALLET`): that store lives in a database of its own."""
     schema_registry_url: str = ""
     topic_prefix: str = ""
     schema_prefix: str = ""
@@ -170,11 +173,10 @@ class Settings(BaseSettings):
             from_files = SecretsSettingsSource(cls, secrets_dir=secrets_dir)()
             values.update({name: value for name, value in from_files.items() if name not in _TOPOLOGY_FIELDS})
         values.update(from_variables)
-        values["grpc_ports"] = {
-            key[len(GRPC_PORT_PREFIX) :].lower(): raw
-            for key, raw in env.items()
-            if key.upper().startswith(GRPC_PORT_PREFIX) and len(key) > len(GRPC_PORT_PREFIX) and raw != ""
-        }
+        values["grpc_ports"] = _by_suffix(env, GRPC_PORT_PREFIX)
+        # A DSN may hold a password: a secret file named like the variable works too (the environment wins).
+        files = {p.name: p.read_text().strip() for p in Path(secrets_dir).glob(f"{PG_DSN_PREFIX}*")} if secrets_dir else {}
+        values["pg_dsns"] = {**_by_suffix(files, PG_DSN_PREFIX), **_by_suffix(env, PG_DSN_PREFIX)}
         return cls(**values)
 
     @field_validator("log_level")
@@ -259,6 +261,10 @@ class Settings(BaseSettings):
             ops_indices={**{hub.name: hub.ops_index for hub in hubs}, **self.ops_indices},
         )
 
+    def dsn_for(self, store: str) -> str:
+        """The DSN of the database holding read store `store` (`wallet`, `tenant`, `saga`…)."""
+        return self.pg_dsns.get(store, self.pg_dsn)
+
     def grpc_port(self, hub: str) -> int:
         try:
             return self.grpc_ports[hub]
@@ -342,3 +348,12 @@ def _deadlines(raw: str) -> dict[str, float]:
             )
         found[step.strip()] = value
     return found
+
+
+def _by_suffix(variables: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """`<prefix><NAME>` variables as {name: value} (lower-case names, empty values unset)."""
+    return {
+        key[len(prefix) :].lower(): raw
+        for key, raw in variables.items()
+        if key.upper().startswith(prefix) and len(key) > len(prefix) and raw != ""
+    }

@@ -37,6 +37,7 @@ from infra.security import (
     bearer_token,
     set_current_principal,
 )
+from infra.stores import Stores
 
 log = structlog.get_logger(__name__)
 
@@ -170,11 +171,15 @@ class RunningServer:
     health: health.aio.HealthServicer
     address: str
 
+    stores: Stores
+    """Pools of the other read stores the server consults (the role lookup's)."""
+
     async def stop(self, grace: float = 5) -> None:
         await self.server.stop(grace=grace)
         if self.deps.commands is not None:
             await self.deps.commands.stop()
         await self.deps.pool.close()
+        await self.stores.close()
 
 
 RoleLookup = Callable[[str, str], Awaitable[str | None]]
@@ -185,32 +190,37 @@ async def start_server(
     service: QueryService,
     settings: Settings,
     *,
-    role_lookup: Callable[[asyncpg.Pool], RoleLookup],
+    role_lookup: Callable[[Stores], RoleLookup],
     commands: CommandClient | None = None,
     port: int | None = None,
 ) -> RunningServer:
     """Start the gRPC server (used by `serve`, and in-process by benchmarks and
     tests). The composition root hands in how a caller's role is looked up (given
     the server's pool) and, for a service that sends commands, the command client
-    (started here, stopped with the server)."""
+    (started here, stopped with the server). The role lookup reaches its read
+    store through `Stores` (it may live in another database)."""
     if service.sends_commands and commands is None:
         raise ValueError(f"the {service.hub} query service sends commands: it needs a command client")
     schema = settings.pg_schema(service.read_model.name)
-    conn = await asyncpg.connect(settings.pg_dsn)
+    dsn = settings.dsn_for(service.read_model.name)
+    conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, schema, service.read_model.migrations)
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
-        settings.pg_dsn,
+        dsn,
         min_size=2,
         max_size=10,
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
     keyring = Keyring(settings.keys_dir)
+    stores = Stores(settings)
     if commands is not None:
         await commands.start()
-    deps = ServiceDeps(settings=settings, pool=pool, authorizer=Authorizer(role_lookup(pool)), keyring=keyring, commands=commands)
+    deps = ServiceDeps(
+        settings=settings, pool=pool, authorizer=Authorizer(role_lookup(stores)), keyring=keyring, commands=commands
+    )
     server = grpc.aio.server(
         interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)],
         # Two servers on one port must fail loudly, not share it and answer each other's calls.
@@ -233,14 +243,14 @@ async def start_server(
     gc.collect()
     gc.freeze()
     log.info("gRPC listening", hub=service.hub, address=address, schema=schema)
-    return RunningServer(server, deps, health_servicer, address)
+    return RunningServer(server, deps, health_servicer, address, stores)
 
 
 async def serve(
     service: QueryService,
     settings: Settings,
     *,
-    role_lookup: Callable[[asyncpg.Pool], RoleLookup],
+    role_lookup: Callable[[Stores], RoleLookup],
     commands: CommandClient | None = None,
 ) -> None:
     running = await start_server(service, settings, role_lookup=role_lookup, commands=commands)

@@ -118,7 +118,8 @@ class Projector:
             raise ValueError("a bulk load needs `until`: its rows are written when every partition reached it")
         self._until = dict(until) if until is not None else None
         conn = await asyncpg.connect(
-            self.settings.pg_dsn, server_settings={"search_path": self.schema, "application_name": self.process_name}
+            self.settings.dsn_for(self.spec.name),
+            server_settings={"search_path": self.schema, "application_name": self.process_name},
         )
         live = self._until is None
         consumer = AIOKafkaConsumer(

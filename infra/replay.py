@@ -167,7 +167,7 @@ async def rebuild(
         "swapped": False,
         "kept": False,
     }
-    conn = await asyncpg.connect(settings.pg_dsn)
+    conn = await asyncpg.connect(settings.dsn_for(spec.name))
     try:
         comment = json.dumps(meta).replace("'", "''")
         await conn.execute(f"COMMENT ON SCHEMA \"{shadow}\" IS '{comment}'")
@@ -208,7 +208,7 @@ async def swap_shadow(
     samples: int = 5,
 ) -> dict[str, Any]:
     """Swap in a shadow kept by an earlier `rebuild(keep=True)`, by name."""
-    conn = await asyncpg.connect(settings.pg_dsn)
+    conn = await asyncpg.connect(settings.dsn_for(spec.name))
     try:
         meta = await _shadow_meta(conn, spec, settings, shadow)
         report: dict[str, Any] = {**meta, "live_schema": settings.pg_schema(spec.name), "shadow_schema": shadow, "swapped": False}
@@ -231,7 +231,7 @@ async def swap_shadow(
 
 async def drop_shadow(spec: ProjectionSpec, settings: Settings, shadow: str) -> None:
     """Drop a kept shadow (only ever a rebuild schema of this read model)."""
-    conn = await asyncpg.connect(settings.pg_dsn)
+    conn = await asyncpg.connect(settings.dsn_for(spec.name))
     try:
         await _shadow_meta(conn, spec, settings, shadow)
         await conn.execute(f'DROP SCHEMA "{shadow}" CASCADE')

@@ -38,7 +38,7 @@ def grpc_wiring(service: QueryService, settings: Settings, codec: Codec | None =
     if service.sends_commands:
         commands = CommandClient(settings, codec or bootstrap.codec(settings), bootstrap.hubs().values())
     tenant_schema = settings.pg_schema("tenant")
-    return {"role_lookup": lambda pool: role_lookup(pool, tenant_schema), "commands": commands}
+    return {"role_lookup": lambda stores: role_lookup(stores, tenant_schema), "commands": commands}
 
 
 async def start_grpc(hub_name: str, settings: Settings, port: int | None = None) -> RunningServer:

@@ -57,6 +57,7 @@ from infra.hub import command_from_record, envelope
 from infra.keyed import KeyedConsumer
 from infra.outage import PLATFORM_OUTAGE
 from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
+from infra.stores import Stores
 from projections.saga.queries import overdue_requests
 from sagas.reads import ReadStores
 from schemas.codec import Codec, DecodeError
@@ -126,6 +127,7 @@ class SagaDriver:
         self.producer: AIOKafkaProducer | None = None
         self.pool: asyncpg.Pool | None = None
         self.reads: ReadStores | None = None
+        self.stores: Stores | None = None
         self.keyed: list[KeyedConsumer] = []
         self._overdue_sent: set[tuple[str, str, int]] = set()
         self._sending: set[asyncio.Task] = set()
@@ -135,12 +137,13 @@ class SagaDriver:
         s = self.settings
         await self.commands.start()
         self.pool = await asyncpg.create_pool(
-            s.pg_dsn,
+            s.dsn_for("saga"),
             min_size=1,
             max_size=2,
             server_settings={"search_path": s.pg_schema("saga"), "application_name": PROCESS},
         )
-        self.reads = ReadStores(self.pool, s)
+        self.stores = Stores(s, max_size=2)
+        self.reads = ReadStores(self.stores, s)
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
         self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
@@ -178,6 +181,8 @@ class SagaDriver:
                     log.warning("stopping a client failed", error=str(exc))
         if self.pool is not None:
             await self.pool.close()
+        if self.stores is not None:
+            await self.stores.close()
 
     @property
     def healthy(self) -> bool:

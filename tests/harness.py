@@ -61,6 +61,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_TOPIC_PREFIX=settings.topic_prefix,
         POSEIDON_SCHEMA_PREFIX=settings.schema_prefix,
         POSEIDON_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        POSEIDON_TOPIC_REPLICATION=str(settings.topic_replication),
+        POSEIDON_TOPIC_MIN_ISR=str(settings.topic_min_isr),
         POSEIDON_SCHEMA_REGISTRY_URL=settings.schema_registry_url,
         POSEIDON_LOG_FORMAT="json",
         POSEIDON_LOG_LEVEL="INFO",
@@ -68,6 +70,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_JWT_KEYS_DIR=settings.keys_dir,
     )
     env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
+    env.update({f"POSEIDON_PG_DSN_{store.upper()}": dsn for store, dsn in settings.pg_dsns.items()})
     env.update(extra)
     return env
 

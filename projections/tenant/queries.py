@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from infra.stores import Stores
+
 TENANT = """SELECT t.tenant_id, t.name, t.version, t.created_at, t.updated_at,
     (SELECT count(*) FROM memberships m WHERE m.tenant_id = t.tenant_id) AS member_count
 FROM tenants t WHERE t.tenant_id = $1"""
@@ -45,11 +47,12 @@ async def member_role(conn: Conn, schema: str, tenant_id: str, principal_id: str
         return None
 
 
-def role_lookup(conn: Conn, schema: str):
-    """`member_role` bound to a pool and schema: what `infra.security.Authorizer` is given."""
+def role_lookup(stores: Stores, schema: str):
+    """`member_role` in the Tenant read store (wherever its database is): what
+    `infra.security.Authorizer` is given."""
 
     async def role_of(tenant_id: str, principal_id: str) -> str | None:
-        return await member_role(conn, schema, tenant_id, principal_id)
+        return await member_role(await stores.pool("tenant"), schema, tenant_id, principal_id)
 
     return role_of
 

@@ -60,6 +60,8 @@ class Deps:
     """host:port of the Identity hub's gRPC service (Login)."""
     secure_cookies: bool = False
     """Set the Secure flag (behind HTTPS)."""
+    tenant_pool: asyncpg.Pool | None = None
+    """The Tenant read store's pool when it lives in another database than the saga store (else `pool`)."""
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -112,7 +114,9 @@ async def authenticate(deps: Deps, token: str) -> Principal:
     principal = deps.verifier.verify(token)
     role = None
     if PLATFORM_SCOPE not in principal.scopes:
-        role = await tenant_queries.member_role(deps.pool, deps.settings.pg_schema("tenant"), OPERATOR_TENANT, principal.id)
+        role = await tenant_queries.member_role(
+            deps.tenant_pool or deps.pool, deps.settings.pg_schema("tenant"), OPERATOR_TENANT, principal.id
+        )
     if not is_operator(principal.scopes, role, PLATFORM_SCOPE):
         raise PermissionError(f"{principal.id} is not an operator (platform scope, or admin of tenant {OPERATOR_TENANT!r})")
     return principal

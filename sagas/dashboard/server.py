@@ -12,6 +12,7 @@ from aiohttp import web
 from base.settings import Settings
 from infra.command_client import CommandClient
 from infra.security import Keyring, TokenVerifier
+from infra.stores import Stores
 from sagas.dashboard.actions import CommandSagaActions
 from sagas.dashboard.app import Deps, build_app
 from sagas.dashboard.deadletters import DeadLetters
@@ -19,7 +20,7 @@ from sagas.dashboard.deadletters import DeadLetters
 log = structlog.get_logger(__name__)
 
 
-def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient) -> Deps:
+def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient, tenant_pool: asyncpg.Pool | None = None) -> Deps:
     """What the dashboard runs on: the read stores, the keyring's verifier, saga-hub
     commands for actions, the dead-letter topics, and the Identity hub for password login."""
     return Deps(
@@ -29,13 +30,14 @@ def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient) -> D
         actions=CommandSagaActions(client),
         dead_letters=DeadLetters(settings, client.codec),
         identity_target=f"{settings.grpc_host}:{settings.grpc_port('identity')}",
+        tenant_pool=tenant_pool,
     )
 
 
 async def serve(settings: Settings, client: CommandClient, port: int | None = None) -> None:
     """`client` sends saga-hub commands (unstarted: it starts once the page is up)."""
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=5)
-    deps = deps_for(settings, pool, client)
+    stores = Stores(settings, max_size=5)
+    deps = deps_for(settings, await stores.pool("saga"), client, await stores.pool("tenant"))
     runner = web.AppRunner(build_app(deps), access_log=None)
     await runner.setup()
     port = port if port is not None else settings.dashboard_port
@@ -48,4 +50,4 @@ async def serve(settings: Settings, client: CommandClient, port: int | None = No
     finally:
         await runner.cleanup()
         await client.stop()
-        await pool.close()
+        await stores.close()

@@ -57,7 +57,7 @@ class MappingStore:
     async def open(cls, settings: Settings, *, sealer: Sealer | None = None) -> MappingStore:
         """Connect, bring the schema up to date, and use the sealing keys under the state folder."""
         schema = settings.pg_schema(SCHEMA)
-        pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
+        pool = await asyncpg.create_pool(settings.dsn_for(SCHEMA), min_size=1, max_size=4)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, schema, MIGRATIONS)

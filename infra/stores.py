@@ -1,0 +1,30 @@
+"""The PostgreSQL pools of a process that reads more than one read store. A
+read store may live in a database of its own (POSEIDON_PG_DSN_<STORE>), so a
+pool is opened per database on first use; stores in one database share it.
+Queries through these pools name their schema (they set no search_path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from base.settings import Settings
+
+
+class Stores:
+    def __init__(self, settings: Settings, **pool_options: Any):
+        self.settings = settings
+        self.pool_options = {"min_size": 1, "max_size": 4, **pool_options}
+        self._pools: dict[str, asyncpg.Pool] = {}
+
+    async def pool(self, store: str) -> asyncpg.Pool:
+        dsn = self.settings.dsn_for(store)
+        if dsn not in self._pools:
+            self._pools[dsn] = await asyncpg.create_pool(dsn, **self.pool_options)
+        return self._pools[dsn]
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.close()
