@@ -4,6 +4,13 @@
 # Message Hub's router; every spoke; and, for development, local stand-ins of
 # Facebook, Botpress and Odoo. Background processes with PID files and logs under
 # .run/. Touches only processes whose PID files it wrote.
+#
+# POSEIDON_INSTANCES=N (default 1) starts N of every role that shares its work
+# through Kafka consumer groups (processors, projectors, router, saga driver,
+# spokes) and N ingresses on consecutive ports from POSEIDON_INGRESS_PORT (put a
+# load balancer in front). Instance 2 and up take any free ops port (see their
+# logs); gRPC servers and the dashboard stay single here: more of them need
+# their own ports behind a load balancer.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,21 +40,33 @@ launch() { # name command...
   echo $! >"$RUN/$name.pid"
 }
 
+# instances name command...: N copies of a role (the first keeps the plain name and its ops port).
+instances() {
+  local name=$1 i; shift
+  launch "$name" "$@"
+  for i in $(seq 2 "${POSEIDON_INSTANCES:-1}"); do POSEIDON_OPS_PORT=0 launch "$name-$i" "$@"; done
+}
+
 start() {
   "$POSEIDON" topics create
-  local hub role name
+  local hub role name i
   # Stand-ins for the outside world (development only: point the URLs elsewhere in production).
   if [ "${POSEIDON_STANDINS:-1}" = 1 ]; then
     for name in facebook botpress odoo; do launch "standin-$name" "$PY" -m "tests.standins.$name"; done
   fi
   for hub in $("$POSEIDON" hubs); do
-    for role in processor projector grpc; do launch "$hub-$role" "$POSEIDON" "$role" "$hub"; done
+    for role in processor projector; do instances "$hub-$role" "$POSEIDON" "$role" "$hub"; done
+    launch "$hub-grpc" "$POSEIDON" grpc "$hub"
   done
   launch ingress "$POSEIDON" ingress
-  launch router "$POSEIDON" router
-  launch saga-driver "$POSEIDON" saga-driver
+  local port=${POSEIDON_INGRESS_PORT:-8080}
+  for i in $(seq 2 "${POSEIDON_INSTANCES:-1}"); do
+    POSEIDON_INGRESS_PORT=$((port + i - 1)) POSEIDON_OPS_PORT=0 launch "ingress-$i" "$POSEIDON" ingress
+  done
+  instances router "$POSEIDON" router
+  instances saga-driver "$POSEIDON" saga-driver
   launch dashboard "$POSEIDON" dashboard
-  for name in $("$POSEIDON" spokes); do launch "spoke-$name" "$POSEIDON" spoke "$name"; done
+  for name in $("$POSEIDON" spokes); do instances "spoke-$name" "$POSEIDON" spoke "$name"; done
   "$PY" -m poseidon.devstack
 }
 
