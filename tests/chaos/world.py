@@ -382,6 +382,12 @@ class WalletTraffic:
     unsent: list[str] = field(default_factory=list)
     resent: int = 0
     notes: list[str] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)
+    """When each result arrived (monotonic): the longest gap is how long the path stood still."""
+
+    def longest_silence(self) -> float:
+        times = sorted(self.answered_at)
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
     def next_command(self, rng: random.Random):
         wallet = rng.choice(self.wallets)
@@ -420,7 +426,9 @@ async def drive_wallets(
         command = traffic.next_command(rng)
         traffic.commands.append(command)
         try:
-            traffic.futures.append(await client.submit(command))
+            future = await client.submit(command)
+            future.add_done_callback(lambda _: traffic.answered_at.append(time.monotonic()))
+            traffic.futures.append(future)
         except Exception as exc:  # the broker is away (KafkaTimeoutError…): not sent, or not known to be
             traffic.futures.append(None)
             traffic.unsent.append(type(exc).__name__)
@@ -530,3 +538,69 @@ async def during(traffic: Callable[[asyncio.Event], Awaitable], chaos: Awaitable
     finally:
         stop.set()
     return await traffic_task
+
+
+# ---------------------------------------------------------------- the whole platform under load
+
+
+async def under_load(platform: Platform, chaos, disruptions: Callable[[], Awaitable], wallet_start: int = 10_000) -> None:
+    """Webhooks at 1.5/s and wallet commands at 5/s through every process of the
+    message path while `disruptions()` runs (the test restarts no process), then
+    every check: no accepted message lost or answered twice, each charged once,
+    the wallets' ledgers exact, the message and wallet read stores equal to a
+    replay, no process exited. Records on `chaos` (a ChaosRecord) and asserts."""
+
+    def none_exited() -> None:
+        # A process that left cannot recover by itself: waiting for its answers would only hide why.
+        dead = [name for name, proc in platform.procs.items() if proc.popen.poll() is not None]
+        chaos.figures["processes exited"] = ", ".join(dead) or "none"
+        chaos.found += [f"{name} exited and stayed down" for name in dead]
+        assert not dead, {name: platform.tail(name) for name in dead}
+
+    async with message_world(platform, PROCESSES) as world:
+        settings = world.settings
+        async with CommandClient(settings, bootstrap.codec(settings), [bootstrap.hub("wallet")]) as client:
+            wallets = await open_wallets(client, 3, wallet_start)
+
+            async def traffic(stop: asyncio.Event):
+                return await asyncio.gather(
+                    send_traffic(world, per_s=1.5, tag="load", stop=stop, max_count=150),
+                    drive_wallets(client, wallets, chaos.rng, per_s=5.0, stop=stop, max_count=500),
+                )
+
+            started = time.monotonic()
+            hooks, _ = await during(traffic, disruptions(), tail_s=5.0)
+            chaos.did.insert(0, "webhooks at 1.5/s and wallet commands at 5/s throughout; no process restarted by the test")
+            none_exited()
+            results = await settle_wallets(client, wallets)
+        found = await check_message_path(world, hooks, timeout=420)
+        recovered_s = time.monotonic() - started
+        none_exited()
+        expected = expected_wallets(wallets, results, wallet_start)
+        problems = await ledger_findings(settings, wallets, expected)
+        wallet, sagas = await charges(world, found.accepted)
+        problems += charge_findings(wallet, sagas, found.answered)
+        if found.accepted == found.answered and not found.duplicates:
+            await outbound_settled(world, found.accepted)
+        message_diff, _ = await asyncio.to_thread(replay_differences, platform, "message")
+        wallet_diff, _ = await asyncio.to_thread(replay_differences, platform, "wallet")
+        accepted = sum(r.accepted for r in results)
+        chaos.figures.update(
+            messages=found.line(),
+            wallet=f"{len(results)} commands, {accepted} accepted, {len(wallets.unsent)} refused by the broker at submit; "
+            + ("; ".join(wallets.notes) or "every result received")
+            + f"; longest wait between two wallet answers {wallets.longest_silence():.1f} s",
+            **{
+                "sagas": saga_states(sagas),
+                "replay": f"message {message_diff}, wallet {wallet_diff}",
+                "from first webhook to checks done": f"{recovered_s:.0f} s",
+            },
+        )
+        chaos.found += found.problems()
+        chaos.found += problems
+        for name, diff in (("message", message_diff), ("wallet", wallet_diff)):
+            if any(diff.values()):
+                chaos.found.append(f"{name} read store differs from its replay: {diff}")
+        assert not found.problems(), chaos.found
+        assert not problems, problems
+        assert not any(message_diff.values()) and not any(wallet_diff.values())
