@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from infra.hub import envelope
-from infra.ingress import INGRESS, error, request_id
+from infra.ingress import INGRESS, error, new_id, request_id
 from spokes.botpress.translate import PUSH_SECRET_HEADER, ChatMessage, MalformedAnswer, parse_push, push_is_authentic, reply_text
 
 PLATFORM = "botpress"
@@ -50,7 +49,7 @@ def inbound_record(
     tenant_id: str,
     request_id: str,
     now: datetime,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = new_id,
 ) -> dict[str, Any]:
     """One InboundReceived (bot_reply) for one bot message pushed for `tenant_id`."""
     return {

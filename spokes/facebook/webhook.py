@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from infra.hub import envelope
-from infra.ingress import INGRESS, error, request_id
+from infra.ingress import INGRESS, error, new_id, request_id
 from spokes.facebook.translate import (
     POSTBACK,
     UNSUPPORTED,
@@ -31,6 +30,8 @@ PATH = "/webhooks/facebook"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 ACTOR = "ingress:facebook"
 EVENT_TYPE = "poseidon.ingress.InboundReceived"
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""`json.dumps(value, separators=(",", ":"), ensure_ascii=False)` without building an encoder per call."""
 
 
 def expected_signature(secret: str, body: bytes) -> str:
@@ -80,7 +81,7 @@ def inbound_record(
     *,
     request_id: str,
     now: datetime,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = new_id,
 ) -> dict[str, Any]:
     """One InboundReceived record for one item. The correlation id is new here and
     follows the message through routing, spokes and replies; the causation id is
@@ -109,7 +110,7 @@ def inbound_record(
         "watermark": item.watermark_ms,
         "sent_at": item.at,
         "tenant_hint": "",
-        "raw": json.dumps(raw, separators=(",", ":"), ensure_ascii=False),
+        "raw": _compact_json(raw),
     }
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
 from base.settings import Settings
@@ -196,6 +197,20 @@ async def test_every_kind_of_item_is_stored_with_its_kind(settings):
     assert sorted(r["kind"] for r in records) == ["delivery", "echo", "message", "postback", "read"]
     # All of one person's items share a key, hence a partition and their order.
     assert {r["envelope"]["aggregate_id"] for r in records} == {f"facebook/{PAGE_A}/psid-k"}
+
+
+async def test_each_conversation_lands_on_the_partition_the_java_client_and_aiokafka_choose(settings):
+    # Ingress remembers each key's hash (KeyPartitioner); whoever else writes a
+    # conversation's key (a replay, a tool, the Java client) must pick the same partition.
+    body = webhook((PAGE_A, [message_event(PAGE_A, f"psid-p{i}", "hi", mid=f"m_p{i}") for i in range(24)]))
+    async with ingress_client(settings) as client:
+        answer = await client.post(FB, data=body, headers=signed(body, "it-app-secret"))
+        assert answer.status == 200 and await answer.json() == {"accepted": 24}
+    stored = await read_all(settings, "ingress.inbound", at_least=24)
+    assert settings.topic_partitions > 1
+    every = list(range(settings.topic_partitions))
+    assert [r.partition for r in stored] == [DefaultPartitioner()(r.key, every, every) for r in stored]
+    assert len({r.partition for r in stored}) > 1
 
 
 async def test_ten_concurrent_identical_deliveries_are_all_stored_for_downstream_dedupe(settings):
