@@ -54,10 +54,18 @@ async def serve_until_stopped(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
+
+    def restarts(error: BaseException) -> bool:
+        # A CancelledError nobody aimed at this task (aiokafka cancels a pending
+        # send or commit when its sender dies with the broker) is an outage too;
+        # only the signal handler's cancel stops the process.
+        stray = isinstance(error, asyncio.CancelledError) and task.cancelling() == 0
+        return isinstance(error, transient) or stray
+
     await ops.start()
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda e: isinstance(e, transient)),
+            retry=retry_if_exception(restarts),
             wait=wait_exponential_jitter(initial=0.5, max=10),
             stop=stop_never,
             before_sleep=lambda rs: log.warning(f"{name} restarting", error=str(rs.outcome.exception())),

@@ -65,6 +65,14 @@ async def test_a_role_whose_platform_went_away_restarts_and_serves_again(away):
     assert ops_up == [True]
 
 
+async def test_a_cancellation_the_process_was_not_sent_restarts_it_like_an_outage():
+    # What a broker stopping mid-commit raised in a processor (chaos seed 146687):
+    # aiokafka cancelled the pending send_offsets_to_transaction as its sender died.
+    lifetimes, ops_up = await _serve([asyncio.CancelledError()])
+    assert lifetimes == 2
+    assert ops_up == [True]
+
+
 async def test_a_bug_is_not_restarted_and_the_ops_port_closes():
     port = _port()
 
