@@ -7,6 +7,7 @@ Starts no process itself: the runner does (bench/run.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from base.settings import Settings
 from bench import procs
 from bench.commands import read_back, wait_for_leaders
-from bench.load import Post, closed_loop, http_figures, http_session, latency_figures
+from bench.load import Post, Posted, closed_loop, http_figures, http_session, latency_figures, open_loop, post
 from infra.ingress import INBOUND_TOPIC, max_record_bytes
 from infra.topics import TopicSpec, ensure_topics, ingress_topics
 from tests.standins.facebook import message_event, signed_webhook, webhook_body
@@ -52,6 +53,22 @@ async def drive(url: str, bodies: Sequence[Post], connections: int, seconds: flo
         with procs.CpuWindow(pid) as cpu:
             answers, elapsed = await closed_loop(session, url, bodies, connections, seconds)
     return {"connections": connections, **http_figures(answers, elapsed), "cpu": cpu.figures}
+
+
+async def at_rate(url: str, bodies: Sequence[Post], rate: float, seconds: float, connections: int) -> dict:
+    """Open loop: POST i is due at t0 + i/rate whatever happened to earlier ones;
+    latency counts from when it was due (a stalled server cannot hide behind a
+    client that slowed down with it)."""
+    count = max(1, round(rate * seconds))
+    async with http_session(connections) as session:
+
+        async def send(i: int, due: float) -> Posted:
+            answer = await post(session, url, i, bodies[i % len(bodies)])
+            return dataclasses.replace(answer, seconds=time.perf_counter() - due)
+
+        started = time.perf_counter()
+        answers, late = await open_loop(send, rate, count)
+    return {"target_rate": round(rate, 1), "sent_late": late, **http_figures(answers, time.perf_counter() - started)}
 
 
 async def create_topics(settings: Settings) -> None:

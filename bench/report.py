@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 THROUGHPUT_RATIO = 0.50
 INGRESS_RATIO = 0.60
+INGRESS_P99_LIMIT_MS = 20.0
 E2E_RATIO = 0.50
 P99_LIMIT_MS = 5.0
 E2E_P99_LIMIT_MS = 100.0
@@ -38,9 +39,16 @@ class Row:
 
 
 def throughput_row(
-    name: str, unit: str, ours: dict | None, raw: dict | None, raw_unit: str, wanted: float = THROUGHPUT_RATIO, raw_name: str = ""
+    name: str,
+    unit: str,
+    ours: dict | None,
+    raw: dict | None,
+    raw_unit: str,
+    wanted: float = THROUGHPUT_RATIO,
+    raw_name: str = "",
+    of: str = "raw",
 ) -> Row:
-    target = f">= {wanted:.0%} of raw"
+    target = f">= {wanted:.0%} of {of}"
     if not ours or not raw:
         return Row(name, "-", "-", "-", target, "ERROR")
     ratio = ours["per_second"] / raw["per_second"]
@@ -70,17 +78,36 @@ def _mode(raw: dict | None) -> str:
 
 
 def ingress_rows(ingress: dict) -> list[Row]:
-    ours, raw = ingress.get("ingress"), raw_producer(ingress)
-    mode = f"raw producer ({_mode(raw)}) "
-    rows = [throughput_row("ingress, signed webhook durable on Kafka", "req/s", ours, raw, "rec/s", INGRESS_RATIO, mode)]
-    bare = ingress.get("bare_http")
-    if ours and bare:
+    """The brief's ingress targets: >= 60 % of a bare aiohttp handler's rate, and p99
+    <= 20 ms at half the rate; the raw producer is context (what Kafka takes)."""
+    ours, raw, bare = ingress.get("ingress"), raw_producer(ingress), ingress.get("bare_http")
+    rows = [
+        throughput_row(
+            "ingress, signed webhook durable on Kafka", "req/s", ours, bare, "req/s", INGRESS_RATIO, "bare aiohttp ", of="bare"
+        )
+    ]
+    half = ingress.get("ingress_half")
+    target = f"p99 <= {INGRESS_P99_LIMIT_MS:.0f} ms at half the rate"
+    if half and half.get("p99_ms") is not None:
         rows.append(
             Row(
-                f"ingress vs bare aiohttp ({ours['connections']} connections)",
+                f"ingress latency @ {half['target_rate']:,.0f} req/s (half its max)",
+                _p(half),
+                f"bare at full load: {_p(bare)}" if bare else "-",
+                f"p99 x{half['p99_ms'] / bare['p99_ms']:.1f}" if bare else "-",
+                target,
+                "PASS" if half["p99_ms"] <= INGRESS_P99_LIMIT_MS and half["accepted"] == half["requests"] else "MISS",
+            )
+        )
+    else:
+        rows.append(Row("ingress latency at half its max", "-", "-", "-", target, "ERROR"))
+    if ours and raw:
+        rows.append(
+            Row(
+                f"ingress vs raw producer ({ours['connections']} connections)",
                 f"{ours['per_second']:,.0f} req/s, {_p(ours)}",
-                f"bare {bare['per_second']:,.0f} req/s, {_p(bare)}",
-                f"{ours['per_second'] / bare['per_second']:.1%}",
+                f"raw producer ({_mode(raw)}) {raw['per_second']:,.0f} rec/s",
+                f"{ours['per_second'] / raw['per_second']:.1%}",
                 NO_TARGET,
                 NO_TARGET,
             )
@@ -297,6 +324,7 @@ def headline_ingress_and_e2e(results: dict) -> dict:
         "ingress_p99_ms": pick(ingress.get("ingress"), "p99_ms"),
         "raw_producer_per_s": pick(raw_producer(ingress), "per_second"),
         "bare_http_per_s": pick(ingress.get("bare_http"), "per_second"),
+        "ingress_half_p99_ms": pick(ingress.get("ingress_half"), "p99_ms"),
         "kafka_perf_per_s": pick(ingress.get("kafka_perf"), "per_second"),
         "e2e_max_per_s": pick(e2e.get("max"), "per_second"),
         "e2e_half_p99_ms": pick(e2e.get("half"), "p99_ms"),

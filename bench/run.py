@@ -242,8 +242,13 @@ class Run:
         )
         try:
             await procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "ingress", server)
-            results["ingress"] = await ingress.drive(f"http://127.0.0.1:{port}/webhooks/facebook", *load, server.pid)
+            url = f"http://127.0.0.1:{port}/webhooks/facebook"
+            results["ingress"] = await ingress.drive(url, *load, server.pid)
             server.sample_peak()
+            half = results["ingress"]["per_second"] / 2
+            step(f"ingress: open loop at half that rate ({half:,.0f} req/s) for {s.ingress_seconds:g}s")
+            results["ingress_half"] = await ingress.at_rate(url, bodies, half, s.ingress_seconds, s.ingress_connections)
+            show(results["ingress_half"])
         finally:
             server.stop()
         results["ingress"]["log_warnings"] = server.warnings()
