@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     facebook_verify_token: str = Field("dev-verify-token", repr=False)
     facebook_graph_url: str = "http://127.0.0.1:18081"
     facebook_page_token: str = Field("dev-page-token", repr=False)
+    facebook_delivery_policy: str = "at_most_once"
+    """When an earlier send's outcome is unknown: `at_most_once` (report it, never send again) or `at_least_once`
+    (send again); a tenant overrides it with the Config hub key `facebook.delivery_policy`."""
     botpress_url: str = "http://127.0.0.1:18082"
     botpress_webhook_secret: str = Field("dev-botpress-secret", repr=False)
     odoo_url: str = "http://127.0.0.1:18083"
@@ -204,6 +207,10 @@ class Settings(BaseSettings):
             raise SettingsError(f"POSEIDON_LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
         if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
+        if self.facebook_delivery_policy not in ("at_most_once", "at_least_once"):
+            raise SettingsError(
+                f"POSEIDON_FACEBOOK_DELIVERY_POLICY must be at_most_once or at_least_once, not {self.facebook_delivery_policy!r}"
+            )
         if self.odoo_protocol not in ("xmlrpc", "json2"):
             raise SettingsError(f"POSEIDON_ODOO_PROTOCOL must be xmlrpc or json2, not {self.odoo_protocol!r}")
         if self.spoke_max_attempts < 1 or self.breaker_fail_max < 1 or self.breaker_reset_s <= 0 or self.http_timeout_s <= 0:

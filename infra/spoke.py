@@ -87,6 +87,11 @@ class RetryableError(SpokeError):
         self.retry_after = retry_after
 
 
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""Code of a call that may have reached the outside system (the connection broke
+or timed out after the request was sent): retrying it may do the thing twice."""
+
+
 class PermanentError(SpokeError):
     """Will fail the same way again (bad request, outside the messaging window…): no retry."""
 
@@ -217,11 +222,21 @@ class SpokeContext:
             self._breakers[f"{system}|{scope}"] = breaker
         return breaker
 
-    async def call(self, tenant_id: str, operation: str, fn: Callable[[], Awaitable[T]], system: str | None = None) -> T:
+    async def call(
+        self,
+        tenant_id: str,
+        operation: str,
+        fn: Callable[[], Awaitable[T]],
+        system: str | None = None,
+        *,
+        at_most_once: bool = False,
+    ) -> T:
         """Run `fn` (one outside call) under the breaker of (system, tenant), retrying
         RetryableError with exponential backoff + jitter (at least `retry_after`).
         `system` names another outside system than the spoke's own (the MinIO
-        spoke fetches from the chat platform's CDN before it writes to S3)."""
+        spoke fetches from the chat platform's CDN before it writes to S3).
+        `at_most_once`: a failure whose outcome is unknown (OUTCOME_UNKNOWN: the
+        request left, no answer came) is raised at once, never retried."""
         breaker = self.breaker(tenant_id, system)
         self.attempts = 0
 
@@ -233,7 +248,11 @@ class SpokeContext:
 
         async for attempt in AsyncRetrying(
             # An open breaker is not retried here: the runner waits for it to half-open.
-            retry=retry_if_exception(lambda e: isinstance(e, RetryableError) and not isinstance(e, BreakerOpen)),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, RetryableError)
+                and not isinstance(e, BreakerOpen)
+                and not (at_most_once and e.code == OUTCOME_UNKNOWN)
+            ),
             stop=stop_after_attempt(self.settings.spoke_max_attempts),
             wait=wait,
             reraise=True,
@@ -253,8 +272,12 @@ class SpokeContext:
         try:
             result = await fn()
         except (httpx.TimeoutException, httpx.TransportError) as exc:
+            # Refused or never connected: the request never left. Anything later
+            # (a read timeout, a connection dropped mid-answer): it may have been done.
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
             failure: BaseException = RetryableError(
-                f"{operation}: {type(exc).__name__} talking to {self.spec.system}", code="unreachable"
+                f"{operation}: {type(exc).__name__} talking to {self.spec.system}",
+                code="unreachable" if never_sent else OUTCOME_UNKNOWN,
             )
         except SpokeError as exc:
             failure = exc

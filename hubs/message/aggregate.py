@@ -27,7 +27,7 @@ from hubs.message.commands import (
     StartConversation,
     UpdateDeliveryStatus,
 )
-from hubs.message.delivery import DELIVERED, FAILED, QUEUED, READ, RECEIVED, SENT, STATUSES, can_move
+from hubs.message.delivery import ALREADY_SENT, DELIVERED, FAILED, QUEUED, READ, RECEIVED, SENDING, SENT, STATUSES, can_move
 from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
 CONVERSATION_NAMESPACE = uuid.UUID("86ebb7cc-09fb-4f9d-8781-6db27f108fb1")
@@ -74,6 +74,15 @@ class NotAnOutboundMessage(Rejected):
 
 class InvalidStatusTransition(Rejected):
     """The delivery state machine does not allow this move (see hubs.message.delivery)."""
+
+
+class DeliveryOutcomeUnknown(Rejected):
+    """An earlier attempt to send this message recorded its intent and never its
+    outcome: the platform may or may not have it (the tenant's delivery policy decides)."""
+
+
+class AlreadySent(Rejected):
+    """The platform already has this message: an attempt to send it again is refused."""
 
 
 class ConversationClosed(Rejected):
@@ -194,6 +203,8 @@ class Conversation(Aggregate):
             if status != SENT:
                 raise InvalidCommand("platform_message_id is reported with status sent only")
         current = check_is_outbound(self, message_id)
+        if status == SENDING:
+            check_not_attempted(message_id, current)
         if not can_move(current, status):
             raise InvalidStatusTransition(f"message {message_id} cannot go from {current} to {status}")
         self._delivery_status_updated(message_id, status, current, reason, platform_message_id, at)
@@ -511,3 +522,10 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
     else:
         raise InvalidCommand(f"the message hub has no handler for {type(command).__name__}")
     return conversation
+
+
+def check_not_attempted(message_id: str, current: str) -> None:
+    if current == SENDING:
+        raise DeliveryOutcomeUnknown(f"message {message_id} has an attempt whose outcome is unknown")
+    if current in ALREADY_SENT:
+        raise AlreadySent(f"message {message_id} is already {current}")

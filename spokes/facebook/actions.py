@@ -26,17 +26,19 @@ async def send_reply(
     now: datetime,
     tag: str = "",
     page_token: str = "",
+    at_most_once: bool = False,
 ) -> Outcome:
     """Sends `text` to the person `psid` of `page_id` as a RESPONSE within 24 h of their
     last message, as a MESSAGE_TAG with an allowed `tag` after that, or refuses (failed
     Outcome, no HTTP call). `page_token`: the tenant's page access token (default: the
-    settings' development token). Failures of the call itself are raised (SpokeError)."""
+    settings' development token). Failures of the call itself are raised (SpokeError);
+    `at_most_once`: a call whose outcome is unknown is not retried."""
     try:
         messaging_type, tag = messaging_type_for(last_inbound_at, now, tag)
         body = text_message(psid, text, messaging_type, tag)
     except Refusal as refused:
         return _refused(refused, page_id)
-    return await _send(ctx, tenant_id, page_id, page_token, body, messaging_type, tag)
+    return await _send(ctx, tenant_id, page_id, page_token, body, messaging_type, tag, at_most_once)
 
 
 async def send_attachment_reply(
@@ -62,11 +64,18 @@ async def send_attachment_reply(
 
 
 async def _send(
-    ctx: SpokeContext, tenant_id: str, page_id: str, page_token: str, body: dict, messaging_type: str, tag: str
+    ctx: SpokeContext,
+    tenant_id: str,
+    page_id: str,
+    page_token: str,
+    body: dict,
+    messaging_type: str,
+    tag: str,
+    at_most_once: bool = False,
 ) -> Outcome:
     client = FacebookClient.for_context(ctx)
     token = page_token or ctx.settings.facebook_page_token
-    sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body))
+    sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body), at_most_once=at_most_once)
     data = {"page_id": page_id, "messaging_type": messaging_type}
     if tag:
         data["tag"] = tag

@@ -8,6 +8,15 @@ Message hub (sent with the platform's message id, or failed with the reason):
   reply, an operator's message) is sent when its OutboundMessageRecorded arrives.
   Replies the bot recorded are left to the saga, so none is sent twice.
 
+No double reply: before each call the spoke records the intent on the message
+(status `sending`, a fresh command id each attempt). An attempt that finds the
+message already sent does not send it; one that finds an earlier attempt with
+no outcome (the spoke died mid-call, or the call timed out after leaving)
+follows the tenant's delivery policy (spokes/facebook/policy.py): at most once
+answers "outcome unknown" — a failed step with that reason, on the dashboard —
+and sends nothing; at least once sends again. Under at most once a call whose
+outcome is unknown is never retried, and the message stays `sending`.
+
 Delivery and read receipts come back through ingress and the router. It routes nothing."""
 
 from __future__ import annotations
@@ -16,11 +25,17 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 
+import structlog
+
 from hubs.message.commands import UpdateDeliveryStatus
+from hubs.message.delivery import SENDING
 from infra.command_client import new_meta
-from infra.spoke import Outcome, PermanentError, SpokeCall, SpokeContext, SpokeSpec
+from infra.spoke import OUTCOME_UNKNOWN, Outcome, PermanentError, RetryableError, SpokeCall, SpokeContext, SpokeSpec
 from schemas.contracts import spoke_actor
-from spokes.facebook.actions import SPOKE_NAME, SYSTEM, send_reply
+from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
+from spokes.facebook.policy import AT_MOST_ONCE, opened_policies
+
+log = structlog.get_logger(__name__)
 
 OUTBOUND_RECORDED = "poseidon.message.OutboundMessageRecorded"
 SAGA_DELIVERED_ACTORS = frozenset({spoke_actor("botpress")})
@@ -39,25 +54,15 @@ def accepts(event_type: str, record: dict) -> bool:
 async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
     envelope = record["envelope"]
     last_inbound = record.get("last_inbound_at")
-    outcome = await _send(
+    return await _deliver(
         ctx,
-        tenant_id=envelope["tenant_id"],
+        Message(envelope["aggregate_id"], envelope["tenant_id"], record["message_id"], envelope["correlation_id"],
+                envelope["event_id"], key=envelope["event_id"]),
         page_id=record["channel_account_id"],
         psid=record["contact_id"],
         text=record["text"],
         last_inbound_at=last_inbound if last_inbound and last_inbound.timestamp() > 0 else None,
-    )
-    await report_status(
-        ctx,
-        outcome,
-        conversation_id=envelope["aggregate_id"],
-        tenant_id=envelope["tenant_id"],
-        message_id=record["message_id"],
-        correlation_id=envelope["correlation_id"],
-        causation_id=envelope["event_id"],
-        key=envelope["event_id"],
-    )
-    return outcome
+    )  # fmt: skip
 
 
 async def send_replies(ctx: SpokeContext, call: SpokeCall) -> Outcome:
@@ -68,18 +73,11 @@ async def send_replies(ctx: SpokeContext, call: SpokeCall) -> Outcome:
     sent: list[str] = []
     outcome = Outcome("send_message", detail="no reply to send")
     for reply in p["replies"]:
-        outcome = await _send(
-            ctx, tenant_id=call.tenant_id, page_id=p["page_id"], psid=p["psid"], text=reply["text"], last_inbound_at=last_inbound
+        message = Message(
+            p["conversation_id"], call.tenant_id, reply["message_id"], call.correlation_id, call.event_id, key=reply["message_id"]
         )
-        await report_status(
-            ctx,
-            outcome,
-            conversation_id=p["conversation_id"],
-            tenant_id=call.tenant_id,
-            message_id=reply["message_id"],
-            correlation_id=call.correlation_id,
-            causation_id=call.event_id,
-            key=reply["message_id"],
+        outcome = await _deliver(
+            ctx, message, page_id=p["page_id"], psid=p["psid"], text=reply["text"], last_inbound_at=last_inbound
         )
         if not outcome.succeeded:
             return outcome
@@ -87,19 +85,80 @@ async def send_replies(ctx: SpokeContext, call: SpokeCall) -> Outcome:
     return dataclasses.replace(outcome, detail=f"{len(sent)} reply(ies) sent", result={"sent": sent})
 
 
-async def _send(ctx: SpokeContext, *, tenant_id: str, page_id: str, psid: str, text: str, last_inbound_at) -> Outcome:
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """The outbound message being delivered, as the Message hub knows it."""
+
+    conversation_id: str
+    tenant_id: str
+    message_id: str
+    correlation_id: str
+    causation_id: str
+    key: str
+    """What the status commands' ids derive from (a resend is answered, not applied twice)."""
+
+
+async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at) -> Outcome:
+    """Record the intent, send unless the message is already out (or its earlier
+    attempt's outcome is unknown and the tenant wants it at most once), report."""
+    at_most_once = await ctx.resources.of(message.tenant_id) == AT_MOST_ONCE
+    claim = await _claim(ctx, message)
+    if claim == "AlreadySent":
+        return Outcome(SEND_MESSAGE, detail="already sent: not sent again", data={"page_id": page_id})
+    if claim == "DeliveryOutcomeUnknown":
+        if at_most_once:
+            log.warning("earlier send's outcome unknown; not sent again (at most once)", message_id=message.message_id)
+            return _unknown(page_id, "an earlier attempt's outcome is unknown; not sent again (at most once)")
+        log.warning("earlier send's outcome unknown; sending again (at least once)", message_id=message.message_id)
     try:
-        return await send_reply(
+        outcome = await send_reply(
             ctx,
-            tenant_id=tenant_id,
+            tenant_id=message.tenant_id,
             page_id=page_id,
             psid=psid,
             text=text,
             last_inbound_at=last_inbound_at,
             now=datetime.now(UTC),
+            at_most_once=at_most_once,
         )
     except PermanentError as exc:  # e.g. re-authorisation needed: the message failed, say so
-        return Outcome(operation="send_message", succeeded=False, detail=exc.reason, error_code=exc.code)
+        outcome = Outcome(operation=SEND_MESSAGE, succeeded=False, detail=exc.reason, error_code=exc.code)
+    except RetryableError as exc:
+        if not (at_most_once and exc.code == OUTCOME_UNKNOWN):
+            raise
+        # The message stays `sending`: whoever tries it next learns its outcome is unknown.
+        return _unknown(page_id, f"the send's outcome is unknown ({exc.reason}); not retried (at most once)")
+    await report_status(
+        ctx,
+        outcome,
+        conversation_id=message.conversation_id,
+        tenant_id=message.tenant_id,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
+        key=message.key,
+    )
+    return outcome
+
+
+async def _claim(ctx: SpokeContext, message: Message) -> str:
+    """Records `sending` on the message (a new command id each attempt, so a second
+    attempt is refused, not answered with the first one's outcome). Returns the rule
+    that refused it, or "" when recorded (or when the hub cannot follow this message:
+    the send goes ahead as it did before intents existed)."""
+    meta = new_meta(
+        message.conversation_id,
+        message.tenant_id,
+        actor=spoke_actor(SPOKE_NAME),
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
+    )
+    result = await ctx.commands.send(UpdateDeliveryStatus(meta, message.message_id, SENDING, ""))
+    return "" if result.accepted else result.rejection
+
+
+def _unknown(page_id: str, detail: str) -> Outcome:
+    return Outcome(SEND_MESSAGE, succeeded=False, detail=detail, error_code=OUTCOME_UNKNOWN, data={"page_id": page_id})
 
 
 async def report_status(
@@ -141,4 +200,5 @@ SPOKE = SpokeSpec(
     accepts=accepts,
     handle=handle,
     requests={"SendReply": send_replies},
+    resources=lambda ctx: opened_policies(ctx.settings),
 )

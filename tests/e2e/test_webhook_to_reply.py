@@ -361,3 +361,52 @@ async def _delivered_reply(settings, conversation_id: str):
         conversation_id,
     )
     return rows[0] if rows else None
+
+
+async def test_a_facebook_spoke_killed_mid_send_never_sends_that_reply_again_under_at_most_once(world):
+    """The intent is recorded before the call; the spoke dies while the Send API
+    holds the request (which then goes through). The restarted spoke finds the
+    message `sending` with no outcome: at most once (the default) it reports
+    "outcome unknown" and sends nothing again; the saga fails the step with that
+    reason and compensates, the person has exactly one reply."""
+    settings, fb = world.settings, world.fb
+    psid = "24000000000000009"
+    fb.state.user_wrote(psid)
+    fb.state.fail("slow", count=1, delay_s=4.0)
+    event = message_event(PAGE, psid, "one answer only, please")
+    body, headers = signed_webhook(webhook_body(event), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    sending = await eventually(lambda: _outbound_in(settings, psid, "sending"), timeout=60)
+    world.spoke_tasks["facebook"].cancel()  # dies while the Send API holds its request
+    await asyncio.gather(world.spoke_tasks["facebook"], return_exceptions=True)
+    await eventually(lambda: _sent(fb, psid), timeout=30)  # the stand-in did deliver it
+    world.spoke_tasks["facebook"] = await _restarted_spoke(world, "facebook")
+
+    saga = await eventually(lambda: saga_row(settings, ACME, event["message"]["mid"], "compensated"), timeout=180)
+    failed = [r for r in await saga_events(settings, saga["saga_id"]) if r["event_type"] == "StepFailed"]
+    assert failed and all(r["step"] == "deliver_reply" for r in failed)
+    assert any("outcome is unknown" in r["summary"] for r in failed), [r["summary"] for r in failed]
+    assert len(fb.state.sent_to(psid)) == 1  # never sent twice
+    assert (await message_row(settings, ACME, sending["message_id"]))["status"] == "sending"
+
+
+async def _outbound_in(settings, psid: str, status: str):
+    rows = await fetch(
+        settings,
+        settings.pg_schema("message"),
+        "SELECT m.* FROM messages m JOIN conversations c USING (tenant_id, conversation_id)"
+        " WHERE c.contact_id = $1 AND m.direction = 'outbound' AND m.status = $2",
+        psid,
+        status,
+    )
+    return rows[0] if rows else None
+
+
+async def _restarted_spoke(world, name: str) -> asyncio.Task:
+    settings = world.settings
+    runner = SpokeRunner(bootstrap.spokes()[name], settings, bootstrap.codec(settings), list(bootstrap.hubs().values()))
+    world.runners[name] = runner
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(runner.assigned.wait(), 60)
+    return task

@@ -137,6 +137,7 @@ def with_outbound_in(status: str) -> tuple[Story, Conversation]:
     """A conversation whose outbound message `out-1` is in `status`, reached by allowed moves."""
     path = {
         "queued": [],
+        "sending": ["sending"],
         "sent": ["sent"],
         "delivered": ["sent", "delivered"],
         "read": ["sent", "delivered", "read"],
@@ -469,11 +470,12 @@ def test_a_delivery_status_update_records_the_new_and_the_previous_status():
 @pytest.mark.parametrize(("current", "new"), list(itertools.product(STATUSES, STATUSES)))
 def test_through_the_aggregate_every_status_pair_is_accepted_exactly_when_the_state_machine_allows_it(current, new):
     allowed = {
-        "queued": {"sent", "delivered", "read", "failed"},
+        "queued": {"sending", "sent", "delivered", "read", "failed"},
+        "sending": {"sent", "delivered", "read", "failed"},
         "sent": {"delivered", "read", "failed"},
         "delivered": {"read"},
         "read": set(),
-        "failed": {"queued"},
+        "failed": {"queued", "sending"},
     }
     story, conversation = with_outbound_in(current)
     version = conversation.version
@@ -483,6 +485,10 @@ def test_through_the_aggregate_every_status_pair_is_accepted_exactly_when_the_st
     if new in allowed[current]:
         assert only_event(decision).previous_status == current
         assert decision.aggregate.recent["out-1"] == new and decision.version == version + 1
+    elif new == "sending":
+        # A second attempt learns what became of the first instead of a bare refusal.
+        then_rejected(decision, "DeliveryOutcomeUnknown" if current == "sending" else "AlreadySent")
+        assert conversation.recent["out-1"] == current
     else:
         then_rejected(decision, "InvalidStatusTransition")
         assert f"from {current} to {new}" in str(decision.rejection)

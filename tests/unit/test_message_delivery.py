@@ -11,6 +11,12 @@ import pytest
 from hubs.message.delivery import RECEIVED, STATUSES, TRANSITIONS, can_move
 
 ALLOWED = {
+    ("queued", "sending"),  # a spoke records its intent before the call
+    ("sending", "sent"),
+    ("sending", "delivered"),
+    ("sending", "read"),
+    ("sending", "failed"),
+    ("failed", "sending"),  # a retry may go straight to a new attempt
     ("queued", "sent"),
     ("queued", "delivered"),  # a delivery receipt may overtake the send report
     ("queued", "read"),
@@ -21,11 +27,11 @@ ALLOWED = {
     ("delivered", "read"),
     ("failed", "queued"),  # the retry
 }
-ORDER = ("queued", "sent", "delivered", "read")
+ORDER = ("queued", "sending", "sent", "delivered", "read")
 
 
-def test_the_statuses_are_exactly_queued_sent_delivered_read_and_failed():
-    assert STATUSES == ("queued", "sent", "delivered", "read", "failed")
+def test_the_statuses_are_exactly_queued_sending_sent_delivered_read_and_failed():
+    assert STATUSES == ("queued", "sending", "sent", "delivered", "read", "failed")
     assert set(TRANSITIONS) == set(STATUSES)
 
 
@@ -44,9 +50,9 @@ def test_along_queued_sent_delivered_read_a_status_never_goes_back():
         assert not can_move(ORDER[j], ORDER[i]), f"{ORDER[j]} → {ORDER[i]} goes back"
 
 
-def test_read_is_terminal_and_failed_only_retries_to_queued():
+def test_read_is_terminal_and_failed_only_retries_to_queued_or_a_new_attempt():
     assert [s for s in STATUSES if can_move("read", s)] == []
-    assert [s for s in STATUSES if can_move("failed", s)] == ["queued"]
+    assert [s for s in STATUSES if can_move("failed", s)] == ["queued", "sending"]
 
 
 def test_a_delivered_or_read_message_can_no_longer_fail():
