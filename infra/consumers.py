@@ -5,18 +5,48 @@ and lets a dead member's partitions move on within seconds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from base.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Handover(ConsumerRebalanceListener):
+    """A group member's rebalance listener. Before this member gives its partitions up
+    it awaits `before_revoke` (the keyed loop finishing and committing the records it
+    holds: otherwise their next owner handles them at the same time). Each assignment
+    is logged ("partitions assigned", as processors and projectors write): when a
+    member dies, the survivor's next line is the moment its partitions have a live
+    owner again (the chaos tests time takeovers by it)."""
+
+    def __init__(self, group: str):
+        self.group = group
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked and self.before_revoke is not None:
+            await self.before_revoke()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned", group=self.group, partitions=len(assigned))
+
+
+class GroupConsumer(AIOKafkaConsumer):
+    """An AIOKafkaConsumer subscribed with its `handover` listener."""
+
+    handover: Handover
 
 
 def group_consumer(
     settings: Settings, topics: Sequence[str], group: str, *, offset_reset: str = "earliest", **overrides: Any
-) -> AIOKafkaConsumer:
-    """`topics` and `group` are logical names (the topic prefix is added here)."""
+) -> GroupConsumer:
+    """`topics` and `group` are logical names (the topic prefix is added here).
+    Subscribed with a `Handover` listener (`consumer.handover`)."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": settings.topic(group),
@@ -27,7 +57,10 @@ def group_consumer(
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 2_000,
     }
-    return AIOKafkaConsumer(*[settings.topic(t) for t in topics], **{**options, **overrides})
+    consumer = GroupConsumer(**{**options, **overrides})
+    consumer.handover = Handover(group)
+    consumer.subscribe([settings.topic(t) for t in topics], listener=consumer.handover)
+    return consumer
 
 
 async def pin_positions(consumer: AIOKafkaConsumer) -> None:

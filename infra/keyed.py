@@ -26,6 +26,10 @@ Handler = Callable[[ConsumerRecord], Awaitable[str]]
 """Handles one record completely and returns its outcome (a metric label). Raises
 what `is_transient` calls worth waiting for, or anything else to dead-letter it."""
 Batches = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+HANDOVER_WAIT_S = 30.0
+"""How long a rebalance waits for the records in hand before this member gives its
+partitions up anyway (the group stands still meanwhile; a record whose handler
+waits out a long outage is then handled again by the next owner)."""
 
 
 class _Progress:
@@ -81,6 +85,12 @@ class KeyedConsumer:
     * Any other failure is a bug or data no rule foresaw: one dead letter with the
       reason and `error_type`, then the next record.
     * Offsets are committed by hand, never past a record not yet handled.
+    * On a consumer from `infra.consumers.group_consumer`, a rebalance waits (up to
+      HANDOVER_WAIT_S) until the batch in hand is handled and committed before the
+      partitions are given up, and a batch is handled only for partitions still
+      assigned: two members never handle the same record at once (a Facebook reply
+      claimed by the next owner while the first is sending it was answered "outcome
+      unknown" and its saga compensated though the reply went out).
     * Emits `poseidon_records_processed_total` (per record and outcome),
       `poseidon_failures_total`, `poseidon_processing_seconds` (per batch) and
       `poseidon_consumer_lag`, labelled with `process` and `hub`.
@@ -111,13 +121,30 @@ class KeyedConsumer:
         self._limit = asyncio.Semaphore(concurrency)
         self.handled = 0
         """Records handled (or dead-lettered) so far."""
+        self._in_hand = asyncio.Lock()
+        handover = getattr(consumer, "handover", None)
+        if handover is not None:
+            handover.before_revoke = self.hand_over
+
+    async def hand_over(self) -> None:
+        """Returns once the batch in hand (if any) is handled and committed, or after HANDOVER_WAIT_S."""
+        try:
+            await asyncio.wait_for(self._in_hand.acquire(), HANDOVER_WAIT_S)
+        except TimeoutError:
+            log.warning("partitions given up with records still in hand; their next owner may handle them again")
+            return
+        self._in_hand.release()
 
     async def run(self) -> None:
         """Poll and handle batches until cancelled; a failure to park or commit propagates."""
         while True:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
-            if batches:
-                await self.handle_batch(batches)
+            async with self._in_hand:
+                # A batch fetched before a rebalance may hold records of partitions given up since.
+                owned = self.consumer.assignment()
+                batches = {tp: records for tp, records in batches.items() if tp in owned}
+                if batches:
+                    await self.handle_batch(batches)
 
     async def handle_batch(self, batches: Batches) -> None:
         started = time.perf_counter()

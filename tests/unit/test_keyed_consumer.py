@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
+from infra.consumers import Handover
 from infra.dlq import DEAD_LETTER_SCHEMA, DeadLetters
 from infra.keyed import KeyedConsumer
 from schemas.codec import Catalog, Codec
@@ -36,7 +37,7 @@ def batches(*records: ConsumerRecord) -> dict[TopicPartition, list[ConsumerRecor
 
 
 class FakeConsumer:
-    """What the loop asks of an AIOKafkaConsumer: batches, commits, high-water marks."""
+    """What the loop asks of an AIOKafkaConsumer: batches, commits, high-water marks, assignment."""
 
     def __init__(self, *polls: dict):
         self.polls, self.commits = list(polls), []
@@ -51,6 +52,9 @@ class FakeConsumer:
 
     def highwater(self, tp: TopicPartition) -> int:
         return 10
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP0, TP1}
 
     def committed(self, tp: TopicPartition) -> int | None:
         return max((c[tp] for c in self.commits if tp in c), default=None)
@@ -216,3 +220,43 @@ async def test_run_polls_batches_until_cancelled():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert consumer.committed(TP0) == 1
+
+
+async def test_partitions_are_given_up_only_after_the_records_in_hand_are_handled_and_committed():
+    # Chaos (two spoke instances, one restarted): the next owner re-read a Facebook reply the
+    # first was still sending; its claim was refused and the saga compensated a delivered reply.
+    release = asyncio.Event()
+
+    async def handle(r: ConsumerRecord) -> str:
+        await release.wait()
+        return "ok"
+
+    consumer = FakeConsumer(batches(record(0, "a"), record(1, "b")))
+    consumer.handover = Handover("test-group")
+    loop, _ = keyed(consumer, handle)
+    running = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.05)
+    revoking = asyncio.create_task(consumer.handover.on_partitions_revoked([TP0]))
+    await asyncio.sleep(0.1)
+    assert not revoking.done(), "partitions given up while their records were still being handled"
+    release.set()
+    await asyncio.wait_for(revoking, 5)
+    assert consumer.committed(TP0) == 2
+    running.cancel()
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_handled_only_for_partitions_still_assigned():
+    seen: list[int] = []
+
+    async def handle(r: ConsumerRecord) -> str:
+        seen.append(r.partition)
+        return "ok"
+
+    consumer = FakeConsumer(batches(record(0, "a", partition=0), record(0, "b", partition=1)))
+    consumer.assignment = lambda: {TP1}
+    loop, _ = keyed(consumer, handle)
+    running = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.1)
+    running.cancel()
+    assert seen == [1]
+    assert consumer.committed(TP0) is None
