@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from base.settings import Settings
 from bench import procs
-from bench.commands import wait_for_leaders
+from bench.commands import read_back, wait_for_leaders
 from bench.ingress import APP_SECRET, PAGE, RATE_UNLIMITED, raw_producer, webhook_posts
 from bench.load import Post, Posted, http_session, latency_figures, open_loop, post, post_each_once
 from bench.query import serving
@@ -318,21 +318,66 @@ async def measure(path: Path, burst_seconds: float, half_seconds: float, least: 
         raise RuntimeError(f"warm-up: {warm['replied']} of {CONTACTS} messages answered in round {attempt}: {warm}")
     bodies = webhook_posts(burst_size(warm["per_second"], burst_seconds, least), contacts=CONTACTS, tag="max")
     children = path.processes + path.standins
+    records_before, transactions_before = await records_on_path(path), await transactions(path)
     before = [p.cpu_seconds() for p in children]
     with procs.CpuWindow() as machine:
         started = time.perf_counter()
         maximum = await burst(path, bodies, warm["per_second"])
         wall = time.perf_counter() - started
     # Which process the path waits on: near 100 % is a process out of CPU; all low is waiting.
-    cpu = {p.name: round(100 * (p.cpu_seconds() - b) / wall, 1) for p, b in zip(children, before, strict=True) if b is not None}
+    spent = {p.name: p.cpu_seconds() - b for p, b in zip(children, before, strict=True) if b is not None}
+    cpu = {name: round(100 * seconds / wall, 1) for name, seconds in spent.items()}
     maximum["cpu_percent"] = dict(sorted(cpu.items(), key=lambda kv: -kv[1]))
     maximum["machine_busy_percent"] = machine.figures.get("machine_busy_percent")
+    await quiet(path)  # the sagas' last steps (capture) finish after the reply
+    answered = max(maximum["replied"], 1)
+    platform = sum(seconds for name, seconds in spent.items() if not name.startswith("standin-"))
+    maximum["per_message"] = {
+        "platform_cpu_ms": round(1000 * platform / answered, 2),
+        "kafka_records": round((await records_on_path(path) - records_before) / answered, 1),
+        "transactions": round((await transactions(path) - transactions_before) / answered, 1),
+    }
     rate = maximum["per_second"] / 2
     if rate <= 0:
         raise RuntimeError(f"no reply during the burst: {maximum}")
     count = max(least, round(rate * half_seconds))
     half = await half_rate(path, webhook_posts(count, contacts=CONTACTS, tag="half"), rate)
     return {"warm_up": warm, "max": maximum, "half": half}
+
+
+async def records_on_path(path: Path) -> int:
+    """Committed records on every topic of the path's namespace (markers not counted)."""
+    topics = [path.settings.topic(spec.name) for spec in bootstrap.all_topics()]
+    return sum([1 async for _ in read_back(path.settings, topics)])
+
+
+async def transactions(path: Path) -> int:
+    """Exactly-once transactions the hub processors committed so far: each decided
+    batch of a partition is one (their `poseidon_processing_seconds` count)."""
+    total = 0
+    async with aiohttp.ClientSession() as session:
+        for svc in path.processes:
+            if not svc.name.startswith("processor-"):
+                continue
+            async with session.get(svc.health_url.replace("/healthz", "/metrics")) as answer:
+                text = await answer.text()
+            total += sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines()
+                if line.startswith("poseidon_processing_seconds_count")
+            )
+    return total
+
+
+async def quiet(path: Path, still_s: float = 1.5, timeout: float = 30.0) -> None:
+    """Returns once no new record appeared on the path for `still_s` (or after `timeout`)."""
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        now = await records_on_path(path)
+        if now == last:
+            return
+        last = now
+        await asyncio.sleep(still_s)
 
 
 # -- raw baseline --------------------------------------------------------------------------

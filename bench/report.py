@@ -22,6 +22,8 @@ INGRESS_P99_LIMIT_MS = 20.0
 E2E_RATIO = 0.50
 P99_LIMIT_MS = 5.0
 E2E_P99_LIMIT_MS = 100.0
+E2E_CPU_MS_LIMIT = 8.0
+E2E_RECORDS_LIMIT, E2E_TRANSACTIONS_LIMIT = 30, 4
 RSS_LIMIT_MB = 150.0
 NO_TARGET = "-"
 """Verdict (and target) of a figure the brief sets no target for: reported, not judged."""
@@ -136,6 +138,28 @@ def e2e_rows(e2e: dict) -> list[Row]:
             "raw produce->consume ",
         )
     ]  # fmt: skip
+    per = (e2e.get("max") or {}).get("per_message")
+    if per:
+        rows.append(
+            Row(
+                "end to end, platform CPU per message (all platform processes)",
+                f"{per['platform_cpu_ms']:.1f} ms",
+                "-",
+                "-",
+                f"<= {E2E_CPU_MS_LIMIT:g} ms",
+                "PASS" if per["platform_cpu_ms"] <= E2E_CPU_MS_LIMIT else "MISS",
+            )
+        )
+        rows.append(
+            Row(
+                "end to end, Kafka records / exactly-once transactions per message",
+                f"{per['kafka_records']:g} / {per['transactions']:g}",
+                "-",
+                "-",
+                f"<= {E2E_RECORDS_LIMIT} / <= {E2E_TRANSACTIONS_LIMIT}",
+                "PASS" if per["kafka_records"] <= E2E_RECORDS_LIMIT and per["transactions"] <= E2E_TRANSACTIONS_LIMIT else "MISS",
+            )
+        )
     half, raw_half = e2e.get("half"), raw.get("half")
     target = f"p99 < {E2E_P99_LIMIT_MS:g} ms at half the max rate"
     if not half or not raw_half:
