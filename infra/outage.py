@@ -21,3 +21,10 @@ STORE_AWAY: tuple[type[BaseException], ...] = (
 
 PLATFORM_OUTAGE: tuple[type[BaseException], ...] = (OSError, KafkaError, *STORE_AWAY)
 """Any of our own dependencies away."""
+
+
+class TakeoverFailed(KafkaError):
+    """A partition was assigned to this member but could not be taken over (its
+    state or position could not be read back: the rebalance listener failed,
+    and aiokafka only logs that). Counted as an outage: the lifetime restarts
+    and the partition is taken over again."""

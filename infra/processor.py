@@ -41,7 +41,7 @@ from infra.batch import (
 from infra.dlq import DeadLetters
 from infra.hub import HubSpec
 from infra.ops import OpsServer
-from infra.outage import PLATFORM_OUTAGE
+from infra.outage import PLATFORM_OUTAGE, TakeoverFailed
 from infra.service import serve_until_stopped
 from infra.topics import changelog_topic, processor_app_id
 from schemas.codec import Codec
@@ -125,6 +125,8 @@ class AggregateProcessor:
                 if not batches:
                     continue
                 async with self._lock:
+                    if not_owned := consumer.assignment() - self.owned.keys():
+                        raise TakeoverFailed(f"assigned but not taken over: {sorted(tp.partition for tp in not_owned)}")
                     owned = [(self.owned[tp], records) for tp, records in batches.items() if tp in self.owned]
                     await asyncio.gather(*(self._handle(part, records) for part, records in owned))
                     self._record_lag(consumer, [part.tp for part, _ in owned])

@@ -22,7 +22,7 @@ from infra.bulk import BulkLoad
 from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
-from infra.outage import PLATFORM_OUTAGE
+from infra.outage import PLATFORM_OUTAGE, TakeoverFailed
 from infra.projection import ProjectionSpec, Statement
 from infra.service import serve_until_stopped
 from infra.topics import partitions_of
@@ -156,6 +156,8 @@ class Projector:
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 async with self._using_store:
                     tps = list(consumer.assignment())
+                    if live and (lost := [tp for tp in tps if tp not in self.positions]):
+                        raise TakeoverFailed(f"assigned but no stored position read: {lost}")
                     batch = {tp: records for tp, records in batch.items() if tp in self.positions and tp in tps}
                     if batch:
                         try:
