@@ -9,6 +9,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -74,6 +75,14 @@ class PrivateStack:
         if done.returncode != 0:
             raise RuntimeError(f"stack.sh {action} {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return time.monotonic() - started
+
+    def kill_postgres(self) -> int:
+        """SIGKILL this stack's PostgreSQL postmaster (the first line of its data folder's
+        postmaster.pid): no shutdown and no checkpoint; its backends exit when they see
+        it gone, and the next start recovers from the WAL. Returns the PID killed."""
+        pid = int((self.dir / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def settings(self) -> Settings:
         """The platform's settings for this stack: with three brokers, topics at replication 3 / min ISR 2

@@ -1,6 +1,7 @@
 """The Kafka broker and PostgreSQL restarted under load, on a private stack (not
-the shared dev stack): no process is restarted by the test; the platform must
-recover by itself, and nothing accepted is lost or done twice."""
+the shared dev stack) — Kafka and PostgreSQL stopped cleanly, then PostgreSQL
+SIGKILLed (crash recovery on its next start): no process is restarted by the
+test; the platform must recover by itself, and nothing accepted is lost or done twice."""
 
 from __future__ import annotations
 
@@ -26,21 +27,29 @@ def stack(private_stack):
     return private_stack.settings()
 
 
-async def test_kafka_and_postgresql_restarted_under_load_the_platform_recovers_by_itself(platform, private_stack, chaos):
+async def test_kafka_and_postgresql_restarted_and_postgresql_sigkilled_under_load_the_platform_recovers_by_itself(
+    platform, private_stack, chaos
+):
     rng = chaos.rng
 
-    async def outage(service: str) -> None:
+    async def outage(service: str, kill: bool = False) -> None:
         await asyncio.sleep(rng.uniform(3.0, 8.0))
-        stopped = await asyncio.to_thread(private_stack.run, f"stop-{service}")
+        if kill:
+            pid = await asyncio.to_thread(private_stack.kill_postgres)
+            stopped = f"SIGKILLed (postmaster {pid})"
+        else:
+            stopped = f"stopped ({await asyncio.to_thread(private_stack.run, f'stop-{service}'):.0f}s)"
         down_s = rng.uniform(5.0, 12.0)
         await asyncio.sleep(down_s)
         started = await asyncio.to_thread(private_stack.run, f"start-{service}")
-        chaos.did.append(f"{service} stopped ({stopped:.0f}s), down {down_s:.0f}s more, started ({started:.0f}s)")
+        chaos.did.append(f"{service} {stopped}, down {down_s:.0f}s more, started ({started:.0f}s)")
         say(chaos.did[-1])
 
     async def disruptions() -> None:
         await outage("kafka")
         await asyncio.sleep(rng.uniform(10.0, 20.0))
         await outage("postgres")
+        await asyncio.sleep(rng.uniform(10.0, 20.0))
+        await outage("postgres", kill=True)
 
     await under_load(platform, chaos, disruptions)

@@ -54,6 +54,26 @@ PROCESSES: list[tuple[str, tuple[str, ...]]] = [
     ("saga-driver", ("saga-driver",)),
     *[(f"spoke-{name}", ("spoke", name)) for name in ("botpress", "facebook", "odoo", "minio")],
 ]
+SCALED_OUT = [name for name, args in PROCESSES if args[0] != "grpc" and name != "spoke-minio"]
+"""The roles of the message path that can run as several instances: every consumer-group
+member (hub processors and projectors, router, saga driver, the spokes that answer a
+message) and the stateless ingress. The gRPC servers and the MinIO spoke stay single."""
+
+
+def instances(processes: list[tuple[str, tuple[str, ...]]], n: int) -> list[tuple[str, tuple[str, ...]]]:
+    """`processes` with each role of SCALED_OUT run `n` times, named `<role>.1` … `<role>.n`."""
+    return [
+        (f"{name}.{i}", args) if name in SCALED_OUT else (name, args)
+        for name, args in processes
+        for i in range(1, (n if name in SCALED_OUT else 1) + 1)
+    ]
+
+
+def role_of(name: str) -> str:
+    """`spoke-facebook.2` → `spoke-facebook` (a name without an instance number is its role)."""
+    return name.rsplit(".", 1)[0]
+
+
 WALLET_PROCESSES: list[tuple[str, tuple[str, ...]]] = [
     ("wallet-processor", ("processor", "wallet")),
     ("wallet-projector", ("projector", "wallet")),
@@ -96,24 +116,25 @@ class World:
     fb: object
     bp: object
     odoo: object
-    webhook_url: str
+    webhook_urls: list[str]
+    """One per ingress instance: a client tries them in turn, as a load balancer would."""
     env: dict[str, str]
 
 
 @asynccontextmanager
 async def message_world(platform: Platform, processes=PROCESSES, **setting_changes):
-    """Stand-ins, every process of `processes` started and healthy, the tenant provisioned."""
+    """Stand-ins, every process of `processes` started and healthy (each ingress on a port of its own), the tenant provisioned."""
     async with AsyncExitStack() as stack:
         fb = await stack.enter_async_context(running_facebook(app_secret=APP_SECRET))
         bp = await stack.enter_async_context(running_botpress())
         odoo = await stack.enter_async_context(running_odoo())
-        ingress_port = free_port()
+        ingress_ports = {name: free_port() for name, args in processes if args[0] == "ingress"}
         changes = dict(
             facebook_graph_url=fb.url,
             facebook_app_secret=APP_SECRET,
             botpress_url=bp.url,
             odoo_url=odoo.url,
-            ingress_port=ingress_port,
+            ingress_port=next(iter(ingress_ports.values())),
             spoke_max_attempts=3,
             breaker_fail_max=3,
             breaker_reset_s=2.0,
@@ -129,14 +150,16 @@ async def message_world(platform: Platform, processes=PROCESSES, **setting_chang
         fb.state.add_page(PAGE, settings.facebook_page_token)
         started = time.monotonic()
         for name, args in processes:
-            platform.launch(name, *args, wait=False, env=env)
+            own = {"POSEIDON_INGRESS_PORT": str(ingress_ports[name])} if name in ingress_ports else {}
+            platform.launch(name, *args, wait=False, env={**env, **own})
         for name, _ in processes:
             await asyncio.to_thread(platform.wait_healthy, name, 180)
         say(f"{len(processes)} processes healthy in {time.monotonic() - started:.0f}s")
         codec = bootstrap.codec(settings)
         client = await stack.enter_async_context(CommandClient(settings, codec, list(bootstrap.hubs().values())))
         await provision(settings, client, TENANT, PAGE)
-        yield World(platform, settings, client, fb, bp, odoo, f"http://127.0.0.1:{ingress_port}/webhooks/facebook", env)
+        urls = [f"http://127.0.0.1:{port}/webhooks/facebook" for port in ingress_ports.values()]
+        yield World(platform, settings, client, fb, bp, odoo, urls, env)
 
 
 async def provision(settings, client: CommandClient, tenant: str, page: str) -> None:
@@ -204,25 +227,39 @@ class Webhook:
     text: str
     mid: str
     statuses: list = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)
+    """When each POST that was not answered 200 ended (monotonic)."""
+    accepted_at: float | None = None
 
     @property
     def accepted(self) -> bool:
         return 200 in self.statuses
 
 
-async def deliver(session: aiohttp.ClientSession, url: str, hook: Webhook, give_up_after_s: float = 240.0) -> None:
-    """POST until answered 200, backing off as Facebook's retries do (bounded)."""
+async def deliver(
+    session: aiohttp.ClientSession, urls: list[str], hook: Webhook, first: int = 0, give_up_after_s: float = 240.0
+) -> None:
+    """POST until answered 200, backing off as Facebook's retries do (bounded). With
+    several ingress instances, starts at `urls[first]` and moves to the next one after
+    a failure, as a load balancer would: at once when nobody answers the connection."""
     body, headers = signed_webhook(webhook_body(message_event(PAGE, hook.psid, hook.text, mid=hook.mid)), APP_SECRET)
     deadline = time.monotonic() + give_up_after_s
-    pause = 0.5
+    pause, attempt = 0.5, 0
     while time.monotonic() < deadline:
+        url = urls[(first + attempt) % len(urls)]
+        attempt += 1
         try:
             async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=15)) as reply:
                 hook.statuses.append(reply.status)
                 if reply.status == 200:
+                    hook.accepted_at = time.monotonic()
                     return
         except (aiohttp.ClientError, TimeoutError) as exc:
             hook.statuses.append(type(exc).__name__)
+            if isinstance(exc, aiohttp.ClientConnectionError) and attempt % len(urls):
+                hook.failed_at.append(time.monotonic())
+                continue  # that instance is gone: the next one, without waiting
+        hook.failed_at.append(time.monotonic())
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 5.0)
 
@@ -237,19 +274,29 @@ async def send_traffic(world: World, per_s: float, tag: str, stop: asyncio.Event
             i = len(hooks)
             hook = Webhook(psid=str(24_100_000_000_000_000 + i), text=f"{tag} #{i}", mid=f"m_{tag}_{i}_{uuid.uuid4().hex}")
             hooks.append(hook)
-            tasks.append(asyncio.create_task(deliver(session, world.webhook_url, hook)))
+            tasks.append(asyncio.create_task(deliver(session, world.webhook_urls, hook, first=i)))
             await asyncio.sleep(1.0 / per_s)
         await asyncio.gather(*tasks)
     return hooks
 
 
 async def churn(
-    platform: Platform, names: list[str], rng: random.Random, log: list[str], *, first_s=(2.0, 6.0), down_s=(0.5, 3.0)
+    platform: Platform,
+    names: list[str],
+    rng: random.Random,
+    log: list[str],
+    *,
+    first_s=(2.0, 6.0),
+    down_s=(0.5, 3.0),
+    watch: Callable[[str], Awaitable] | None = None,
 ):
     """SIGKILL each of `names` once, in the order given, at a seeded random moment;
-    restart it after a seeded random pause (waiting until it is healthy)."""
+    restart it after a seeded random pause (waiting until it is healthy). `watch(name)`,
+    called just before each kill, returns what to await after the restart before the
+    next kill (a takeover being timed: `Takeovers.watch`)."""
     for name in names:
         await asyncio.sleep(rng.uniform(*first_s))
+        watching = watch(name) if watch is not None else None
         await asyncio.to_thread(platform.kill, name)
         log.append(f"SIGKILL {name}")
         say(f"SIGKILL {name}")
@@ -257,6 +304,101 @@ async def churn(
         started = time.monotonic()
         await asyncio.to_thread(platform.restart, name, True)
         say(f"restarted {name} (healthy in {time.monotonic() - started:.1f}s)")
+        if watching is not None:
+            await watching
+
+
+def assignments(path, start: int = 0, end: int | None = None) -> set[str]:
+    """The consumer groups a process logged a rebalance of ("partitions assigned": hub
+    processors and projectors name theirs, every infra.consumers member its group)
+    between byte `start` and `end` of its JSON log."""
+    with open(path, "rb") as log:
+        log.seek(start)
+        text = log.read(-1 if end is None else max(end - start, 0))
+    groups = set()
+    for line in text.splitlines():
+        if b'"partitions assigned"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the SIGKILL, or still being written
+        groups.add(str(entry.get("group") or entry.get("processor") or entry.get("projector")))
+    return groups
+
+
+@dataclass
+class Takeovers:
+    """Takeover per kill of one of several instances of a role: from the SIGKILL until
+    every surviving instance has logged a rebalance in each consumer group it is in
+    (from then on each of the victim's partitions has a live owner, a processor's
+    state restored). Roles without a group (the ingress) are timed from the traffic
+    instead (`ingress`)."""
+
+    platform: Platform
+    timeout: float = 90.0
+    seconds: dict[str, list[float | None]] = field(default_factory=dict)
+    """role → takeover of each kill, in seconds (None: not within `timeout`)."""
+    killed: list[tuple[str, float]] = field(default_factory=list)
+    """(instance, when it was SIGKILLed), monotonic."""
+
+    def watch(self, victim: str) -> asyncio.Task:
+        """Call just before killing `victim`: notes where every log stands; the task times
+        the takeover, then waits until the restarted victim has rejoined its groups (so
+        that its rejoin is not taken for the next kill's takeover)."""
+        role = role_of(victim)
+        others = [n for n in self.platform.procs if n != victim and role_of(n) == role]
+        marks = {n: self.platform.procs[n].log.stat().st_size for n in [victim, *others]}
+        killed = time.monotonic()
+        self.killed.append((victim, killed))
+        return asyncio.ensure_future(self._time(role, victim, others, marks, killed))
+
+    async def _time(self, role: str, victim: str, others: list[str], marks: dict[str, int], killed: float) -> None:
+        log = {n: self.platform.procs[n].log for n in marks}
+        groups = {n: assignments(log[n], 0, marks[n]) for n in others}
+        if not any(groups.values()):
+            return
+        took = None
+        while time.monotonic() - killed < self.timeout:
+            if all(groups[n] <= assignments(log[n], marks[n]) for n in others):
+                took = time.monotonic() - killed
+                break
+            await asyncio.sleep(0.2)
+        self.seconds.setdefault(role, []).append(took)
+        say(f"{role}: " + (f"partitions taken over {took:.1f}s after the kill" if took else "no takeover logged"))
+        want = set().union(*groups.values())
+        while time.monotonic() - killed < 2 * self.timeout and not want <= assignments(log[victim], marks[victim]):
+            await asyncio.sleep(0.2)
+
+    def ingress(self, hooks: list[Webhook], window_s: float = 15.0) -> None:
+        """Per ingress kill: the longest a webhook whose POST failed within `window_s`
+        of the kill then waited for its 200 (the client moves to the other instance)."""
+        for victim, killed in self.killed:
+            if not role_of(victim).startswith("ingress"):
+                continue
+            waits = [
+                h.accepted_at - min(t for t in h.failed_at if killed <= t <= killed + window_s)
+                for h in hooks
+                if h.accepted_at is not None and any(killed <= t <= killed + window_s for t in h.failed_at)
+            ]
+            self.seconds.setdefault(role_of(victim), []).append(max(waits, default=0.0))
+
+    def figures(self) -> dict[str, str]:
+        """role → 'n kills, takeover max / median s' (and how many were not seen)."""
+        out = {}
+        for role, times in sorted(self.seconds.items()):
+            seen = sorted(t for t in times if t is not None)
+            text = f"{len(times)} kill(s)"
+            if seen:
+                text += f", takeover max {seen[-1]:.1f} s, median {seen[len(seen) // 2]:.1f} s"
+            if len(seen) < len(times):
+                text += f", {len(times) - len(seen)} not within {self.timeout:.0f} s"
+            out[role] = text
+        return out
+
+    def slowest(self) -> float | None:
+        seen = [t for times in self.seconds.values() for t in times if t is not None]
+        return max(seen, default=None)
 
 
 @dataclass
