@@ -384,21 +384,11 @@ class Takeovers:
             self.seconds.setdefault(role_of(victim), []).append(max(waits, default=0.0))
 
     def figures(self) -> dict[str, str]:
-        """role → 'n kills, takeover max / median s' (and how many were not seen)."""
-        out = {}
-        for role, times in sorted(self.seconds.items()):
-            seen = sorted(t for t in times if t is not None)
-            text = f"{len(times)} kill(s)"
-            if seen:
-                text += f", takeover max {seen[-1]:.1f} s, median {seen[len(seen) // 2]:.1f} s"
-            if len(seen) < len(times):
-                text += f", {len(times) - len(seen)} not within {self.timeout:.0f} s"
-            out[role] = text
-        return out
-
-    def slowest(self) -> float | None:
-        seen = [t for times in self.seconds.values() for t in times if t is not None]
-        return max(seen, default=None)
+        """role → each of its kills' takeover in seconds, in kill order ('-': none within `timeout`)."""
+        return {
+            role: ", ".join("-" if t is None else f"{t:.1f}" for t in times) + " s"
+            for role, times in sorted(self.seconds.items())
+        }
 
 
 @dataclass
