@@ -111,7 +111,7 @@ class AggregateProcessor:
             session_timeout_ms=10000,
             heartbeat_interval_ms=2000,
         )
-        consumer.subscribe([self.commands_topic], listener=_Ownership(self))
+        consumer.subscribe([self.commands_topic], listener=_Ownership(self, consumer))
         self._reader = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=None, isolation_level="read_committed", enable_auto_commit=False
         )
@@ -128,7 +128,16 @@ class AggregateProcessor:
                     if not_owned := consumer.assignment() - self.owned.keys():
                         raise TakeoverFailed(f"assigned but not taken over: {sorted(tp.partition for tp in not_owned)}")
                     owned = [(self.owned[tp], records) for tp, records in batches.items() if tp in self.owned]
-                    await asyncio.gather(*(self._handle(part, records) for part, records in owned))
+                    tasks = [asyncio.create_task(self._handle(part, records)) for part, records in owned]
+                    try:
+                        await asyncio.gather(*tasks)
+                    except BaseException:
+                        # One failed partition ends them all before the lifetime does: no orphan
+                        # batch may outlive its producer (and a stray cancellation still surfaces).
+                        for task in tasks:
+                            task.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                        raise
                     self._record_lag(consumer, [part.tp for part, _ in owned])
         finally:
             self._consumer = None
@@ -209,7 +218,7 @@ class AggregateProcessor:
 
     # -- owning partitions --------------------------------------------------
 
-    async def _own(self, tp: TopicPartition) -> None:
+    async def _own(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         s = self.settings
         producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -219,14 +228,21 @@ class AggregateProcessor:
             max_batch_size=MAX_BATCH_BYTES,
             max_request_size=2 * MAX_BATCH_BYTES,
         )
-        await producer.start()  # InitProducerId: fences the partition's previous owner
         memory = PartitionMemory(s.dedup_window_s, s.dedup_max_per_partition)
         try:
+            await producer.start()  # InitProducerId: fences the partition's previous owner
             await self._restore(tp.partition, memory)
+            # The group's offset is read again now that the previous owner's last
+            # transaction is settled: one fetched before that could predate it.
+            committed = await consumer.committed(tp)
         except BaseException:
             await producer.stop()
             raise
-        self.owned[tp] = OwnedPartition(tp, producer, memory)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+        self.owned[tp] = OwnedPartition(tp, producer, memory, next_offset=committed or 0)
         log.info("partition owned", partition=tp.partition, aggregates=len(memory.states), outcomes=len(memory.outcomes))
 
     async def _restore(self, partition: int, memory: PartitionMemory) -> None:
@@ -281,8 +297,8 @@ class AggregateProcessor:
 class _Ownership(ConsumerRebalanceListener):
     """Partitions change hands only between batches (the processor's lock)."""
 
-    def __init__(self, processor: AggregateProcessor):
-        self.processor = processor
+    def __init__(self, processor: AggregateProcessor, consumer: AIOKafkaConsumer):
+        self.processor, self.consumer = processor, consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.processor._lock:
@@ -292,5 +308,5 @@ class _Ownership(ConsumerRebalanceListener):
         async with self.processor._lock:
             for tp in assigned:
                 if tp not in self.processor.owned:
-                    await self.processor._own(tp)
+                    await self.processor._own(self.consumer, tp)
         log.info("partitions assigned", processor=self.processor.process_name, partitions=len(assigned))

@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 POSITIONS_SQL = "SELECT topic, partition, next_offset FROM projection_offsets"
 LOCK_POSITIONS_SQL = "SELECT topic, partition, next_offset FROM projection_offsets FOR UPDATE"
+SEED_POSITION_SQL = """INSERT INTO projection_offsets (topic, partition, next_offset) VALUES ($1, $2, 0)
+ON CONFLICT (topic, partition) DO NOTHING"""
 SAVE_POSITION_SQL = """INSERT INTO projection_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"""
 
@@ -332,5 +334,9 @@ class _StartFromStored(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.projector._using_store:
+            # Every assigned partition gets its row before anything is applied: `FOR
+            # UPDATE` can only hold back another instance on a row that exists (two
+            # first batches of a partition with no row yet would both pass the check).
+            await self.conn.executemany(SEED_POSITION_SQL, [(tp.topic, tp.partition) for tp in assigned])
             await self.projector._seek_to_stored(self.conn, self.consumer, list(assigned))
         log.info("partitions assigned", projector=self.projector.spec.name, partitions=len(assigned))

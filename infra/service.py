@@ -59,8 +59,9 @@ async def serve_until_stopped(
         # A CancelledError nobody aimed at this task (aiokafka cancels a pending
         # send or commit when its sender dies with the broker) is an outage too;
         # only the signal handler's cancel stops the process.
-        stray = isinstance(error, asyncio.CancelledError) and task.cancelling() == 0
-        return isinstance(error, transient) or stray
+        if task.cancelling():
+            return False  # stopping: whatever the cleanup raised, do not start again
+        return isinstance(error, (*transient, asyncio.CancelledError))
 
     await ops.start()
     try:

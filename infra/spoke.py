@@ -46,7 +46,7 @@ from infra.ops import OpsServer
 from infra.outage import PLATFORM_OUTAGE
 from infra.service import serve_until_stopped
 from schemas.codec import Codec, DecodeError
-from schemas.contracts import spoke_actor
+from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -85,11 +85,6 @@ class RetryableError(SpokeError):
     def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None):
         super().__init__(reason, code=code)
         self.retry_after = retry_after
-
-
-OUTCOME_UNKNOWN = "outcome_unknown"
-"""Code of a call that may have reached the outside system (the connection broke
-or timed out after the request was sent): retrying it may do the thing twice."""
 
 
 class PermanentError(SpokeError):
@@ -249,9 +244,11 @@ class SpokeContext:
         async for attempt in AsyncRetrying(
             # An open breaker is not retried here: the runner waits for it to half-open.
             retry=retry_if_exception(
-                lambda e: isinstance(e, RetryableError)
-                and not isinstance(e, BreakerOpen)
-                and not (at_most_once and e.code == OUTCOME_UNKNOWN)
+                lambda e: (
+                    isinstance(e, RetryableError)
+                    and not isinstance(e, BreakerOpen)
+                    and not (at_most_once and e.code == OUTCOME_UNKNOWN)
+                )
             ),
             stop=stop_after_attempt(self.settings.spoke_max_attempts),
             wait=wait,

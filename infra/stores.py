@@ -5,6 +5,7 @@ Queries through these pools name their schema (they set no search_path)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -17,11 +18,14 @@ class Stores:
         self.settings = settings
         self.pool_options = {"min_size": 1, "max_size": 4, **pool_options}
         self._pools: dict[str, asyncpg.Pool] = {}
+        self._opening = asyncio.Lock()
 
     async def pool(self, store: str) -> asyncpg.Pool:
         dsn = self.settings.dsn_for(store)
         if dsn not in self._pools:
-            self._pools[dsn] = await asyncpg.create_pool(dsn, **self.pool_options)
+            async with self._opening:  # concurrent first callers share one pool
+                if dsn not in self._pools:
+                    self._pools[dsn] = await asyncpg.create_pool(dsn, **self.pool_options)
         return self._pools[dsn]
 
     async def close(self) -> None:

@@ -11,6 +11,11 @@ from typing import Any, ClassVar
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""Error code of an outside call that may have been carried out (the request left,
+no usable answer came back): retrying it may do the thing twice."""
+
+
 def spoke_actor(spoke: str) -> str:
     """The actor of what a spoke records and sends (`spoke:botpress`): its
     commands' `meta.actor` and the envelope actor others filter on."""

@@ -118,9 +118,10 @@ def _outbound(build, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _sent(response: httpx.Response) -> SendResult:
-    # A 200 means Facebook accepted the message: never retry it, even if the answer is odd.
+    # A 200 means Facebook accepted the message: it is sent, even if the answer is odd
+    # (reported without its message id; failing it would invite sending it again).
     try:
         body = response.json()
-        return SendResult(recipient_id=str(body.get("recipient_id", "")), message_id=str(body["message_id"]))
-    except (ValueError, KeyError, AttributeError):
-        raise PermanentError("Send API answered 200 without a message_id", code="unexpected_response") from None
+        return SendResult(recipient_id=str(body.get("recipient_id", "")), message_id=str(body.get("message_id") or ""))
+    except (ValueError, AttributeError):
+        return SendResult(recipient_id="", message_id="")

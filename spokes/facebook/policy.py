@@ -49,6 +49,10 @@ class DeliveryPolicies:
             rows = await values_of_key(self.pool, tenant_id, "", KEY)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             return self.default  # no Config read store here: the platform's default
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            # The store is away: the platform's default for now, asked again soon.
+            log.warning("delivery policy unreadable; using the default", tenant_id=tenant_id, error=type(exc).__name__)
+            return self.default
         value = effective(ScopedValue(**{f: r[f] for f in SCOPED_FIELDS}) for r in rows)
         chosen = json.loads(value.value_json) if value is not None and value.value_json is not None else self.default
         if chosen not in POLICIES:
@@ -59,9 +63,10 @@ class DeliveryPolicies:
 
 @asynccontextmanager
 async def opened_policies(settings: Settings) -> AsyncIterator[DeliveryPolicies]:
-    """For the spoke's lifetime: a small pool on the Config read store (wherever its database is)."""
+    """For the spoke's lifetime: a small pool on the Config read store (wherever its
+    database is), connecting on first use, so the spoke starts while PostgreSQL is away."""
     pool = await asyncpg.create_pool(
-        settings.dsn_for("config"), min_size=1, max_size=2, server_settings={"search_path": settings.pg_schema("config")}
+        settings.dsn_for("config"), min_size=0, max_size=2, server_settings={"search_path": settings.pg_schema("config")}
     )
     try:
         yield DeliveryPolicies(pool, settings.facebook_delivery_policy)

@@ -26,12 +26,14 @@ import uuid
 from datetime import UTC, datetime
 
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from hubs.message.commands import UpdateDeliveryStatus
 from hubs.message.delivery import SENDING
 from infra.command_client import new_meta
-from infra.spoke import OUTCOME_UNKNOWN, Outcome, PermanentError, RetryableError, SpokeCall, SpokeContext, SpokeSpec
-from schemas.contracts import spoke_actor
+from infra.outage import PLATFORM_OUTAGE
+from infra.spoke import Outcome, PermanentError, RetryableError, SpokeCall, SpokeContext, SpokeSpec
+from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
 from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
 from spokes.facebook.policy import AT_MOST_ONCE, opened_policies
 
@@ -41,6 +43,8 @@ OUTBOUND_RECORDED = "poseidon.message.OutboundMessageRecorded"
 SAGA_DELIVERED_ACTORS = frozenset({spoke_actor("botpress")})
 """Outbound messages recorded by these actors are delivered by the inbound-message saga."""
 _STATUS_IDS = uuid.UUID("6f1c1a52-4c4e-5b1e-9d35-0c6f2a3b7e11")
+REPORT_PATIENCE_S = 120.0
+"""How long a delivery status report waits out the Message hub or Kafka being away."""
 
 
 def accepts(event_type: str, record: dict) -> bool:
@@ -57,7 +61,7 @@ async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
     return await _deliver(
         ctx,
         Message(envelope["aggregate_id"], envelope["tenant_id"], record["message_id"], envelope["correlation_id"],
-                envelope["event_id"], key=envelope["event_id"]),
+                envelope["event_id"]),
         page_id=record["channel_account_id"],
         psid=record["contact_id"],
         text=record["text"],
@@ -73,9 +77,7 @@ async def send_replies(ctx: SpokeContext, call: SpokeCall) -> Outcome:
     sent: list[str] = []
     outcome = Outcome("send_message", detail="no reply to send")
     for reply in p["replies"]:
-        message = Message(
-            p["conversation_id"], call.tenant_id, reply["message_id"], call.correlation_id, call.event_id, key=reply["message_id"]
-        )
+        message = Message(p["conversation_id"], call.tenant_id, reply["message_id"], call.correlation_id, call.event_id)
         outcome = await _deliver(
             ctx, message, page_id=p["page_id"], psid=p["psid"], text=reply["text"], last_inbound_at=last_inbound
         )
@@ -94,22 +96,23 @@ class Message:
     message_id: str
     correlation_id: str
     causation_id: str
-    key: str
-    """What the status commands' ids derive from (a resend is answered, not applied twice)."""
+    key: str = ""
+    """What an attempt's status reports' ids derive from: its claim's command id."""
 
 
 async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at) -> Outcome:
     """Record the intent, send unless the message is already out (or its earlier
     attempt's outcome is unknown and the tenant wants it at most once), report."""
     at_most_once = await ctx.resources.of(message.tenant_id) == AT_MOST_ONCE
-    claim = await _claim(ctx, message)
-    if claim == "AlreadySent":
+    claim_id, refused = await _claim(ctx, message)
+    if refused == "AlreadySent":
         return Outcome(SEND_MESSAGE, detail="already sent: not sent again", data={"page_id": page_id})
-    if claim == "DeliveryOutcomeUnknown":
+    if refused == "DeliveryOutcomeUnknown":
         if at_most_once:
             log.warning("earlier send's outcome unknown; not sent again (at most once)", message_id=message.message_id)
             return _unknown(page_id, "an earlier attempt's outcome is unknown; not sent again (at most once)")
         log.warning("earlier send's outcome unknown; sending again (at least once)", message_id=message.message_id)
+    attempt = dataclasses.replace(message, key=claim_id)  # this attempt's status reports
     try:
         outcome = await send_reply(
             ctx,
@@ -124,28 +127,25 @@ async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: s
     except PermanentError as exc:  # e.g. re-authorisation needed: the message failed, say so
         outcome = Outcome(operation=SEND_MESSAGE, succeeded=False, detail=exc.reason, error_code=exc.code)
     except RetryableError as exc:
-        if not (at_most_once and exc.code == OUTCOME_UNKNOWN):
+        if exc.code == OUTCOME_UNKNOWN:
+            # The message stays `sending`: whoever tries it next learns its outcome is unknown.
+            if at_most_once:
+                return _unknown(page_id, f"the send's outcome is unknown ({exc.reason}); not retried (at most once)")
             raise
-        # The message stays `sending`: whoever tries it next learns its outcome is unknown.
-        return _unknown(page_id, f"the send's outcome is unknown ({exc.reason}); not retried (at most once)")
-    await report_status(
-        ctx,
-        outcome,
-        conversation_id=message.conversation_id,
-        tenant_id=message.tenant_id,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        causation_id=message.causation_id,
-        key=message.key,
-    )
+        # Nothing left (breaker open, refused connection, rate limit, …): give the
+        # intent back, so the next attempt may send it, then wait as before.
+        not_sent = Outcome(SEND_MESSAGE, succeeded=False, detail=f"not sent: {exc.reason}"[:500], error_code=exc.code)
+        await report_status(ctx, not_sent, attempt)
+        raise
+    await report_status(ctx, outcome, attempt)
     return outcome
 
 
-async def _claim(ctx: SpokeContext, message: Message) -> str:
-    """Records `sending` on the message (a new command id each attempt, so a second
-    attempt is refused, not answered with the first one's outcome). Returns the rule
-    that refused it, or "" when recorded (or when the hub cannot follow this message:
-    the send goes ahead as it did before intents existed)."""
+async def _claim(ctx: SpokeContext, message: Message) -> tuple[str, str]:
+    """Records `sending` on the message with a new command id (so a second attempt
+    is refused, not answered with the first one's outcome). Returns that id and the
+    rule that refused it, or "" when recorded (or when the hub cannot follow this
+    message: the send goes ahead as it did before intents existed)."""
     meta = new_meta(
         message.conversation_id,
         message.tenant_id,
@@ -154,40 +154,40 @@ async def _claim(ctx: SpokeContext, message: Message) -> str:
         causation_id=message.causation_id,
     )
     result = await ctx.commands.send(UpdateDeliveryStatus(meta, message.message_id, SENDING, ""))
-    return "" if result.accepted else result.rejection
+    return meta.command_id, "" if result.accepted else result.rejection
 
 
 def _unknown(page_id: str, detail: str) -> Outcome:
     return Outcome(SEND_MESSAGE, succeeded=False, detail=detail, error_code=OUTCOME_UNKNOWN, data={"page_id": page_id})
 
 
-async def report_status(
-    ctx: SpokeContext,
-    outcome: Outcome,
-    *,
-    conversation_id: str,
-    tenant_id: str,
-    message_id: str,
-    correlation_id: str,
-    causation_id: str,
-    key: str,
-) -> None:
-    """Tell the Message hub what became of one outbound message. The command id
-    derives from `key` and the status: a resend after a crash is answered, not applied twice."""
+async def report_status(ctx: SpokeContext, outcome: Outcome, message: Message) -> None:
+    """Tell the Message hub what became of one attempt at an outbound message. The
+    command id derives from the attempt (`message.key`: its claim) and the status,
+    so repeating the report is answered, not applied twice — and it is repeated
+    here while the hub cannot answer, rather than by trying the whole send again
+    (which would find its own intent and call the outcome unknown)."""
     status = "sent" if outcome.succeeded else "failed"
     meta = new_meta(
-        conversation_id,
-        tenant_id,
+        message.conversation_id,
+        message.tenant_id,
         actor=spoke_actor(SPOKE_NAME),
-        command_id=str(uuid.uuid5(_STATUS_IDS, f"{key}/{status}")),
-        correlation_id=correlation_id,
-        causation_id=causation_id,
+        command_id=str(uuid.uuid5(_STATUS_IDS, f"{message.key}/{status}")),
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
     )
     if outcome.succeeded:
-        command = UpdateDeliveryStatus(meta, message_id, "sent", "", outcome.external_id)
+        command = UpdateDeliveryStatus(meta, message.message_id, "sent", "", outcome.external_id)
     else:
-        command = UpdateDeliveryStatus(meta, message_id, "failed", outcome.detail[:500])
-    result = await ctx.commands.send(command)
+        command = UpdateDeliveryStatus(meta, message.message_id, "failed", outcome.detail[:500])
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(lambda e: isinstance(e, PLATFORM_OUTAGE)),
+        wait=wait_exponential_jitter(initial=0.5, max=5.0),
+        stop=stop_after_delay(REPORT_PATIENCE_S),
+        reraise=True,
+    ):
+        with attempt:
+            result = await ctx.commands.send(command)
     if not result.accepted and result.rejection != "InvalidStatusTransition":
         raise PermanentError(f"the Message hub refused the delivery status: {result.rejection}", code="status_refused")
 

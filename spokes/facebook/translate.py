@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hubs.message.delivery import DELIVERED, READ
+from schemas.contracts import OUTCOME_UNKNOWN
 
 # Kinds of inbound item. An echo is a message the page sent (by us, another app or a
 # human in the Page inbox) that Facebook reports back; receipts refer to outbound mids.
@@ -410,7 +411,9 @@ def classify_graph_error(
     if code == 368:
         return failure(PERMANENT, "policy_blocked")
     if status >= 500:
-        return failure(RETRY, "graph_unavailable")
+        # Not one of Graph's "temporary, retry" answers (above): a gateway error after
+        # the request was forwarded may hide a message that went out.
+        return failure(RETRY, OUTCOME_UNKNOWN)
     return failure(PERMANENT, "graph_error")
 
 

@@ -410,3 +410,20 @@ async def _restarted_spoke(world, name: str) -> asyncio.Task:
     task = asyncio.create_task(runner.run())
     await asyncio.wait_for(runner.assigned.wait(), 60)
     return task
+
+
+async def test_a_reply_facebook_refused_to_take_is_sent_later_not_called_unknown(world):
+    """Rate limited past the spoke's attempts, nothing went out: the intent is given
+    back (`failed`, "not sent") and the spoke's next try sends it — once."""
+    settings, fb = world.settings, world.fb
+    psid = "24000000000000010"
+    fb.state.user_wrote(psid)
+    fb.state.fail("429", count=3, retry_after=0.2)  # more than spoke_max_attempts (2) in a row
+    event = message_event(PAGE, psid, "are you there?")
+    body, headers = signed_webhook(webhook_body(event), APP_SECRET)
+    assert await world.post(body, headers) == 200
+
+    await eventually(lambda: saga_row(settings, ACME, event["message"]["mid"], "completed"), timeout=120)
+    assert len(fb.state.sent_to(psid)) == 1
+    row = await _outbound_in(settings, psid, "sent") or await _outbound_in(settings, psid, "delivered")
+    assert row is not None

@@ -533,8 +533,8 @@ def graph_error(code: int, message: str = "msg", subcode: int | None = None, **e
         (500, graph_error(1, "An unknown error occurred"), RETRY, "graph_transient"),
         (400, graph_error(1200, "(#1200) Temporary send message failure"), RETRY, "graph_transient"),
         (400, graph_error(9999, "something", is_transient=True), RETRY, "graph_transient"),
-        (502, b"<html>Bad Gateway</html>", RETRY, "graph_unavailable"),
-        (503, b"", RETRY, "graph_unavailable"),
+        (502, b"<html>Bad Gateway</html>", RETRY, "outcome_unknown"),  # may have gone out
+        (503, b"", RETRY, "outcome_unknown"),
         (400, graph_error(100, "(#100) Invalid parameter"), PERMANENT, "invalid_parameter"),
         (400, graph_error(100, "(#100) No matching user found", 2018001), PERMANENT, "recipient_not_found"),
         (400, graph_error(551, "(#551) This person isn't available right now.", 1545041), PERMANENT, "recipient_unavailable"),
