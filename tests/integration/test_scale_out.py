@@ -101,4 +101,3 @@ async def test_two_instances_share_partitions_and_one_killed_is_taken_over_witho
 
 async def _both_own_some(platform, a: str, b: str) -> bool:
     return owned_partitions(platform, a) > 0 and owned_partitions(platform, b) > 0
-

@@ -186,9 +186,7 @@ def test_log_lines_never_carry_secrets_or_pii_in_clear():
 
 def test_a_read_store_can_have_a_database_of_its_own_from_a_variable_or_a_secret_file(tmp_path):
     (tmp_path / "POSEIDON_PG_DSN_SAGA").write_text("postgresql://saga:s3cret@db2/sagas\n")
-    settings = Settings.from_env(
-        {"POSEIDON_PG_DSN_WALLET": "postgresql://w@db1/wallets", "POSEIDON_SECRETS_DIR": str(tmp_path)}
-    )
+    settings = Settings.from_env({"POSEIDON_PG_DSN_WALLET": "postgresql://w@db1/wallets", "POSEIDON_SECRETS_DIR": str(tmp_path)})
 
     assert settings.dsn_for("wallet") == "postgresql://w@db1/wallets"
     assert settings.dsn_for("saga") == "postgresql://saga:s3cret@db2/sagas"
