@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,16 +28,33 @@ ROOT = Path(__file__).resolve().parent.parent
 POSEIDON = [sys.executable, "-m", "poseidon.cli"]
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(avoid=()) -> int:
-    """A free port that is none of `avoid` (ports handed to servers not bound yet:
-    a processor's ops port once came out equal to a gRPC port chosen earlier, and
-    its health check reached the gRPC server)."""
+    """A free port below the kernel's ephemeral range that is none of `avoid` (ports
+    handed to servers not bound yet: a processor's ops port once came out equal to a
+    gRPC port chosen earlier, and its health check reached the gRPC server). Not an
+    ephemeral one: with 40 processes starting at once, an outgoing connection of one
+    of them took the port chosen for another's ops server before it bound it."""
+    rng = random.SystemRandom()
+    low = min(ephemeral_ports()[0], 32768)
     while True:
+        port = rng.randrange(20_000, low)
+        if port in set(avoid):
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in set(avoid):
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def free_ports(n: int) -> list[int]:
