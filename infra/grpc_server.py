@@ -215,7 +215,7 @@ async def start_server(
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
     keyring = Keyring(settings.keys_dir)
-    stores = Stores(settings)
+    stores = Stores(settings, max_size=10)  # role lookups: one per guarded call, as many as the hub pool
     if commands is not None:
         await commands.start()
     deps = ServiceDeps(

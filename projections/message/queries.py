@@ -63,3 +63,22 @@ async def history(
     conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, conversation_id: uuid.UUID, message_id: str
 ) -> list[asyncpg.Record]:
     return await conn.fetch(HISTORY, tenant_id, conversation_id, message_id)
+
+
+async def routing_by_correlation(
+    conn: asyncpg.Connection | asyncpg.Pool, schema: str, tenant_id: str, correlation_id: str
+) -> asyncpg.Record | None:
+    """The routing decision of the tenant's inbound message whose status history
+    carries `correlation_id` (what a saga started for it shares), or None. Names its
+    schema: callers outside the Message hub hold pools of other stores."""
+    try:
+        return await conn.fetchrow(
+            "SELECT m.message_id, m.routed_app_id, m.routed_spoke, m.routing_rule, m.routing_reason, "
+            f'm.routing_facts::text AS facts FROM "{schema}".messages m JOIN "{schema}".message_status_history h '
+            "ON h.tenant_id = m.tenant_id AND h.conversation_id = m.conversation_id AND h.message_id = m.message_id "
+            "WHERE m.tenant_id = $1 AND h.correlation_id = $2 AND m.direction = 'inbound' LIMIT 1",
+            tenant_id,
+            correlation_id,
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return None

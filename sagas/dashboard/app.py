@@ -62,6 +62,8 @@ class Deps:
     """Set the Secure flag (behind HTTPS)."""
     tenant_pool: asyncpg.Pool | None = None
     """The Tenant read store's pool when it lives in another database than the saga store (else `pool`)."""
+    message_pool: asyncpg.Pool | None = None
+    """The Message read store's pool, likewise (routing decisions on the saga page)."""
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -179,7 +181,7 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 async def saga_list(request: web.Request) -> web.Response:
-    store = SagaStore(request.app[DEPS].pool, request.app[DEPS].settings)
+    store = SagaStore(request.app[DEPS].pool, request.app[DEPS].settings, request.app[DEPS].message_pool)
     try:
         f = SagaFilter.from_query(request.query)
     except BadFilter as exc:
@@ -195,7 +197,7 @@ async def saga_list(request: web.Request) -> web.Response:
 
 async def saga_detail(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    store = SagaStore(deps.pool, deps.settings)
+    store = SagaStore(deps.pool, deps.settings, deps.message_pool)
     saga = await store.saga(request.match_info["saga_id"])
     if saga is None:
         return _html("<p>No such saga.</p><a href='/'>back</a>", status=404)
@@ -210,7 +212,7 @@ async def saga_detail(request: web.Request) -> web.Response:
 
 async def saga_timeline(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    store = SagaStore(deps.pool, deps.settings)
+    store = SagaStore(deps.pool, deps.settings, deps.message_pool)
     saga = await store.saga(request.match_info["saga_id"])
     if saga is None:
         return web.json_response({"error": "no such saga"}, status=404)
@@ -230,7 +232,7 @@ async def saga_timeline(request: web.Request) -> web.Response:
 async def saga_action(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     form = await request.post()
-    saga = await SagaStore(deps.pool, deps.settings).saga(request.match_info["saga_id"])
+    saga = await SagaStore(deps.pool, deps.settings, deps.message_pool).saga(request.match_info["saga_id"])
     if saga is None:
         return _html("<p>No such saga.</p>", status=404)
     action = str(form.get("action", ""))
@@ -274,7 +276,7 @@ async def saga_batch(request: web.Request) -> web.Response:
     except BadFilter as exc:
         raise web.HTTPSeeOther(f"/?msg={_q(str(exc))}") from None
     operator = request[PRINCIPAL].id
-    targets = await SagaStore(deps.pool, deps.settings).ids(f, BATCH_LIMIT)
+    targets = await SagaStore(deps.pool, deps.settings, deps.message_pool).ids(f, BATCH_LIMIT)
     results = await asyncio.gather(
         *(
             deps.actions.act(
@@ -341,7 +343,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `saga` (id, state, version, step) for every change
     seen in the read store, and `counts` after each batch of changes."""
     deps = request.app[DEPS]
-    store = SagaStore(deps.pool, deps.settings)
+    store = SagaStore(deps.pool, deps.settings, deps.message_pool)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )

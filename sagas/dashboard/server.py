@@ -20,7 +20,13 @@ from sagas.dashboard.deadletters import DeadLetters
 log = structlog.get_logger(__name__)
 
 
-def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient, tenant_pool: asyncpg.Pool | None = None) -> Deps:
+def deps_for(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    client: CommandClient,
+    tenant_pool: asyncpg.Pool | None = None,
+    message_pool: asyncpg.Pool | None = None,
+) -> Deps:
     """What the dashboard runs on: the read stores, the keyring's verifier, saga-hub
     commands for actions, the dead-letter topics, and the Identity hub for password login."""
     return Deps(
@@ -31,13 +37,14 @@ def deps_for(settings: Settings, pool: asyncpg.Pool, client: CommandClient, tena
         dead_letters=DeadLetters(settings, client.codec),
         identity_target=f"{settings.grpc_host}:{settings.grpc_port('identity')}",
         tenant_pool=tenant_pool,
+        message_pool=message_pool,
     )
 
 
 async def serve(settings: Settings, client: CommandClient, port: int | None = None) -> None:
     """`client` sends saga-hub commands (unstarted: it starts once the page is up)."""
     stores = Stores(settings, max_size=5)
-    deps = deps_for(settings, await stores.pool("saga"), client, await stores.pool("tenant"))
+    deps = deps_for(settings, await stores.pool("saga"), client, await stores.pool("tenant"), await stores.pool("message"))
     runner = web.AppRunner(build_app(deps), access_log=None)
     await runner.setup()
     port = port if port is not None else settings.dashboard_port

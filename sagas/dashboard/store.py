@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from base.settings import Settings
+from projections.message import queries as message_queries
 from sagas.dashboard.rules import STATES, SagaFilter
 
 SAGA_COLUMNS = (
@@ -17,10 +18,13 @@ SAGA_COLUMNS = (
 
 
 class SagaStore:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, message_pool: asyncpg.Pool | None = None):
+        """`pool`: the saga read store's; `message_pool`: the Message read store's when
+        it lives in another database (POSEIDON_PG_DSN_MESSAGE), else `pool`."""
         self.pool = pool
+        self.message_pool = message_pool or pool
         self.saga_schema = f'"{settings.pg_schema("saga")}"'
-        self.message_schema = f'"{settings.pg_schema("message")}"'
+        self.message_schema = settings.pg_schema("message")
 
     async def list(self, f: SagaFilter) -> tuple[list[asyncpg.Record], int]:
         where, args = f.where()
@@ -69,22 +73,10 @@ class SagaStore:
 
     async def routing(self, tenant_id: str, correlation_id: str) -> asyncpg.Record | None:
         """The routing decision of the inbound message that shares the saga's
-        correlation id (the Message read store keeps it on `messages`; the
-        correlation id is on the message's status history)."""
+        correlation id, through the Message read model's own query."""
         if not correlation_id:
             return None
-        try:
-            return await self.pool.fetchrow(
-                "SELECT m.message_id, m.routed_app_id, m.routed_spoke, m.routing_rule, m.routing_reason, "
-                f"m.routing_facts::text AS facts "
-                f"FROM {self.message_schema}.messages m JOIN {self.message_schema}.message_status_history h "
-                "ON h.tenant_id = m.tenant_id AND h.conversation_id = m.conversation_id AND h.message_id = m.message_id "
-                "WHERE m.tenant_id = $1 AND h.correlation_id = $2 AND m.direction = 'inbound' LIMIT 1",
-                tenant_id,
-                correlation_id,
-            )
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            return None
+        return await message_queries.routing_by_correlation(self.message_pool, self.message_schema, tenant_id, correlation_id)
 
     async def now(self) -> datetime:
         return await self.pool.fetchval("SELECT now()")
