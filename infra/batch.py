@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -18,7 +18,19 @@ from eventsourcing.domain import Aggregate
 
 from base.logging import bind_correlation
 from infra.dlq import DeadLetters, Origin
-from infra.hub import HubSpec, SnapshotCodec, command_from_record, decide, event_record, new_event_id
+from infra.hub import (
+    DISPATCHED,
+    REPLY_KEY,
+    REPLY_REF,
+    REPLY_TO,
+    HubSpec,
+    SnapshotCodec,
+    command_from_record,
+    decide,
+    event_record,
+    new_event_id,
+    reply_address,
+)
 from schemas.codec import Codec, DecodeError, EncodeError
 from schemas.contracts import Command, Rejected
 
@@ -31,12 +43,15 @@ AGGREGATE_HEADER = "aggregate_id"
 
 
 class Outgoing(NamedTuple):
-    """One record the batch sends, always to the source partition's number."""
+    """One record the batch sends: to the source partition's number (the hub's own
+    topics, co-partitioned with its commands), or, `keyed`, to the partition of its
+    key in its topic (an outbox record, an answer: another aggregate's partition)."""
 
     topic: str
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    keyed: bool = False
 
 
 class Incoming(NamedTuple):
@@ -47,6 +62,7 @@ class Incoming(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def outcome_key(aggregate_id: str, command_id: str) -> bytes:
@@ -115,6 +131,8 @@ class Parsed:
     record: Incoming
     command: Command
     outcome_key: bytes
+    reply: tuple[str, bytes, bytes] | None = None
+    """(topic, key, ref) where the command's result is also sent (`infra.hub.reply_address`)."""
 
 
 @dataclass
@@ -138,9 +156,20 @@ class BatchDecider:
     and the `AggregateCache`. Call `parse` on every record first (the processor
     fetches the stored results of repeated ids it names), then `decide`."""
 
-    def __init__(self, hub: HubSpec, codec: Codec, topics: Mapping[str, str], dead_letters: DeadLetters, cache: AggregateCache):
+    def __init__(
+        self,
+        hub: HubSpec,
+        codec: Codec,
+        topics: Mapping[str, str],
+        dead_letters: DeadLetters,
+        cache: AggregateCache,
+        topic_of: Callable[[str], str] = str,
+    ):
+        """`topic_of`: logical topic name → the installation's (its prefix), for outbox records."""
         self.hub, self.codec, self.dead_letters, self.cache = hub, codec, dead_letters, cache
         self.events_topic, self.results_topic = topics["events"], topics["command-results"]
+        self.commands_topic = topics.get("commands", topic_of(hub.topic("commands")))
+        self.topic_of = topic_of
         self.snapshots = SnapshotCodec()
         self._event_fields = {
             name: [f["name"] for f in codec.catalog.latest(name).parsed["fields"] if f["name"] != "envelope"]
@@ -152,13 +181,23 @@ class BatchDecider:
         """The command in a record, or the dead letter that parks it."""
         try:
             decoded = self.codec.decode(record.value)
-            command = command_from_record(self.hub, decoded.name, decoded.record)
+            command = self._command(decoded.name, decoded.record, record.headers)
             if record.key is None or record.key.decode("utf-8", "replace") != command.meta.aggregate_id:
                 raise Rejected(f"record key {record.key!r} differs from the command's aggregate id {command.meta.aggregate_id!r}")
         except (DecodeError, Rejected, KeyError, TypeError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self._dead_letter(record, reason, type(exc).__name__)
-        return Parsed(record, command, outcome_key(command.meta.aggregate_id, command.meta.command_id))
+        key = outcome_key(command.meta.aggregate_id, command.meta.command_id)
+        return Parsed(record, command, key, reply_address(record.headers))
+
+    def _command(self, name: str, record: Mapping[str, Any], headers: Iterable[tuple[str, bytes]]) -> Command:
+        """The hub's command in a record: one of its commands, or an answer its `translate` reads."""
+        if self.hub.translate is not None and ".commands." not in name:
+            command = self.hub.translate(name, record, dict(headers))
+            if command is None:
+                raise Rejected(f"{name} is not a command of the {self.hub.name} hub nor an answer it reads")
+            return command
+        return command_from_record(self.hub, name, record)
 
     def decide(
         self, memory: PartitionMemory, items: Iterable[Parsed | Outgoing], stored_results: Mapping[bytes, bytes]
@@ -180,6 +219,7 @@ class BatchDecider:
                 again = self.codec.decode(first).record
                 again.update(duplicate=True, decided_at=datetime.now(UTC))
                 batch.outgoing.append(self._result(again))
+                self._reply(batch, item)
                 batch.count("duplicate")
                 continue
             self._decide_one(memory, batch, applied, item)
@@ -214,7 +254,12 @@ class BatchDecider:
                 last_hash = hashlib.sha256(value).hexdigest()
                 event_ids.append(event_id)
                 event_types.append(name)
-                outgoing.append(Outgoing(self.events_topic, key, value, self._headers(name, meta)))
+                sent = self._outbox(name, record, key) if self.hub.outbox is not None else []
+                headers = self._headers(name, meta)
+                if sent:
+                    headers.append((DISPATCHED, b"1"))
+                outgoing.append(Outgoing(self.events_topic, key, value, headers))
+                outgoing.extend(sent)
         except (EncodeError, ValueError, TypeError, AttributeError, KeyError, AssertionError) as exc:
             # A bug in a hub's rules or schemas must not stop the partition: the
             # command is parked, with the reason, for an operator to re-drive.
@@ -295,7 +340,37 @@ class BatchDecider:
     def _add_result(self, batch: BatchDecision, item: Parsed, record: dict[str, Any], label: str) -> None:
         batch.results[item.outcome_key] = len(batch.outgoing)
         batch.outgoing.append(self._result(record))
+        self._reply(batch, item)
         batch.count(label)
+
+    def _reply(self, batch: BatchDecision, item: Parsed) -> None:
+        """The result just added, sent back to whoever asked for it (`Parsed.reply`)."""
+        if item.reply is None:
+            return
+        topic, key, ref = item.reply
+        result = batch.outgoing[-1]
+        batch.outgoing.append(Outgoing(topic, key, result.value, [*result.headers, (REPLY_REF, ref)], keyed=True))
+
+    def _outbox(self, name: str, record: Mapping[str, Any], key: bytes) -> list[Outgoing]:
+        """The records the hub's outbox sends with this event. One it cannot encode
+        is left out, loudly: the request then fails at its deadline, as an
+        unanswered one would, instead of parking the whole command."""
+        assert self.hub.outbox is not None
+        sent = []
+        for dispatch in self.hub.outbox(name, record):
+            try:
+                value = self.codec.encode(dispatch.schema, dispatch.record)
+            except EncodeError as exc:
+                # The type only: fastavro's text may quote personal data.
+                log.error(
+                    "outbox record not encodable; left to its deadline", schema=dispatch.schema, error_type=type(exc).__name__
+                )
+                continue
+            headers = [("content-type", CONTENT_TYPE), ("correlation_id", record["envelope"]["correlation_id"].encode())]
+            if dispatch.reply_ref is not None:
+                headers += [(REPLY_TO, self.commands_topic.encode()), (REPLY_KEY, key), (REPLY_REF, dispatch.reply_ref)]
+            sent.append(Outgoing(self.topic_of(dispatch.topic), dispatch.key.encode(), value, headers, keyed=True))
+        return sent
 
     def _result(self, record: dict[str, Any]) -> Outgoing:
         value = self.codec.encode(RESULT_SCHEMA, record)
@@ -334,6 +409,6 @@ class BatchDecider:
         ]
 
     def _dead_letter(self, record: Incoming, reason: str, error_type: str) -> Outgoing:
-        letter = self.dead_letters.letter(Origin(*record), reason, error_type)
+        letter = self.dead_letters.letter(Origin(*record[:5]), reason, error_type)
         self.dead_letters.parked(letter)
         return Outgoing(letter.topic, record.key or b"", letter.value, letter.headers)

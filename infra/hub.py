@@ -48,6 +48,18 @@ class HubSpec:
     ops_index: int = dataclasses.field(kw_only=True)
     """Added to each role's ops-port base (processor 9100, projector 9200, gRPC 9300, router 9500):
     wallet's 6 gives 9106. Unique among the hubs."""
+    outbox: Callable[[str, Mapping[str, Any]], Sequence[Dispatch]] | None = dataclasses.field(default=None, kw_only=True)
+    """(event name, event record) → records the processor sends in the same transaction
+    as that event: what makes a hub a process manager (the Saga hub sends each step's
+    command with the StepRequested that asks for it). Pure; None: events only."""
+    translate: Callable[[str, Mapping[str, Any], Mapping[str, bytes]], Command | None] | None = dataclasses.field(
+        default=None, kw_only=True
+    )
+    """(record name, decoded record, headers) → this hub's command for a record on its
+    commands topic that is not one of its commands (an answer sent to it: a hub's
+    CommandResult or a spoke's outcome, see `Dispatch.reply_ref`); None: not ours
+    (dead-lettered). Pure and deterministic: the command id must be derived, so an
+    answer read twice is decided once."""
 
     def topic(self, kind: str) -> str:
         """Logical topic name: `<hub>.commands`, `<hub>.events`, `<hub>.command-results`."""
@@ -61,6 +73,42 @@ class HubSpec:
 
     def event_name(self, domain_event: object) -> str:
         return f"poseidon.{self.name}.{type(domain_event).__name__}"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One record a hub's `outbox` sends beside an event, in the event's transaction,
+    to `topic` (logical name) in the partition of `key`.
+
+    `reply_ref`: this record is a request whose answer comes back to the sending
+    hub: the processor puts the reply address on it (headers `reply_to`: the
+    sender's commands topic, `reply_key`: the sender's aggregate id, `reply_ref`:
+    these bytes), and whoever answers (a hub's processor, a spoke) sends its answer
+    there too, with `reply_ref` echoed; the sender's `translate` reads it."""
+
+    topic: str
+    key: str
+    schema: str
+    """Full Avro name of `record`."""
+    record: Mapping[str, Any]
+    reply_ref: bytes | None = None
+
+
+REPLY_TO, REPLY_KEY, REPLY_REF = "reply_to", "reply_key", "reply_ref"
+"""Headers of a request that wants its answer sent back (`Dispatch.reply_ref`)."""
+DISPATCHED = "dispatched"
+"""Header on an event whose outbox records went out in its transaction."""
+
+
+def reply_address(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, bytes, bytes] | None:
+    """(topic, key, ref) of a record that asks for its answer to be sent back, or
+    None. Only a commands topic is a valid address: a forged header cannot make a
+    processor or a spoke write anywhere else."""
+    found = {name: value for name, value in headers or () if name in (REPLY_TO, REPLY_KEY, REPLY_REF)}
+    topic = found.get(REPLY_TO, b"").decode("utf-8", "replace")
+    if not topic.endswith(".commands") or REPLY_KEY not in found:
+        return None
+    return topic, found[REPLY_KEY], found.get(REPLY_REF, b"")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from base.settings import Settings
 from infra import metrics
@@ -78,13 +79,15 @@ class AggregateProcessor:
             None, codec, self.process_name, settings.topic(hub.topic("commands.dlq")), event="dead-lettering command record"
         )
         self.cache = AggregateCache(settings.aggregate_cache_size)
-        self.decider = BatchDecider(hub, codec, topics, dead_letters, self.cache)
+        self.decider = BatchDecider(hub, codec, topics, dead_letters, self.cache, topic_of=settings.topic)
         self.owned: dict[TopicPartition, OwnedPartition] = {}
         self.handled = 0
         self._lock = asyncio.Lock()
         self._reading = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: AIOKafkaConsumer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
 
     def run(self) -> None:
         asyncio.run(self.serve())
@@ -149,7 +152,11 @@ class AggregateProcessor:
 
     async def _handle(self, part: OwnedPartition, consumed: list) -> None:
         started = time.perf_counter()
-        records = [Incoming(r.topic, r.partition, r.offset, r.key, r.value) for r in consumed if r.offset >= part.next_offset]
+        records = [
+            Incoming(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+            for r in consumed
+            if r.offset >= part.next_offset
+        ]
         if not records:
             return
         items = [self.decider.parse(record) for record in records]
@@ -175,25 +182,37 @@ class AggregateProcessor:
         metrics.LATENCY.labels(self.process_name, self.hub.name).observe(time.perf_counter() - started)
 
     async def _send(self, producer: AIOKafkaProducer, partition: int, records: list[Outgoing]) -> dict[int, int]:
-        """Appends the records per topic to producer batches (one per topic unless it
-        overflows), submits them and waits until they are stored (still inside the
-        transaction); returns index in `records` → offset."""
-        batches: list[tuple[str, Any]] = []
-        current: dict[str, Any] = {}
+        """Appends the records per topic partition to producer batches (one per topic
+        partition unless it overflows), submits them and waits until they are stored
+        (still inside the transaction); returns index in `records` → offset."""
+        batches: list[tuple[str, int, Any]] = []
+        current: dict[tuple[str, int], Any] = {}
         where: list[tuple[Any, int]] = []
         for record in records:
-            builder = current.get(record.topic)
+            target = (record.topic, await self._partition_of(producer, record) if record.keyed else partition)
+            builder = current.get(target)
             meta = builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) if builder else None
             if meta is None:
-                builder = current[record.topic] = producer.create_batch()
-                batches.append((record.topic, builder))
+                builder = current[target] = producer.create_batch()
+                batches.append((*target, builder))
                 meta = builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
                 if meta is None:
                     raise ValueError(f"a record of {len(record.value)} bytes does not fit a producer batch")
             where.append((builder, meta.offset))
-        futures = [await producer.send_batch(builder, topic, partition=partition) for topic, builder in batches]
-        base = {id(builder): stored.offset for (_, builder), stored in zip(batches, await asyncio.gather(*futures), strict=True)}
+        futures = [await producer.send_batch(builder, topic, partition=p) for topic, p, builder in batches]
+        base = {
+            id(builder): stored.offset for (_, _, builder), stored in zip(batches, await asyncio.gather(*futures), strict=True)
+        }
         return {index: base[id(builder)] + relative for index, (builder, relative) in enumerate(where)}
+
+    async def _partition_of(self, producer: AIOKafkaProducer, record: Outgoing) -> int:
+        """The partition Kafka's default partitioner gives the record's key: where
+        any other producer of that aggregate (a command client) puts it too."""
+        partitions = self._partitions.get(record.topic)
+        if partitions is None:
+            found = await producer.partitions_for(record.topic)
+            partitions = self._partitions[record.topic] = sorted(found)
+        return self._partitioner(record.key, partitions, partitions)
 
     async def _stored_results(self, part: OwnedPartition, items: list) -> dict[bytes, bytes]:
         """The first results of the repeated command ids in `items`, read back from

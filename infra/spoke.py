@@ -7,9 +7,10 @@ change as an event on `spoke.<name>.events`, parks poison records on
 routing: it acts on what the Message Hub decided.
 
 Two ways in: events a spoke reacts to (`SpokeSpec.topics` + `accepts`), and saga
-steps (`SpokeSpec.requests`): the saga driver puts a `SpokeRequested` on
-`spoke.<name>.requests`, the runner calls the named action, and answers with a
-SpokeOutcome that names the request and carries the step's result. A request is
+steps (`SpokeSpec.requests`): the Saga hub's processor puts a `SpokeRequested` on
+`spoke.<name>.requests` (with a reply address: `saga.commands`), the runner calls
+the named action, and answers with a SpokeOutcome that names the request and
+carries the step's result, sent to the reply address and to `spoke.<name>.events`. A request is
 tried (retry policy, breaker, waiting for recovery) only until its deadline: then
 the runner answers failure, because the saga no longer waits and acts on its own
 retry policy (hubs/saga/definition.py)."""
@@ -41,6 +42,7 @@ from infra.command_client import CommandClient
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
 from infra.hub import envelope as event_envelope
+from infra.hub import reply_address
 from infra.keyed import KeyedConsumer
 from infra.ops import OpsServer
 from infra.outage import PLATFORM_OUTAGE
@@ -55,6 +57,8 @@ OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
 REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+REPLIED = "replied"
+"""Header on an outcome also sent to the requester's reply address."""
 
 CONCURRENCY = 32
 """Records of different keys (conversations, sagas) handled at once by one spoke process."""
@@ -460,7 +464,7 @@ class SpokeRunner:
             if outcome is None:  # a handler bug: dead-lettered; the saga still gets its answer
                 outcome = Outcome(action, False, "the spoke failed on this request (dead-lettered)", error_code="handler_error")
         await self._emit_breaker_changes(ctx, producer, envelope)
-        await self._emit(producer, envelope, outcome, ctx.attempts, request=ref)
+        await self._emit(producer, envelope, outcome, ctx.attempts, request=ref, reply=reply_address(record.headers))
 
     async def _until_done(
         self,
@@ -518,7 +522,12 @@ class SpokeRunner:
         outcome: Outcome,
         attempts: int,
         request: Mapping | None = None,
+        reply: tuple[str, bytes, bytes] | None = None,
     ) -> None:
+        """Reports an outcome on the spoke's events topic; an answer to a request that
+        named a reply address (the Saga hub's processor sends them) goes there too,
+        and its copy on the events topic says so (header `replied`), so the saga
+        driver does not record it a second time."""
         record = {
             "envelope": self._envelope(OUTCOME_SCHEMA, source),
             "spoke": self.spec.name,
@@ -534,7 +543,16 @@ class SpokeRunner:
             "result_json": json.dumps(dict(outcome.result), sort_keys=True, default=str),
         }
         key = str(source.get("aggregate_id", "")).encode()
-        await producer.send_and_wait(self.events_topic, self.codec.encode(OUTCOME_SCHEMA, record), key=key)
+        value = self.codec.encode(OUTCOME_SCHEMA, record)
+        if reply is None:
+            await producer.send_and_wait(self.events_topic, value, key=key)
+            return
+        topic, reply_key, _ = reply
+        sent = [
+            await producer.send(topic, value, key=reply_key),
+            await producer.send(self.events_topic, value, key=key, headers=[(REPLIED, b"1")]),
+        ]
+        await asyncio.gather(*sent)
 
     async def _emit_breaker_changes(self, ctx: SpokeContext, producer: AIOKafkaProducer, source: Mapping[str, Any]) -> None:
         while ctx.breaker_changes:

@@ -43,7 +43,8 @@ def hubs() -> dict[str, HubSpec]:
     from hubs.saga.hub import saga_hub
     from sagas.registry import DEFINITIONS
 
-    found = [*_discover("hubs", "hub", "HUB"), saga_hub(DEFINITIONS)]
+    found = _discover("hubs", "hub", "HUB")
+    found.append(saga_hub(DEFINITIONS, hubs=[hub.name for hub in found], spokes=list(spokes())))
     return {hub.name: hub for hub in sorted(found, key=lambda h: h.name)}
 
 

@@ -1,44 +1,39 @@
-"""The saga driver (`poseidon saga-driver`): the I/O half of every saga. It sends
-the commands the Saga hub's StepRequested / CompensationRequested events carry to
-their hubs, records each answer back on the saga (RecordStepResult), and fails
-requests that got no answer by their deadline (FailOverdueStep). It decides
-nothing: the Saga aggregate and the pure definitions do (hubs/saga/definition.py).
+"""The saga driver (`poseidon saga-driver`): the saga's timers and triggers. It
+decides nothing: the Saga aggregate and the pure definitions do
+(hubs/saga/definition.py).
 
-Crash safety without state of its own:
-* `saga.events` is read in a consumer group on the shared keyed consumer
-  (infra.keyed): one saga's events in order, offsets committed only past what is
-  handled, a hub or the broker away waited out, a record no rule foresaw parked
-  on `saga.events.dlq`; a restarted driver re-reads what it had not finished and
-  re-sends with the same command ids (from the events), so a hub answers a
-  repeated command with its first outcome — nothing is applied twice — and the
-  RecordStepResult it then sends has a deterministic id too.
-* Timers survive restarts because deadlines are facts: `deadline_at` is in the
-  event and in the saga read store, which the timer loop scans every second. A
-  request re-read after its deadline is not re-sent (the timer fails it instead),
-  so a late command cannot land after the saga moved on.
-* The driver waits for a hub's answer only until the request's deadline; then it
-  moves on and the timer takes over.
+What it no longer does: carry each step. The Saga hub's processor sends a step's
+command in the transaction that records the StepRequested, and the hubs and
+spokes answer on `saga.commands` (hubs/saga/dispatch.py); such events carry the
+`dispatched` header and the spokes' copies of such answers the `replied` header,
+and the driver skips both without decoding them. What it still does:
 
-Spoke steps (a `SpokeRequest`, target `spoke.<name>`) are put on
-`spoke.<name>.requests` as a `SpokeRequested` (event id derived from the command
-id); the spoke answers on `spoke.<name>.events` with a SpokeOutcome naming the
-request, which the driver records on the saga like a hub's answer. A re-sent
-request is done again by the spoke (its actions are idempotent) and its second
-answer carries the same RecordStepResult id: answered, not applied twice.
+* Timers: deadlines are facts — `deadline_at` is in the event and in the saga
+  read store, which the timer loop scans every second — so a request with no
+  answer by its deadline gets FailOverdueStep, after any restart.
+* Triggers: sagas that start by themselves (`SagaDefinition.trigger`, e.g. the
+  inbound-message saga on every MessageRouted): the trigger's lookup reads the
+  read stores, its pure `start` builds the input, StartSaga goes out with an id
+  derived from the saga id. Trigger topics are read by a consumer group that
+  starts at the end of its topics: a new driver must not start sagas for the
+  whole history of routed messages.
+* Requests recorded without being sent (no `dispatched` header): what a processor
+  older than the process manager wrote, so sagas in flight across the upgrade
+  finish. It sends them as it always did: a hub's command through the command
+  client, its answer recorded with RecordStepResult; a spoke's as a
+  SpokeRequested, whose SpokeOutcome it records. Re-sent after a crash with the
+  same ids (from the events): answered, never applied twice. A request re-read
+  after its deadline is not re-sent (the timer fails it instead).
 
-Sagas that start by themselves (`SagaDefinition.trigger`, e.g. the inbound-message
-saga on every MessageRouted) are started here: the trigger's lookup reads the
-read stores, its pure `start` builds the input, StartSaga goes out with an id
-derived from the saga id. Trigger topics and spoke answers are read by a second
-consumer group that starts at the end of its topics: a new driver must not start
-sagas for the whole history of routed messages.
+Consumption is the shared keyed consumer (infra.keyed): one saga's events in
+order, offsets committed only past what is handled, a hub or the broker away
+waited out, a record no rule foresaw parked on `saga.events.dlq`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -48,15 +43,26 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from base.settings import Settings
 from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
-from hubs.saga.definition import SAGA_NAMESPACE, SagaDefinition
+from hubs.saga.definition import SagaDefinition
+from hubs.saga.dispatch import (
+    ACTOR,
+    OUTCOME_SCHEMA,
+    REQUEST_SCHEMA,
+    command_record,
+    derived_command_id,
+    hub_answer,
+    result_id,
+    spoke_answer,
+    spoke_request,
+)
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
-from infra.hub import command_from_record, envelope
+from infra.hub import DISPATCHED, command_from_record
 from infra.keyed import KeyedConsumer
 from infra.outage import PLATFORM_OUTAGE
-from infra.spoke import OUTCOME_SCHEMA, REQUEST_SCHEMA
+from infra.spoke import REPLIED
 from infra.stores import Stores
 from projections.saga.queries import overdue_requests
 from sagas.reads import ReadStores
@@ -72,10 +78,8 @@ DLQ_TOPIC = "saga.events.dlq"
 (a spoke's events topic has no dead-letter topic of its own)."""
 CONSUMER_GROUP = "poseidon-saga-driver"
 REACTIONS_GROUP = "poseidon-saga-reactions"
-ACTOR = "saga-driver"
 TIMER_INTERVAL_S = 1.0
 RESULT_TIMEOUT_S = 30.0
-MAX_DETAIL = 500
 CONCURRENCY = 32
 
 
@@ -84,27 +88,20 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (*PLATFORM_OUTAGE, asyncpg.PostgresError))
 
 
-def derived_command_id(*parts: object) -> str:
-    return str(uuid.uuid5(SAGA_NAMESPACE, "/".join(str(p) for p in parts)))
-
-
 def command_of(hub, command_type: str, command_json: str) -> Command:
     """The target hub's typed command from a request event's `command_json`."""
-    record = json.loads(command_json)
-    record["meta"]["issued_at"] = datetime.fromisoformat(record["meta"]["issued_at"])
-    return command_from_record(hub, command_type, record)
+    return command_from_record(hub, command_type, command_record(command_json))
 
 
 def result_of(result: CommandResult) -> tuple[bool, str, str]:
     """(succeeded, detail, result_json) of a hub's answer."""
-    if result.accepted:
-        detail = f"accepted at version {result.version}" + (" (duplicate)" if result.duplicate else "")
-    else:
-        detail = f"{result.rejection}: {result.reason}"
-    body = {"version": result.version, "event_types": list(result.event_types), "duplicate": result.duplicate}
-    if not result.accepted:
-        body["rejection"] = result.rejection
-    return result.accepted, detail[:MAX_DETAIL], json.dumps(body, sort_keys=True)
+    return hub_answer(result.accepted, result.version, result.rejection, result.reason, result.event_types, result.duplicate)
+
+
+def carried(record) -> bool:
+    """An event whose request the processor sent, or a spoke's answer it already sent
+    back to the saga: nothing left for the driver (read from headers, not decoded)."""
+    return any(name in (DISPATCHED, REPLIED) for name, _ in record.headers or ())
 
 
 class SagaDriver:
@@ -211,6 +208,8 @@ class SagaDriver:
         await next(keyed for keyed in self.keyed if keyed.consumer is consumer).handle_batch(batches)
 
     async def handle(self, record) -> str:
+        if carried(record):
+            return "carried"
         try:
             decoded = self.codec.decode(record.value)
         except DecodeError as exc:
@@ -251,7 +250,7 @@ class SagaDriver:
             return "timed_out"
         succeeded, detail, result_json = result_of(result)
         meta = CommandMeta(
-            command_id=derived_command_id(saga_id, event["step"], kind, event["attempt"], "result"),
+            command_id=result_id(saga_id, event["step"], kind, event["attempt"]),
             aggregate_id=saga_id,
             tenant_id=tenant_id,
             correlation_id=env["correlation_id"],
@@ -264,54 +263,17 @@ class SagaDriver:
     async def request_spoke(self, spoke: str, kind: str, event: dict) -> None:
         """Put a spoke step on `spoke.<name>.requests`; the answer comes back as a SpokeOutcome."""
         env = event["envelope"]
-        command = json.loads(event["command_json"])
-        record = {
-            "envelope": envelope(
-                REQUEST_SCHEMA,
-                event_id=derived_command_id(event["command_id"], "spoke-request"),
-                aggregate_id=env["aggregate_id"],
-                aggregate_version=env["aggregate_version"],
-                tenant_id=env["tenant_id"],
-                correlation_id=env["correlation_id"],
-                causation_id=env["event_id"],
-                occurred_at=datetime.now(UTC),
-                actor=ACTOR,
-            ),
-            "request": {
-                "request_id": event["command_id"],
-                "saga_id": env["aggregate_id"],
-                "step": event["step"],
-                "attempt": event["attempt"],
-                "kind": kind,
-            },
-            "spoke": spoke,
-            "action": event["command_type"].rsplit(".", 1)[-1],
-            "payload_json": command.get("payload_json", "{}"),
-            "deadline_at": event["deadline_at"],
-        }
         topic = self.settings.topic(f"spoke.{spoke}.requests")
-        await self.producer.send_and_wait(topic, self.codec.encode(REQUEST_SCHEMA, record), key=env["aggregate_id"].encode())
+        value = self.codec.encode(REQUEST_SCHEMA, spoke_request(event, spoke, kind))
+        await self.producer.send_and_wait(topic, value, key=env["aggregate_id"].encode())
         log.info("step sent to spoke", spoke=spoke, saga=env["aggregate_id"], step=event["step"], attempt=event["attempt"])
 
     async def record_spoke_answer(self, outcome: dict) -> str:
-        ref = outcome.get("request")
-        if ref is None:
+        answer = spoke_answer(outcome)
+        if answer is None:
             return "ignored"  # a spoke's own reaction or an interim try, not a saga answer
-        env = outcome["envelope"]
-        meta = CommandMeta(
-            command_id=derived_command_id(ref["saga_id"], ref["step"], ref["kind"], ref["attempt"], "result"),
-            aggregate_id=ref["saga_id"],
-            tenant_id=env["tenant_id"],
-            correlation_id=env["correlation_id"],
-            causation_id=env["event_id"],
-            actor=ACTOR,
-        )
-        detail = outcome["detail"] if outcome["succeeded"] else f"{outcome['error_code'] or 'failed'}: {outcome['detail']}"
-        answer = RecordStepResult(
-            meta, ref["step"], int(ref["attempt"]), outcome["succeeded"], detail[:MAX_DETAIL], outcome.get("result_json") or "{}"
-        )
         await self._send_to_saga(answer)
-        return "answered" if outcome["succeeded"] else "refused"
+        return "answered" if answer.succeeded else "refused"
 
     async def start_saga(self, definition: SagaDefinition, record: dict) -> str:
         trigger = definition.trigger
