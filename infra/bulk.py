@@ -18,6 +18,10 @@ for any read model (only slower)."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import asyncpg
 import structlog
 
@@ -68,3 +72,24 @@ class BulkLoad:
                 written += len(records)
         self.tables.clear()
         return written
+
+
+@contextmanager
+def cycle_collection_paused() -> Iterator[None]:
+    """Pauses Python's cyclic garbage collector (process-wide) for a bulk load.
+
+    Decoding, mapping and folding allocate a dozen container objects per event,
+    and the fold keeps every row until the COPY: each allocation burst triggers
+    a collection, and the older generations are traversed again and again as
+    the held rows grow. None of these objects form cycles (reference counting
+    frees them), so the collector only costs time: measured on the wallet
+    replay, about a third of the per-event CPU. Reference counting still frees
+    everything; cycles made meanwhile by other code wait for the collector's
+    return. Leaves it off if it was off already."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

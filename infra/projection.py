@@ -6,6 +6,8 @@ memory, for a bulk rebuild (infra/bulk.py). No I/O here."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -28,6 +30,24 @@ class Statement:
     shape: Shape | None = field(default=None, compare=False)
     """The row form `sql` was generated from, if any: lets a bulk rebuild fold
     the statement in memory instead of running it. None: SQL only."""
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+
+def uuid_text(value: str) -> str:
+    """A `uuid` column's value as its canonical text; ValueError if it is no UUID.
+
+    asyncpg encodes a str for a `uuid` parameter or COPY column as it does a
+    `uuid.UUID`, and a rebuild maps every event: building a UUID object costs
+    ~1 µs each (two per event), the canonical-form check a fifth of that. Other
+    spellings (upper case, no dashes, braces) are normalised as `uuid.UUID`
+    would, so one UUID is one fold key; anything else raises here, in the
+    mapping, where the projector dead-letters it (asyncpg's own error, later,
+    would stop the projector instead)."""
+    if _CANONICAL_UUID(value):
+        return value
+    return str(uuid.UUID(value))
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,9 @@ def _getter(spec: Value) -> Callable[[tuple], Any]:
     return lambda args: args[i]
 
 
+_new_object = object.__new__
+
+
 class Rows:
     """One table held in memory by a bulk rebuild: rows by primary key, and the
     values taken of each other unique key (an insert-if-absent that meets one
@@ -126,7 +149,12 @@ class Shape:
     sql: str
 
     def statement(self, args: tuple, phase: int = 0) -> Statement:
-        return Statement(self.sql, args, phase, self)
+        # A rebuild makes one or two per event: filling the frozen dataclass's
+        # __dict__ directly costs half its __init__ (an object.__setattr__ per field).
+        made = _new_object(Statement)
+        fields = made.__dict__
+        fields["sql"], fields["args"], fields["phase"], fields["shape"] = self.sql, args, phase, self
+        return made
 
     def fold(self, rows: Rows, args: tuple) -> None:
         raise NotImplementedError

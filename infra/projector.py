@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import asyncpg
 import structlog
@@ -18,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from base.logging import bind_correlation
 from base.settings import Settings
 from infra import metrics
-from infra.bulk import BulkLoad
+from infra.bulk import BulkLoad, cycle_collection_paused
 from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
@@ -148,32 +149,37 @@ class Projector:
                 await self._seek_to_stored(conn, consumer, list(consumer.assignment()))
             self._healthy = True
             log.info("projecting", schema=self.schema, topics=self.topics, positions=self._positions_for_log())
-            while True:
-                # The consumer's position steps over transaction markers, which
-                # the end offsets count; the stored positions do not.
-                if self._until is not None and all([await consumer.position(tp) >= end for tp, end in self._until.items()]):
-                    if self._bulk is not None:
-                        await self._finish_bulk(conn)
-                    return self.applied
-                batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-                async with self._using_store:
-                    tps = list(consumer.assignment())
-                    if live and (lost := [tp for tp in tps if tp not in self.positions]):
-                        raise TakeoverFailed(f"assigned but no stored position read: {lost}")
-                    batch = {tp: records for tp, records in batch.items() if tp in self.positions and tp in tps}
-                    if batch:
-                        try:
-                            await self._apply_batch(conn, producer, batch)
-                        except PositionMoved as moved:
-                            log.warning("stored position moved; re-seeking", detail=str(moved))
-                            await self._seek_to_stored(conn, consumer, tps)
-                            continue
-                self._record_lag(consumer, tps)
+            with cycle_collection_paused() if self._bulk is not None else nullcontext():
+                return await self._project(conn, consumer, producer, live)
         finally:
             self._healthy = False
             await consumer.stop()
             await producer.stop()
             await conn.close()
+
+    async def _project(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, live: bool) -> int:
+        """The loop of `run`: returns once `until` is reached (never without it)."""
+        while True:
+            # The consumer's position steps over transaction markers, which
+            # the end offsets count; the stored positions do not.
+            if self._until is not None and all([await consumer.position(tp) >= end for tp, end in self._until.items()]):
+                if self._bulk is not None:
+                    await self._finish_bulk(conn)
+                return self.applied
+            batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+            async with self._using_store:
+                tps = list(consumer.assignment())
+                if live and (lost := [tp for tp in tps if tp not in self.positions]):
+                    raise TakeoverFailed(f"assigned but no stored position read: {lost}")
+                batch = {tp: records for tp, records in batch.items() if tp in self.positions and tp in tps}
+                if batch:
+                    try:
+                        await self._apply_batch(conn, producer, batch)
+                    except PositionMoved as moved:
+                        log.warning("stored position moved; re-seeking", detail=str(moved))
+                        await self._seek_to_stored(conn, consumer, tps)
+                        continue
+            self._record_lag(consumer, tps)
 
     async def _seek_to_stored(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(POSITIONS_SQL)}

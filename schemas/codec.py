@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -61,9 +61,10 @@ class SchemaVersion:
     """CRC-64-AVRO of the canonical form, little-endian, as in single-object encoding."""
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """A decoded value: the record as the newest reader schema sees it."""
+class Decoded(NamedTuple):
+    """A decoded value: the record as the newest reader schema sees it. A named
+    tuple, not a frozen dataclass: a rebuild decodes every event of the log, and
+    this builds in a third of the time."""
 
     name: str
     record: dict
@@ -192,6 +193,9 @@ class Codec:
         self.catalog = catalog
         self.registry = registry
         self._registry_writers: dict[int, SchemaVersion] = {}
+        self._readers: dict[bytes, Any] = {}
+        """Writer fingerprint → the newest reader's parsed schema, or None when the
+        writer is the newest (fastavro then resolves nothing)."""
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         schema = self.catalog.latest(name)
@@ -223,15 +227,19 @@ class Codec:
             body = data[5:]
         else:
             raise DecodeError(f"not Avro single-object or Confluent framing (first bytes {data[:4].hex()})")
-        reader = self.catalog.latest(writer.name)
+        try:
+            reader = self._readers[writer.fingerprint]
+        except KeyError:
+            newest = self.catalog.latest(writer.name)
+            reader = self._readers[writer.fingerprint] = None if newest is writer else newest.parsed
         stream = io.BytesIO(body)
         try:
-            record = schemaless_reader(stream, writer.parsed, reader.parsed)
+            record = schemaless_reader(stream, writer.parsed, reader)
         except Exception as exc:  # fastavro raises many types on corrupt bodies
             raise DecodeError(f"corrupt {writer.name} v{writer.version} body: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(body):
             raise DecodeError(f"{len(body) - stream.tell()} trailing bytes after {writer.name} v{writer.version} body")
-        return Decoded(name=writer.name, record=record, writer=writer)
+        return Decoded(writer.name, record, writer)
 
     def _registry_writer(self, schema_id: int) -> SchemaVersion:
         writer = self._registry_writers.get(schema_id)

@@ -4,9 +4,7 @@ nothing; the projector's stored offsets make replays rare in the first place."""
 
 from __future__ import annotations
 
-import uuid
-
-from infra.projection import Const, Insert, Keep, Statement, Update
+from infra.projection import Const, Insert, Keep, Statement, Update, uuid_text
 
 # Phases: the wallet row exists before anything updates it; ledger rows depend on
 # nothing; wallet updates run in event order (their version guard needs it).
@@ -34,57 +32,57 @@ CLOSE_ROW = Update("wallets", key={"wallet_id": 1}, set={"closed_at": 3, "versio
 OPEN, LEDGER, UPDATE, CLOSE = OPEN_ROW.sql, LEDGER_ROW.sql, UPDATE_ROW.sql, CLOSE_ROW.sql
 
 
+# A rebuild runs this once per event of the log: ids stay text (uuid_text checks
+# them), and the helper is a module function, not closures made per call.
 def apply(event_type: str, record: dict) -> list[Statement]:
     env = record["envelope"]
-    wallet_id = uuid.UUID(env["aggregate_id"])
-    version, at = env["aggregate_version"], env["occurred_at"]
+    wallet_id = uuid_text(env["aggregate_id"])
     kind = event_type.rsplit(".", 1)[-1]
+    if kind == "WalletOpened":
+        args = (wallet_id, env["tenant_id"], record["currency"], env["aggregate_version"], env["occurred_at"])
+        return [OPEN_ROW.statement(args, OPENED)]
+    if kind in ("FundsCredited", "FundsDebited"):
+        a, entry = record["amount"], (record["entry_id"], "", record["reference"])
+        if kind == "FundsCredited":
+            return _moved(wallet_id, env, "credit", a, a, 0, entry, balance=record["balance_after"])
+        return _moved(wallet_id, env, "debit", a, -a, 0, entry, balance=record["balance_after"])
+    if kind in ("FundsReserved", "ReservationReleased", "ReservationCaptured"):
+        a, held = record["amount"], ("", record["reservation_id"], "")
+        if kind == "FundsReserved":
+            return _moved(wallet_id, env, "reserve", a, 0, a, held, reserved=record["reserved_after"])
+        if kind == "ReservationReleased":
+            return _moved(wallet_id, env, "release", a, 0, -a, held, reserved=record["reserved_after"])
+        return _moved(
+            wallet_id, env, "capture", a, -a, -a, held, balance=record["balance_after"], reserved=record["reserved_after"]
+        )
+    if kind == "WalletClosed":
+        return [CLOSE_ROW.statement((wallet_id, env["aggregate_version"], env["occurred_at"]), UPDATED)]
+    raise ValueError(f"the wallet read model has no mapping for {event_type}")
 
-    def ledger(kind: str, amount: int, balance_delta: int, reserved_delta: int, **refs: str) -> Statement:
-        return LEDGER_ROW.statement(
+
+def _moved(
+    wallet_id: str,
+    env: dict,
+    kind: str,
+    amount: int,
+    balance_delta: int,
+    reserved_delta: int,
+    refs: tuple[str, str, str],
+    *,
+    balance: int | None = None,
+    reserved: int | None = None,
+) -> list[Statement]:
+    """A movement's ledger row (`refs`: entry id, reservation id, reference) and the
+    wallet's new balance and/or reservation (None keeps the column)."""
+    version, at = env["aggregate_version"], env["occurred_at"]
+    entry_id, reservation_id, reference = refs
+    return [
+        LEDGER_ROW.statement(
             (
                 wallet_id, version, env["tenant_id"], kind, amount, balance_delta, reserved_delta,
-                refs.get("entry_id", ""), refs.get("reservation_id", ""), refs.get("reference", ""),
-                uuid.UUID(env["event_id"]), env["correlation_id"], at,
+                entry_id, reservation_id, reference, uuid_text(env["event_id"]), env["correlation_id"], at,
             ),
-            phase=LEDGERED,
-        )  # fmt: skip
-
-    def update(balance: int | None, reserved: int | None) -> Statement:
-        return UPDATE_ROW.statement((wallet_id, balance, reserved, version, at), UPDATED)
-
-    if kind == "WalletOpened":
-        return [OPEN_ROW.statement((wallet_id, env["tenant_id"], record["currency"], version, at), OPENED)]
-    if kind == "FundsCredited":
-        a = record["amount"]
-        return [
-            ledger("credit", a, a, 0, entry_id=record["entry_id"], reference=record["reference"]),
-            update(record["balance_after"], None),
-        ]
-    if kind == "FundsDebited":
-        a = record["amount"]
-        return [
-            ledger("debit", a, -a, 0, entry_id=record["entry_id"], reference=record["reference"]),
-            update(record["balance_after"], None),
-        ]
-    if kind == "FundsReserved":
-        a = record["amount"]
-        return [
-            ledger("reserve", a, 0, a, reservation_id=record["reservation_id"]),
-            update(None, record["reserved_after"]),
-        ]
-    if kind == "ReservationReleased":
-        a = record["amount"]
-        return [
-            ledger("release", a, 0, -a, reservation_id=record["reservation_id"]),
-            update(None, record["reserved_after"]),
-        ]
-    if kind == "ReservationCaptured":
-        a = record["amount"]
-        return [
-            ledger("capture", a, -a, -a, reservation_id=record["reservation_id"]),
-            update(record["balance_after"], record["reserved_after"]),
-        ]
-    if kind == "WalletClosed":
-        return [CLOSE_ROW.statement((wallet_id, version, at), UPDATED)]
-    raise ValueError(f"the wallet read model has no mapping for {event_type}")
+            LEDGERED,
+        ),
+        UPDATE_ROW.statement((wallet_id, balance, reserved, version, at), UPDATED),
+    ]  # fmt: skip

@@ -101,10 +101,10 @@ def then_ledger_row(statement: Statement, record: dict, **expected) -> dict:
     """Checks the columns every ledger row takes from the envelope, then `expected`."""
     env = record["envelope"]
     row = ledger_row(statement)
-    assert row["wallet_id"] == uuid.UUID(env["aggregate_id"])
+    assert row["wallet_id"] == str(uuid.UUID(env["aggregate_id"]))
     assert row["version"] == env["aggregate_version"]
     assert row["tenant_id"] == TENANT
-    assert row["event_id"] == uuid.UUID(env["event_id"])
+    assert row["event_id"] == str(uuid.UUID(env["event_id"]))
     assert row["correlation_id"] == env["correlation_id"]
     assert row["occurred_at"] == env["occurred_at"]
     assert {k: row[k] for k in expected} == expected
@@ -122,7 +122,7 @@ def test_wallet_opened_inserts_the_wallet_row_at_zero_with_its_version_and_no_le
 
     env = record["envelope"]
     assert statements == [
-        Statement(OPEN, (uuid.UUID(story.wallet_id), TENANT, "CHF", 1, env["occurred_at"]), phase=OPENED),
+        Statement(OPEN, (str(uuid.UUID(story.wallet_id)), TENANT, "CHF", 1, env["occurred_at"]), phase=OPENED),
     ]
 
 
@@ -138,7 +138,7 @@ def test_funds_credited_writes_a_credit_row_and_sets_the_balance_after_it():
         entry_id=record["entry_id"], reservation_id="", reference="payment-3", version=3,
     )  # fmt: skip
     assert update == Statement(
-        UPDATE, (uuid.UUID(story.wallet_id), 165, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
+        UPDATE, (str(uuid.UUID(story.wallet_id)), 165, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
     )
 
 
@@ -154,7 +154,7 @@ def test_funds_debited_writes_a_debit_row_with_a_negative_delta_and_sets_the_bal
         entry_id=record["entry_id"], reservation_id="", reference="invoice-1", version=3,
     )  # fmt: skip
     assert update == Statement(
-        UPDATE, (uuid.UUID(story.wallet_id), 130, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
+        UPDATE, (str(uuid.UUID(story.wallet_id)), 130, None, 3, record["envelope"]["occurred_at"]), phase=UPDATED
     )
 
 
@@ -171,7 +171,7 @@ def test_funds_reserved_writes_a_reserve_row_and_sets_reserved_after_it():
         entry_id="", reservation_id="hold-2", reference="", version=4,
     )  # fmt: skip
     assert update == Statement(
-        UPDATE, (uuid.UUID(story.wallet_id), None, 70, 4, record["envelope"]["occurred_at"]), phase=UPDATED
+        UPDATE, (str(uuid.UUID(story.wallet_id)), None, 70, 4, record["envelope"]["occurred_at"]), phase=UPDATED
     )
 
 
@@ -189,7 +189,7 @@ def test_reservation_released_writes_a_release_row_giving_back_reserved_funds():
         entry_id="", reservation_id="hold-2", reference="", version=5,
     )  # fmt: skip
     assert update == Statement(
-        UPDATE, (uuid.UUID(story.wallet_id), None, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED
+        UPDATE, (str(uuid.UUID(story.wallet_id)), None, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED
     )
 
 
@@ -206,7 +206,9 @@ def test_reservation_captured_writes_a_capture_row_taking_from_balance_and_reser
         ledger, record, kind="capture", amount=50, balance_delta=-50, reserved_delta=-50,
         entry_id="", reservation_id="hold-2", reference="", version=5,
     )  # fmt: skip
-    assert update == Statement(UPDATE, (uuid.UUID(story.wallet_id), 150, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED)
+    assert update == Statement(
+        UPDATE, (str(uuid.UUID(story.wallet_id)), 150, 20, 5, record["envelope"]["occurred_at"]), phase=UPDATED
+    )
 
 
 def test_every_ledger_kind_the_mapping_writes_is_one_the_ledger_table_allows():
@@ -300,4 +302,31 @@ def test_wallet_closed_sets_closed_at_and_moves_the_version_forward_once():
     [statement] = apply("poseidon.wallet.WalletClosed", record)
 
     assert statement.sql == CLOSE and "version < $2" in CLOSE
-    assert statement.args == (uuid.UUID(wallet_id), 4, at)
+    assert statement.args == (str(uuid.UUID(wallet_id)), 4, at)
+
+
+# -- ids ---------------------------------------------------------------------
+
+
+def test_ids_are_written_as_canonical_uuid_text_whatever_their_spelling():
+    story = opened()
+    event_type, record = story.only(CreditFunds, amount=5)
+    env = record["envelope"]
+    shouted = {
+        **record,
+        "envelope": {**env, "aggregate_id": env["aggregate_id"].upper(), "event_id": env["event_id"].replace("-", "")},
+    }
+
+    ledger, update = apply(event_type, shouted)
+
+    assert ledger_row(ledger)["wallet_id"] == update.args[0] == env["aggregate_id"]
+    assert ledger_row(ledger)["event_id"] == env["event_id"]
+
+
+def test_an_event_whose_wallet_id_is_no_uuid_is_refused_by_the_mapping_so_it_is_dead_lettered():
+    story = opened()
+    event_type, record = story.only(CreditFunds, amount=5)
+    broken = {**record, "envelope": {**record["envelope"], "aggregate_id": "not-a-uuid"}}
+
+    with pytest.raises(ValueError):
+        apply(event_type, broken)
