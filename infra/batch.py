@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -23,6 +23,7 @@ from infra.hub import (
     REPLY_KEY,
     REPLY_REF,
     REPLY_TO,
+    RESULT_SCHEMA,
     HubSpec,
     SnapshotCodec,
     command_from_record,
@@ -37,7 +38,6 @@ from schemas.contracts import Command, Rejected
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = b"application/vnd.poseidon.avro"
-RESULT_SCHEMA = "poseidon.CommandResult"
 AGGREGATE_HEADER = "aggregate_id"
 """Results carry their aggregate id in a header, so restoring the dedup window needs no decoding."""
 
@@ -164,12 +164,16 @@ class BatchDecider:
         dead_letters: DeadLetters,
         cache: AggregateCache,
         topic_of: Callable[[str], str] = str,
+        answer_topics: Collection[str] = (),
     ):
-        """`topic_of`: logical topic name → the installation's (its prefix), for outbox records."""
+        """`topic_of`: logical topic name → the installation's (its prefix), for outbox
+        records; `answer_topics`: where a command's result may be sent back
+        (`infra.hub.answer_topics`; none: results go only to the results topic)."""
         self.hub, self.codec, self.dead_letters, self.cache = hub, codec, dead_letters, cache
         self.events_topic, self.results_topic = topics["events"], topics["command-results"]
         self.commands_topic = topics.get("commands", topic_of(hub.topic("commands")))
         self.topic_of = topic_of
+        self.answer_topics = frozenset(answer_topics)
         self.snapshots = SnapshotCodec()
         self._event_fields = {
             name: [f["name"] for f in codec.catalog.latest(name).parsed["fields"] if f["name"] != "envelope"]
@@ -188,7 +192,7 @@ class BatchDecider:
             reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
             return self._dead_letter(record, reason, type(exc).__name__)
         key = outcome_key(command.meta.aggregate_id, command.meta.command_id)
-        return Parsed(record, command, key, reply_address(record.headers))
+        return Parsed(record, command, key, reply_address(record.headers, self.answer_topics))
 
     def _command(self, name: str, record: Mapping[str, Any], headers: Iterable[tuple[str, bytes]]) -> Command:
         """The hub's command in a record: one of its commands, or an answer its `translate` reads."""
@@ -352,20 +356,22 @@ class BatchDecider:
         batch.outgoing.append(Outgoing(topic, key, result.value, [*result.headers, (REPLY_REF, ref)], keyed=True))
 
     def _outbox(self, name: str, record: Mapping[str, Any], key: bytes) -> list[Outgoing]:
-        """The records the hub's outbox sends with this event. One it cannot encode
-        is left out, loudly: the request then fails at its deadline, as an
-        unanswered one would, instead of parking the whole command."""
+        """The records the hub's outbox sends with this event. When the outbox fails
+        on an event (a record it cannot build or encode), the event is recorded
+        without them, loudly, and without the `dispatched` header: the saga driver
+        then tries it as a request of the old shape (parking it with the reason if
+        it fails too), and its deadline fails the step — the command that asked is
+        not parked, so the saga never stops on it."""
         assert self.hub.outbox is not None
+        try:
+            dispatches = self.hub.outbox(name, record)
+            values = [self.codec.encode(d.schema, d.record) for d in dispatches]
+        except (EncodeError, KeyError, TypeError, ValueError) as exc:
+            # The type only: the text may quote personal data.
+            log.error("outbox failed on an event; left to the driver and the deadline", event_type=name, error_type=type(exc).__name__)
+            return []
         sent = []
-        for dispatch in self.hub.outbox(name, record):
-            try:
-                value = self.codec.encode(dispatch.schema, dispatch.record)
-            except EncodeError as exc:
-                # The type only: fastavro's text may quote personal data.
-                log.error(
-                    "outbox record not encodable; left to its deadline", schema=dispatch.schema, error_type=type(exc).__name__
-                )
-                continue
+        for dispatch, value in zip(dispatches, values, strict=True):
             headers = [("content-type", CONTENT_TYPE), ("correlation_id", record["envelope"]["correlation_id"].encode())]
             if dispatch.reply_ref is not None:
                 headers += [(REPLY_TO, self.commands_topic.encode()), (REPLY_KEY, key), (REPLY_REF, dispatch.reply_ref)]
@@ -409,6 +415,8 @@ class BatchDecider:
         ]
 
     def _dead_letter(self, record: Incoming, reason: str, error_type: str) -> Outgoing:
-        letter = self.dead_letters.letter(Origin(*record[:5]), reason, error_type)
+        # With its reply address, if it had one: a command re-driven from the dead letters is answered too.
+        reply = tuple(h for h in record.headers if h[0] in (REPLY_TO, REPLY_KEY, REPLY_REF))
+        letter = self.dead_letters.letter(Origin(*record[:5]), reason, error_type, headers=reply)
         self.dead_letters.parked(letter)
         return Outgoing(letter.topic, record.key or b"", letter.value, letter.headers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,19 +94,33 @@ class Dispatch:
     reply_ref: bytes | None = None
 
 
+RESULT_SCHEMA = "poseidon.CommandResult"
+"""A processor's answer to a command (on `<hub>.command-results`, and to a reply address)."""
+REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
+OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
+"""A spoke's request (a saga step done by a spoke) and its outcome."""
+
 REPLY_TO, REPLY_KEY, REPLY_REF = "reply_to", "reply_key", "reply_ref"
 """Headers of a request that wants its answer sent back (`Dispatch.reply_ref`)."""
 DISPATCHED = "dispatched"
 """Header on an event whose outbox records went out in its transaction."""
 
 
-def reply_address(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, bytes, bytes] | None:
+def answer_topics(hubs: Iterable[HubSpec], topic_of: Callable[[str], str]) -> frozenset[str]:
+    """The installation's topics an answer may be sent to: the commands topics of
+    the hubs that read answers (`HubSpec.translate`)."""
+    return frozenset(topic_of(hub.topic("commands")) for hub in hubs if hub.translate is not None)
+
+
+def reply_address(headers: Sequence[tuple[str, bytes]] | None, allowed: Collection[str]) -> tuple[str, bytes, bytes] | None:
     """(topic, key, ref) of a record that asks for its answer to be sent back, or
-    None. Only a commands topic is a valid address: a forged header cannot make a
-    processor or a spoke write anywhere else."""
+    None. Only an `allowed` topic (`answer_topics`) is an address: a forged or stale
+    header can make a processor or a spoke write nowhere else — not another
+    installation's topics, not a topic that does not exist (which would fail the
+    transaction it is sent in, again on every restart)."""
     found = {name: value for name, value in headers or () if name in (REPLY_TO, REPLY_KEY, REPLY_REF)}
     topic = found.get(REPLY_TO, b"").decode("utf-8", "replace")
-    if not topic.endswith(".commands") or REPLY_KEY not in found:
+    if topic not in allowed or REPLY_KEY not in found:
         return None
     return topic, found[REPLY_KEY], found.get(REPLY_REF, b"")
 

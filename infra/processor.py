@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,10 @@ class AggregateProcessor:
     """One hub's processor. `run()` blocks until SIGTERM/SIGINT; broker outages
     restart its lifetime in place (state comes back from the changelog)."""
 
-    def __init__(self, hub: HubSpec, settings: Settings, codec: Codec):
+    def __init__(self, hub: HubSpec, settings: Settings, codec: Codec, answer_topics: Collection[str] = ()):
+        """`answer_topics`: where a command's result may be sent back besides the
+        results topic (`infra.hub.answer_topics`: the commands topics of the hubs
+        that read answers, the Saga hub's)."""
         self.hub, self.settings, self.codec = hub, settings, codec
         self.process_name = f"{hub.name}-processor"
         self.group_id = settings.topic(processor_app_id(hub))
@@ -79,7 +83,9 @@ class AggregateProcessor:
             None, codec, self.process_name, settings.topic(hub.topic("commands.dlq")), event="dead-lettering command record"
         )
         self.cache = AggregateCache(settings.aggregate_cache_size)
-        self.decider = BatchDecider(hub, codec, topics, dead_letters, self.cache, topic_of=settings.topic)
+        self.decider = BatchDecider(
+            hub, codec, topics, dead_letters, self.cache, topic_of=settings.topic, answer_topics=answer_topics
+        )
         self.owned: dict[TopicPartition, OwnedPartition] = {}
         self.handled = 0
         self._lock = asyncio.Lock()

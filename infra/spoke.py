@@ -41,8 +41,8 @@ from base.settings import Settings
 from infra.command_client import CommandClient
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
+from infra.hub import OUTCOME_SCHEMA, REQUEST_SCHEMA, answer_topics, reply_address
 from infra.hub import envelope as event_envelope
-from infra.hub import reply_address
 from infra.keyed import KeyedConsumer
 from infra.ops import OpsServer
 from infra.outage import PLATFORM_OUTAGE
@@ -53,8 +53,6 @@ from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
-REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REPLIED = "replied"
@@ -331,6 +329,8 @@ class SpokeRunner:
     def __init__(self, spec: SpokeSpec, settings: Settings, codec: Codec, hubs: Sequence | None = None):
         self.spec, self.settings, self.codec = spec, settings, codec
         self.hubs = hubs
+        self.answer_topics = answer_topics(hubs or (), settings.topic)
+        """Where a request's outcome may be sent back (the Saga hub's commands topic)."""
         self.process_name = f"{spec.name}-spoke"
         self.events_topic = settings.topic(f"spoke.{spec.name}.events")
         self.dlq_topic = settings.topic(f"spoke.{spec.name}.dlq")
@@ -464,7 +464,8 @@ class SpokeRunner:
             if outcome is None:  # a handler bug: dead-lettered; the saga still gets its answer
                 outcome = Outcome(action, False, "the spoke failed on this request (dead-lettered)", error_code="handler_error")
         await self._emit_breaker_changes(ctx, producer, envelope)
-        await self._emit(producer, envelope, outcome, ctx.attempts, request=ref, reply=reply_address(record.headers))
+        reply = reply_address(record.headers, self.answer_topics)
+        await self._emit(producer, envelope, outcome, ctx.attempts, request=ref, reply=reply)
 
     async def _until_done(
         self,

@@ -64,11 +64,13 @@ def topics_create(hub_names: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("hub_name")
 def processor(hub_name: str) -> None:
-    """Run a hub's aggregate processor (faust worker)."""
+    """Run a hub's aggregate processor."""
+    from infra.hub import answer_topics
     from infra.processor import AggregateProcessor
 
     settings = _settings()
-    AggregateProcessor(bootstrap.hub(hub_name), settings, bootstrap.codec(settings)).run()
+    answers = answer_topics(bootstrap.hubs().values(), settings.topic)
+    AggregateProcessor(bootstrap.hub(hub_name), settings, bootstrap.codec(settings), answers).run()
 
 
 @main.command()

@@ -28,14 +28,13 @@ from typing import Any
 from hubs.saga.commands import RecordStepResult
 from hubs.saga.definition import ACTION, COMPENSATION, SAGA_NAMESPACE
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
-from infra.hub import REPLY_REF, Dispatch, envelope
+from infra.hub import OUTCOME_SCHEMA, REPLY_REF, REQUEST_SCHEMA, RESULT_SCHEMA, Dispatch, envelope
 from schemas.contracts import CommandMeta
 
-RESULT_SCHEMA = "poseidon.CommandResult"
-REQUEST_SCHEMA = "poseidon.spoke.SpokeRequested"
-OUTCOME_SCHEMA = "poseidon.spoke.SpokeOutcome"
 ACTOR = "saga-driver"
-"""The actor of every answer recorded on a saga, whoever records it (kept from when only the driver did)."""
+"""The actor of the requests and answers the saga driver sends."""
+PROCESS_MANAGER = "saga-processor"
+"""The actor of the requests the Saga hub's processor sends and the answers it reads."""
 MAX_DETAIL = 500
 
 
@@ -69,7 +68,7 @@ def hub_answer(
     return accepted, detail[:MAX_DETAIL], json.dumps(body, sort_keys=True)
 
 
-def spoke_answer(outcome: Mapping[str, Any], issued_at: datetime | None = None) -> RecordStepResult | None:
+def spoke_answer(outcome: Mapping[str, Any], issued_at: datetime | None = None, actor: str = ACTOR) -> RecordStepResult | None:
     """The RecordStepResult a spoke's SpokeOutcome answers, or None (a spoke's
     own reaction or an interim try, not an answer to a saga request)."""
     ref = outcome.get("request")
@@ -87,6 +86,7 @@ def spoke_answer(outcome: Mapping[str, Any], issued_at: datetime | None = None) 
             env["correlation_id"],
             env["event_id"],
             issued_at,
+            actor,
         ),
         ref["step"],
         int(ref["attempt"]),
@@ -105,6 +105,7 @@ def _meta(
     correlation_id: str,
     causation_id: str,
     issued_at: datetime | None = None,
+    actor: str = ACTOR,
 ) -> CommandMeta:
     extra = {"issued_at": issued_at} if issued_at is not None else {}
     return CommandMeta(
@@ -113,12 +114,12 @@ def _meta(
         tenant_id=tenant_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
-        actor=ACTOR,
+        actor=actor,
         **extra,
     )
 
 
-def spoke_request(event: Mapping[str, Any], spoke: str, kind: str) -> dict[str, Any]:
+def spoke_request(event: Mapping[str, Any], spoke: str, kind: str, actor: str = ACTOR) -> dict[str, Any]:
     """The SpokeRequested record of a request event whose target is `spoke.<spoke>`."""
     env = event["envelope"]
     command = json.loads(event["command_json"])
@@ -132,7 +133,7 @@ def spoke_request(event: Mapping[str, Any], spoke: str, kind: str) -> dict[str, 
             correlation_id=env["correlation_id"],
             causation_id=env["event_id"],
             occurred_at=env["occurred_at"],
-            actor=ACTOR,
+            actor=actor,
         ),
         "request": {
             "request_id": event["command_id"],
@@ -163,11 +164,12 @@ class Outbox:
         env = event["envelope"]
         kind = COMPENSATION if name == COMPENSATION_REQUESTED else ACTION
         if target.startswith("spoke.") and (spoke := target.removeprefix("spoke.")) in self.spokes:
-            request = spoke_request(event, spoke, kind)
+            request = spoke_request(event, spoke, kind, PROCESS_MANAGER)
             return [Dispatch(f"spoke.{spoke}.requests", env["aggregate_id"], REQUEST_SCHEMA, request, reply_ref=b"")]
         if target in self.hubs:
             record = command_record(event["command_json"])
             ref = {
+                "command_id": event["command_id"],
                 "saga_id": env["aggregate_id"],
                 "tenant_id": env["tenant_id"],
                 "step": event["step"],
@@ -189,12 +191,14 @@ class Outbox:
 def translate(name: str, record: Mapping[str, Any], headers: Mapping[str, bytes]) -> RecordStepResult | None:
     """The Saga hub's `HubSpec.translate`: an answer on `saga.commands` → RecordStepResult."""
     if name == OUTCOME_SCHEMA:
-        return spoke_answer(record, record["envelope"]["occurred_at"])
+        return spoke_answer(record, record["envelope"]["occurred_at"], PROCESS_MANAGER)
     if name != RESULT_SCHEMA or REPLY_REF not in headers:
         return None
     try:
         ref = json.loads(headers[REPLY_REF])
         saga_id, tenant_id, step, attempt, kind = ref["saga_id"], ref["tenant_id"], ref["step"], int(ref["attempt"]), ref["kind"]
+        if ref["command_id"] != record["command_id"]:
+            return None  # not the answer to the request it names: a forged or mixed-up reference
     except (ValueError, KeyError, TypeError):
         return None
     succeeded, detail, result_json = hub_answer(
@@ -205,5 +209,15 @@ def translate(name: str, record: Mapping[str, Any], headers: Mapping[str, bytes]
         record["event_types"],
         record["duplicate"],
     )
-    meta = _meta(saga_id, step, kind, attempt, tenant_id, record["correlation_id"], record["command_id"], record["decided_at"])
+    meta = _meta(
+        saga_id,
+        step,
+        kind,
+        attempt,
+        tenant_id,
+        record["correlation_id"],
+        record["command_id"],
+        record["decided_at"],
+        PROCESS_MANAGER,
+    )
     return RecordStepResult(meta, step, attempt, succeeded, detail, result_json)

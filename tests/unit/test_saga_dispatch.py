@@ -33,7 +33,9 @@ SAGA = saga_hub(DEFINITIONS, hubs=["tenant", "wallet", "config", "app"], spokes=
 def decider(hub) -> BatchDecider:
     topics = {kind: f"{PREFIX}{hub.name}.{kind}" for kind in ("events", "command-results")}
     letters = DeadLetters(None, CODEC, "test", f"{PREFIX}{hub.name}.commands.dlq")
-    return BatchDecider(hub, CODEC, topics, letters, AggregateCache(100), topic_of=lambda t: PREFIX + t)
+    return BatchDecider(
+        hub, CODEC, topics, letters, AggregateCache(100), topic_of=lambda t: PREFIX + t, answer_topics={f"{PREFIX}saga.commands"}
+    )
 
 
 def decide(d: BatchDecider, *records: Incoming):
@@ -73,7 +75,9 @@ def test_a_step_goes_out_with_the_event_that_records_it_and_its_answer_comes_bac
     headers = dict(sent.headers)
     assert sent.keyed and sent.key == TENANT.encode()
     assert headers[REPLY_TO] == f"{PREFIX}saga.commands".encode() and headers[REPLY_KEY] == saga_id.encode()
+    request = CODEC.decode(requested[0].value).record
     assert json.loads(headers[REPLY_REF]) == {
+        "command_id": request["command_id"],
         "saga_id": saga_id,
         "tenant_id": TENANT,
         "step": "create_tenant",
@@ -108,14 +112,28 @@ def test_a_duplicate_command_is_answered_to_its_reply_address_too():
     assert [r["duplicate"] for r in replies] == [False, True]
 
 
-def test_a_reply_address_that_is_not_a_commands_topic_is_ignored():
+def test_a_reply_address_that_is_not_an_answer_topic_of_this_installation_is_ignored():
     saga, tenant = decider(SAGA), decider(TENANT_HUB)
     _, start = start_saga()
     [sent] = on(decide(saga, start), "tenant.commands")
-    forged = [(k, b"ns.wallet.events" if k == REPLY_TO else v) for k, v in sent.headers]
-    answered = decide(tenant, incoming(sent._replace(headers=forged)))
-    assert len(on(answered, "tenant.command-results")) == 1
-    assert [o.topic for o in answered.outgoing if o.keyed] == []
+    for forged_topic in (b"ns.wallet.events", b"ns.wallet.commands", b"other.saga.commands", b"ns.no-such.commands"):
+        forged = [(k, forged_topic if k == REPLY_TO else v) for k, v in sent.headers]
+        answered = decide(tenant, incoming(sent._replace(headers=forged)))
+        assert len(on(answered, "tenant.command-results")) == 1
+        assert [o.topic for o in answered.outgoing if o.keyed] == [], forged_topic
+
+
+def test_an_answer_whose_reference_names_another_command_is_not_taken():
+    saga, tenant = decider(SAGA), decider(TENANT_HUB)
+    _, start = start_saga()
+    [sent] = on(decide(saga, start), "tenant.commands")
+    [reply] = on(decide(tenant, incoming(sent)), "saga.commands")
+    ref = json.loads(dict(reply.headers)[REPLY_REF])
+    forged = [
+        (k, json.dumps({**ref, "command_id": str(uuid.uuid4())}).encode() if k == REPLY_REF else v) for k, v in reply.headers
+    ]
+    parsed = saga.parse(incoming(reply._replace(headers=forged)))
+    assert isinstance(parsed, Outgoing) and parsed.topic == f"{PREFIX}saga.commands.dlq"
 
 
 def test_a_spoke_step_goes_out_as_a_spoke_request_and_the_spokes_outcome_is_read_as_its_result():
@@ -207,15 +225,20 @@ def test_a_target_the_installation_lacks_is_not_sent_and_is_left_to_the_deadline
     assert Outbox([], [])("poseidon.saga.SagaStarted", {}) == []
 
 
-def test_an_outbox_record_that_cannot_be_encoded_is_left_out_and_the_command_still_decided():
-    def broken(name, event):
+def test_an_outbox_that_fails_on_an_event_leaves_it_to_the_driver_and_the_command_is_still_decided():
+    def unencodable(name, event):
         return [Dispatch("tenant.commands", "k", "poseidon.tenant.commands.CreateTenant", {"meta": {}}, reply_ref=b"")]
 
-    d = decider(dataclasses.replace(SAGA, outbox=broken))
-    _, start = start_saga()
-    batch = decide(d, start)
-    assert batch.counts == {"accepted": 1}
-    assert [o for o in batch.outgoing if o.keyed] == []
+    def raising(name, event):
+        raise KeyError("command_json")
+
+    for outbox in (unencodable, raising):
+        d = decider(dataclasses.replace(SAGA, outbox=outbox))
+        _, start = start_saga()
+        batch = decide(d, start)
+        assert batch.counts == {"accepted": 1}
+        assert [o for o in batch.outgoing if o.keyed] == []
+        assert all((DISPATCHED, b"1") not in o.headers for o in on(batch, "saga.events"))
 
 
 def test_a_record_that_is_neither_a_command_nor_an_answer_is_dead_lettered():
