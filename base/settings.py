@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     (send again); a tenant overrides it with the Config hub key `facebook.delivery_policy`."""
     botpress_url: str = "http://127.0.0.1:18082"
     botpress_webhook_secret: str = Field("dev-botpress-secret", repr=False)
+    botpress_listen: bool = True
+    """Hear the bot's replies on the Chat API's listen stream (server-sent events) as they are
+    written; false, or a bot whose stream is refused: poll the conversation's messages."""
+    botpress_turn_quiet_s: float = Field(0.15, gt=0, le=10)
+    """On the listen stream, the bot's turn is taken as finished this long after its last
+    message: what it writes later is not part of this answer (raise it for bots that pause)."""
     odoo_url: str = "http://127.0.0.1:18083"
     odoo_db: str = "poseidon"
     odoo_user: str = "admin"

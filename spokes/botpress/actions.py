@@ -1,17 +1,23 @@
 """ask_bot: hand one contact message to the tenant's Botpress bot and collect its
 answer. Ensures the contact's Botpress user and conversation (created once, then
 reused from the store; recreated when Botpress no longer accepts them), sends the
-text once even across retries and redeliveries, and polls for the bot's replies
-within a bounded wait. Every outside call goes through SpokeContext.call."""
+text once even across retries and redeliveries, and hears the bot's replies on
+the conversation's listen stream, opened before the text is sent (the turn ends
+`botpress_turn_quiet_s` after the bot's last message) — or, when the stream is
+refused or breaks, or listening is off, polls for them; both within a bounded
+wait. Every call but the stream goes through SpokeContext.call (a refused stream
+costs one request, then polling goes through the breaker as before)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import structlog
 
-from infra.spoke import Outcome, PermanentError, ReauthorizationRequired, SpokeContext
+from infra.spoke import Outcome, PermanentError, ReauthorizationRequired, RetryableError, SpokeContext, SpokeError
 from spokes.botpress import translate
 from spokes.botpress.client import BotpressChat, StaleMapping
 from spokes.botpress.mapping_store import ContactMapping, MappingStore, SentRecord
@@ -66,13 +72,14 @@ async def ask_bot(
 
     mapping = await asking.mapping()
     record = await store.sent(tenant_id, message_id) if message_id else None
+    deadline = asyncio.get_running_loop().time() + wait_s
     if record and record.botpress_message_id and record.conversation_id == mapping.conversation_id:
+        # Asked before (a retry, a redelivery): what the bot said is in the conversation already.
         sent = ChatMessage(record.botpress_message_id, record.botpress_created_at, mapping.user_id, mapping.conversation_id, {})
         asking.how = "already_sent"
+        replies = await asking.replies(mapping, sent, deadline, poll)
     else:
-        mapping, sent = await asking.send(mapping, text, message_id, maybe_sent=record is not None)
-
-    replies = await asking.replies(mapping, sent, wait_s, poll)
+        mapping, sent, replies = await asking.ask(mapping, text, message_id, record is not None, deadline, poll)
     said = translate.spoken_replies(replies)
     texts = [text for _, text in said]
     detail = f"bot answered with {len(texts)} message(s)" if texts else f"bot sent no reply within {wait_s:g}s"
@@ -81,6 +88,7 @@ async def ask_bot(
         "replies": str(len(texts)),
         "reply_ids": ",".join(reply_id for reply_id, _ in said),
         "mapping": asking.how,
+        "heard_by": asking.heard_by,
         "webhook_id": webhook_id,
     }
     return Outcome(operation=OPERATION, succeeded=True, detail=detail, external_id=sent.id, data=data), texts
@@ -93,6 +101,7 @@ class _Asking:
         self.ctx, self.store, self.chat = ctx, store, chat
         self.tenant_id, self.channel, self.contact_id, self.webhook_id = tenant_id, channel, contact_id, webhook_id
         self.how = "reused"
+        self.heard_by = "polling"
 
     async def mapping(self) -> ContactMapping:
         stored = await self.store.get(self.tenant_id, self.channel, self.contact_id)
@@ -100,6 +109,53 @@ class _Asking:
             return stored
         # None, another bot's user (the tenant changed bots), or a key that no longer opens.
         return await self._recreate(stored, keep_user=False)
+
+    async def ask(
+        self, mapping: ContactMapping, text: str, message_id: str, maybe_sent: bool, deadline: float, poll: PollPolicy
+    ) -> tuple[ContactMapping, ChatMessage, list[ChatMessage]]:
+        """Send the text and hear the replies: on the listen stream if it opens (before
+        sending, so no reply is missed) and stays up, else by polling."""
+        async with AsyncExitStack() as stack:
+            stream = await self._listening(stack, mapping)
+            sent_on, sent = await self.send(mapping, text, message_id, maybe_sent=maybe_sent)
+            if stream is not None and sent_on.conversation_id == mapping.conversation_id:
+                try:
+                    return sent_on, sent, await self._heard(stream, sent_on, sent, deadline)
+                except SpokeError as exc:
+                    log.info("Botpress listen stream lost; polling for the replies", tenant_id=self.tenant_id, code=exc.code)
+                    self.heard_by = "polling"
+        return sent_on, sent, await self.replies(sent_on, sent, deadline, poll)
+
+    async def _listening(self, stack: AsyncExitStack, mapping: ContactMapping) -> AsyncIterator[ChatMessage] | None:
+        if not self.ctx.settings.botpress_listen:
+            return None
+        try:
+            stream = await stack.enter_async_context(self.chat.listen(mapping.user_key, mapping.conversation_id))
+        except SpokeError as exc:
+            log.info("Botpress refused the listen stream; polling for the replies", tenant_id=self.tenant_id, code=exc.code)
+            return None
+        self.heard_by = "listening"
+        return stream
+
+    async def _heard(
+        self, stream: AsyncIterator[ChatMessage], mapping: ContactMapping, sent: ChatMessage, deadline: float
+    ) -> list[ChatMessage]:
+        """The replies to `sent` as the stream announces them: until the bot has been
+        quiet for `botpress_turn_quiet_s` after its last one, or the deadline."""
+        loop = asyncio.get_running_loop()
+        quiet_s = self.ctx.settings.botpress_turn_quiet_s
+        heard: list[ChatMessage] = []
+        replies: list[ChatMessage] = []
+        signals = aiter(stream)
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                heard.append(await asyncio.wait_for(anext(signals), min(quiet_s, remaining) if replies else remaining))
+            except TimeoutError:
+                break
+            except StopAsyncIteration:
+                raise RetryableError("the listen stream ended", code="stream_ended") from None
+            replies = translate.bot_replies(heard, user_id=mapping.user_id, sent=sent)
+        return replies
 
     async def send(
         self, mapping: ContactMapping, text: str, message_id: str, *, maybe_sent: bool
@@ -124,9 +180,9 @@ class _Asking:
             return mapping, sent
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def replies(self, mapping: ContactMapping, sent: ChatMessage, wait_s: float, poll: PollPolicy) -> list[ChatMessage]:
+    async def replies(self, mapping: ContactMapping, sent: ChatMessage, deadline: float, poll: PollPolicy) -> list[ChatMessage]:
+        """The replies to `sent`, polled: until a poll `settle_s` after the first replies finds no more, or the deadline."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
         delay, previous = poll.first_s, 0
         while True:
             listed = await self.ctx.call(self.tenant_id, "list_messages", lambda: self._since(mapping, sent, poll.max_pages))

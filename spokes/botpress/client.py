@@ -5,6 +5,8 @@ no logging of user keys, message text or contact ids."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +17,8 @@ from spokes.botpress import translate
 from spokes.botpress.translate import ApiFailure, ChatMessage, FailureKind, MalformedAnswer
 
 SYSTEM = "botpress"
+LISTEN_TIMEOUT = httpx.Timeout(10.0, read=None)
+"""Connecting to the listen stream is bounded; reading it is not (the caller waits with its own deadline)."""
 
 
 class StaleMapping(PermanentError):
@@ -85,6 +89,26 @@ class BotpressChat:
         )
         return _parsed(translate.LIST_MESSAGES, translate.parse_message_page, body)
 
+    @asynccontextmanager
+    async def listen(self, user_key: str, conversation_id: str) -> AsyncIterator[AsyncIterator[ChatMessage]]:
+        """The conversation's listen stream (`GET /conversations/{id}/listen`, server-sent
+        events), open once this is entered: the messages created from then on, as
+        they are created. A refusal raises as any other call's would; a stream that
+        breaks while read raises RetryableError."""
+        operation = translate.LISTEN_CONVERSATION
+        url = f"{self.api_url}/conversations/{quote(conversation_id, safe='')}/listen"
+        headers = {translate.USER_KEY_HEADER: user_key, "accept": "text/event-stream"}
+        try:
+            async with self.http.stream("GET", url, headers=headers, timeout=LISTEN_TIMEOUT) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._failure(operation, response)
+                yield _signals(response)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{operation}: {type(exc).__name__} waiting for Botpress", code="timeout") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{operation}: {type(exc).__name__} reading the stream", code="unreachable") from None
+
     async def _request(
         self,
         operation: str,
@@ -103,20 +127,35 @@ class BotpressChat:
         except httpx.TransportError as exc:
             raise RetryableError(f"{operation}: {type(exc).__name__} reaching Botpress", code="unreachable") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            failure = translate.classify_error(
-                response.status_code, body, operation=operation, retry_after=response.headers.get("retry-after")
-            )
-            raise exception_for(failure)
+            raise self._failure(operation, response)
         try:
             return response.json()
         except ValueError:
             raise RetryableError(
                 f"{operation}: Botpress answered {response.status_code} without JSON", code="malformed_answer"
             ) from None
+
+    @staticmethod
+    def _failure(operation: str, response: httpx.Response) -> SpokeError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        failure = translate.classify_error(
+            response.status_code, body, operation=operation, retry_after=response.headers.get("retry-after")
+        )
+        return exception_for(failure)
+
+
+async def _signals(response: httpx.Response) -> AsyncIterator[ChatMessage]:
+    events = translate.EventStream()
+    async for line in response.aiter_lines():
+        data = events.feed(line)
+        if data is None:
+            continue
+        message = _parsed(translate.LISTEN_CONVERSATION, translate.parse_signal, data)
+        if message is not None:
+            yield message
 
 
 def _parsed(operation: str, parse, body: Any):

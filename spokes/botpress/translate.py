@@ -6,6 +6,7 @@ the client does the HTTP and turns an `ApiFailure` into the runtime's exceptions
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ GET_USER = "getUser"
 CREATE_CONVERSATION = "createConversation"
 CREATE_MESSAGE = "createMessage"
 LIST_MESSAGES = "listMessages"
+LISTEN_CONVERSATION = "listenConversation"
 _CONVERSATION_SCOPED = {CREATE_MESSAGE, LIST_MESSAGES}
 
 
@@ -191,6 +193,38 @@ def parse_push(body: Any) -> ChatMessage | None:
     if not isinstance(data, Mapping) or data.get("isBot") is not True:
         return None
     return parse_message(data)
+
+
+class EventStream:
+    """Server-sent events (text/event-stream), fed line by line without their line
+    ends: `feed` returns an event's data (its `data:` lines joined by newlines) at
+    the blank line that ends it, None otherwise; comments (`: ping`) and other
+    fields are ignored."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        if not line:
+            data, self._data = self._data, []
+            return "\n".join(data) if data else None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+
+def parse_signal(data: str) -> ChatMessage | None:
+    """One listen-stream event's data: the message a `message_created` signal
+    announces (ours echoed or the bot's: `bot_replies` tells them apart, as for a
+    listed page), None for any other signal."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise MalformedAnswer("a signal is not JSON") from None
+    if not isinstance(body, Mapping) or body.get("type") != "message_created":
+        return None
+    return parse_message(body.get("data"))
 
 
 class FailureKind(Enum):

@@ -1,8 +1,9 @@
 """The Botpress spoke against the Chat API stand-in and the real PostgreSQL: the
-contact's user and conversation are created once and reused, the bot's replies are
-polled, every error answer maps to what we do about it, and retries and the
-per-tenant breaker behave through SpokeContext.call. No Kafka needed beyond the
-namespace fixture."""
+contact's user and conversation are created once and reused, the bot's replies
+are heard on the listen stream (polled when it is refused, breaks or is off),
+every error answer maps to what we do about it, and retries and the per-tenant
+breaker behave through SpokeContext.call. No Kafka needed beyond the namespace
+fixture."""
 
 from __future__ import annotations
 
@@ -56,6 +57,14 @@ def settings(namespace, botpress):
 @pytest.fixture
 async def ctx(settings):
     ctx = SpokeContext(SPEC, settings, Codec(Catalog.load()), commands=None)
+    yield ctx
+    await ctx.http.aclose()
+
+
+@pytest.fixture
+async def polling_ctx(settings):
+    """A spoke whose installation does not listen (POSEIDON_BOTPRESS_LISTEN=false)."""
+    ctx = SpokeContext(SPEC, settings.with_(botpress_listen=False), Codec(Catalog.load()), commands=None)
     yield ctx
     await ctx.http.aclose()
 
@@ -271,24 +280,54 @@ async def test_several_replies_are_collected_in_the_order_the_bot_sent_them(ctx,
     assert outcome.data["reply_ids"].split(",") == bot_messages
 
 
-async def test_replies_are_found_pages_back_in_a_long_conversation(ctx, store, tenant, botpress):
+async def test_replies_are_heard_on_the_listen_stream_without_polling(ctx, store, tenant, botpress):
+    botpress.state.script["many"] = ["one", "two", "three"]
+
+    outcome, texts = await ask(ctx, store, tenant, text="many")
+
+    assert texts == ["one", "two", "three"] and outcome.data["heard_by"] == "listening"
+    assert botpress.state.calls("listMessages") == []
+    [listened] = botpress.state.calls("listenConversation")
+    assert listened.authenticated and listened.path.endswith(f"/conversations/{outcome.data['conversation_id']}/listen")
+    for _ in range(50):  # the stream is closed: the stand-in drops its listener
+        if not botpress.state.listeners[outcome.data["conversation_id"]]:
+            break
+        await asyncio.sleep(0.02)
+    assert botpress.state.listeners[outcome.data["conversation_id"]] == set()
+
+
+async def test_a_refused_listen_stream_falls_back_to_polling(ctx, store, tenant, botpress):
+    botpress.state.fail("500", operation="listenConversation")
+
+    outcome, texts = await ask(ctx, store, tenant, text="still there?")
+
+    assert texts == ["echo: still there?"] and outcome.data["heard_by"] == "polling"
+    assert botpress.state.calls("listMessages")
+
+
+async def test_replies_are_found_pages_back_in_a_long_conversation(polling_ctx, store, tenant, botpress):
     for n in range(4):
-        await ask(ctx, store, tenant, text=f"warm-up {n}")
+        await ask(polling_ctx, store, tenant, text=f"warm-up {n}")
     botpress.state.page_size = 2
     botpress.state.script["many"] = ["one", "two", "three"]
 
-    _, texts = await ask(ctx, store, tenant, text="many")
+    outcome, texts = await ask(polling_ctx, store, tenant, text="many")
 
-    assert texts == ["one", "two", "three"]
+    assert texts == ["one", "two", "three"] and outcome.data["heard_by"] == "polling"
     assert any("nextToken" in r.query for r in botpress.state.calls("listMessages"))
+    assert botpress.state.calls("listenConversation") == []
 
 
-async def test_a_slow_bot_is_awaited_and_a_silent_one_gives_up_after_the_wait(ctx, store, tenant, botpress):
+@pytest.mark.parametrize("listening", [True, False])
+async def test_a_slow_bot_is_awaited_and_a_silent_one_gives_up_after_the_wait(
+    ctx, polling_ctx, store, tenant, botpress, listening
+):
+    spoke = ctx if listening else polling_ctx
     botpress.state.reply_delay_s = 0.6
-    _, slow = await ask(ctx, store, tenant, text="slow")
+    _, slow = await ask(spoke, store, tenant, text="slow")
     botpress.state.bot_silent = True
     started = time.monotonic()
-    outcome, silent = await ask(ctx, store, tenant, text="anyone?", wait_s=0.5)
+    outcome, silent = await ask(spoke, store, tenant, text="anyone?", wait_s=0.5)
 
     assert slow == ["echo: slow"]
     assert silent == [] and outcome.succeeded and outcome.detail == "bot sent no reply within 0.5s"

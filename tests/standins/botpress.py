@@ -10,6 +10,10 @@ API (base `{url}/{webhook_id}`; every call but createUser needs `x-user-key`):
   GET  /conversations/{id}                                200 {"conversation"}
   POST /messages {conversationId, payload, metadata?}     201 {"message"}
   GET  /conversations/{id}/messages?nextToken=            200 {"messages" (newest first), "meta": {"nextToken"?}}
+  GET  /conversations/{id}/listen                         200 text/event-stream: one `data: <signal JSON>` event per
+                                                          message created in the conversation from then on (the
+                                                          same signal the webhook push carries), `: ping` comments
+                                                          every `listen_ping_s`
 Errors: {"id": "err_<UTC YYYYMMDDHHMMSS>x<8 hex>", "code", "type", "message"} as Botpress
 sends them; 429 also carries `Retry-After: <seconds>`. An unknown webhook id is a 404.
 
@@ -108,6 +112,9 @@ class BotpressState:
     push_secret: str = ""
     pushes: list[tuple[int | str, dict[str, Any]]] = field(default_factory=list)
     """(status or error name, body) of every push attempt."""
+    listeners: dict[str, set[asyncio.Queue]] = field(default_factory=dict)
+    """Conversation id → the queues of its open listen streams."""
+    listen_ping_s: float = 15.0
     _bot_tasks: set[asyncio.Task] = field(default_factory=set)
 
     def fail(self, mode: str, count: int = 1, *, operation: str | None = None, delay_s: float = 5.0) -> None:
@@ -264,6 +271,31 @@ def make_app(state: BotpressState) -> web.Application:
         if start + state.page_size >= len(newest_first):
             meta = {}
         return _json({"messages": page, "meta": meta})
+
+    @routes.get("/{webhook_id}/conversations/{id}/listen", name="listenConversation")
+    async def listen_conversation(request: web.Request) -> web.StreamResponse:
+        found = _conversation_of(state, request, request.match_info["id"])
+        if isinstance(found, web.Response):
+            return found
+        _, conversation = found
+        queue: asyncio.Queue = asyncio.Queue()
+        listening = state.listeners.setdefault(conversation["id"], set())
+        listening.add(queue)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await stream.prepare(request)
+            while conversation["id"] in state.conversations:
+                try:
+                    signal = await asyncio.wait_for(queue.get(), state.listen_ping_s)
+                except TimeoutError:
+                    await stream.write(b": ping\n\n")
+                    continue
+                await stream.write(f"data: {json.dumps(signal, separators=(',', ':'))}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            listening.discard(queue)
+        return stream
 
     @routes.post("/_control/fail")
     async def control_fail(request: web.Request) -> web.Response:
@@ -451,9 +483,11 @@ async def _bot_answers(state: BotpressState, conversation: dict[str, Any], messa
 
 
 async def _push(state: BotpressState, message: dict[str, Any], *, is_bot: bool) -> None:
+    body = {"type": "message_created", "data": {**message, "isBot": is_bot}}
+    for queue in state.listeners.get(message["conversationId"], ()):
+        queue.put_nowait(body)
     if not state.push_url:
         return
-    body = {"type": "message_created", "data": {**message, "isBot": is_bot}}
     headers = {"x-bp-secret": state.push_secret} if state.push_secret else {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:

@@ -4,6 +4,7 @@ type, pushed signals, and what every error answer means."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -303,3 +304,34 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(value, seconds):
     now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
     assert translate.parse_retry_after(value, now=now) == seconds
+
+
+# --- the listen stream (server-sent events) ----------------------------------------------
+
+
+def feed(lines: list[str]) -> list[str]:
+    events = translate.EventStream()
+    return [data for line in lines if (data := events.feed(line)) is not None]
+
+
+def test_an_event_stream_yields_each_events_data_at_its_blank_line_and_skips_comments_and_other_fields():
+    lines = [": ping", "", "event: message", "id: 7", 'data: {"a":', "data:1}", "", "retry: 100", "", "data: x", ""]
+    assert feed(lines) == ['{"a":\n1}', "x"]
+    assert feed(["data: unfinished"]) == []
+
+
+def test_a_message_created_signal_is_the_message_and_any_other_signal_is_nothing():
+    message = {
+        "id": "msg_1",
+        "createdAt": "2026-01-01T12:00:00.000Z",
+        "userId": "user_bot",
+        "conversationId": "conv_1",
+        "payload": {"type": "text", "text": "hi"},
+    }
+    heard = translate.parse_signal(json.dumps({"type": "message_created", "data": message}))
+    assert heard is not None and heard.id == "msg_1" and heard.user_id == "user_bot" and heard.payload["text"] == "hi"
+    assert translate.parse_signal('{"type":"participant_added","data":{}}') is None
+    with pytest.raises(translate.MalformedAnswer):
+        translate.parse_signal("not json")
+    with pytest.raises(translate.MalformedAnswer):
+        translate.parse_signal('{"type":"message_created","data":{"id":1}}')
