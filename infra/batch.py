@@ -368,7 +368,9 @@ class BatchDecider:
             values = [self.codec.encode(d.schema, d.record) for d in dispatches]
         except (EncodeError, KeyError, TypeError, ValueError) as exc:
             # The type only: the text may quote personal data.
-            log.error("outbox failed on an event; left to the driver and the deadline", event_type=name, error_type=type(exc).__name__)
+            log.error(
+                "outbox failed on an event; left to the driver and the deadline", event_type=name, error_type=type(exc).__name__
+            )
             return []
         sent = []
         for dispatch, value in zip(dispatches, values, strict=True):

@@ -151,18 +151,29 @@ class CommandClient:
     async def submit(self, command: Command) -> asyncio.Future[CommandResult]:
         """Send without waiting for the result; returns the future that will hold it."""
         assert self._producer is not None, "CommandClient.start() first"
-        hub = self.hubs[command.hub]
         loop = asyncio.get_running_loop()
         fut = self._waiting.setdefault(command.meta.command_id, loop.create_future())
+        await self._send(command, watch=True)
+        return fut
+
+    async def post(self, command: Command) -> None:
+        """Send and return once the broker has it (acks=all), without waiting for the
+        hub's decision: for a sender that needs the command durable, not its outcome
+        (a resend with the same id is answered, never applied twice)."""
+        assert self._producer is not None, "CommandClient.start() first"
+        await self._send(command, watch=False)
+
+    async def _send(self, command: Command, watch: bool) -> None:
+        hub = self.hubs[command.hub]
         value = self.codec.encode(command.avro_name(), command_to_record(command))
         topic, key = self.settings.topic(hub.topic("commands")), command.meta.aggregate_id.encode()
         partitions = sorted(await self._producer.partitions_for(topic))
         partition = self._partitioner(key, partitions, partitions)
-        await self._watch(TopicPartition(self.settings.topic(hub.topic("command-results")), partition))
+        if watch:
+            await self._watch(TopicPartition(self.settings.topic(hub.topic("command-results")), partition))
         await self._producer.send_and_wait(
             topic, value, key=key, partition=partition, headers=[("correlation_id", command.meta.correlation_id.encode())]
         )
-        return fut
 
     async def _watch(self, tp: TopicPartition) -> None:
         """Read `tp` from its end on (before the command is sent, so its result

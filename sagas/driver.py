@@ -301,9 +301,12 @@ class SagaDriver:
             causation_id=env["event_id"],
             actor=ACTOR,
         )
-        result = await self._send_to_saga(StartSaga(meta, definition.name, json.dumps(body, sort_keys=True)))
-        log.info("saga started", saga_type=definition.name, saga=saga_id, accepted=result.accepted)
-        return "started" if result.accepted else "refused"
+        # Durable is enough: the saga id and the command id are derived from the record, so
+        # a trigger read twice starts one saga, and waiting for the saga hub's answer would
+        # hold every later record of this partition behind it (the keyed consumer's order).
+        await self.commands.post(StartSaga(meta, definition.name, json.dumps(body, sort_keys=True)))
+        log.info("saga start sent", saga_type=definition.name, saga=saga_id)
+        return "started"
 
     async def _send_to_saga(self, command: Command) -> CommandResult:
         """Send until the saga hub answers (same command id every time)."""
