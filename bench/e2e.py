@@ -11,6 +11,7 @@ STANDINS (outside systems) and `provision` (the tenant's set-up)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -130,6 +131,8 @@ class Path:
     facebook_url: str
     processes: list[procs.Service]
     standins: list[procs.Service]
+    env: dict[str, str]
+    """What every process of the path was started with, on top of the run's environment."""
 
 
 async def start(start_service: Callable[..., procs.Service], run_env: dict[str, str], ready_timeout: float = 150) -> Path:
@@ -173,7 +176,7 @@ async def start(start_service: Callable[..., procs.Service], run_env: dict[str, 
         *(procs.wait_until(lambda s=s: procs.listening(s.health_url), 60, s.name, s) for s in standins),
     )
     webhook_url = f"http://127.0.0.1:{settings.ingress_port}/webhooks/facebook"
-    return Path(settings, webhook_url, env[STANDINS["facebook"]], processes, standins)
+    return Path(settings, webhook_url, env[STANDINS["facebook"]], processes, standins, env)
 
 
 async def provision(settings: Settings, client: CommandClient, page: str = PAGE, tenant: str = TENANT) -> None:
@@ -343,6 +346,28 @@ async def measure(path: Path, burst_seconds: float, half_seconds: float, least: 
     count = max(least, round(rate * half_seconds))
     half = await half_rate(path, webhook_posts(count, contacts=CONTACTS, tag="half"), rate)
     return {"warm_up": warm, "max": maximum, "half": half}
+
+
+async def naive_relay(path: Path, start_service: Callable[..., procs.Service], burst_seconds: float, least: int) -> dict:
+    """The same warm-up and burst against `bench.relay` (one process: verify, ask the
+    bot, call the Send API; no Kafka, no state) on the path's stand-ins, once the
+    platform's processes are stopped: the rate a naive relay reaches on this machine."""
+    port = procs.free_port()
+    relay = start_service("relay", [procs.PYTHON, "-m", "bench.relay", "--port", str(port)], **path.env)
+    relay.health_url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        await procs.wait_until(lambda: procs.http_ok(relay.health_url), 60, relay.name, relay)
+        naive = dataclasses.replace(path, webhook_url=f"http://127.0.0.1:{port}/webhooks/facebook")
+        warm = await burst(naive, webhook_posts(CONTACTS, contacts=CONTACTS, tag="relay-warm-up"), 1.0, WARM_UP_TIMEOUT_S)
+        bodies = webhook_posts(burst_size(warm["per_second"], burst_seconds, least), contacts=CONTACTS, tag="relay")
+        before = relay.cpu_seconds()
+        maximum = await burst(naive, bodies, warm["per_second"])
+        spent = relay.cpu_seconds() - before if before is not None else None
+        if spent is not None and maximum["replied"]:
+            maximum["cpu_ms_per_message"] = round(1000 * spent / maximum["replied"], 2)
+        return {"warm_up": warm, "max": maximum}
+    finally:
+        procs.stop_all([relay])
 
 
 async def records_on_path(path: Path) -> int:

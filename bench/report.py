@@ -20,6 +20,7 @@ THROUGHPUT_RATIO = 0.50
 INGRESS_RATIO = 0.60
 INGRESS_P99_LIMIT_MS = 20.0
 E2E_RATIO = 0.50
+E2E_RELAY_RATIO = 0.25
 P99_LIMIT_MS = 5.0
 E2E_P99_LIMIT_MS = 100.0
 E2E_CPU_MS_LIMIT = 8.0
@@ -138,6 +139,19 @@ def e2e_rows(e2e: dict) -> list[Row]:
             "raw produce->consume ",
         )
     ]  # fmt: skip
+    relay = (e2e.get("relay") or {}).get("max")
+    rows.append(
+        throughput_row(
+            "end to end vs a naive relay (one process: verify, ask the bot, Send API)",
+            "msg/s",
+            e2e.get("max"),
+            relay,
+            "msg/s",
+            E2E_RELAY_RATIO,
+            "relay ",
+            "the relay",
+        )
+    )
     per = (e2e.get("max") or {}).get("per_message")
     if per:
         rows.append(

@@ -303,6 +303,10 @@ class Run:
             results.update(await e2e.measure(path, s.e2e_burst_seconds, s.e2e_half_seconds, s.e2e_min_messages))
             for p in path.processes:
                 p.sample_peak()
+            procs.stop_all(path.processes)
+            step("end to end: a naive relay on the same stand-ins (one process, no Kafka, no state; baseline)")
+            results["relay"] = await e2e.naive_relay(path, self.service, s.e2e_burst_seconds, s.e2e_min_messages)
+            show({"relay": results["relay"]["max"]})
         finally:
             procs.stop_all(path.processes + path.standins)
         results["peak_rss_mb"] = {p.name: p.peak_mb for p in path.processes}

@@ -38,6 +38,12 @@ from schemas.contracts import Command, Rejected
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = b"application/vnd.poseidon.avro"
+MAX_BATCH_BYTES = 1024 * 1024
+"""The processor's producer batch: room for a poll batch's records of one topic partition."""
+MAX_RECORD_BYTES = MAX_BATCH_BYTES - 16 * 1024
+"""The largest event or outbox record a command may produce (room left for key, headers
+and the batch's own framing): a larger one parks its command with the reason, as no
+producer batch could carry it and the whole partition's transaction would fail on it."""
 AGGREGATE_HEADER = "aggregate_id"
 """Results carry their aggregate id in a header, so restoring the dedup window needs no decoding."""
 
@@ -272,6 +278,13 @@ class BatchDecider:
             log.error("command could not be applied", error_type=type(exc).__name__)
             self._unless_untouched(memory, batch, applied, key, aggregate, before, touched=True)
             batch.outgoing.append(self._dead_letter(item.record, f"{type(exc).__name__}: {exc}", "ApplyError"))
+            batch.count("dead_lettered")
+            return
+        if (oversized := max((len(o.value) for o in outgoing), default=0)) > MAX_RECORD_BYTES:
+            log.error("command produced a record too large to send", command=type(command).__name__)
+            self._unless_untouched(memory, batch, applied, key, aggregate, before, touched=True)
+            reason = f"a record of {oversized} bytes exceeds the {MAX_RECORD_BYTES}-byte limit of one record"
+            batch.outgoing.append(self._dead_letter(item.record, reason, "RecordTooLarge"))
             batch.count("dead_lettered")
             return
         batch.outgoing.extend(outgoing)

@@ -32,6 +32,7 @@ from base.settings import Settings
 from infra import metrics
 from infra.batch import (
     AGGREGATE_HEADER,
+    MAX_BATCH_BYTES,
     AggregateCache,
     BatchDecider,
     Incoming,
@@ -49,9 +50,6 @@ from infra.topics import changelog_topic, processor_app_id
 from schemas.codec import Codec
 
 log = structlog.get_logger(__name__)
-
-MAX_BATCH_BYTES = 1024 * 1024
-"""Room for a whole poll batch's records of one topic in one producer batch."""
 
 
 @dataclass

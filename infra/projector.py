@@ -197,6 +197,11 @@ class Projector:
             await self._fold_batch(conn, producer, batch)
             return
         started = time.perf_counter()
+        # Decoded and mapped (dead letters sent) before the positions are locked: the
+        # lock is held for the SQL only. A batch whose position moved meanwhile is
+        # read again from the stored position; its dead letters may then be sent
+        # twice (the same origin coordinates), never lost.
+        statements, new_positions, read, count = await self._read_batch(producer, batch)
         async with conn.transaction():
             stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in await conn.fetch(LOCK_POSITIONS_SQL)}
             for tp in batch:
@@ -204,7 +209,6 @@ class Projector:
                     raise PositionMoved(
                         f"{tp.topic}[{tp.partition}] stored {stored.get(tp, 0)}, ours {self.positions.get(tp, 0)}"
                     )
-            statements, new_positions, read, count = await self._read_batch(producer, batch)
             await _execute(conn, statements)
             await conn.executemany(SAVE_POSITION_SQL, [(tp.topic, tp.partition, off) for tp, off in new_positions.items()])
         self.positions.update(new_positions)

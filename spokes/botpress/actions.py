@@ -140,22 +140,7 @@ class _Asking:
     async def _heard(
         self, stream: AsyncIterator[ChatMessage], mapping: ContactMapping, sent: ChatMessage, deadline: float
     ) -> list[ChatMessage]:
-        """The replies to `sent` as the stream announces them: until the bot has been
-        quiet for `botpress_turn_quiet_s` after its last one, or the deadline."""
-        loop = asyncio.get_running_loop()
-        quiet_s = self.ctx.settings.botpress_turn_quiet_s
-        heard: list[ChatMessage] = []
-        replies: list[ChatMessage] = []
-        signals = aiter(stream)
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                heard.append(await asyncio.wait_for(anext(signals), min(quiet_s, remaining) if replies else remaining))
-            except TimeoutError:
-                break
-            except StopAsyncIteration:
-                raise RetryableError("the listen stream ended", code="stream_ended") from None
-            replies = translate.bot_replies(heard, user_id=mapping.user_id, sent=sent)
-        return replies
+        return await heard_until_quiet(stream, mapping.user_id, sent, deadline, self.ctx.settings.botpress_turn_quiet_s)
 
     async def send(
         self, mapping: ContactMapping, text: str, message_id: str, *, maybe_sent: bool
@@ -243,6 +228,27 @@ class _Asking:
             if not token or any(m.id == sent.id or m.created_at < sent.created_at for m in page):
                 break
         return newest_first[::-1]
+
+
+async def heard_until_quiet(
+    stream: AsyncIterator[ChatMessage], user_id: str, sent: ChatMessage, deadline: float, quiet_s: float
+) -> list[ChatMessage]:
+    """The replies to `sent` (ours: `user_id`) as a listen stream announces them: until
+    the bot has been quiet for `quiet_s` after its last one, or the loop time `deadline`.
+    Raises RetryableError if the stream ends first."""
+    loop = asyncio.get_running_loop()
+    heard: list[ChatMessage] = []
+    replies: list[ChatMessage] = []
+    signals = aiter(stream)
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            heard.append(await asyncio.wait_for(anext(signals), min(quiet_s, remaining) if replies else remaining))
+        except TimeoutError:
+            break
+        except StopAsyncIteration:
+            raise RetryableError("the listen stream ended", code="stream_ended") from None
+        replies = translate.bot_replies(heard, user_id=user_id, sent=sent)
+    return replies
 
 
 def _refused_if_stale(fn):

@@ -5,8 +5,9 @@ waiting saga's step and compensates a filtered batch — each action a command t
 the Saga hub, recorded as an event with the operator's identity and shown in the
 saga read store. Processors, projectors and the Identity gRPC server run as
 subprocesses; the dashboard app runs on this test's loop, built as
-`poseidon dashboard` builds it (no saga driver runs, so sagas wait on their
-first step until an operator acts)."""
+`poseidon dashboard` builds it. The Saga hub sends each step itself (process
+manager): the Tenant hub runs and answers CreateTenant, no Wallet hub runs, so
+the sagas wait on OpenWallet until an operator acts."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ async def test_an_operator_logs_in_with_a_password_retries_a_step_and_compensate
     made = await client.send(team, timeout=90)
     assert made.accepted, made.reason
     sagas = [await start_waiting_saga(settings, client) for _ in range(2)]
-    await eventually(lambda: _all(states(settings, sagas), "waiting", 2), timeout=60)
+    await eventually(lambda: _all(waiting_steps(settings, sagas), "open_wallet", 2), timeout=60)
 
     # Not an operator: Identity accepts the password, the dashboard refuses the principal.
     async with (
@@ -157,15 +158,29 @@ async def test_an_operator_logs_in_with_a_password_retries_a_step_and_compensate
         async with session.get(f"{url}/sagas/{target}") as page:
             assert "tenant hub was down" in await page.text()
 
-        # Compensate every waiting onboarding saga at once: nothing was done, so both end compensated.
+        # Compensate every waiting onboarding saga at once: the tenant each one created is
+        # archived (its compensation, answered by the Tenant hub), and both end compensated.
         where = await post_form(
             session, f"{url}/sagas/batch?state=waiting&type=tenant_onboarding", {"action": "compensate", "reason": "bad batch"}
         )
         assert "msg=batch compensate: 2 of 2 accepted" in unquote(where), where
         await eventually(lambda: _all(states(settings, sagas), "compensated", 2), timeout=60)
         for saga_id in sagas:
-            kinds = [r["event_type"] for r in await saga_events(settings, saga_id)]
-            assert kinds[-2:] == ["OperatorActed", "SagaAborted"]
+            rows = await saga_events(settings, saga_id)
+            kinds = [r["event_type"] for r in rows]
+            assert kinds[-4:] == ["OperatorActed", "CompensationRequested", "Compensated", "SagaAborted"], kinds
+            assert [r["step"] for r in rows if r["event_type"] == "Compensated"] == ["create_tenant"]
+
+
+async def waiting_steps(settings, ids: list[str]) -> dict[str, str]:
+    """The step each saga waits on ("" if it is not waiting)."""
+    rows = await fetch(
+        settings,
+        settings.pg_schema("saga"),
+        "SELECT saga_id::text, state, current_step FROM sagas WHERE saga_id = ANY($1::uuid[])",
+        ids,
+    )
+    return {r["saga_id"]: r["current_step"] if r["state"] == "waiting" else "" for r in rows}
 
 
 async def _all(states_coro, state: str, n: int) -> bool:

@@ -155,3 +155,20 @@ def test_the_dedup_window_keeps_only_the_newest_ids_up_to_its_size_and_age():
     assert list(memory.outcomes) == [b"k4"]
     memory.remember(b"k4", 2000.0, 99)
     assert memory.outcomes[b"k4"] == (1004.0, 4)  # the first outcome stays the answer
+
+
+def test_a_command_whose_event_would_not_fit_a_record_is_parked_and_the_batch_goes_on(monkeypatch):
+    import infra.batch
+
+    p = Partition(decider())
+    w1, w2 = str(uuid.uuid4()), str(uuid.uuid4())
+    opened = p.record(command(OpenWallet, w1, currency="EUR"))
+    monkeypatch.setattr(infra.batch, "MAX_RECORD_BYTES", 100)  # every wallet event is larger
+    batch, states = p.run(p.record(command(OpenWallet, w2, currency="EUR")))
+    monkeypatch.undo()
+    again, _ = p.run(opened)
+
+    [letter] = [o for o in batch.outgoing if o.topic == "wallet.commands.dlq"]
+    assert "exceeds the 100-byte limit" in CODEC.decode(letter.value).record["reason"]
+    assert batch.counts == {"dead_lettered": 1} and states == [] and w2.encode() not in p.memory.states
+    assert [r["outcome"] for r in results(again)] == ["ACCEPTED"]
