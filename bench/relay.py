@@ -28,12 +28,17 @@ from spokes.facebook.client import FacebookClient
 from spokes.facebook.webhook import SIGNATURE_HEADER, verify_signature
 
 ANSWER_WAIT_S = 10.0
+CONCURRENCY = 32
+"""Messages relayed at once, as many as a spoke process handles at once (infra.spoke.CONCURRENCY):
+each holds a listen stream (an HTTP connection) while it waits, so an unbounded relay
+would starve its own sends of connections."""
 
 
 class Relay:
     def __init__(self) -> None:
         self.settings = bootstrap.settings()
-        self.http = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64))
+        self.http = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=2 * CONCURRENCY))
+        self.slots = asyncio.Semaphore(CONCURRENCY)
         self.chat = BotpressChat(self.http, translate.api_url(self.settings.botpress_url, translate.DEFAULT_WEBHOOK_ID))
         self.facebook = FacebookClient(self.http, self.settings)
         self.contacts: dict[str, asyncio.Task] = {}
@@ -54,6 +59,10 @@ class Relay:
         return web.Response(text="EVENT_RECEIVED")
 
     async def relay(self, psid: str, text: str) -> None:
+        async with self.slots:
+            await self._relay(psid, text)
+
+    async def _relay(self, psid: str, text: str) -> None:
         try:
             key, user_id, conversation = await self.conversation_of(psid)
             deadline = asyncio.get_running_loop().time() + ANSWER_WAIT_S
