@@ -37,7 +37,7 @@ from infra.security import (
     bearer_token,
     set_current_principal,
 )
-from infra.stores import Stores
+from infra.stores import Stores, keep_session
 
 log = structlog.get_logger(__name__)
 
@@ -212,6 +212,7 @@ async def start_server(
         dsn,
         min_size=2,
         max_size=10,
+        reset=keep_session,
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
     keyring = Keyring(settings.keys_dir)

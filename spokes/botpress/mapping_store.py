@@ -18,6 +18,7 @@ import structlog
 from base.settings import Settings
 from hubs.identity.sealing import Sealer, SealError
 from infra.migrations import migrate
+from infra.stores import keep_session
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,7 @@ class MappingStore:
     async def open(cls, settings: Settings, *, sealer: Sealer | None = None) -> MappingStore:
         """Connect, bring the schema up to date, and use the sealing keys under the state folder."""
         schema = settings.pg_schema(SCHEMA)
-        pool = await asyncpg.create_pool(settings.dsn_for(SCHEMA), min_size=1, max_size=4)
+        pool = await asyncpg.create_pool(settings.dsn_for(SCHEMA), min_size=1, max_size=4, reset=keep_session)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, schema, MIGRATIONS)
