@@ -1,7 +1,8 @@
 """The Saga aggregate: one running (or finished) saga. It decides by asking the
 pure reaction of its saga type's definition (`hubs.saga.definition.react`) which
 events follow from a command, and records them; the @event methods only assign
-state. Pure: no I/O — the saga driver sends the commands the events carry.
+state. Pure: no I/O — the processor sends the commands the events carry
+(hubs/saga/dispatch.py).
 The saga types are handed in (`handle(definitions, …)`, bound by `saga_hub`):
 the concrete processes live above the hubs, in `sagas/`.
 

@@ -22,8 +22,8 @@ class StartSaga(SagaCommand):
 
 @dataclass(frozen=True)
 class RecordStepResult(SagaCommand):
-    """Sent by the saga driver with the target hub's answer to a step's (or a
-    compensation's) command."""
+    """The target hub's (or spoke's) answer to a step's (or a compensation's)
+    command, as the Saga hub reads it from what was sent back (hubs/saga/dispatch.py)."""
 
     step: str
     attempt: int

@@ -3,8 +3,8 @@
 its retry policy and its deadline) and `react(definition, state, fact)`, which
 turns a saga's current state and one fact (started, a step's result, an overdue
 step, an operator's action) into the saga events to record. No I/O: the Saga
-aggregate (hubs/saga) calls `react` and records what it returns; the saga driver
-(sagas/driver.py) sends the commands those events carry.
+aggregate (hubs/saga) calls `react` and records what it returns; its processor
+sends the commands those events carry (hubs/saga/dispatch.py).
 
 Rules the reaction holds:
 * Retry before compensate: a failed step is requested again (attempt + 1) while
@@ -90,9 +90,8 @@ class SagaView:
 class SpokeRequest(Command):
     """A step done by a spoke (ask the bot, send through Facebook, …) rather than
     by a hub: same deterministic id, deadline and retry policy as a hub command.
-    The event names it `poseidon.spoke.<spoke>.<action>` with target `spoke.<spoke>`.
-    The driver does not deliver these yet (see sagas/driver.py): until it does,
-    such a step fails at its deadline and the saga compensates — visibly."""
+    The event names it `poseidon.spoke.<spoke>.<action>` with target `spoke.<spoke>`;
+    it travels as a `SpokeRequested` on `spoke.<spoke>.requests` (hubs/saga/dispatch.py)."""
 
     spoke: str = ""
     action: str = ""
