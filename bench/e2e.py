@@ -359,6 +359,8 @@ async def naive_relay(path: Path, start_service: Callable[..., procs.Service], b
         await procs.wait_until(lambda: procs.http_ok(relay.health_url), 60, relay.name, relay)
         naive = dataclasses.replace(path, webhook_url=f"http://127.0.0.1:{port}/webhooks/facebook")
         warm = await burst(naive, webhook_posts(CONTACTS, contacts=CONTACTS, tag="relay-warm-up"), 1.0, WARM_UP_TIMEOUT_S)
+        if not warm["replied"]:
+            raise RuntimeError(f"the naive relay answered none of its warm-up messages:\n{relay.tail()}")
         bodies = webhook_posts(burst_size(warm["per_second"], burst_seconds, least), contacts=CONTACTS, tag="relay")
         before = relay.cpu_seconds()
         maximum = await burst(naive, bodies, warm["per_second"])

@@ -41,7 +41,9 @@ class Relay:
         self.slots = asyncio.Semaphore(CONCURRENCY)
         self.chat = BotpressChat(self.http, translate.api_url(self.settings.botpress_url, translate.DEFAULT_WEBHOOK_ID))
         self.facebook = FacebookClient(self.http, self.settings)
-        self.contacts: dict[str, asyncio.Task] = {}
+        self.contacts: dict[str, tuple[str, str, str]] = {}
+        self.senders: dict[str, asyncio.Lock] = {}
+        """One message per sender at a time: replies are told apart by time within a conversation."""
         self.tasks: set[asyncio.Task] = set()
         self.failures = 0
 
@@ -59,7 +61,7 @@ class Relay:
         return web.Response(text="EVENT_RECEIVED")
 
     async def relay(self, psid: str, text: str) -> None:
-        async with self.slots:
+        async with self.senders.setdefault(psid, asyncio.Lock()), self.slots:
             await self._relay(psid, text)
 
     async def _relay(self, psid: str, text: str) -> None:
@@ -75,14 +77,12 @@ class Relay:
             self.failures += 1
 
     async def conversation_of(self, psid: str) -> tuple[str, str, str]:
-        """(user key, user id, conversation id) of the sender, made once."""
+        """(user key, user id, conversation id) of the sender, made on its first message
+        (the sender's lock is held: made once)."""
         if psid not in self.contacts:
-            self.contacts[psid] = asyncio.create_task(self._new_conversation())
-        return await self.contacts[psid]
-
-    async def _new_conversation(self) -> tuple[str, str, str]:
-        user_id, key = await self.chat.create_user()
-        return key, user_id, await self.chat.create_conversation(key)
+            user_id, key = await self.chat.create_user()
+            self.contacts[psid] = (key, user_id, await self.chat.create_conversation(key))
+        return self.contacts[psid]
 
     async def health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "failures": self.failures})

@@ -52,7 +52,7 @@ def throughput_row(
     of: str = "raw",
 ) -> Row:
     target = f">= {wanted:.0%} of {of}"
-    if not ours or not raw:
+    if not ours or not raw or not raw.get("per_second"):
         return Row(name, "-", "-", "-", target, "ERROR")
     ratio = ours["per_second"] / raw["per_second"]
     return Row(

@@ -26,6 +26,8 @@ from spokes.botpress.translate import ChatMessage
 log = structlog.get_logger(__name__)
 
 OPERATION = "ask_bot"
+LISTEN_OPEN_S = 5.0
+"""How long the listen stream may take to open (its response headers) before the ask polls instead."""
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,13 @@ async def ask_bot(
 
     mapping = await asking.mapping()
     record = await store.sent(tenant_id, message_id) if message_id else None
-    deadline = asyncio.get_running_loop().time() + wait_s
     if record and record.botpress_message_id and record.conversation_id == mapping.conversation_id:
         # Asked before (a retry, a redelivery): what the bot said is in the conversation already.
         sent = ChatMessage(record.botpress_message_id, record.botpress_created_at, mapping.user_id, mapping.conversation_id, {})
         asking.how = "already_sent"
-        replies = await asking.replies(mapping, sent, deadline, poll)
+        replies = await asking.replies(mapping, sent, _deadline(wait_s), poll)
     else:
-        mapping, sent, replies = await asking.ask(mapping, text, message_id, record is not None, deadline, poll)
+        mapping, sent, replies = await asking.ask(mapping, text, message_id, record is not None, wait_s, poll)
     said = translate.spoken_replies(replies)
     texts = [text for _, text in said]
     detail = f"bot answered with {len(texts)} message(s)" if texts else f"bot sent no reply within {wait_s:g}s"
@@ -111,31 +112,39 @@ class _Asking:
         return await self._recreate(stored, keep_user=False)
 
     async def ask(
-        self, mapping: ContactMapping, text: str, message_id: str, maybe_sent: bool, deadline: float, poll: PollPolicy
+        self, mapping: ContactMapping, text: str, message_id: str, maybe_sent: bool, wait_s: float, poll: PollPolicy
     ) -> tuple[ContactMapping, ChatMessage, list[ChatMessage]]:
-        """Send the text and hear the replies: on the listen stream if it opens (before
-        sending, so no reply is missed) and stays up, else by polling."""
+        """Send the text and hear the replies for `wait_s` from then: on the listen stream
+        if it opens (before sending, so no reply is missed) and stays up, else by
+        polling. A message that may have been sent already (`maybe_sent`: an earlier
+        try was interrupted) is not listened for: the bot may have answered it before
+        any stream opened, and only the conversation's history has that answer."""
         async with AsyncExitStack() as stack:
-            stream = await self._listening(stack, mapping)
+            stream = None if maybe_sent else await self._listening(stack, mapping)
             sent_on, sent = await self.send(mapping, text, message_id, maybe_sent=maybe_sent)
+            deadline = _deadline(wait_s)
             if stream is not None and sent_on.conversation_id == mapping.conversation_id:
                 try:
-                    return sent_on, sent, await self._heard(stream, sent_on, sent, deadline)
+                    replies = await self._heard(stream, sent_on, sent, deadline)
                 except SpokeError as exc:
                     log.info("Botpress listen stream lost; polling for the replies", tenant_id=self.tenant_id, code=exc.code)
-                    self.heard_by = "polling"
+                else:
+                    self.heard_by = "listening"
+                    return sent_on, sent, replies
         return sent_on, sent, await self.replies(sent_on, sent, deadline, poll)
 
     async def _listening(self, stack: AsyncExitStack, mapping: ContactMapping) -> AsyncIterator[ChatMessage] | None:
         if not self.ctx.settings.botpress_listen:
             return None
         try:
-            stream = await stack.enter_async_context(self.chat.listen(mapping.user_key, mapping.conversation_id))
-        except SpokeError as exc:
-            log.info("Botpress refused the listen stream; polling for the replies", tenant_id=self.tenant_id, code=exc.code)
+            # Bounded: a server or proxy that holds the response headers back would
+            # otherwise hold the ask before our message is even sent.
+            async with asyncio.timeout(LISTEN_OPEN_S):
+                return await stack.enter_async_context(self.chat.listen(mapping.user_key, mapping.conversation_id))
+        except (SpokeError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, SpokeError) else "timeout"
+            log.info("Botpress did not open the listen stream; polling for the replies", tenant_id=self.tenant_id, code=code)
             return None
-        self.heard_by = "listening"
-        return stream
 
     async def _heard(
         self, stream: AsyncIterator[ChatMessage], mapping: ContactMapping, sent: ChatMessage, deadline: float
@@ -228,6 +237,10 @@ class _Asking:
             if not token or any(m.id == sent.id or m.created_at < sent.created_at for m in page):
                 break
         return newest_first[::-1]
+
+
+def _deadline(wait_s: float) -> float:
+    return asyncio.get_running_loop().time() + wait_s
 
 
 async def heard_until_quiet(

@@ -149,13 +149,20 @@ class BotpressChat:
 
 async def _signals(response: httpx.Response) -> AsyncIterator[ChatMessage]:
     events = translate.EventStream()
-    async for line in response.aiter_lines():
-        data = events.feed(line)
-        if data is None:
-            continue
-        message = _parsed(translate.LISTEN_CONVERSATION, translate.parse_signal, data)
-        if message is not None:
-            yield message
+    chunks = response.aiter_text()
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except httpx.TransportError as exc:  # the stream broke while read: the caller polls instead
+            raise RetryableError(
+                f"{translate.LISTEN_CONVERSATION}: {type(exc).__name__} reading the stream", code="stream_lost"
+            ) from None
+        for data in events.feed_text(chunk):
+            message = _parsed(translate.LISTEN_CONVERSATION, translate.parse_signal, data)
+            if message is not None:
+                yield message
 
 
 def _parsed(operation: str, parse, body: Any):

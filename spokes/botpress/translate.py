@@ -196,13 +196,26 @@ def parse_push(body: Any) -> ChatMessage | None:
 
 
 class EventStream:
-    """Server-sent events (text/event-stream), fed line by line without their line
-    ends: `feed` returns an event's data (its `data:` lines joined by newlines) at
-    the blank line that ends it, None otherwise; comments (`: ping`) and other
-    fields are ignored."""
+    """Server-sent events (text/event-stream): `feed_text` takes the stream's text as it
+    arrives and returns the data of the events it completed (their `data:` lines
+    joined by newlines); `feed` does one line without its line end. Comments
+    (`: ping`) and other fields are ignored. Lines end at CR, LF or CRLF only, as
+    the format says: a U+2028 inside a bot's text (JSON may carry it unescaped)
+    does not cut its line, as `str.splitlines` would."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
+        self._partial = ""
+
+    def feed_text(self, chunk: str) -> list[str]:
+        text = self._partial + chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
+        held = text.endswith("\r")
+        if held:
+            text = text[:-1]
+        *lines, rest = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._partial = rest + ("\r" if held else "")
+        return [data for line in lines if (data := self.feed(line)) is not None]
 
     def feed(self, line: str) -> str | None:
         if not line:

@@ -335,3 +335,11 @@ def test_a_message_created_signal_is_the_message_and_any_other_signal_is_nothing
         translate.parse_signal("not json")
     with pytest.raises(translate.MalformedAnswer):
         translate.parse_signal('{"type":"message_created","data":{"id":1}}')
+
+
+def test_event_stream_text_is_cut_at_cr_lf_or_crlf_only_even_across_chunks():
+    events = translate.EventStream()
+    said = json.dumps({"text": "one\u2028two"}, ensure_ascii=False)
+    chunks = ["data: ", said, "\r", "\n\r", "\ndata: b\rdata: c\n", "\n: ping\n\ndata: unfinished"]
+    assert [data for chunk in chunks for data in events.feed_text(chunk)] == [said, "b\nc"]
+    assert json.loads(said)["text"] == "one\u2028two"
