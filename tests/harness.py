@@ -116,19 +116,23 @@ class Platform:
 
     def start(self, role: str, hub: str = "wallet", wait: bool = True) -> Proc:
         name = f"{hub}-{role}"
-        proc = self.procs.get(name) or Proc(role, hub, free_port(self.settings.grpc_ports.values()), self.workdir / f"{name}.log")
+        proc = self.procs.get(name) or Proc(role, hub, self._free_port(), self.workdir / f"{name}.log")
         self.procs[name] = proc
         return self._spawn(name, wait)
 
     def launch(self, name: str, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
         """Start `poseidon <args>` (any role: `ingress`, `router`, `spoke facebook`…)
         as process `name`, with `env` added to the namespace's settings."""
-        proc = self.procs.get(name) or Proc(
-            args[0], "", free_port(self.settings.grpc_ports.values()), self.workdir / f"{name}.log"
-        )
+        proc = self.procs.get(name) or Proc(args[0], "", self._free_port(), self.workdir / f"{name}.log")
         proc.args, proc.env = tuple(args), dict(env or {})
         self.procs[name] = proc
         return self._spawn(name, wait)
+
+    def _free_port(self) -> int:
+        """An ops port none of this platform's processes was handed: 40 processes
+        picking at random below the ephemeral range collided now and then (a
+        birthday problem: two of them were given one port)."""
+        return free_port([*self.settings.grpc_ports.values(), *(p.ops_port for p in self.procs.values())])
 
     def restart(self, name: str, wait: bool = True) -> Proc:
         """Start a stopped (or killed) process again, as it was started before."""

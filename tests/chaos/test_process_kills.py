@@ -40,10 +40,10 @@ from tests.chaos.world import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-RATE_PER_S = 6.0
-"""Webhooks a second: half the highest sustained end-to-end rate `make bench` measured on
-this 2-core machine with one instance per role (bench/results/history.jsonl, `e2e_max_per_s`:
-12.7 msg/s at cfae27c; 7.6 at 91ce28b): chaos at real load, not at a trickle."""
+RATE_PER_S = 7.5
+"""Webhooks a second: half the sustained end-to-end rate `make bench` measures on this
+2-core machine with one instance per role (bench/results/history.jsonl, `e2e_max_per_s`:
+14.7 msg/s at 848ca53; 10.9–16.5 over the day's runs): chaos at real load, not at a trickle."""
 TWICE = ["message-processor", "saga-processor", "router", "saga-driver", "spoke-botpress", "spoke-facebook", "ingress"]
 """Roles every message crosses more than once, or whose loss costs most: killed twice, the others once (25 kills)."""
 LANES = 3
@@ -66,13 +66,16 @@ def kill_schedule(rng: random.Random) -> list[list[str]]:
 
 
 def unsent_by_policy(sagas: dict, found, fb_killed: bool) -> int:
-    """Replies not sent because the Facebook spoke instance that claimed them was SIGKILLed
-    before it reported: under the default at-most-once policy (spokes/facebook/policy.py)
-    the next owner answers "outcome unknown" and sends nothing, and the saga compensates.
-    Counted only when a Facebook spoke was killed and exactly that many accepted messages
-    are unanswered (none answered twice); else 0 and every unanswered one is a finding."""
+    """Replies whose outcome is unknown because the Facebook spoke instance that claimed
+    them was SIGKILLed before it reported: under the default at-most-once policy
+    (spokes/facebook/policy.py) the next owner answers "outcome unknown" and sends
+    nothing again, and the saga compensates (the charge is released). The killed
+    instance may have been before the Send API call (the person got nothing) or after
+    it (the person got the reply once, uncharged). Counted only when a Facebook spoke
+    was killed, nothing was answered twice and at most that many accepted messages
+    are unanswered; else 0 and every unanswered one is a finding."""
     unknown = sum(n for (state, error), n in sagas.items() if state == "compensated" and "outcome_unknown" in (error or ""))
-    explained = fb_killed and not found.duplicates and len(found.unanswered) == unknown
+    explained = fb_killed and not found.duplicates and len(found.unanswered) <= unknown
     return unknown if explained else 0
 
 
@@ -112,12 +115,15 @@ async def test_one_of_two_instances_of_every_role_sigkilled_at_half_the_max_rate
             await outbound_settled(world, found.accepted)
         replays = {model: await asyncio.to_thread(replay_differences, platform, model) for model in ("message", "wallet")}
         chaos.figures["replay"] = "; ".join(f"{m} differences {d} after {n} rebuild(s)" for m, (d, n) in replays.items())
-        problems = charge_findings(wallet, sagas, found.answered) + found.problems()
         unknown = unsent_by_policy(sagas, found, fb_killed=any(role_of(v) == "spoke-facebook" for v, _ in takeovers.killed))
+        # A reply whose outcome is unknown but that did reach the Send API is answered, not charged.
+        charged = found.answered - (unknown - len(found.unanswered))
+        problems = charge_findings(wallet, sagas, charged) + found.problems()
         if unknown:
             chaos.figures["at most once"] = (
                 f"{unknown} replies claimed by a Facebook spoke instance SIGKILLed before it reported: outcome unknown, "
-                "not sent again (the tenant's delivery policy), saga compensated, charge released"
+                "not sent again (the tenant's delivery policy), saga compensated, charge released; "
+                f"{unknown - len(found.unanswered)} of them had reached the Send API (answered once, uncharged)"
             )
             problems = [p for p in problems if "outcome_unknown" not in p and "never answered" not in p]
         chaos.found += problems
