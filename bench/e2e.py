@@ -27,7 +27,6 @@ from bench import procs
 from bench.commands import read_back, wait_for_leaders
 from bench.ingress import APP_SECRET, PAGE, RATE_UNLIMITED, raw_producer, webhook_posts
 from bench.load import Post, Posted, http_session, latency_figures, open_loop, post, post_each_once
-from bench.query import serving
 from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, entitlement_id
 from hubs.tenant.commands import ConnectChannel, CreateTenant, channel_account_id
@@ -49,9 +48,6 @@ PROCESSES: tuple[tuple[str, ...], ...] = (
     ("projector", "billing"),
     ("projector", "wallet"),
     ("projector", "saga"),
-    ("grpc", "tenant"),
-    ("grpc", "app"),
-    ("grpc", "billing"),
     ("router",),
     ("saga-driver",),
     ("ingress",),
@@ -63,11 +59,12 @@ PROCESSES: tuple[tuple[str, ...], ...] = (
 with its own free ops port. A routed message runs the inbound-message saga:
 reserve on the tenant's wallet → ask the bot → deliver through Facebook → record
 the customer in Odoo → (store attachments) → capture. So: the processors of the
-hubs that provisioning, routing and the saga write to; the projectors whose read
-stores the router (over the gRPC servers) and the saga driver (wallet lookup,
-deadline scan) read; router, saga driver, ingress; the spokes of the saga's steps.
-Left out because no step of a text message needs them: the MinIO spoke (its step
-runs only for attachments), the Message projector and the other hubs."""
+hubs that provisioning, routing and the saga write to; the projectors of the
+read stores they keep (the saga driver scans the saga store for deadlines);
+router, saga driver, ingress; the spokes of the saga's steps. Left out because no
+step of a text message needs them: the gRPC query servers (the router reads its
+facts from the hubs' events), the MinIO spoke (its step runs only for
+attachments), the Message projector and the other hubs."""
 
 STANDINS: dict[str, str] = {
     "facebook": "POSEIDON_FACEBOOK_GRAPH_URL",
@@ -165,14 +162,8 @@ async def start(start_service: Callable[..., procs.Service], run_env: dict[str, 
         svc = start_service("-".join(args), procs.poseidon(*args), **env, POSEIDON_OPS_PORT=str(ops_port))
         svc.health_url = f"http://127.0.0.1:{ops_port}/healthz"
         processes.append(svc)
-    grpc_servers = [(svc, args[1]) for svc, args in zip(processes, PROCESSES, strict=True) if args[0] == "grpc"]
     await asyncio.gather(
         *(procs.wait_until(lambda s=s: procs.http_ok(s.health_url), ready_timeout, s.name, s) for s in processes),
-        # Its ops endpoint answering does not prove the gRPC port is bound: ask the service itself.
-        *(
-            procs.wait_until(lambda h=h: serving(f"127.0.0.1:{settings.grpc_port(h)}"), ready_timeout, s.name, s)
-            for s, h in grpc_servers
-        ),
         *(procs.wait_until(lambda s=s: procs.listening(s.health_url), 60, s.name, s) for s in standins),
     )
     webhook_url = f"http://127.0.0.1:{settings.ingress_port}/webhooks/facebook"
@@ -183,8 +174,8 @@ async def provision(settings: Settings, client: CommandClient, page: str = PAGE,
     """Everything the path needs before a message from `page` is answered: the
     tenant, its Facebook page connected, a bot app it subscribes to, a billing
     entitlement for messaging with a quota no run exhausts, and an open wallet
-    funded for every message's charge. Returns once the read stores the router
-    (over gRPC) and the saga driver read show all of it."""
+    funded for every message's charge. Returns once the read stores show all of it
+    (the router reads the same facts from the hubs' events, current when it decides)."""
     now = datetime.now(UTC)
     app_id = str(uuid.uuid4())
 

@@ -56,6 +56,21 @@ def settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings.from_env(env).with_topology(hubs().values())
 
 
+def processor_hub(name: str, settings: Settings) -> HubSpec:
+    """The hub as its processor runs it: its own outbox, and the StartSaga of every
+    saga one of its events starts by itself (hubs/saga/dispatch.Starts)."""
+    import dataclasses
+
+    from hubs.saga.dispatch import Starts, chained
+    from sagas.registry import DEFINITIONS
+
+    spec = hub(name)
+    starts = Starts(spec.name, DEFINITIONS.values(), settings)
+    if not starts:
+        return spec
+    return dataclasses.replace(spec, outbox=chained(spec.outbox, starts))
+
+
 def hub(name: str) -> HubSpec:
     try:
         return hubs()[name]

@@ -70,7 +70,7 @@ def processor(hub_name: str) -> None:
 
     settings = _settings()
     answers = answer_topics(bootstrap.hubs().values(), settings.topic)
-    AggregateProcessor(bootstrap.hub(hub_name), settings, bootstrap.codec(settings), answers).run()
+    AggregateProcessor(bootstrap.processor_hub(hub_name, settings), settings, bootstrap.codec(settings), answers).run()
 
 
 @main.command()

@@ -12,9 +12,12 @@ and the driver skips both without decoding them. What it still does:
   read store, which the timer loop scans every second — so a request with no
   answer by its deadline gets FailOverdueStep, after any restart.
 * Triggers: sagas that start by themselves (`SagaDefinition.trigger`, e.g. the
-  inbound-message saga on every MessageRouted): the trigger's lookup reads the
-  read stores, its pure `start` builds the input, StartSaga goes out with an id
-  derived from the saga id. Trigger topics are read by a consumer group that
+  inbound-message saga on every MessageRouted). A trigger event that carries its
+  facts is started by the processor that records it (hubs/saga/dispatch.Starts;
+  the event has the `dispatched` header and is skipped here). For the others
+  (an older writer's) the trigger's lookup reads the read stores, its pure
+  `start` builds the input, StartSaga goes out with an id derived from the saga
+  id — the id the processor would have given it. Trigger topics are read by a consumer group that
   starts at the end of its topics: a new driver must not start sagas for the
   whole history of routed messages.
 * Requests recorded without being sent (no `dispatched` header): what a processor
@@ -33,7 +36,6 @@ waited out, a record no rule foresaw parked on `saga.events.dlq`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -42,7 +44,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from base.settings import Settings
-from hubs.saga.commands import FailOverdueStep, RecordStepResult, StartSaga
+from hubs.saga.commands import FailOverdueStep, RecordStepResult
 from hubs.saga.definition import SagaDefinition
 from hubs.saga.dispatch import (
     ACTOR,
@@ -54,6 +56,7 @@ from hubs.saga.dispatch import (
     result_id,
     spoke_answer,
     spoke_request,
+    start_command,
 )
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
@@ -287,25 +290,16 @@ class SagaDriver:
 
     async def start_saga(self, definition: SagaDefinition, record: dict) -> str:
         trigger = definition.trigger
-        env = record["envelope"]
         facts = await trigger.lookup(self.reads, self.settings, record) if trigger.lookup is not None else {}
         body = trigger.start(record, facts)
         if body is None:
             return "ignored"
-        saga_id = trigger.saga_id(record)
-        meta = CommandMeta(
-            command_id=derived_command_id(saga_id, "start"),
-            aggregate_id=saga_id,
-            tenant_id=env["tenant_id"],
-            correlation_id=env["correlation_id"],
-            causation_id=env["event_id"],
-            actor=ACTOR,
-        )
+        command = start_command(definition, record, body, ACTOR)
         # Durable is enough: the saga id and the command id are derived from the record, so
         # a trigger read twice starts one saga, and waiting for the saga hub's answer would
         # hold every later record of this partition behind it (the keyed consumer's order).
-        await self.commands.post(StartSaga(meta, definition.name, json.dumps(body, sort_keys=True)))
-        log.info("saga start sent", saga_type=definition.name, saga=saga_id)
+        await self.commands.post(command)
+        log.info("saga start sent", saga_type=definition.name, saga=command.meta.aggregate_id)
         return "started"
 
     async def _send_to_saga(self, command: Command) -> CommandResult:

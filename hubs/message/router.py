@@ -1,7 +1,9 @@
-"""The Message Hub's router process: consumes `ingress.inbound`, gathers the
-routing facts over the hubs' gRPC services (platform scope), takes the decision
-with the pure `hubs.message.routing.decide_route`, and records it through the
-Message hub's aggregate. It owns no rule of its own and writes no state but
+"""The Message Hub's router process: consumes `ingress.inbound`, reads the
+routing facts from its own projection of the Tenant, App, Billing and Wallet
+hubs' events (hubs/message/facts.py, kept current by hubs/message/feed.py: no
+remote lookup on the path), takes the decision with the pure
+`hubs.message.routing.decide_route`, and records it — with the facts and the log
+positions they were read at — through the Message hub's aggregate. It owns no rule of its own and writes no state but
 commands: every step is a command with a deterministic id (uuid5 of the
 inbound event id and the step), so a crash and re-read never applies anything
 twice, and the offset is committed only once its record is fully handled.
@@ -22,51 +24,36 @@ What each kind of item becomes:
 * echo — our own outbound message coming back: ignored (debug log).
 
 Undecodable records, unknown platforms or kinds, and items the hub refuses as
-invalid go to `ingress.inbound.dlq` whole. Hubs or Kafka away: the record is
-retried with backoff until it can be handled; nothing is skipped.
+invalid go to `ingress.inbound.dlq` whole. The Message hub or Kafka away, or the
+facts not current within FRESH_TIMEOUT_S: the record is retried with backoff
+until it can be handled; nothing is skipped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from base.logging import bind_correlation
 from base.settings import Settings
-from hubs.app.guards import GuardDecision
 from hubs.message.aggregate import conversation_id
 from hubs.message.commands import RecordDeliveryReceipt, RecordOutboundMessage, RouteMessage
-from hubs.message.routing import (
-    GUARD_CHANNEL_OF,
-    MESSAGING_FEATURE,
-    BillingVerdict,
-    ChannelOwner,
-    InboundItem,
-    RoutingFacts,
-    SubscriptionVerdict,
-    decide_route,
-)
-from hubs.tenant.aggregate import ACCOUNT_ID
-from infra import grpc_client
+from hubs.message.feed import FactsFeed
+from hubs.message.routing import GUARD_CHANNEL_OF, InboundItem, decide_route
 from infra.command_client import CommandClient, CommandResult, new_meta
 from infra.consumers import group_consumer
 from infra.dlq import DeadLetters
-from infra.grpc_client import PlatformToken
 from infra.hub import HubSpec
 from infra.keyed import KeyedConsumer
 from infra.outage import PLATFORM_OUTAGE
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import Command
-from schemas.protos import app_pb2, app_pb2_grpc, billing_pb2, billing_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 log = structlog.get_logger(__name__)
 
@@ -77,11 +64,10 @@ CONSUMER_GROUP = "poseidon-message-router"
 INBOUND_SCHEMA = "poseidon.ingress.InboundReceived"
 PROCESS = "message-router"
 ACTOR = "message-router"
-"""meta.actor of every command the router sends, and its token's principal."""
+"""meta.actor of every command the router sends."""
 COMMAND_NAMESPACE = uuid.UUID("3f4b3a57-1d4e-5c39-b1a2-7c8d9e0f1a2b")
 """uuid5 namespace of the router's command ids. Never change it: a re-read after
 a crash must produce the very same ids."""
-GRPC_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 MAX_IN_FLIGHT = 64
 """Conversations handled at once; one conversation's items stay in order."""
@@ -90,22 +76,6 @@ BOT_REPLY_PREFIX = "botpress:"
 """Outbound message id of a bot reply: this prefix and Botpress's message id."""
 MESSAGE_KINDS = ("message", "postback")
 RECEIPT_KINDS = {"delivery": "delivery", "read": "read"}
-TRANSIENT_GRPC = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        # The router's own credentials or keyring are wrong: an operator fixes
-        # them; until then nothing may be skipped.
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-    }
-)
-
 ROUTING_DECISIONS = Counter("poseidon_routing_decisions_total", "Routing decisions recorded, by the rule that decided.", ["rule"])
 ROUTER_ITEMS = Counter(
     "poseidon_router_items_total", "Inbound items handled by the router, by kind and outcome.", ["kind", "outcome"]
@@ -149,92 +119,6 @@ def command_id(event_id: str, step: str) -> str:
     return str(uuid.uuid5(COMMAND_NAMESPACE, f"{event_id}/{step}"))
 
 
-# -- facts over gRPC ---------------------------------------------------------------
-
-
-class GrpcFacts:
-    """Gathers routing facts from the Tenant, App and Billing hubs' gRPC services."""
-
-    def __init__(self, settings: Settings):
-        token = PlatformToken(settings, ACTOR)
-        self._channels = {hub: grpc_client.channel(settings, hub, token) for hub in ("tenant", "app", "billing")}
-        self.tenant = tenant_pb2_grpc.TenantQueryStub(self._channels["tenant"])
-        self.app = app_pb2_grpc.AppQueryStub(self._channels["app"])
-        self.billing = billing_pb2_grpc.BillingQueryStub(self._channels["billing"])
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-
-    async def owner(self, channel: str, account_id: str) -> ChannelOwner | None:
-        if not ACCOUNT_ID.match(account_id):
-            return None  # no tenant can have connected an id the registry refuses
-        try:
-            found = await self.tenant.ResolveChannel(
-                tenant_pb2.ResolveChannelRequest(channel=channel, account_id=account_id), timeout=GRPC_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return ChannelOwner(found.tenant_id, found.connected)
-
-    async def gather(self, item: InboundItem) -> RoutingFacts:
-        owner = await self.owner(item.channel, item.account_id)
-        if owner is None or not owner.connected:
-            return RoutingFacts(owner)
-        subscriptions, billing = await asyncio.gather(self._active_subscriptions(owner.tenant_id), self._billing(owner.tenant_id))
-        verdicts = await asyncio.gather(*(self._verdict(owner.tenant_id, app_id, item) for app_id in subscriptions))
-        return RoutingFacts(owner, tuple(verdicts), billing)
-
-    async def _active_subscriptions(self, tenant_id: str) -> list[str]:
-        app_ids, token = [], ""
-        while True:
-            page = await self.app.ListSubscriptions(
-                app_pb2.ListSubscriptionsRequest(tenant_id=tenant_id, active_only=True, page_size=500, page_token=token),
-                timeout=GRPC_TIMEOUT_S,
-            )
-            app_ids += [s.app_id for s in page.subscriptions]
-            token = page.next_page_token
-            if not token:
-                return app_ids
-
-    async def _verdict(self, tenant_id: str, app_id: str, item: InboundItem) -> SubscriptionVerdict:
-        at = Timestamp()
-        at.FromDatetime(item.received_at)
-        decision = await self.app.CheckGuards(
-            app_pb2.CheckGuardsRequest(
-                tenant_id=tenant_id, app_id=app_id, channel=item.guard_channel, page_id=item.account_id, at=at
-            ),
-            timeout=GRPC_TIMEOUT_S,
-        )
-        kind = ""
-        if decision.allowed:
-            try:
-                kind = (
-                    await self.app.GetApp(app_pb2.GetAppRequest(tenant_id=tenant_id, app_id=app_id), timeout=GRPC_TIMEOUT_S)
-                ).kind
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-        return SubscriptionVerdict(app_id, kind, GuardDecision(decision.allowed, decision.rule, decision.reason))
-
-    async def _billing(self, tenant_id: str) -> BillingVerdict:
-        check = await self.billing.CheckEntitlement(
-            billing_pb2.CheckEntitlementRequest(tenant_id=tenant_id, feature=MESSAGING_FEATURE), timeout=GRPC_TIMEOUT_S
-        )
-        reason = billing_pb2.Reason.Name(check.reason)
-        if not check.entitled:
-            return BillingVerdict(False, reason, 0, reason)
-        try:
-            quota = await self.billing.GetQuota(billing_pb2.GetQuotaRequest(tenant_id=tenant_id), timeout=GRPC_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return BillingVerdict(True, reason, 0, "NO_ENTITLEMENT")
-        return BillingVerdict(True, reason, quota.remaining, billing_pb2.Reason.Name(quota.reason))
-
-
 # -- one item ------------------------------------------------------------------------
 
 
@@ -244,7 +128,7 @@ class Router:
     def __init__(
         self,
         codec: Codec,
-        facts: GrpcFacts,
+        facts: FactsFeed,
         commands: CommandClient,
         dead_letter_sink: Callable[[Any, str, str], Awaitable[None]],
     ):
@@ -304,7 +188,7 @@ class Router:
             app_id=decision.app_id,
             spoke=decision.spoke,
             attachments=[{"type": a["type"], "url": a["url"]} for a in item.attachments],
-            facts=dict(decision.facts),
+            facts={**decision.facts, **self.facts.recorded_positions()},
         )
         result = await self._send(command)
         if result.accepted:
@@ -401,9 +285,8 @@ def _channel(item: Inbound) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: the record is fine, something it needs is away."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in TRANSIENT_GRPC
+    """Worth retrying: the record is fine, something it needs is away (the facts
+    not current in time is a TimeoutError, an OSError: retried too)."""
     return isinstance(exc, PLATFORM_OUTAGE)
 
 
@@ -420,7 +303,7 @@ class MessageRouter:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.commands: CommandClient | None = None
-        self.facts: GrpcFacts | None = None
+        self.facts: FactsFeed | None = None
         self.router: Router | None = None
         self.keyed: KeyedConsumer | None = None
         self._running = False
@@ -431,7 +314,8 @@ class MessageRouter:
         await self.producer.start()
         self.commands = CommandClient(s, self.codec, [self.message_hub])
         await self.commands.start()
-        self.facts = GrpcFacts(s)
+        self.facts = FactsFeed(s, self.codec)
+        await self.facts.start()
         dead_letters = DeadLetters(self.producer, self.codec, PROCESS, s.topic(DLQ_TOPIC), event="inbound item dead-lettered")
         self.router = Router(self.codec, self.facts, self.commands, dead_letters.publish)
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
@@ -461,7 +345,7 @@ class MessageRouter:
                 except Exception as exc:  # stopping anyway: report, do not mask the others
                     log.warning("stopping a client failed", error=str(exc))
         if self.facts is not None:
-            await self.facts.close()
+            await self.facts.stop()
 
     @property
     def healthy(self) -> bool:

@@ -57,7 +57,11 @@ RULES = (
 )
 """Every rule a decision may name, in the order they are tried."""
 ENTITLED = "ENTITLED"
-MAX_GUARD_FACTS = 40
+WALLET_FACT = "wallet"
+"""The fact naming the wallet a routed message is charged on ('' if the tenant has none)."""
+MAX_GUARD_FACTS = 32
+"""Guard verdicts recorded per decision: with the other facts and the router's log
+positions (hubs/message/feed.py) they stay within the Message hub's 50 facts."""
 MAX_REASON = 500
 
 
@@ -119,6 +123,9 @@ class RoutingFacts:
     """The owner's active subscriptions, each with its guard verdict."""
     billing: BillingVerdict | None = None
     """None: not asked (an earlier rule decided) or no answer — counts as not entitled."""
+    wallet_id: str = ""
+    """The owner's open wallet (the oldest), '' if none: recorded with a routed
+    message, it is what the inbound-message saga reserves the charge on."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ def decide_route(item: InboundItem, facts: RoutingFacts) -> RoutingDecision:
         return _rejected(tenant, QUOTA_EXHAUSTED, reason, known)
 
     chosen = allowed[0]
+    known[WALLET_FACT] = facts.wallet_id
     spoke = BOTPRESS if chosen.app_kind == BOT_KIND else AGENT
     kind = chosen.app_kind or "app"
     reason = f"app {chosen.app_id} ({kind}) passed its guards ({chosen.guard.reason}); {spoke} acts next"

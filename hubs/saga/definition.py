@@ -135,6 +135,12 @@ class Trigger:
     lookup: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
     """async (reads, settings, record) -> facts; `reads` (sagas.reads.ReadStores) reaches
     other hubs' read models through their query modules."""
+    facts: Callable[[Any, Mapping[str, Any]], Mapping[str, Any] | None] | None = None
+    """(settings, record) -> the facts `start` needs, from the record itself and the
+    settings, or None when the record does not carry them (an older writer's). With
+    it, the hub that records `event` starts the saga in that event's transaction
+    (hubs/saga/dispatch.Starts): no driver hop, no lookup. A record it leaves
+    (None) goes to the driver and `lookup`, as before."""
 
 
 @dataclass(frozen=True)

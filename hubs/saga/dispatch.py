@@ -13,22 +13,28 @@ event, and how it reads the answers that come back — pure, no I/O.
   it (derived from saga, step, kind and attempt): an answer read twice, or sent
   by both a new processor and an old driver during an upgrade, is decided once.
 
-The saga driver (sagas/driver.py) keeps the timers, the triggers, and the
-requests of events an older processor recorded without sending (no `dispatched`
-header): in-flight sagas of the old shape finish after an upgrade."""
+* `Starts`: the outbox of a hub whose event starts a saga (`Trigger.facts`: the
+  MessageRouted that starts the inbound-message saga): StartSaga goes to
+  `saga.commands` in the transaction that records the event, with the id the
+  driver always gave it, so a start sent by both during an upgrade is one saga.
+
+The saga driver (sagas/driver.py) keeps the timers, the triggers of records that
+carry no facts of their own, and the requests of events an older processor
+recorded without sending (no `dispatched` header): in-flight sagas of the old
+shape finish after an upgrade."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from hubs.saga.commands import RecordStepResult
-from hubs.saga.definition import ACTION, COMPENSATION, SAGA_NAMESPACE
+from hubs.saga.commands import RecordStepResult, StartSaga
+from hubs.saga.definition import ACTION, COMPENSATION, SAGA_NAMESPACE, SagaDefinition
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
-from infra.hub import OUTCOME_SCHEMA, REPLY_REF, REQUEST_SCHEMA, RESULT_SCHEMA, Dispatch, envelope
+from infra.hub import OUTCOME_SCHEMA, REPLY_REF, REQUEST_SCHEMA, RESULT_SCHEMA, Dispatch, command_to_record, envelope
 from schemas.contracts import CommandMeta
 
 ACTOR = "saga-driver"
@@ -186,6 +192,58 @@ class Outbox:
                 )
             ]
         return []
+
+
+def start_command(definition: SagaDefinition, record: Mapping[str, Any], body: Mapping[str, Any], actor: str) -> StartSaga:
+    """The StartSaga a trigger record asks for: its ids derived from the record, so
+    whoever sends it (a hub's outbox, the driver) sends the same command."""
+    env = record["envelope"]
+    saga_id = definition.trigger.saga_id(record)
+    meta = CommandMeta(
+        command_id=derived_command_id(saga_id, "start"),
+        aggregate_id=saga_id,
+        tenant_id=env["tenant_id"],
+        correlation_id=env["correlation_id"],
+        causation_id=env["event_id"],
+        actor=actor,
+    )
+    return StartSaga(meta, definition.name, json.dumps(body, sort_keys=True))
+
+
+class Starts:
+    """`HubSpec.outbox` of a hub whose events start sagas by themselves: for each
+    definition triggered by one of its events and able to read its facts from the
+    record (`Trigger.facts`), the StartSaga goes out in the event's transaction."""
+
+    def __init__(self, hub: str, definitions: Iterable[SagaDefinition], settings: Any):
+        self.settings = settings
+        self.by_event: dict[str, list[SagaDefinition]] = {}
+        for d in definitions:
+            if d.trigger is not None and d.trigger.facts is not None and d.trigger.topic == f"{hub}.events":
+                self.by_event.setdefault(d.trigger.event, []).append(d)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_event)
+
+    def __call__(self, name: str, record: Mapping[str, Any]) -> list[Dispatch]:
+        sent = []
+        for definition in self.by_event.get(name, ()):
+            trigger = definition.trigger
+            facts = trigger.facts(self.settings, record)
+            body = trigger.start(record, facts) if facts is not None else None
+            if body is None:
+                continue
+            command = start_command(definition, record, body, PROCESS_MANAGER)
+            sent.append(Dispatch("saga.commands", command.meta.aggregate_id, StartSaga.avro_name(), command_to_record(command)))
+        return sent
+
+
+def chained(*outboxes: Callable[[str, Mapping[str, Any]], Sequence[Dispatch]] | None):
+    """One outbox sending what each of `outboxes` sends (None ones skipped)."""
+    present = [o for o in outboxes if o]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return lambda name, record: [d for outbox in present for d in outbox(name, record)]
 
 
 def translate(name: str, record: Mapping[str, Any], headers: Mapping[str, bytes]) -> RecordStepResult | None:

@@ -1,7 +1,8 @@
 """Billing gRPC queries (GetEntitlement, CheckEntitlement, GetQuota) over the
 billing read store, and a CLI helper printing a tenant's entitlement id. Parsing
 and answering only: SQL lives in projections/billing/queries.py, the answers'
-logic in projections/billing/answers.py. No method changes billing state."""
+logic in hubs/billing/answers.py (the Message Hub's router judges with it too).
+No method changes billing state."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from datetime import UTC, datetime
 import click
 import grpc
 
+from hubs.billing import answers
 from hubs.billing.aggregate import FEATURE
 from hubs.billing.commands import entitlement_id
 from infra.arguments import tenant
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
-from projections.billing import PROJECTION, answers, queries
+from projections.billing import PROJECTION, queries
 from schemas.protos import billing_pb2, billing_pb2_grpc
 
 

@@ -13,9 +13,12 @@ bot is asked only when the Message Hub routed the message to it; a reply is
 delivered only when the bot gave one; customers are recorded for CRM channels;
 attachments are stored when there are some. A skipped step is not compensated.
 
-Started by the saga driver on every `MessageRouted` (`TRIGGER`); the saga id is
-derived from tenant and message id, so a decision read twice starts one saga.
-Input (from the routed message and the driver's lookups): {"tenant_id",
+Started with every `MessageRouted`, by the Message hub's processor in the
+transaction that records it (the router recorded the tenant's open wallet with
+its decision: `record_facts`); a decision recorded without that fact (an older
+router's) is started by the saga driver after `lookup`. The saga id is derived
+from tenant and message id, so a decision read twice starts one saga.
+Input (from the routed message and the settings): {"tenant_id",
 "wallet_id", "charge_minor", "conversation_id", "message_id", "contact_id",
 "channel", "channel_account_id", "routed_to", "rule", "text", "attachments",
 "received_at", "deadlines_s"?}. The message text travels in the saga's input as
@@ -34,6 +37,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from hubs.message.routing import WALLET_FACT
 from hubs.saga.definition import SAGA_NAMESPACE, SagaDefinition, SagaView, SpokeRequest, Step, Trigger
 from hubs.wallet.commands import CaptureFunds, ReleaseFunds, ReserveFunds
 
@@ -81,6 +85,21 @@ async def lookup(reads, settings, record: Mapping[str, Any]) -> dict[str, Any]:
     wallet = await reads.open_wallet_of(tenant)
     return {
         "wallet_id": wallet or "",
+        "charge_minor": settings.message_charge_minor,
+        "deadlines_s": dict(settings.inbound_saga_deadlines_s),
+    }
+
+
+def record_facts(settings, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The same facts from the routed message itself: the router recorded the
+    tenant's open wallet with its decision (hubs.message.routing.WALLET_FACT), so the
+    Message hub's processor starts the saga with the MessageRouted, no lookup. A
+    decision recorded without it (an older router's) is left to `lookup`."""
+    wallet = record.get("facts", {}).get(WALLET_FACT)
+    if wallet is None:
+        return None
+    return {
+        "wallet_id": wallet,
         "charge_minor": settings.message_charge_minor,
         "deadlines_s": dict(settings.inbound_saga_deadlines_s),
     }
@@ -188,5 +207,7 @@ INBOUND_MESSAGE = SagaDefinition(
         ),
         Step("capture_charge", capture_charge, None, max_attempts=3, deadline_s=10),
     ),
-    trigger=Trigger(topic="message.events", event=MESSAGE_ROUTED, saga_id=saga_id_of, start=start, lookup=lookup),
+    trigger=Trigger(
+        topic="message.events", event=MESSAGE_ROUTED, saga_id=saga_id_of, start=start, lookup=lookup, facts=record_facts
+    ),
 )

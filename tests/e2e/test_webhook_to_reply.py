@@ -68,8 +68,15 @@ async def world(platform, request):
     base = platform.settings
     marker = request.node.get_closest_marker("saga_deadlines")
     deadlines = {k: float(v) for k, v in (item.split("=") for item in marker.args[0].split(","))} if marker else {}
+    # The Message hub's processor starts each message's saga: it needs the charge and the deadlines.
+    saga_start = {"POSEIDON_MESSAGE_CHARGE_MINOR": str(CHARGE)}
+    if deadlines:
+        saga_start["POSEIDON_INBOUND_SAGA_DEADLINES"] = ",".join(f"{k}={v}" for k, v in deadlines.items())
     for hub in HUBS:
-        platform.start("processor", hub, wait=False)
+        if hub == "message":
+            platform.launch(f"{hub}-processor", "processor", hub, wait=False, env=saga_start)
+        else:
+            platform.start("processor", hub, wait=False)
     async with AsyncExitStack() as stack:
         fb = await stack.enter_async_context(running_facebook(app_secret=APP_SECRET))
         bp = await stack.enter_async_context(running_botpress())

@@ -1,12 +1,14 @@
 """The Message Hub's router on the real stack: inbound items produced to
-`ingress.inbound` are decided from the facts the Tenant, App and Billing hubs
-answer over gRPC and recorded by the Message hub's processor — routed to the
+`ingress.inbound` are decided from the router's own projection of the Tenant,
+App, Billing and Wallet hubs' events and recorded by the Message hub's processor — routed to the
 subscribed bot, rejected for an unknown page or an unentitled tenant, one
 decision for a webhook re-delivered ten times at once, a delivery receipt moving
 our reply to delivered, garbage dead-lettered — with the correlation id of the
-inbound item on every event. Processors run as the platform's processes; the
-projectors, gRPC servers and the router run in this test's event loop (lean on
-a shared 2-core machine)."""
+inbound item on every event; the decision records the log positions its facts
+were read at, a page connected a moment before is routed at once, and the
+Message hub's processor starts the inbound-message saga with the decision.
+Processors run as the platform's processes; the projectors, gRPC servers and the
+router run in this test's event loop (lean on a shared 2-core machine)."""
 
 from __future__ import annotations
 
@@ -130,6 +132,13 @@ async def message_events(settings) -> list[tuple[str, dict]]:
     return out
 
 
+async def _decision_of(settings, message_id: str) -> tuple[str, dict] | None:
+    for name, record in await message_events(settings):
+        if name in ("MessageRouted", "MessageRejected") and record["message_id"] == message_id:
+            return name, record
+    return None
+
+
 async def test_the_router_decides_once_per_message_rejects_with_named_rules_and_applies_receipts(stack):
     settings, codec, client = stack
     app_id = await given_a_tenant_with_a_connected_page_a_subscribed_bot_and_an_entitlement(settings, client)
@@ -182,6 +191,20 @@ async def test_the_router_decides_once_per_message_rejects_with_named_rules_and_
         assert (record["channel"], record["channel_account_id"], record["contact_id"]) == ("facebook", PAGE, "psid-1")
         assert record["attachments"] == [{"type": "image", "url": "https://cdn.example/p.jpg"}]
         assert record["facts"]["tenant"] == ACME and record["facts"]["entitlement"] == "ENTITLED"
+        assert record["facts"]["wallet"] == "", "acme opened no wallet: its saga's reservation is refused, visibly"
+        positions = {k: v for k, v in record["facts"].items() if k.startswith("positions.")}
+        assert set(positions) == {f"positions.{t}.events" for t in ("tenant", "app", "billing", "wallet")}
+        assert sum(int(o) for o in positions["positions.tenant.events"].split()) >= 4, "read past the four setup events"
+        # The Message hub's processor started the inbound-message saga with the decision, in its transaction.
+        [routed_event] = [
+            r for r in await read_topic(settings, settings.topic("message.events"))
+            if dict(r.headers).get("event_type", b"").endswith(b"MessageRouted")
+            and codec.decode(r.value).record["message_id"] == "m_in_1"
+        ]  # fmt: skip
+        assert dict(routed_event.headers).get("dispatched") == b"1"
+        starts = [codec.decode(r.value).record for r in await read_topic(settings, settings.topic("saga.commands"))]
+        started = [json.loads(c["input_json"]) for c in starts if c["saga_type"] == "inbound_message"]
+        assert [(b["message_id"], b["tenant_id"]) for b in started if b["message_id"] == "m_in_1"] == [("m_in_1", ACME)]
         assert record["envelope"]["tenant_id"] == ACME
         assert record["envelope"]["aggregate_id"] == conversation_id(ACME, "facebook", PAGE, "psid-1")
         assert record["envelope"]["correlation_id"] == routed[2], "the inbound item's correlation id travels on"
@@ -248,6 +271,17 @@ async def test_the_router_decides_once_per_message_rejects_with_named_rules_and_
         def scrape(path: str) -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{settings.ops_port}/{path}", timeout=5) as r:
                 return r.read().decode()
+
+        # A page connected a moment ago routes at once: the router's facts are as current
+        # as the Tenant hub's log when it decides (no projector lag in between).
+        fresh_page = "104857600789"
+        connect = ConnectChannel(
+            new_meta(channel_account_id("facebook", fresh_page), ACME), channel="facebook", account_id=fresh_page
+        )
+        assert (await client.send(connect)).accepted
+        await produce(*inbound(codec, account=fresh_page, contact="psid-3", message_id="m_in_fresh", text="new page"))
+        name, record = await eventually(lambda: _decision_of(settings, "m_in_fresh"), timeout=60)
+        assert (name, record["rule"], record["envelope"]["tenant_id"]) == ("MessageRouted", "Routed", ACME)
 
         metrics = await asyncio.to_thread(scrape, "metrics")
         assert 'poseidon_routing_decisions_total{rule="Routed"}' in metrics

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from projections.billing import answers
-from projections.billing.answers import Terms, check, quota, standing
+from hubs.billing import answers
+from hubs.billing.answers import Terms, check, quota, standing
 from schemas.protos import billing_pb2
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import grpc
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from hubs.app.guards import GuardDecision
 from hubs.message.aggregate import conversation_id
@@ -99,6 +99,9 @@ class FakeFacts:
         self.asked += 1
         return self.owners.get((channel, account_id))
 
+    def recorded_positions(self) -> dict[str, str]:
+        return {"positions.tenant.events": "3 0 1 0"}
+
     async def gather(self, item: InboundItem) -> RoutingFacts:
         owner = await self.owner(item.channel, item.account_id)
         if owner is None or not owner.connected:
@@ -143,6 +146,8 @@ async def test_a_message_on_a_connected_page_is_recorded_with_its_routing_decisi
     )  # fmt: skip
     assert (command.routed, command.rule, command.app_id, command.spoke) == (True, "Routed", BOT, "botpress")
     assert command.attachments == [{"type": "image", "url": "https://cdn/1.jpg"}]
+    assert command.facts["positions.tenant.events"] == "3 0 1 0", "the decision records where its facts were read"
+    assert command.facts["tenant"] == "acme"
     assert setup.hub.event_names() == ["ConversationStarted", "InboundMessageRecorded", "MessageRouted"]
 
 
@@ -349,19 +354,12 @@ def test_command_ids_are_the_same_for_the_same_event_and_step_and_differ_otherwi
     assert len({command_id(event, "route"), command_id(event, "reply"), command_id(str(uuid.uuid4()), "route")}) == 3
 
 
-class _RpcError(grpc.aio.AioRpcError):
-    def __init__(self, code: grpc.StatusCode):
-        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
-
-
 @pytest.mark.parametrize(
     ("error", "transient"),
     [
-        (_RpcError(grpc.StatusCode.UNAVAILABLE), True),
-        (_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED), True),
-        (_RpcError(grpc.StatusCode.PERMISSION_DENIED), True),
-        (_RpcError(grpc.StatusCode.INVALID_ARGUMENT), False),
         (CommandTimeout("no result"), True),
+        (TimeoutError(), True),  # the routing facts not current in time
+        (KafkaConnectionError(), True),
         (ConnectionRefusedError(), True),
         (ValueError("bug"), False),
         (KeyError("bug"), False),

@@ -12,14 +12,18 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from base.settings import Settings
+from hubs.message.aggregate import conversation_id
+from hubs.message.commands import RouteMessage
 from hubs.saga.commands import RecordStepResult, StartSaga
-from hubs.saga.dispatch import OUTCOME_SCHEMA, REQUEST_SCHEMA, Outbox, result_id, translate
+from hubs.saga.dispatch import OUTCOME_SCHEMA, REQUEST_SCHEMA, Outbox, result_id, start_command, translate
 from hubs.saga.hub import saga_hub
 from hubs.tenant.hub import HUB as TENANT_HUB
 from infra.batch import AggregateCache, BatchDecider, Incoming, Outgoing, PartitionMemory
 from infra.command_client import new_meta
 from infra.dlq import DeadLetters
 from infra.hub import DISPATCHED, REPLY_KEY, REPLY_REF, REPLY_TO, Dispatch, command_to_record, envelope
+from poseidon.bootstrap import processor_hub
 from sagas.inbound_message.definition import NAME as INBOUND
 from sagas.registry import DEFINITIONS
 from schemas.codec import Catalog, Codec
@@ -263,3 +267,60 @@ def test_a_record_that_is_neither_a_command_nor_an_answer_is_dead_lettered():
     value = CODEC.encode("poseidon.CommandResult", unrelated)
     parsed = d.parse(Incoming(f"{PREFIX}saga.commands", 0, 0, saga_id.encode(), value))  # no reply_ref header
     assert isinstance(parsed, Outgoing) and parsed.topic == f"{PREFIX}saga.commands.dlq"
+
+
+# -- a saga started by the event that triggers it ------------------------------------
+
+
+def route_message(facts: dict[str, str]) -> tuple[str, Incoming]:
+    """A RouteMessage for a bot as the router sends it, with these decision facts."""
+    conversation = conversation_id(TENANT, "facebook", "104857600123", "psid-1")
+    meta = new_meta(conversation, TENANT, actor="message-router")
+    command = RouteMessage(
+        meta, channel="facebook", channel_account_id="104857600123", contact_id="psid-1", message_id="m-1", text="hi",
+        received_at=datetime.now(UTC), routed=True, rule="Routed", reason="bot", app_id=str(uuid.uuid4()), spoke="botpress",
+        facts=facts,
+    )  # fmt: skip
+    value = CODEC.encode(command.avro_name(), command_to_record(command))
+    return conversation, Incoming(f"{PREFIX}message.commands", 0, 0, conversation.encode(), value)
+
+
+def test_a_routed_message_starts_its_saga_in_the_transaction_that_records_the_decision():
+    settings = Settings(message_charge_minor=7)
+    message = decider(processor_hub("message", settings))
+    saga = decider(SAGA)
+    wallet = str(uuid.uuid4())
+    _, command = route_message({"tenant": TENANT, "wallet": wallet})
+
+    batch = decide(message, command)
+
+    [routed] = [o for o in on(batch, "message.events") if CODEC.decode(o.value).name.endswith("MessageRouted")]
+    assert (DISPATCHED, b"1") in routed.headers, "the driver skips it: the start went out with it"
+    [start] = on(batch, "saga.commands")
+    decoded = CODEC.decode(start.value)
+    assert decoded.name == StartSaga.avro_name() and start.keyed
+    routed_record = CODEC.decode(routed.value).record
+    definition = DEFINITIONS[INBOUND]
+    body = definition.trigger.start(routed_record, {"wallet_id": wallet, "charge_minor": 7})
+    by_driver = start_command(definition, routed_record, body, "saga-driver")
+    assert decoded.record["meta"]["command_id"] == by_driver.meta.command_id, (
+        "the id the driver gives the same start: sent by both during an upgrade, it is one saga"
+    )
+    assert start.key == definition.trigger.saga_id(routed_record).encode()
+    started = json.loads(decoded.record["input_json"])
+    assert (started["wallet_id"], started["charge_minor"], started["message_id"]) == (wallet, 7, "m-1")
+
+    first = decide(saga, incoming(start))
+    [reserve] = on(first, "wallet.commands")
+    reservation = CODEC.decode(reserve.value).record
+    assert (reservation["meta"]["aggregate_id"], reservation["amount"]) == (wallet, 7)
+
+
+def test_a_decision_recorded_without_the_wallet_fact_is_left_to_the_driver():
+    message = decider(processor_hub("message", Settings()))
+    _, command = route_message({"tenant": TENANT})
+
+    batch = decide(message, command)
+
+    assert on(batch, "saga.commands") == []
+    assert all((DISPATCHED, b"1") not in o.headers for o in on(batch, "message.events"))

@@ -1,6 +1,8 @@
-"""What the billing read side answers, computed from a stored entitlement and the
-clock: whether the entitlement is in force, whether a feature is included, and
-how much message quota is left. Pure: the service reads the row and the time."""
+"""What billing answers, computed from an entitlement's terms and the clock:
+whether the entitlement is in force, whether a feature is included, and how much
+message quota is left. Pure: the gRPC service (projections/billing/service.py)
+reads the row and the time; the Message Hub's router (hubs/message/facts.py)
+folds the terms from the billing events."""
 
 from __future__ import annotations
 
