@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     processor_batch_max: int = 1000
     """Most command records one processor decides in one transaction per partition."""
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
+    """The path's consumers (processors, projectors, router, spokes, command results) ask
+    the broker for records with these: it answers once it holds `fetch_min_bytes`, or
+    after `fetch_max_wait_ms`. Larger values mean fewer fetches and bigger batches and
+    transactions (less CPU per message) at up to that wait per hop when traffic is thin."""
     dedup_window_s: float = 24 * 3600.0
     """How long a processor answers a repeated command id with its first outcome (and how far back it reads results at start)."""
     dedup_max_per_partition: int = 100_000
@@ -225,6 +231,8 @@ class Settings(BaseSettings):
             raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
         if self.ingress_body_timeout_s <= 0:
             raise SettingsError("POSEIDON_INGRESS_BODY_TIMEOUT_S must be positive")
+        if not (1 <= self.fetch_min_bytes <= 64 * 1024 * 1024 and 0 <= self.fetch_max_wait_ms <= 30_000):
+            raise SettingsError("POSEIDON_FETCH_MIN_BYTES must be 1..64 MiB and POSEIDON_FETCH_MAX_WAIT_MS 0..30000")
         if (
             self.processor_batch_max < 1
             or self.dedup_max_per_partition < 1

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from base.settings import Settings
+from infra.consumers import fetch_options
 from infra.hub import HubSpec, command_to_record
 from schemas.codec import Codec, DecodeError
 from schemas.contracts import Command, CommandMeta
@@ -120,6 +121,7 @@ class CommandClient:
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
+            **fetch_options(self.settings),
         )
         await self._consumer.start()
         self._reader = asyncio.create_task(self._read_results(), name="command-results-reader")

@@ -42,6 +42,12 @@ class GroupConsumer(AIOKafkaConsumer):
     handover: Handover
 
 
+def fetch_options(settings: Settings) -> dict[str, int]:
+    """How every consumer on the message path fetches (POSEIDON_FETCH_MIN_BYTES,
+    POSEIDON_FETCH_MAX_WAIT_MS): one place, so the latency/CPU trade-off is one setting."""
+    return {"fetch_min_bytes": settings.fetch_min_bytes, "fetch_max_wait_ms": settings.fetch_max_wait_ms}
+
+
 def group_consumer(
     settings: Settings, topics: Sequence[str], group: str, *, offset_reset: str = "earliest", **overrides: Any
 ) -> GroupConsumer:
@@ -56,6 +62,7 @@ def group_consumer(
         # A killed member's partitions move on in seconds, not aiokafka's defaults.
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 2_000,
+        **fetch_options(settings),
     }
     consumer = GroupConsumer(**{**options, **overrides})
     consumer.handover = Handover(group)

@@ -41,6 +41,7 @@ from infra.batch import (
     PartitionMemory,
     outcome_key,
 )
+from infra.consumers import fetch_options
 from infra.dlq import DeadLetters
 from infra.hub import HubSpec
 from infra.ops import OpsServer
@@ -114,6 +115,7 @@ class AggregateProcessor:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.processor_batch_max,
+            **fetch_options(s),
             # A killed worker's partitions move on after this, not after a minute.
             session_timeout_ms=10000,
             heartbeat_interval_ms=2000,

@@ -20,6 +20,7 @@ from base.logging import bind_correlation
 from base.settings import Settings
 from infra import metrics
 from infra.bulk import BulkLoad, cycle_collection_paused
+from infra.consumers import fetch_options
 from infra.dlq import DeadLetters
 from infra.migrations import migrate
 from infra.ops import OpsServer
@@ -132,6 +133,7 @@ class Projector:
             group_id=self.settings.topic(f"poseidon-{self.spec.name}-projector") if live else None,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **(fetch_options(self.settings) if live else {}),
             # A killed instance's partitions move to the others after this.
             session_timeout_ms=10000,
             heartbeat_interval_ms=2000,

@@ -160,7 +160,16 @@ class SagaDriver:
         await self.producer.start()
         reaction_topics = sorted({topic for topic, _ in self.triggers} | {f"spoke.{name}.events" for name in self.spokes})
         if reaction_topics:
-            self.reactions = group_consumer(s, reaction_topics, REACTIONS_GROUP, offset_reset="latest")
+            # Likewise: the trigger topics' routed messages start their sagas in the Message hub's
+            # processor and the spokes send their answers themselves; what is left here is legacy.
+            self.reactions = group_consumer(
+                s,
+                reaction_topics,
+                REACTIONS_GROUP,
+                offset_reset="latest",
+                fetch_min_bytes=LEGACY_FETCH_MIN_BYTES,
+                fetch_max_wait_ms=LEGACY_FETCH_WAIT_MS,
+            )
             await self.reactions.start()
             await pin_positions(self.reactions)
         dead_letters = DeadLetters(self.producer, self.codec, PROCESS, s.topic(DLQ_TOPIC))
