@@ -32,21 +32,31 @@ partitions up anyway (the group stands still meanwhile; a record whose handler
 waits out a long outage is then handled again by the next owner)."""
 
 
-class _Progress:
-    """Which offsets of one batch are handled; commits each partition up to the
-    last record before which every record is handled (keys finish out of order).
-    Commits run in the background, one at a time, so a partition only moves
-    forward and a key's next record never waits for the broker."""
+class _Offsets:
+    """Which fetched offsets are in hand and which are handled, per partition, across
+    fetches; commits each partition up to the last record before which every record
+    is handled (keys finish out of order). Commits run in the background, one at a
+    time, so a partition only moves forward and a key's next record never waits for
+    the broker."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, batches: Batches):
+    def __init__(self, consumer: AIOKafkaConsumer):
         self.consumer = consumer
-        self.pending = {tp: deque(r.offset for r in records) for tp, records in batches.items()}
+        self.pending: dict[TopicPartition, deque[int]] = {}
         self.finished: dict[TopicPartition, set[int]] = defaultdict(set)
         self.ready: dict[TopicPartition, int] = {}
         self.committing: asyncio.Task | None = None
 
+    def add(self, tp: TopicPartition, offsets: Sequence[int]) -> None:
+        self.pending.setdefault(tp, deque()).extend(offsets)
+
+    def in_hand(self) -> int:
+        return sum(len(offsets) for offsets in self.pending.values())
+
     def done(self, tp: TopicPartition, offset: int) -> None:
-        finished, pending = self.finished[tp], self.pending[tp]
+        pending = self.pending.get(tp)
+        if pending is None:
+            return  # given up in a rebalance meanwhile: its next owner reads it again
+        finished = self.finished[tp]
         finished.add(offset)
         while pending and pending[0] in finished:
             finished.discard(pending[0])
@@ -54,14 +64,23 @@ class _Progress:
         if tp not in self.ready:
             return
         if self.committing is not None and self.committing.done():
-            self.committing.result()  # a failed commit stops the batch
+            self.committing.result()  # a failed commit stops the consumer
             self.committing = None
         if self.committing is None:
             self.committing = asyncio.create_task(self._commit())
 
     async def flushed(self) -> None:
-        if self.committing is not None:
-            await self.committing
+        while self.committing is not None:
+            committing = self.committing
+            await committing
+            if self.committing is committing:
+                self.committing = None
+
+    def forget(self) -> None:
+        """Drop every partition's bookkeeping (after a rebalance: what was not
+        committed is read again from the committed offsets)."""
+        self.pending.clear()
+        self.finished.clear()
 
     async def _commit(self) -> None:
         while self.ready:
@@ -69,7 +88,7 @@ class _Progress:
             try:
                 await self.consumer.commit(offsets)
             except CommitFailedError as exc:
-                # Rebalanced away mid-batch: the new owner re-reads these records;
+                # Rebalanced away meanwhile: the new owner re-reads these records;
                 # handlers are idempotent (deterministic ids), so that is harmless.
                 log.warning("offset commit refused after a rebalance; records will be re-read", error=str(exc))
 
@@ -79,6 +98,10 @@ class KeyedConsumer:
 
     * Records of one (partition, key) are handled one at a time, in offset order;
       different keys at once, up to `concurrency`.
+    * No batch barrier: the loop keeps fetching while records are handled, and a
+      record of a free key starts at once, whatever a slow key of an earlier fetch
+      is still doing (a bot taking its time holds only its own conversation).
+      At most `max_in_hand` fetched records wait at once; then fetching pauses.
     * A failure `is_transient` says is ours to wait out (a hub, Kafka or
       PostgreSQL away) is retried forever with exponential jittered backoff and
       counted in `poseidon_retries_total`: the record is never skipped.
@@ -86,13 +109,14 @@ class KeyedConsumer:
       reason and `error_type`, then the next record.
     * Offsets are committed by hand, never past a record not yet handled.
     * On a consumer from `infra.consumers.group_consumer`, a rebalance waits (up to
-      HANDOVER_WAIT_S) until the batch in hand is handled and committed before the
-      partitions are given up, and a batch is handled only for partitions still
+      HANDOVER_WAIT_S) until the records being handled are done and committed
+      before the partitions are given up (records fetched but not started are left
+      to the next owner), and records are handled only for partitions still
       assigned: two members never handle the same record at once (a Facebook reply
       claimed by the next owner while the first is sending it was answered "outcome
       unknown" and its saga compensated though the reply went out).
     * Emits `poseidon_records_processed_total` (per record and outcome),
-      `poseidon_failures_total`, `poseidon_processing_seconds` (per batch) and
+      `poseidon_failures_total`, `poseidon_processing_seconds` (per record) and
       `poseidon_consumer_lag`, labelled with `process` and `hub`.
 
     The consumer's lifecycle (start, stop, assignment) stays with the caller.
@@ -110,6 +134,7 @@ class KeyedConsumer:
         error_type: str = "HandlerError",
         concurrency: int = 32,
         max_records: int = 500,
+        max_in_hand: int | None = None,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 10.0,
         on_retry: Callable[[BaseException], None] | None = None,
@@ -117,65 +142,145 @@ class KeyedConsumer:
         self.consumer, self.handler, self.process, self.hub = consumer, handler, process, hub
         self.dead_letters, self.is_transient, self.error_type = dead_letters, is_transient, error_type
         self.max_records, self.on_retry = max_records, on_retry
+        self.max_in_hand = max_in_hand if max_in_hand is not None else 2 * max_records
         self._wait = wait_exponential_jitter(initial=retry_initial_s, max=retry_max_s)
         self._first_wait = retry_initial_s
         self._limit = asyncio.Semaphore(concurrency)
         self.handled = 0
         """Records handled (or dead-lettered) so far."""
-        self._in_hand = asyncio.Lock()
+        self._offsets = _Offsets(consumer)
+        self._queues: dict[tuple[TopicPartition, bytes | None], deque[ConsumerRecord]] = {}
+        self._workers: set[asyncio.Task] = set()
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
+        self._moved = asyncio.Event()
+        """Set whenever a record is done or a worker failed: what waiting loops wake on."""
+        self._draining = False
+        self._generation = 0
+        self._latency = metrics.LATENCY.labels(process, hub)
         handover = getattr(consumer, "handover", None)
         if handover is not None:
             handover.before_revoke = self.hand_over
 
     async def hand_over(self) -> None:
-        """Returns once the batch in hand (if any) is handled and committed, or after HANDOVER_WAIT_S."""
+        """Returns once the records being handled are done and committed (those
+        fetched but not started are dropped), or after HANDOVER_WAIT_S."""
+        self._draining = True
         try:
-            await asyncio.wait_for(self._in_hand.acquire(), HANDOVER_WAIT_S)
+            await asyncio.wait_for(self._settled(), HANDOVER_WAIT_S)
         except TimeoutError:
             log.warning("partitions given up with records still in hand; their next owner may handle them again")
-            return
-        self._in_hand.release()
+        finally:
+            self._offsets.forget()
+            self._generation += 1
+            self._draining = False
 
     async def run(self) -> None:
-        """Poll and handle batches until cancelled; a failure to park or commit propagates."""
-        while True:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
-            async with self._in_hand:
-                # A batch fetched before a rebalance may hold records of partitions given up since.
-                owned = self.consumer.assignment()
-                batches = {tp: records for tp, records in batches.items() if tp in owned}
-                if batches:
-                    await self.handle_batch(batches)
+        """Fetch and handle records until cancelled; a failure to park or commit propagates."""
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            while True:
+                self._raise_failure()
+                while self._offsets.in_hand() >= self.max_in_hand:
+                    await self._next_move()
+                fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=self.max_records))
+                await asyncio.wait((fetch, failed), return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():  # a worker failed: stop now, not after the fetch
+                    fetch.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    self._raise_failure()
+                self._dispatch(fetch.result())
+        finally:
+            failed.cancel()
+            await self._stop_workers()
 
     async def handle_batch(self, batches: Batches) -> None:
-        started = time.perf_counter()
-        progress = _Progress(self.consumer, batches)
-        by_key: dict[tuple, list[ConsumerRecord]] = defaultdict(list)
+        """Handle these records (as `run` would) and return once every one is done
+        and committed."""
+        self._dispatch(batches)
+        await self._settled()
+
+    # -- the machinery -------------------------------------------------------------
+
+    def _dispatch(self, batches: Batches) -> None:
+        if self._draining or not batches:
+            return  # a rebalance is under way: the next owner (maybe us) reads them again
+        # A fetch made before a rebalance may hold records of partitions given up since.
+        owned = self.consumer.assignment()
         for tp, records in batches.items():
+            if tp not in owned or not records:
+                continue
+            self._offsets.add(tp, [r.offset for r in records])
             for record in records:
-                by_key[(tp, record.key)].append(record)
-        tasks = [asyncio.create_task(self._in_order(tp, records, progress)) for (tp, _), records in by_key.items()]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            running = [*tasks, progress.committing] if progress.committing else tasks
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            raise
-        await progress.flushed()
-        self.handled += sum(len(records) for records in batches.values())
-        metrics.LATENCY.labels(self.process, self.hub).observe(time.perf_counter() - started)
-        for tp, records in batches.items():
+                key = (tp, record.key)
+                queue = self._queues.get(key)
+                if queue is None:
+                    queue = self._queues[key] = deque()
+                    worker = asyncio.create_task(self._drain(key, queue, self._generation))
+                    self._workers.add(worker)
+                    worker.add_done_callback(self._worker_done)
+                queue.append(record)
             highwater = self.consumer.highwater(tp)
-            if highwater is not None and records:
+            if highwater is not None:
                 metrics.LAG.labels(self.process, tp.topic, str(tp.partition)).set(max(highwater - records[-1].offset - 1, 0))
 
-    async def _in_order(self, tp: TopicPartition, records: Sequence[ConsumerRecord], progress: _Progress) -> None:
-        async with self._limit:
-            for record in records:
-                await self._until_done(record)
-                progress.done(tp, record.offset)
+    async def _drain(self, key: tuple, queue: deque[ConsumerRecord], generation: int) -> None:
+        """One key's records, in order, until its queue is empty."""
+        tp = key[0]
+        try:
+            while queue:
+                record = queue[0]
+                async with self._limit:
+                    if self._draining:
+                        break  # not started: the partitions' next owner reads it again
+                    started = time.perf_counter()
+                    await self._until_done(record)
+                    self._latency.observe(time.perf_counter() - started)
+                queue.popleft()
+                self.handled += 1
+                if generation == self._generation:
+                    self._offsets.done(tp, record.offset)
+                self._moved.set()
+        finally:
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+
+    def _worker_done(self, worker: asyncio.Task) -> None:
+        self._workers.discard(worker)
+        if not worker.cancelled() and worker.exception() is not None and self._failure is None:
+            self._failure = worker.exception()
+            self._failed.set()
+        self._moved.set()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._failed.clear()
+            raise failure
+
+    async def _next_move(self) -> None:
+        self._moved.clear()
+        await self._moved.wait()
+        self._raise_failure()
+
+    async def _settled(self) -> None:
+        """Until no record is being handled and every commit went out; raises what
+        stopped a worker (a dead letter that could not be written, a failed commit)."""
+        while self._workers:
+            self._moved.clear()
+            await asyncio.wait(set(self._workers), return_when=asyncio.FIRST_COMPLETED)
+            self._raise_failure()
+        self._raise_failure()
+        await self._offsets.flushed()
+
+    async def _stop_workers(self) -> None:
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        if self._offsets.committing is not None:
+            self._offsets.committing.cancel()
+            await asyncio.gather(self._offsets.committing, return_exceptions=True)
 
     async def _until_done(self, record: ConsumerRecord) -> None:
         def retrying(exc: BaseException) -> None:

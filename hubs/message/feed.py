@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Gauge, Histogram
 
 from base.settings import Settings
 from hubs.message.facts import TOPICS, RoutingView, wanted
@@ -49,6 +50,14 @@ POSITIONS_FACT = "positions"
 (the next offset of partitions 0, 1, 2, 3)."""
 POSITIONS_PER_FACT = 32
 """Offsets per fact value: 32 of at most 13 digits and a space stay under the Message hub's 500 characters."""
+
+
+FRESH_WAIT = Histogram(
+    "poseidon_router_facts_wait_seconds",
+    "How long a routing decision waited for the router's facts to reach the end offsets of their topics.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+FACTS_APPLIED = Gauge("poseidon_router_facts_events", "Events folded into the router's routing facts since it started.")
 
 
 class FactsFeed:
@@ -132,15 +141,26 @@ class FactsFeed:
     async def fresh(self, timeout: float | None = FRESH_TIMEOUT_S) -> None:
         """Return once the view has read every record committed to the four topics
         before this call (their end offsets, asked after it began)."""
+        started = time.perf_counter()
         async with asyncio.timeout(timeout):
             targets = await self._targets()
             while not self._reached(targets):
-                if self._reader is not None and self._reader.done():
-                    self._reader.result()  # the reader died: raise what killed it
+                self._keep_reading()
                 self._moved.clear()
                 if self._reached(targets):
-                    return
+                    break
                 await self._moved.wait()
+        FRESH_WAIT.observe(time.perf_counter() - started)
+
+    def _keep_reading(self) -> None:
+        """A reader that stopped (an error aiokafka raised to it) is started again from
+        where it was: the view stays, the positions are the consumer's."""
+        reader = self._reader
+        if reader is None or not reader.done():
+            return
+        error = reader.exception() if not reader.cancelled() else None
+        log.warning("routing facts reader stopped; reading on", error_type=type(error).__name__ if error else "Cancelled")
+        self._reader = asyncio.create_task(self._read(), name="routing-facts")
 
     def _reached(self, targets: Mapping[TopicPartition, int]) -> bool:
         positions = self.positions
@@ -170,6 +190,12 @@ class FactsFeed:
     # -- the reader ----------------------------------------------------------------
 
     async def _read(self) -> None:
+        try:
+            await self._read_on()
+        finally:
+            self._moved.set()  # whoever waits for positions sees the reader stopped
+
+    async def _read_on(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
@@ -180,6 +206,7 @@ class FactsFeed:
                     self._fold(topic, record)
             for tp in self.positions:
                 self.positions[tp] = await consumer.position(tp)
+            FACTS_APPLIED.set(self.view.applied)
             self._moved.set()
 
     def _fold(self, topic: str, record) -> None:

@@ -260,3 +260,68 @@ async def test_a_batch_fetched_before_a_rebalance_is_handled_only_for_partitions
     running.cancel()
     assert seen == [1]
     assert consumer.committed(TP0) is None
+
+
+async def test_a_slow_key_holds_only_itself_records_fetched_later_for_other_keys_go_on():
+    # No batch barrier: a bot taking its time on one conversation must not hold the
+    # next fetch's messages of every other conversation.
+    release, later_done = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def handle(r: ConsumerRecord) -> str:
+        order.append(r.value.decode())
+        if r.key == b"slow":
+            await release.wait()
+        if r.key == b"later":
+            later_done.set()
+        return "ok"
+
+    consumer = FakeConsumer(batches(record(0, "slow"), record(1, "slow")), batches(record(2, "later")))
+    loop, _ = keyed(consumer, handle)
+    running = asyncio.create_task(loop.run())
+    await asyncio.wait_for(later_done.wait(), 5)
+    assert order == ["slow@0", "later@2"], "the second fetch was handled while the first one's slow key waited"
+    assert consumer.committed(TP0) is None, "nothing committed past the unhandled offset 0"
+    release.set()
+    for _ in range(100):
+        if consumer.committed(TP0) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert order == ["slow@0", "later@2", "slow@1"] and consumer.committed(TP0) == 3
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_fetching_pauses_while_too_many_records_are_in_hand():
+    release = asyncio.Event()
+
+    async def handle(r: ConsumerRecord) -> str:
+        await release.wait()
+        return "ok"
+
+    consumer = FakeConsumer(batches(record(0, "a"), record(1, "b")), batches(record(2, "c")), batches(record(3, "d")))
+    loop, _ = keyed(consumer, handle, max_in_hand=2)
+    running = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.1)
+    assert len(consumer.polls) == 2, "two records in hand: no further fetch"
+    release.set()
+    for _ in range(100):
+        if consumer.committed(TP0) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.committed(TP0) == 4 and consumer.polls == []
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_dead_letter_that_cannot_be_written_stops_the_loop():
+    class BrokenProducer(FakeProducer):
+        async def send_and_wait(self, *args, **kwargs) -> None:
+            raise RuntimeError("the dead-letter topic is gone")
+
+    async def handle(r: ConsumerRecord) -> str:
+        raise ValueError("no rule foresaw this")
+
+    loop, _ = keyed(FakeConsumer(batches(record(0, "a"))), handle, producer=BrokenProducer())
+    with pytest.raises(RuntimeError, match="dead-letter topic is gone"):
+        await asyncio.wait_for(loop.run(), 5)
