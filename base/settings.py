@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     processor_batch_max: int = 1000
     """Most command records one processor decides in one transaction per partition."""
+    replay_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    """Processes a bulk rebuild (`poseidon replay`) shares the partitions among."""
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 500
     """The path's consumers (processors, projectors, router, spokes, command results) ask
@@ -231,6 +233,8 @@ class Settings(BaseSettings):
             raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
         if self.ingress_body_timeout_s <= 0:
             raise SettingsError("POSEIDON_INGRESS_BODY_TIMEOUT_S must be positive")
+        if self.replay_workers < 1:
+            raise SettingsError("POSEIDON_REPLAY_WORKERS must be at least 1")
         if not (1 <= self.fetch_min_bytes <= 64 * 1024 * 1024 and 0 <= self.fetch_max_wait_ms <= 30_000):
             raise SettingsError("POSEIDON_FETCH_MIN_BYTES must be 1..64 MiB and POSEIDON_FETCH_MAX_WAIT_MS 0..30000")
         if (

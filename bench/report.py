@@ -295,8 +295,8 @@ def context(results: dict) -> list[str]:
         )
     if p := replay.get("projector"):
         lines.append(
-            f"- replay: {p['first_batch_seconds']} s of {p['seconds']} s went by before its first batch committed "
-            "(connect, consumer start, first fetch and apply)"
+            f"- replay: {p.get('workers', 1)} worker(s); the first finished after {p['first_batch_seconds']} s "
+            f"of {p['seconds']} s (each folds its partitions, then COPYs once)"
         )
     for name in ("get_balance", "health_check"):
         if (q := query.get(name)) and (cpu := q.get("cpu")):

@@ -62,7 +62,7 @@ QUICK = Sizes(
     kafka_perf_records=50_000, e2e_burst_seconds=8, e2e_half_seconds=8, raw_trip_records=8_000, raw_trip_seconds=2,
 )  # fmt: skip
 FULL = Sizes(
-    wallets=200, commands=20_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1,
+    wallets=200, commands=60_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1,
     ingress_connections=32, ingress_seconds=5, ingress_warmup=1, ingress_bodies=4_000, raw_ingress_records=30_000,
     kafka_perf_records=200_000, e2e_burst_seconds=20, e2e_half_seconds=20, raw_trip_records=20_000, raw_trip_seconds=3,
 )  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 
 import asyncpg
@@ -85,8 +85,12 @@ class Projector:
         record_filter: Callable[[str, dict], bool] | None = None,
         stop_before: Callable[[str, dict], bool] | None = None,
         bulk: bool = False,
+        partitions: Collection[int] | None = None,
     ):
+        """`partitions`: with `until`, read only these partition numbers of each
+        topic (one worker of a parallel rebuild, infra/replay.bulk_rebuild)."""
         self.spec, self.settings, self.codec = spec, settings, codec
+        self.only = frozenset(partitions) if partitions is not None else None
         self.schema = schema or settings.pg_schema(spec.name)
         self.batch_size = batch_size
         self.on_progress = on_progress
@@ -147,7 +151,8 @@ class Projector:
             await producer.start()
             if not live:
                 partitions = await partitions_of(self.settings, self.topics)
-                consumer.assign([TopicPartition(t, p) for t, ps in partitions.items() for p in ps])
+                only = self.only
+                consumer.assign([TopicPartition(t, p) for t, ps in partitions.items() for p in ps if only is None or p in only])
                 await self._seek_to_stored(conn, consumer, list(consumer.assignment()))
             self._healthy = True
             log.info("projecting", schema=self.schema, topics=self.topics, positions=self._positions_for_log())

@@ -17,7 +17,9 @@ Rules the swap keeps (nothing ever silently lost):
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from base.settings import Settings
+from infra.migrations import migrate
 from infra.projection import ProjectionSpec
 from infra.projector import Projector
 from infra.topics import partitions_of
@@ -137,17 +140,19 @@ async def rebuild(
     partial = to_offsets is not None or to_time is not None
     bar = tqdm(total=sum(until.values()), unit="event", desc=f"rebuild {spec.name}", disable=not progress, mininterval=0.5)
     started = time.perf_counter()
-    projector = Projector(
+    # A fresh schema: fold and COPY (infra/bulk.py), one worker per share of the
+    # partitions; the catch-ups below run the SQL.
+    applied = await bulk_rebuild(
         spec,
         settings,
         codec,
-        schema=shadow,
+        shadow,
+        until,
+        workers=settings.replay_workers,
         on_progress=bar.update,
         record_filter=tenant_filter(tenant),
         stop_before=after_time(to_time),
-        bulk=True,  # a fresh schema: fold and COPY (infra/bulk.py); catch-ups below run the SQL
     )
-    await projector.run(until=until)
     bar.close()
     elapsed = time.perf_counter() - started
     meta = {
@@ -161,9 +166,9 @@ async def rebuild(
         **meta,
         "live_schema": live,
         "shadow_schema": shadow,
-        "events": projector.applied,
+        "events": applied,
         "seconds": round(elapsed, 3),
-        "events_per_second": round(projector.applied / elapsed, 1) if elapsed > 0 else None,
+        "events_per_second": round(applied / elapsed, 1) if elapsed > 0 else None,
         "swapped": False,
         "kept": False,
     }
@@ -195,6 +200,89 @@ async def rebuild(
         return report
     finally:
         await conn.close()
+
+
+async def bulk_rebuild(
+    spec: ProjectionSpec,
+    settings: Settings,
+    codec: Codec,
+    schema: str,
+    until: dict[TopicPartition, int],
+    *,
+    workers: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+    record_filter: Callable[[str, dict], bool] | None = None,
+    stop_before: Callable[[str, dict], bool] | None = None,
+) -> int:
+    """Loads a fresh `schema` up to `until` with the bulk projector (fold + COPY)
+    and returns the events applied.
+
+    With `workers` > 1 the partitions are shared out (round robin by number) among
+    that many forked processes, each folding and COPYing its own share into the
+    same schema: one aggregate's events are in one partition and every read
+    model's rows are keyed by aggregate, so the shares never write the same row
+    (a read model that broke that would fail the COPY on its key, loudly, not mix
+    rows). Each worker commits its rows with its partitions' positions; a worker
+    that fails fails the rebuild (the shadow is then incomplete and is not
+    swapped). Progress moves as each worker finishes."""
+    numbers = sorted({tp.partition for tp in until})
+    workers = max(1, min(workers, len(numbers)))
+    projector_options = {"schema": schema, "record_filter": record_filter, "stop_before": stop_before, "bulk": True}
+    if workers == 1:
+        projector = Projector(spec, settings, codec, on_progress=on_progress, **projector_options)
+        return await projector.run(until=until)
+    conn = await asyncpg.connect(settings.dsn_for(spec.name))
+    try:
+        await migrate(conn, schema, spec.migrations)  # once, before the workers share the schema
+    finally:
+        await conn.close()
+    context = multiprocessing.get_context("fork")  # the spec's mapping and filters are code: not picklable
+    shares = [numbers[i::workers] for i in range(workers)]
+    running = []
+    for share in shares:
+        share_until = {tp: end for tp, end in until.items() if tp.partition in share}
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_bulk_worker,
+            args=(spec, settings, codec, share, share_until, projector_options, send),
+            name=f"rebuild-{spec.name}-{'-'.join(map(str, share))}",
+        )
+        process.start()
+        send.close()
+        running.append((process, receive, share))
+    applied, failures = 0, []
+    for process, receive, share in running:
+        await asyncio.to_thread(process.join)
+        answer = receive.recv() if receive.poll() else {"error": f"exit code {process.exitcode}"}
+        receive.close()
+        if "error" in answer:
+            failures.append(f"partitions {share}: {answer['error']}")
+            continue
+        applied += answer["applied"]
+        if on_progress is not None:
+            on_progress(answer["read"])
+    if failures:
+        raise ReplayError(f"a rebuild worker failed: {'; '.join(failures)}")
+    return applied
+
+
+def _bulk_worker(spec, settings, codec, share, until, options, send) -> None:
+    """One forked worker of `bulk_rebuild`: its partitions, its own loop and connections."""
+    read = 0
+
+    def progress(n: int) -> None:
+        nonlocal read
+        read += n
+
+    try:
+        projector = Projector(spec, settings, codec, partitions=share, on_progress=progress, **options)
+        applied = asyncio.run(projector.run(until=until))
+        send.send({"applied": applied, "read": read})
+    except BaseException as exc:  # reported to the parent, which fails the rebuild
+        send.send({"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        raise SystemExit(1) from None
+    finally:
+        send.close()
 
 
 async def swap_shadow(
