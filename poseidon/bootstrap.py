@@ -6,6 +6,7 @@ imports this module; everything below it is handed what it needs."""
 
 from __future__ import annotations
 
+import dataclasses
 import pkgutil
 from collections.abc import Mapping
 from functools import lru_cache
@@ -59,7 +60,6 @@ def settings(env: Mapping[str, str] | None = None) -> Settings:
 def processor_hub(name: str, settings: Settings) -> HubSpec:
     """The hub as its processor runs it: its own outbox, and the StartSaga of every
     saga one of its events starts by itself (hubs/saga/dispatch.Starts)."""
-    import dataclasses
 
     from hubs.saga.dispatch import Starts, chained
     from sagas.registry import DEFINITIONS

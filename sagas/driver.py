@@ -50,10 +50,10 @@ from hubs.saga.dispatch import (
     ACTOR,
     OUTCOME_SCHEMA,
     REQUEST_SCHEMA,
+    answer_meta,
     command_record,
     derived_command_id,
     hub_answer,
-    result_id,
     spoke_answer,
     spoke_request,
     start_command,
@@ -271,14 +271,7 @@ class SagaDriver:
             )
             return "timed_out"
         succeeded, detail, result_json = result_of(result)
-        meta = CommandMeta(
-            command_id=result_id(saga_id, event["step"], kind, event["attempt"]),
-            aggregate_id=saga_id,
-            tenant_id=tenant_id,
-            correlation_id=env["correlation_id"],
-            causation_id=event["command_id"],
-            actor=ACTOR,
-        )
+        meta = answer_meta(saga_id, event["step"], kind, event["attempt"], tenant_id, env["correlation_id"], event["command_id"])
         await self._send_to_saga(RecordStepResult(meta, event["step"], event["attempt"], succeeded, detail, result_json))
         return "answered" if succeeded else "refused"
 

@@ -83,7 +83,7 @@ def spoke_answer(outcome: Mapping[str, Any], issued_at: datetime | None = None, 
     env = outcome["envelope"]
     detail = outcome["detail"] if outcome["succeeded"] else f"{outcome['error_code'] or 'failed'}: {outcome['detail']}"
     return RecordStepResult(
-        _meta(
+        answer_meta(
             ref["saga_id"],
             ref["step"],
             ref["kind"],
@@ -102,7 +102,7 @@ def spoke_answer(outcome: Mapping[str, Any], issued_at: datetime | None = None, 
     )
 
 
-def _meta(
+def answer_meta(
     saga_id: str,
     step: str,
     kind: str,
@@ -113,6 +113,8 @@ def _meta(
     issued_at: datetime | None = None,
     actor: str = ACTOR,
 ) -> CommandMeta:
+    """The meta of the RecordStepResult that answers one request (its id derived
+    from saga, step, kind and attempt): the same whoever records the answer."""
     extra = {"issued_at": issued_at} if issued_at is not None else {}
     return CommandMeta(
         command_id=result_id(saga_id, step, kind, attempt),
@@ -267,7 +269,7 @@ def translate(name: str, record: Mapping[str, Any], headers: Mapping[str, bytes]
         record["event_types"],
         record["duplicate"],
     )
-    meta = _meta(
+    meta = answer_meta(
         saga_id,
         step,
         kind,
