@@ -35,7 +35,7 @@ PREFIX = "POSEIDON_"
 GRPC_PORT_PREFIX = f"{PREFIX}GRPC_PORT_"
 PG_DSN_PREFIX = f"{PREFIX}PG_DSN_"
 # Ops (metrics + health) ports: the role's base + the declared index (wallet's processor: 9100 + 6).
-OPS_PORT_BASE = {"processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
+OPS_PORT_BASE = {"ingress": 9080, "processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
 # Filled from the hubs' declarations (`with_topology`) and POSEIDON_GRPC_PORT_<HUB>, never by name.
 _TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices", "pg_dsns"})
 
@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = 10_000
     """Decoded aggregates a processor keeps in memory (least recently used evicted; their stored state stays)."""
     state_dir: str = ".state"
+    dev_mode: bool = False
+    """Development mode (POSEIDON_DEV_MODE=1, set by `make up` and the tests): the built-in
+    development webhook secrets are accepted. Off (production), a role that verifies
+    webhooks refuses to start while one of them is still the default."""
     secrets_dir: str = ""
     """Folder of secret files, one per variable (`POSEIDON_S3_SECRET_KEY`); empty: none."""
     jwt_keys_dir: str = ""
@@ -310,6 +314,26 @@ class Settings(BaseSettings):
         if hub not in self.ops_indices:
             raise SettingsError(f"no ops port index known for hub {hub!r}: build settings with poseidon.bootstrap.settings()")
         return self.ops_port_at(role, self.ops_indices[hub])
+
+    def unsafe_secrets(self, names: Iterable[str]) -> list[str]:
+        """The variables among `names` whose value must not be used here: empty
+        always (an HMAC keyed by nothing is forgeable by anyone), the built-in
+        development default unless dev_mode is on."""
+        unsafe = []
+        for name in names:
+            value = getattr(self, name)
+            if not value or (value == type(self).model_fields[name].default and not self.dev_mode):
+                unsafe.append(f"{PREFIX}{name.upper()}")
+        return unsafe
+
+    def require_secrets(self, names: Iterable[str], role: str) -> None:
+        """Raise SettingsError naming every variable `unsafe_secrets` finds."""
+        unsafe = self.unsafe_secrets(names)
+        if unsafe:
+            raise SettingsError(
+                f"{role} refuses to start: {', '.join(unsafe)} must be set to a secret of your own "
+                f"(empty or the built-in development value; POSEIDON_DEV_MODE=1 accepts the latter on a development machine)"
+            )
 
     def with_(self, **changes: Any) -> Settings:
         return type(self)(**{**dict(self), **changes})

@@ -94,6 +94,7 @@ class Run:
                 "POSEIDON_LOG_LEVEL": "WARNING",
                 "POSEIDON_LOG_FORMAT": "json",
                 "POSEIDON_STATE_DIR": str(self.dir / "state"),
+                "POSEIDON_DEV_MODE": "1",  # stand-ins and built-in webhook secrets
             }
         )
         self.settings = bootstrap.settings(self.env)

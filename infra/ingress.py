@@ -26,8 +26,10 @@ Rate limiting is per platform account (Facebook page id, Botpress tenant), not
 per tenant: ingress does not know tenants yet, and each page belongs to exactly
 one tenant, so a page's bucket is a share of its tenant's budget.
 
-Run it with `poseidon ingress`; `/healthz` and
-`/metrics` are served on the same port, and on POSEIDON_OPS_PORT when set.
+Run it with `poseidon ingress`; `/healthz` is served on the same port (load
+balancers ask it), `/metrics` and `/healthz` on the ops port (POSEIDON_OPS_PORT,
+default 9080, loopback unless POSEIDON_OPS_HOST says otherwise) and never on the
+public port: metric names and label values describe the platform's inside.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
 from base.settings import Settings
 from infra.dlq import DeadLetters, Origin
@@ -414,10 +416,6 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def _health(request: web.Request) -> web.Response:
     ingress = request.app[INGRESS]
     try:
@@ -430,15 +428,18 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
-def make_app(ingress: Ingress, routes: Iterable[web.RouteDef]) -> web.Application:
+def make_app(ingress: Ingress, routes: Iterable[web.RouteDef], secrets: Iterable[str] = ()) -> web.Application:
     """The ingress application: the webhook routes it is given (every spoke's, from
-    the composition root), /healthz and /metrics. Starting it connects the
-    producer; cleaning it up flushes it."""
+    the composition root) and /healthz. Starting it connects the producer; cleaning
+    it up flushes it. `secrets` names the settings the routes verify requests with:
+    an empty one, or a built-in default outside development mode, is a SettingsError
+    here, before anything listens. /metrics is not on this public port: it is on the
+    ops port (POSEIDON_OPS_PORT), which stays on loopback or the cluster network."""
+    ingress.settings.require_secrets(secrets, "ingress")
     app = web.Application(client_max_size=ingress.settings.ingress_max_body_bytes, middlewares=[observe])
     app[INGRESS] = ingress
     app.add_routes(list(routes))
     app.router.add_get("/healthz", _health)
-    app.router.add_get("/metrics", _metrics)
 
     async def producer(_: web.Application):
         await ingress.start()
@@ -450,18 +451,21 @@ def make_app(ingress: Ingress, routes: Iterable[web.RouteDef]) -> web.Applicatio
 
 
 async def serve(
-    settings: Settings, codec: Codec, routes: Iterable[web.RouteDef], *, produce_timeout_s: float = PRODUCE_TIMEOUT_S
+    settings: Settings,
+    codec: Codec,
+    routes: Iterable[web.RouteDef],
+    secrets: Iterable[str] = (),
+    *,
+    produce_timeout_s: float = PRODUCE_TIMEOUT_S,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests
     finish (each bounded by the produce timeout) and flush the producer."""
     ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
-    runner = web.AppRunner(make_app(ingress, routes), access_log=None, shutdown_timeout=produce_timeout_s + 1)
+    runner = web.AppRunner(make_app(ingress, routes, secrets), access_log=None, shutdown_timeout=produce_timeout_s + 1)
     await runner.setup()
     await web.TCPSite(runner, settings.ingress_host, settings.ingress_port).start()
-    ops = None
-    if settings.ops_port is not None:
-        ops = OpsServer(settings.ops_host, settings.ops_port, PROCESS, {"kafka": ingress.kafka_reachable})
-        await ops.start()
+    ops = OpsServer(settings.ops_host, settings.ops_port_at("ingress", 0), PROCESS, {"kafka": ingress.kafka_reachable})
+    await ops.start()
     log.info("ingress listening", url=f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/facebook")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -469,7 +473,6 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("ingress stopping")
-    if ops is not None:
-        await ops.stop()
+    await ops.stop()
     await runner.cleanup()
     log.info("ingress stopped")

@@ -146,6 +146,11 @@ def cli_queries(hub_name: str) -> list:
     return list(getattr(module, "CLI_QUERIES", []))
 
 
+def webhook_secrets() -> list[str]:
+    """The settings every spoke's webhook verifies requests with (`SECRETS` in its webhook.py)."""
+    return [name for names in _discover("spokes", "webhook", "SECRETS") for name in names]
+
+
 def webhook_routes() -> list:
     """Every spoke's webhook routes (`spokes/<name>/webhook.py` declaring `routes()`)."""
     return [route for routes in _discover("spokes", "webhook", "routes") for route in routes()]

@@ -93,7 +93,7 @@ def grpc(hub_name: str) -> None:
 
 @main.command()
 def ingress() -> None:
-    """Serve the webhook ingress (Facebook, Botpress callbacks) with /healthz and /metrics."""
+    """Serve the webhook ingress (Facebook, Botpress callbacks) with /healthz (metrics on the ops port, 9080 by default)."""
     asyncio.run(roles.ingress(_settings()))
 
 

@@ -57,13 +57,13 @@ async def grpc(hub_name: str, settings: Settings) -> None:
 
 def ingress_app(ingress: Ingress, extra_routes: Iterable[web.RouteDef] = ()) -> web.Application:
     """The ingress application with every spoke's webhook routes."""
-    return make_app(ingress, [*bootstrap.webhook_routes(), *extra_routes])
+    return make_app(ingress, [*bootstrap.webhook_routes(), *extra_routes], bootstrap.webhook_secrets())
 
 
 async def ingress(settings: Settings) -> None:
     from infra.ingress import serve
 
-    await serve(settings, bootstrap.codec(settings), bootstrap.webhook_routes())
+    await serve(settings, bootstrap.codec(settings), bootstrap.webhook_routes(), bootstrap.webhook_secrets())
 
 
 # -- the Message Hub's router, the saga driver, spokes -----------------------------------

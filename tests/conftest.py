@@ -54,7 +54,8 @@ def stack() -> Settings:
     problem = _reachable(settings)
     if problem:
         pytest.fail(f"Kafka {settings.kafka_bootstrap} / PostgreSQL {settings.pg_dsn} not reachable: {problem}")
-    yield settings
+    # A development machine: the built-in webhook secrets are accepted (the tests sign with them).
+    yield settings.with_(dev_mode=True)
 
 
 def _testcontainers_stack():
@@ -65,7 +66,7 @@ def _testcontainers_stack():
         dsn = pg.get_connection_url().replace("postgresql+psycopg2", "postgresql")
         from poseidon import bootstrap
 
-        yield bootstrap.settings().with_(kafka_bootstrap=kafka.get_bootstrap_server(), pg_dsn=dsn)
+        yield bootstrap.settings().with_(kafka_bootstrap=kafka.get_bootstrap_server(), pg_dsn=dsn, dev_mode=True)
 
 
 @pytest.fixture

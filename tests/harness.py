@@ -86,6 +86,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_LOG_LEVEL="INFO",
         POSEIDON_STATE_DIR=settings.state_dir,
         POSEIDON_JWT_KEYS_DIR=settings.keys_dir,
+        POSEIDON_DEV_MODE="1" if settings.dev_mode else "",
     )
     env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
     env.update({f"POSEIDON_PG_DSN_{store.upper()}": dsn for store, dsn in settings.pg_dsns.items()})

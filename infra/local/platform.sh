@@ -52,6 +52,8 @@ start() {
   local hub role name i
   # Stand-ins for the outside world (development only: point the URLs elsewhere in production).
   if [ "${POSEIDON_STANDINS:-1}" = 1 ]; then
+    # The stand-ins sign with the built-in development secrets: a development stack.
+    export POSEIDON_DEV_MODE=${POSEIDON_DEV_MODE:-1}
     for name in facebook botpress odoo; do launch "standin-$name" "$PY" -m "tests.standins.$name"; done
   fi
   for hub in $("$POSEIDON" hubs); do

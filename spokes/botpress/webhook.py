@@ -107,5 +107,9 @@ async def receive(request: web.Request) -> web.Response:
     return await ingress.accept(request, [record])
 
 
+SECRETS = ("botpress_webhook_secret",)
+"""Settings these routes verify requests with (see the Facebook webhook's)."""
+
+
 def routes() -> list[web.RouteDef]:
     return [web.post(PATH, receive)]

@@ -167,5 +167,10 @@ async def receive(request: web.Request) -> web.Response:
     return await ingress.accept(request, records)
 
 
+SECRETS = ("facebook_app_secret", "facebook_verify_token")
+"""Settings these routes verify requests with: ingress refuses to start while one is
+empty or (outside development mode) the built-in default."""
+
+
 def routes() -> list[web.RouteDef]:
     return [web.get(PATH, verify), web.post(PATH, receive)]

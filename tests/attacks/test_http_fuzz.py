@@ -43,7 +43,6 @@ MODES = {
     "/webhooks/facebook": [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     "/webhooks/botpress/{tenant_id}": [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     "/healthz": [GenerationMode.POSITIVE],
-    "/metrics": [GenerationMode.POSITIVE],
 }
 
 

@@ -93,6 +93,7 @@ class PrivateStack:
             pg_dsn=f"postgresql://poseidon@127.0.0.1:{self.pg_port}/poseidon",
             topic_replication=replication,
             topic_min_isr=max(replication - 1, 1),
+            dev_mode=True,
         )
 
     def destroy(self) -> None:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
-from base.settings import Settings
+from base.settings import Settings, SettingsError
 from infra.ingress import Ingress
 from infra.topics import ensure_topics, ingress_topics
 from poseidon import bootstrap, roles
@@ -462,17 +462,32 @@ async def test_the_botpress_stand_ins_pushes_land_as_bot_replies(settings):
 # ---------------------------------------------------------------- ops
 
 
-async def test_health_and_metrics_are_served_on_the_ingress_port(settings):
+async def test_health_is_served_on_the_ingress_port_and_metrics_are_not(settings):
     async with ingress_client(settings) as client:
         health = await client.get("/healthz")
         assert health.status == 200
         assert await health.json() == {"process": "ingress", "status": "ok", "checks": {"kafka": True}}
-        text = await (await client.get("/metrics")).text()
-        assert "poseidon_webhook_requests_total" in text
-        assert "poseidon_ingress_produce_seconds" in text
+        # Metrics describe the platform's inside: only the ops port serves them (the process test reads them there).
+        exposed = await client.get("/metrics")
+        assert exposed.status == 404 and "poseidon_" not in await exposed.text()
         unknown = await client.get("/webhooks/nowhere")
         assert unknown.status == 404 and "error" in await unknown.json()
     assert metric("poseidon_webhook_requests_total", route="unmatched", status="404") >= 1
+
+
+def test_ingress_refuses_to_start_with_default_or_empty_webhook_secrets(settings):
+    built_in = {name: Settings.model_fields[name].default for name in bootstrap.webhook_secrets()}
+    production = settings.with_(dev_mode=False, **built_in)
+    with pytest.raises(SettingsError) as refused:
+        roles.ingress_app(Ingress(production, bootstrap.codec(production)))
+    named = str(refused.value)
+    for variable in ("POSEIDON_FACEBOOK_APP_SECRET", "POSEIDON_FACEBOOK_VERIFY_TOKEN", "POSEIDON_BOTPRESS_WEBHOOK_SECRET"):
+        assert variable in named
+    # Development mode accepts the built-in values, never an empty one; real secrets start anywhere.
+    with pytest.raises(SettingsError, match="POSEIDON_BOTPRESS_WEBHOOK_SECRET"):
+        roles.ingress_app(Ingress(settings.with_(dev_mode=True, botpress_webhook_secret=""), bootstrap.codec(settings)))
+    own = production.with_(facebook_app_secret="a" * 32, facebook_verify_token="b" * 16, botpress_webhook_secret="c" * 32)
+    assert roles.ingress_app(Ingress(own, bootstrap.codec(own))) is not None
 
 
 # ---------------------------------------------------------------- the process
@@ -485,10 +500,11 @@ async def test_the_ingress_process_serves_until_sigterm_then_stops_cleanly(setti
 
     from tests.harness import ROOT, env_for, free_port
 
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     env = env_for(
         settings,
         POSEIDON_INGRESS_PORT=str(port),
+        POSEIDON_OPS_PORT=str(ops_port),
         POSEIDON_FACEBOOK_APP_SECRET="it-app-secret",
         POSEIDON_FACEBOOK_VERIFY_TOKEN="it-verify",
     )
@@ -514,6 +530,10 @@ async def test_the_ingress_process_serves_until_sigterm_then_stops_cleanly(setti
             body = webhook((PAGE_A, messaging(PAGE_A, "psid-proc", 2)))
             async with http.post(f"{base}{FB}", data=body, headers=signed(body, "it-app-secret")) as answer:
                 assert answer.status == 200
+            async with http.get(f"http://127.0.0.1:{ops_port}/metrics") as metrics:
+                text = await metrics.text()
+            assert 'poseidon_webhook_requests_total{route="/webhooks/facebook",status="200"} 1.0' in text
+            assert "poseidon_ingress_produce_seconds" in text
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0, log.read_text()
     finally:
