@@ -14,7 +14,9 @@ import json
 import aiohttp
 import pytest
 
-from poseidon import bootstrap
+from base.settings import Settings, SettingsError
+from infra.ingress import Ingress
+from poseidon import bootstrap, roles
 from tests.integration.test_ingress import ingress_client, read_all, settings  # noqa: F401  (fixture)
 from tests.standins.facebook import message_event, signature_256, webhook_body, webhook_bytes
 
@@ -173,3 +175,26 @@ async def test_a_client_that_stops_mid_body_gets_408_and_nothing_is_stored(abuse
             url = f"http://{client.server.host}:{client.server.port}/healthz"
             async with session.get(url) as response:
                 assert response.status == 200
+
+
+def test_default_and_empty_webhook_secrets_are_refused_before_anything_listens(settings, attacks):  # noqa: F811
+    built_in = {name: Settings.model_fields[name].default for name in bootstrap.webhook_secrets()}
+    production = settings.with_(dev_mode=False, **built_in)
+    with pytest.raises(SettingsError) as refused:
+        roles.ingress_app(Ingress(production, bootstrap.codec(production)))
+    for name in built_in:
+        assert f"POSEIDON_{name.upper()}" in str(refused.value)
+    attacks.tried(
+        AREA,
+        "ingress started with the built-in development webhook secrets",
+        "refused at start, naming each variable",
+        len(built_in),
+    )
+    # Development mode accepts the built-in values, never an empty one; secrets of one's own start anywhere.
+    for name in built_in:
+        empty = settings.with_(dev_mode=True, **{name: ""})
+        with pytest.raises(SettingsError, match=f"POSEIDON_{name.upper()}"):
+            roles.ingress_app(Ingress(empty, bootstrap.codec(empty)))
+        attacks.tried(AREA, "an empty webhook secret (HMAC keyed by nothing), even in development mode", "refused at start")
+    own = production.with_(**{name: f"{name}-of-our-own-{i}" * 2 for i, name in enumerate(built_in)})
+    assert roles.ingress_app(Ingress(own, bootstrap.codec(own))) is not None
