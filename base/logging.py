@@ -11,18 +11,34 @@ from typing import Any
 
 import structlog
 
+from base.pii import mask_fields, mask_text
+
 # Keys whose values never reach a log line in clear, whoever logs them.
 SECRET_KEYS = frozenset(
     {"password", "token", "refresh_token", "access_token", "secret", "totp_code", "authorization", "user_key"}
 )
 PII_KEYS = frozenset({"email", "phone", "display_name", "text"})
+# Free text that may quote what it is about (an exception naming an address): masked by shape.
+TEXT_KEYS = frozenset({"error", "reason", "detail"})
+_STRUCTLOG_KEYS = frozenset({"event", "level", "timestamp", "logger", "exc_info", "stack_info", "exception"})
 
 
 def redact(_logger: object, _method: str, event_dict: dict) -> dict:
-    """structlog processor: secrets become "[redacted]", PII "[pii]"."""
-    for key in event_dict.keys() & (SECRET_KEYS | PII_KEYS):
-        if event_dict[key]:
-            event_dict[key] = "[redacted]" if key in SECRET_KEYS else "[pii]"
+    """structlog processor: secrets become "[redacted]", PII "[pii]", free-text
+    reasons and errors are masked by shape (emails, phones, tokens), and a record
+    or list handed to a log call is masked field by field by the same allow-list
+    the audit reports use (base.pii)."""
+    for key, value in event_dict.items():
+        if not value or key in _STRUCTLOG_KEYS:
+            continue
+        if key in SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+        elif key in PII_KEYS:
+            event_dict[key] = "[pii]"
+        elif key in TEXT_KEYS and isinstance(value, str):
+            event_dict[key] = mask_text(value)
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = mask_fields(value, key)
     return event_dict
 
 

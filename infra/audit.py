@@ -22,9 +22,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from base.pii import mask_fields
 from base.settings import Settings
 from infra.hub import HubSpec
-from infra.pii import MASK, mask_email, mask_name, mask_phone
 from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
 
@@ -415,33 +415,17 @@ async def verify(
 
 # -- history -------------------------------------------------------------------------
 
-_MASK_WHOLE = ("text", "raw", "password", "token", "secret", "proof")
-"""Fields whose values are hidden whole: message text (also inside `raw`, the
-item's JSON as received), and anything credential-like."""
-
 
 def mask_value(name: str, value: Any) -> Any:
-    """A field's value as a report may show it: personal data and secrets masked,
-    recursively through records, arrays and maps. Pure."""
-    lowered = name.lower()
+    """A field's value as a report may show it (base.pii.mask_fields: an allow-list,
+    recursive, into JSON held in strings); datetimes as ISO text. Pure."""
+    if isinstance(value, datetime):
+        return _iso(value)
     if isinstance(value, Mapping):
         return {k: mask_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask_value(name, v) for v in value]
-    if isinstance(value, str) and value:
-        if lowered in ("email", "login"):
-            return mask_email(value)
-        if lowered == "phone":
-            return mask_phone(value)
-        if lowered == "display_name":
-            return mask_name(value)
-        if any(part in lowered for part in _MASK_WHOLE):
-            return MASK
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, datetime):
-        return _iso(value)
-    return value
+    return mask_fields(value, name)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from infra.pii import mask_email, mask_phone
+from base.pii import mask_email, mask_phone
 from infra.projection import Insert, Keep, Statement, Update, Upsert
 
 # Phases: rows exist before anything updates them; preference rows depend on no

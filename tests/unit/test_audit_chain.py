@@ -157,7 +157,7 @@ def test_personal_data_and_secrets_are_masked_in_history_payloads():
         "phone": "+33******78",
         "display_name": "A*** M***",
         "text": "***",
-        "raw": "***",
+        "raw": '{"text":"***"}',
         "sealed_password": "***",
         "token_hash": "***",
         "totp_secret": "***",

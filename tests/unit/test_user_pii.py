@@ -1,4 +1,4 @@
-"""infra.pii: the masking of emails, phones and names that logs, rejection
+"""base.pii: the masking of emails, phones and names that logs, rejection
 reasons and the member directory rely on, over hand-picked and arbitrary inputs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.pii import mask_email, mask_name, mask_phone
+from base.pii import mask_email, mask_name, mask_phone
 
 
 @pytest.mark.parametrize(
