@@ -21,6 +21,7 @@ SettingsError naming the variable."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -158,6 +159,24 @@ class Settings(BaseSettings):
     s3_access_key: str = "poseidon"
     s3_secret_key: str = Field("poseidon-secret", repr=False)
     s3_region: str = "us-east-1"
+    attachment_hosts: Annotated[tuple[str, ...], NoDecode] = ("*.fbcdn.net", "*.fbsbx.com")
+    """Hosts the MinIO spoke fetches attachments from (comma-separated): an exact host
+    (`lookaside.fbsbx.com`), or `*.` and a domain for every host below it (`*.fbcdn.net`,
+    not `fbcdn.net` itself). The default is Facebook's CDNs, where Messenger's attachment
+    URLs point (`lookaside.fbsbx.com` falls under `*.fbsbx.com`). An attachment URL comes
+    from a webhook, so anyone who can shape one could otherwise make the spoke fetch
+    anything the spoke can reach: a URL on another host is refused, not fetched. Only
+    https, unless POSEIDON_DEV_MODE (the stand-ins serve plain http on 127.0.0.1)."""
+    attachment_allowed_addresses: Annotated[tuple[str, ...], NoDecode] = ()
+    """Exact IP addresses an attachment host may resolve to although they are not public
+    (loopback, private, link-local…), comma-separated: `127.0.0.1` for the stand-ins of
+    development and the tests; empty in production. Every other such address is refused,
+    and the cloud metadata addresses (169.254.169.254, fd00:ec2::254) even when listed."""
+    attachment_timeout_s: float = 30.0
+    """One deadline for the whole download of an attachment: resolving, connecting, every
+    redirect and every read. A source that drips its bytes is cut off here; a timeout per
+    read alone would let it hold the spoke for as long as it keeps dripping. 30 s fetches
+    the 25 MiB cap at 1 MB/s and is half the inbound saga's 60 s for `store_attachments`."""
     spoke_max_attempts: int = 4
     breaker_fail_max: int = 5
     breaker_reset_s: float = 30.0
@@ -210,6 +229,12 @@ class Settings(BaseSettings):
     def _without_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("attachment_hosts", "attachment_allowed_addresses", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(str(item).strip().lower().rstrip(".") for item in items if str(item).strip())
+
     @field_validator("inbound_saga_deadlines_s", mode="before")
     @classmethod
     def _deadlines(cls, value: Any) -> Any:
@@ -233,6 +258,9 @@ class Settings(BaseSettings):
             raise SettingsError(f"POSEIDON_ODOO_PROTOCOL must be xmlrpc or json2, not {self.odoo_protocol!r}")
         if self.spoke_max_attempts < 1 or self.breaker_fail_max < 1 or self.breaker_reset_s <= 0 or self.http_timeout_s <= 0:
             raise SettingsError("spoke retry, breaker and timeout settings must be positive")
+        _check_attachment_sources(self.attachment_hosts, self.attachment_allowed_addresses)
+        if self.attachment_timeout_s <= 0:
+            raise SettingsError("POSEIDON_ATTACHMENT_TIMEOUT_S must be positive")
         if self.message_charge_minor < 0:
             raise SettingsError("POSEIDON_MESSAGE_CHARGE_MINOR cannot be negative")
         if self.ingress_body_timeout_s <= 0:
@@ -380,6 +408,19 @@ def _settings_error(exc: ValidationError) -> SettingsError:
     if error["type"] == "extra_forbidden":
         return SettingsError(f"{loc[0] if loc else '?'} is not a setting")
     return SettingsError(f"{variable}: {error['msg']}")
+
+
+def _check_attachment_sources(hosts: Iterable[str], addresses: Iterable[str]) -> None:
+    """Every host pattern names a host (`*` alone would allow every host); every address is one."""
+    for pattern in hosts:
+        host = pattern.removeprefix("*.")
+        if not host or "*" in host or "/" in host or "@" in host:
+            raise SettingsError(f"POSEIDON_ATTACHMENT_HOSTS: {pattern!r} is neither a host nor '*.' and a domain")
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SettingsError(f"POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES: {address!r} is not an IP address") from None
 
 
 def _deadlines(raw: str) -> dict[str, float]:

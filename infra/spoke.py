@@ -234,6 +234,7 @@ class SpokeContext:
         spoke fetches from the chat platform's CDN before it writes to S3).
         `at_most_once`: a failure whose outcome is unknown (OUTCOME_UNKNOWN: the
         request left, no answer came) is raised at once, never retried."""
+        system = system or self.spec.system
         breaker = self.breaker(tenant_id, system)
         self.attempts = 0
 
@@ -258,16 +259,20 @@ class SpokeContext:
         ):
             with attempt:
                 self.attempts += 1
-                return await self._through_breaker(breaker, operation, fn)
+                return await self._through_breaker(breaker, system, operation, fn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _through_breaker(self, breaker: pybreaker.CircuitBreaker, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _through_breaker(
+        self, breaker: pybreaker.CircuitBreaker, system: str, operation: str, fn: Callable[[], Awaitable[T]]
+    ) -> T:
         # pybreaker is synchronous: refuse while open (its own rule), make the async
-        # call, then let the breaker account for the outcome by replaying it.
+        # call, then let the breaker account for the outcome by replaying it. Reasons and
+        # metrics name the system called (`system`), not the spoke's own: the MinIO
+        # spoke's CDN failures must not read as S3 failures.
         if breaker.current_state == pybreaker.STATE_OPEN:
             opened_at = self._breaker_states[breaker.name].opened_at
             if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout):
-                raise BreakerOpen(f"{self.spec.system} breaker open for {breaker.name.split(':', 1)[1]}; not calling")
+                raise BreakerOpen(f"{system} breaker open for {breaker.name.split(':', 1)[1]}; not calling")
         try:
             result = await fn()
         except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -275,20 +280,20 @@ class SpokeContext:
             # (a read timeout, a connection dropped mid-answer): it may have been done.
             never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
             failure: BaseException = RetryableError(
-                f"{operation}: {type(exc).__name__} talking to {self.spec.system}",
+                f"{operation}: {type(exc).__name__} talking to {system}",
                 code="unreachable" if never_sent else OUTCOME_UNKNOWN,
             )
         except SpokeError as exc:
             failure = exc
         else:
             breaker.call(lambda: result)
-            SPOKE_CALLS.labels(self.spec.name, self.spec.system, "ok").inc()
+            SPOKE_CALLS.labels(self.spec.name, system, "ok").inc()
             return result
-        SPOKE_CALLS.labels(self.spec.name, self.spec.system, getattr(failure, "code", "error")).inc()
+        SPOKE_CALLS.labels(self.spec.name, system, getattr(failure, "code", "error")).inc()
         try:
             breaker.call(_raise, failure)
         except pybreaker.CircuitBreakerError:
-            raise BreakerOpen(f"{self.spec.system} breaker opened after repeated failures ({failure})") from failure
+            raise BreakerOpen(f"{system} breaker opened after repeated failures ({failure})") from failure
         raise failure  # pragma: no cover - breaker.call re-raises
 
 

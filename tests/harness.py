@@ -87,6 +87,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_STATE_DIR=settings.state_dir,
         POSEIDON_JWT_KEYS_DIR=settings.keys_dir,
         POSEIDON_DEV_MODE="1" if settings.dev_mode else "",
+        POSEIDON_ATTACHMENT_HOSTS=",".join(settings.attachment_hosts),
+        POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES=",".join(settings.attachment_allowed_addresses),
     )
     env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
     env.update({f"POSEIDON_PG_DSN_{store.upper()}": dsn for store, dsn in settings.pg_dsns.items()})
@@ -107,6 +109,10 @@ class Proc:
     """Extra environment (`launch`), on top of the namespace's settings."""
 
 
+STANDIN_ATTACHMENT_SOURCES = {"attachment_hosts": ("127.0.0.1",), "attachment_allowed_addresses": ("127.0.0.1",)}
+"""The stand-ins serve attachments from 127.0.0.1 (over http, which dev mode allows)."""
+
+
 @dataclass
 class Platform:
     """The platform's processes for one test namespace."""
@@ -114,6 +120,9 @@ class Platform:
     settings: Settings
     workdir: Path
     procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.settings = self.settings.with_(**STANDIN_ATTACHMENT_SOURCES)
 
     def start(self, role: str, hub: str = "wallet", wait: bool = True) -> Proc:
         name = f"{hub}-{role}"

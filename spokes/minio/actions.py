@@ -1,18 +1,15 @@
 """What the MinIO spoke does, as plain async functions the spoke's handler calls in one
-line: fetch an attachment from the platform's URL (streamed, bounded) and store it in the
-tenant's bucket; remove it again (the compensation). Outcomes carry the object key and
-what the object is, never its bytes or the (signed) source URL."""
+line: fetch an attachment from the platform's URL (client.AttachmentSource: allow-listed
+hosts, public addresses, one deadline, a size cap) and store it in the tenant's bucket;
+remove it again (the compensation). Outcomes carry the object key and what the object
+is, never its bytes or the (signed) source URL."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import httpx
-
-from infra.spoke import Outcome, PermanentError, RetryableError, SpokeContext
-from spokes.minio.client import S3Store
+from infra.spoke import Outcome, PermanentError, SpokeContext
+from spokes.minio.client import AttachmentSource, S3Store
 from spokes.minio.translate import (
     bucket_for_tenant,
     choose_content_type,
@@ -24,17 +21,12 @@ from spokes.minio.translate import (
 )
 
 SOURCE_SYSTEM = "attachment-source"
+"""The chat platform's CDN: a system of its own, with its own breaker. Its failures say
+nothing about S3, so they must never count against (or be reported as) the S3 breaker."""
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 SNIFF_BYTES = 64
 STORE_OPERATION = "store_attachment"
 DELETE_OPERATION = "delete_attachment"
-
-
-@dataclass(frozen=True)
-class Fetched:
-    body: bytes
-    content_type: str
-    """As the source declared it (may be empty or generic)."""
 
 
 async def store_attachment(
@@ -48,11 +40,14 @@ async def store_attachment(
     source_url: str,
     filename: str = "",
     max_bytes: int = MAX_ATTACHMENT_BYTES,
+    source: AttachmentSource | None = None,
 ) -> Outcome:
     """Store attachment `index` of a message in the tenant's bucket under
     `<conversation>/<message>/<index>-<file name>`. Idempotent: when that key already
-    exists, nothing is fetched or written and the stored object is reported again."""
-    check_source_url(source_url)
+    exists, nothing is fetched or written and the stored object is reported again.
+    A URL that may not be fetched is refused before S3 is asked anything."""
+    source = source or AttachmentSource(ctx.settings)
+    source.check(source_url)
     name = filename or filename_from_url(source_url)
     try:
         bucket_for_tenant(tenant_id)
@@ -68,9 +63,7 @@ async def store_attachment(
 
     # Fetch and put are retried apart: an S3 hiccup does not download the bytes again.
     # The chat platform's CDN is another system than S3: its own breaker, its own metric.
-    fetched = await ctx.call(
-        tenant_id, "fetch_attachment", lambda: fetch_bounded(ctx.http, source_url, max_bytes), system=SOURCE_SYSTEM
-    )
+    fetched = await ctx.call(tenant_id, "fetch_attachment", lambda: source.fetch(source_url, max_bytes), system=SOURCE_SYSTEM)
     body = fetched.body
     content_type = choose_content_type(fetched.content_type, body[:SNIFF_BYTES], name)
     sha256 = hashlib.sha256(body).hexdigest()
@@ -98,62 +91,3 @@ async def delete_attachment(ctx: SpokeContext, store: S3Store, *, tenant_id: str
     bucket = await ctx.call(tenant_id, "ensure_bucket", lambda: store.ensure_bucket(tenant_id))
     await ctx.call(tenant_id, "delete_object", lambda: store.delete_object(bucket, key))
     return Outcome(DELETE_OPERATION, detail="deleted", external_id=key, data={"bucket": bucket, "key": key})
-
-
-def check_source_url(url: str) -> None:
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentError("attachment source must be an http(s) URL", code="invalid_source_url")
-
-
-async def fetch_bounded(http: httpx.AsyncClient, url: str, max_bytes: int) -> Fetched:
-    """GET the attachment, streamed; refuses more than `max_bytes` before reading it
-    (declared length) or as soon as it passes it (undeclared). Errors never name the URL:
-    platform attachment URLs are signed."""
-    try:
-        async with http.stream("GET", url, headers={"Accept": "*/*"}, follow_redirects=True) as response:
-            check_source_status(response)
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise too_large(max_bytes)
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise too_large(max_bytes)
-            return Fetched(bytes(body), response.headers.get("content-type", ""))
-    except httpx.TooManyRedirects:
-        raise PermanentError("attachment source redirects too often", code="source_redirect_loop") from None
-    except httpx.DecodingError:
-        raise PermanentError("attachment source sent an undecodable body", code="source_undecodable") from None
-
-
-def too_large(max_bytes: int) -> PermanentError:
-    return PermanentError(f"attachment larger than {max_bytes} bytes: not stored", code="too_large")
-
-
-def check_source_status(response: httpx.Response) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    reason = f"attachment source answered {status}"
-    if status in (404, 410):
-        raise PermanentError(reason, code="source_not_found")
-    if status in (401, 403):
-        # Platform CDN URLs are signed and expire: asking again will not help.
-        raise PermanentError(reason, code="source_forbidden")
-    if status in (408, 425, 429):
-        raise RetryableError(
-            reason, code="rate_limited" if status == 429 else "source_timeout", retry_after=_retry_after(response)
-        )
-    if status >= 500:
-        raise RetryableError(reason, code="source_unavailable", retry_after=_retry_after(response))
-    raise PermanentError(reason, code=f"source_http_{status}")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

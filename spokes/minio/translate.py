@@ -1,14 +1,16 @@
 """Pure naming and metadata rules of the attachment store: the bucket of a tenant, the
 key of an attachment, the user metadata stored with it, the content type when the
-platform gives none, and what an outcome may say about a stored object (never its bytes).
-No I/O: nothing here imports an S3 client, httpx or aiohttp."""
+platform gives none, what an outcome may say about a stored object (never its bytes),
+and which attachment sources may be fetched (allow-listed hosts, public addresses).
+No I/O: nothing here imports an S3 client, httpx or aiohttp, nor resolves a name."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 BUCKET_PREFIX = "poseidon-t-"
@@ -241,3 +243,72 @@ def stored_data_from_head(bucket: str, key: str, head: Mapping[str, object]) -> 
 def attachment_record(data: Mapping[str, str]) -> dict[str, object]:
     """The attachment as the Message hub records it (`RecordInboundMessage.attachments`)."""
     return {"kind": data["kind"], "key": data["key"], "content_type": data["content_type"], "size_bytes": int(data["size"])}
+
+
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+"""Cloud instance metadata (AWS, GCP and Azure share the IPv4 one; AWS has the IPv6 one):
+it hands out the machine's credentials, so it is refused even when listed as allowed."""
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_REFUSED_KINDS = ("unspecified", "loopback", "link_local", "multicast", "private", "reserved")
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """`host` is one of `patterns`: equal to an exact host, or below the domain of a
+    `*.domain` pattern (`a.fbcdn.net` and `a.b.fbcdn.net` for `*.fbcdn.net`, never
+    `fbcdn.net` itself, nor `evilfbcdn.net`)."""
+    host = host.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def source_refusal(scheme: str, host: str, *, hosts: Iterable[str], allow_http: bool) -> tuple[str, str] | None:
+    """Why an attachment URL of this scheme and host may not be fetched, as (error code,
+    reason); None when it may. The reason names the host (no secret), never the URL (signed)."""
+    if scheme not in ("http", "https") or not host:
+        return "invalid_source_url", "attachment source must be an http(s) URL"
+    if scheme == "http" and not allow_http:
+        return "source_not_https", f"attachment source {host} is plain http: only https outside development mode"
+    if not host_allowed(host, hosts):
+        return "source_host_refused", f"attachment source {host} is not an allowed attachment host"
+    return None
+
+
+def address_refusal(address: str, allowed: Iterable[str] = ()) -> str | None:
+    """What kind of address `address` is when attachments may not be fetched from it
+    (`loopback`, `private`, `cloud metadata`, …); None when they may: a globally reachable
+    address, or one of `allowed` (exact addresses, for the stand-ins of development).
+    An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo, NAT64) is judged as the
+    IPv4 address it reaches, so `::ffff:127.0.0.1` is loopback."""
+    ip = _unmapped(ipaddress.ip_address(address.split("%", 1)[0]))  # a zone id only scopes link-local
+    # NAT64 (DNS64 networks) reaches exactly its IPv4 address; the others reach both.
+    reached = [*_embedded_ipv4(ip)] if ip in _NAT64 else [ip, *_embedded_ipv4(ip)]
+    if any(a in METADATA_ADDRESSES for a in reached):
+        return "cloud metadata"
+    if ip in {_unmapped(ipaddress.ip_address(a)) for a in allowed}:
+        return None
+    for a in reached:
+        for kind in _REFUSED_KINDS:
+            if getattr(a, f"is_{kind}"):
+                return kind.replace("_", "-")
+        if not a.is_global:  # e.g. shared address space 100.64.0.0/10 (carrier NAT)
+            return "not globally reachable"
+    return None
+
+
+def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    embedded = [ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64:
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [a for a in embedded if a is not None]

@@ -24,7 +24,7 @@ from spokes.minio import PER_TENANT_BREAKER, SYSTEM
 from spokes.minio.actions import MAX_ATTACHMENT_BYTES, SOURCE_SYSTEM, delete_attachment, store_attachment
 from spokes.minio.client import S3Store
 from spokes.minio.translate import bucket_for_tenant
-from tests.harness import free_port
+from tests.harness import STANDIN_ATTACHMENT_SOURCES, free_port
 from tests.standins.attachment_source import running_attachment_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +72,8 @@ def settings(s3_url: str) -> Settings:
         s3_access_key=env.s3_access_key,
         s3_secret_key=env.s3_secret_key,
         s3_region=env.s3_region,
+        dev_mode=True,  # the stand-in CDN serves http
+        **STANDIN_ATTACHMENT_SOURCES,
     )
 
 
