@@ -116,11 +116,20 @@ class Settings(BaseSettings):
     secrets_dir: str = ""
     """Folder of secret files, one per variable (`POSEIDON_S3_SECRET_KEY`); empty: none."""
     jwt_keys_dir: str = ""
-    """Folder of ES256 signing keys `<kid>.pem`; empty: `<state_dir>/jwt-keys`."""
+    """Folder of ES256 signing keys `<kid>.pem` (private: only the Identity hub needs it); empty: `<state_dir>/jwt-keys`."""
+    jwt_public_keys_dir: str = ""
+    """Folder of the signing keys' public halves `<kid>.pem`, all a verifier reads (every gRPC
+    server, the dashboard); empty: `<jwt keys dir>/public`, where the Identity hub publishes them."""
     identity_sealing_keys_dir: str = ""
     """AES-256-GCM keys sealing password hashes and TOTP secrets; empty: `<state_dir>/identity-sealing-keys`."""
     jwt_issuer: str = "poseidon-identity"
     jwt_audience: str = "poseidon"
+    login_rate_per_min: float = Field(20.0, gt=0)
+    """Login attempts per client address per minute (burst: the same number), counted before
+    any password is hashed; beyond it the Identity hub answers RESOURCE_EXHAUSTED with the wait."""
+    login_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1", "::1")
+    """Addresses whose `x-poseidon-client-address` metadata is believed (the dashboard, the API
+    gateway log in on behalf of browsers); any other caller's own address is its source."""
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
     token: str = Field("", repr=False)
@@ -235,6 +244,12 @@ class Settings(BaseSettings):
         items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item).strip().lower().rstrip(".") for item in items if str(item).strip())
 
+    @field_validator("login_trusted_proxies", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(str(item).strip() for item in items if str(item).strip())
+
     @field_validator("inbound_saga_deadlines_s", mode="before")
     @classmethod
     def _deadlines(cls, value: Any) -> Any:
@@ -288,6 +303,10 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> str:
         return self.jwt_keys_dir or os.path.join(self.state_dir, "jwt-keys")
+
+    @property
+    def public_keys_dir(self) -> str:
+        return self.jwt_public_keys_dir or os.path.join(self.keys_dir, "public")
 
     def topic(self, name: str) -> str:
         """Physical Kafka topic name for a logical one (`wallet.events`)."""

@@ -154,7 +154,7 @@ async def start(start_service: Callable[..., procs.Service], run_env: dict[str, 
     specs = [*bootstrap.all_topics(), TopicSpec(RAW_TOPIC, {"cleanup.policy": "delete"})]
     await ensure_topics(settings, specs)
     await wait_for_leaders(settings, [settings.topic(s.name) for s in specs])
-    Keyring(settings.keys_dir).signing_key()  # one key before anyone signs or verifies (no race to create it)
+    Keyring.of(settings).signing_key()  # one key before anyone signs or verifies (no race to create it)
 
     processes = []
     for args in PROCESSES:

@@ -116,7 +116,7 @@ class Run:
         """A platform-scope token from the run's keyring, as a service caller would hold."""
         from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
 
-        return TokenIssuer(Keyring(self.settings.keys_dir), self.settings).access_token(
+        return TokenIssuer(Keyring.of(self.settings), self.settings).access_token(
             "bench", "service", [PLATFORM_SCOPE], ttl_s=3600
         )
 

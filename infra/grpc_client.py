@@ -32,7 +32,7 @@ class PlatformToken(grpc.aio.UnaryUnaryClientInterceptor):
     def token(self) -> str:
         now = time.monotonic()
         if now >= self._renew_at:
-            issuer = TokenIssuer(Keyring(self.settings.keys_dir), self.settings)
+            issuer = TokenIssuer(Keyring.of(self.settings), self.settings)
             self._token = issuer.access_token(self.actor, "service", [PLATFORM_SCOPE], ttl_s=self.ttl_s)
             self._renew_at = now + self.ttl_s * 0.5
         return self._token

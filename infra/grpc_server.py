@@ -61,6 +61,10 @@ class FailedPrecondition(Exception):
     """The request is well-formed but the state does not allow it (a command was rejected)."""
 
 
+class ResourceExhausted(Exception):
+    """Too many requests from this caller or source: the message says when to retry."""
+
+
 @dataclass(frozen=True)
 class ServiceDeps:
     """What a hub's servicer may use; built once per server by the bootstrap."""
@@ -69,7 +73,8 @@ class ServiceDeps:
     pool: asyncpg.Pool
     """Pool whose search_path is the hub's read-store schema."""
     authorizer: Authorizer
-    keyring: Keyring
+    keyring: Keyring | None
+    """The private signing keys, for the one service that issues tokens (`issues_tokens`); None elsewhere."""
     commands: CommandClient | None
     """Started when the service declares `sends_commands`; None otherwise."""
 
@@ -88,6 +93,9 @@ class QueryService:
     """Full method names callable without a token (`/pkg.Service/Login`)."""
     sends_commands: bool = False
     """The service sends commands to hubs (Identity, Tenant): start a CommandClient."""
+    issues_tokens: bool = False
+    """The service signs access tokens (Identity): it alone is handed the private keyring.
+    Every server verifies with the public keys only."""
 
 
 _UNGUARDED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -99,6 +107,7 @@ _REFUSAL_STATUS = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 """A refusal the caller is told about as it is: its status and its own message."""
 _REFUSALS = tuple(refusal for refusal, _ in _REFUSAL_STATUS)
@@ -215,7 +224,7 @@ async def start_server(
         reset=keep_session,
         server_settings={"search_path": schema, "application_name": f"{service.hub}-grpc"},
     )
-    keyring = Keyring(settings.keys_dir)
+    keyring = Keyring.of(settings) if service.issues_tokens else None
     stores = Stores(settings, max_size=10)  # role lookups: one per guarded call, as many as the hub pool
     if commands is not None:
         await commands.start()
@@ -223,7 +232,7 @@ async def start_server(
         settings=settings, pool=pool, authorizer=Authorizer(role_lookup(stores)), keyring=keyring, commands=commands
     )
     server = grpc.aio.server(
-        interceptors=[GuardInterceptor(TokenVerifier(keyring, settings), service.public_methods)],
+        interceptors=[GuardInterceptor(TokenVerifier.of(settings), service.public_methods)],
         # Two servers on one port must fail loudly, not share it and answer each other's calls.
         options=[("grpc.so_reuseport", 0)],
     )

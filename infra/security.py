@@ -59,16 +59,27 @@ def set_current_principal(principal: Principal | None) -> contextvars.Token:
     return _current.set(principal)
 
 
-class Keyring:
-    """ES256 keys in a folder, one `<kid>.pem` (private key) each. The newest kid
-    signs; every key present verifies, so after `rotate()` tokens signed by the
-    previous key stay valid until they expire and the old file is removed."""
+PUBLIC_FOLDER = "public"
+"""Where a keyring publishes its public keys by default (`<keys dir>/public/<kid>.pem`)."""
 
-    def __init__(self, folder: str | Path):
+
+class Keyring:
+    """The issuer's side: ES256 private keys in a folder, one `<kid>.pem` each; only
+    the Identity hub (and `poseidon token issue`) holds one. The newest kid signs.
+    Every key's public half is published as `<kid>.pem` in the public folder, which
+    is all a verifier reads (`PublicKeys`): after `rotate()` tokens signed by the
+    previous key stay valid until they expire; `remove(kid)` revokes it everywhere."""
+
+    def __init__(self, folder: str | Path, public_folder: str | Path | None = None):
         self.folder = Path(folder)
+        self.public_folder = Path(public_folder) if public_folder is not None else self.folder / PUBLIC_FOLDER
         self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._loaded_at = 0.0
         self._stamp: int | None = -1
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keyring:
+        return cls(settings.keys_dir, settings.public_keys_dir)
 
     def _load(self) -> None:
         self._private = {}
@@ -78,7 +89,31 @@ class Keyring:
                 if not isinstance(key, ec.EllipticCurvePrivateKey):
                     raise ValueError(f"{path} is not an EC key")
                 self._private[path.stem] = key
+                self._publish(path.stem, key)
         self._loaded_at = time.monotonic()
+
+    def _publish(self, kid: str, key: ec.EllipticCurvePrivateKey) -> None:
+        """Write the public half where verifiers read it (once; written whole, then renamed in)."""
+        target = self.public_folder / f"{kid}.pem"
+        if target.exists():
+            return
+        self.public_folder.mkdir(parents=True, exist_ok=True)
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        partial = self.public_folder / f".{kid}.pem.{os.getpid()}"
+        partial.write_bytes(pem)
+        partial.replace(target)
+
+    def remove(self, kid: str) -> bool:
+        """Revoke a key: its private and public files go; every verifier drops it
+        within `PublicKeys.RECHECK_S` and refuses the tokens it signed. False when
+        no such key."""
+        found = False
+        for path in (self.folder / f"{kid}.pem", self.public_folder / f"{kid}.pem"):
+            if path.exists():
+                path.unlink()
+                found = True
+        self._load()
+        return found
 
     def rotate(self) -> str:
         """Create a new signing key; returns its kid. Kids sort by creation time."""
@@ -115,14 +150,70 @@ class Keyring:
         return kid, self._private[kid]
 
     def public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
-        if kid not in self._private and time.monotonic() - self._loaded_at > 1.0:
-            self._load()  # a key rotated in by another process
+        self._reload_if_changed()
         key = self._private.get(kid)
         return key.public_key() if key is not None else None
 
     def kids(self) -> list[str]:
         self._reload_if_changed()
         return sorted(self._private)
+
+
+class PublicKeys:
+    """The verifier's side: ES256 public keys, one `<kid>.pem` each, in a folder
+    (the keyring's public folder, or a mount of it). Never a private key: a file
+    holding one is refused. The folder is re-read when its listing changes, checked
+    at most every RECHECK_S, so a key added by a rotation verifies and a removed
+    key stops verifying in every running process within that time."""
+
+    RECHECK_S = 1.0
+    UNKNOWN_RECHECK_S = 0.0
+    """A kid not known yet (a rotation a moment ago) lists the folder again at once: a
+    listing of a few files costs less than the token's parsing, so a flood of made-up
+    kids buys an attacker nothing (the file is read only when the listing changed)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._stamp: tuple | None = None
+        self._checked_at = -float("inf")
+
+    def _listing(self) -> tuple:
+        try:
+            with os.scandir(self.folder) as entries:
+                return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.name.endswith(".pem")))
+        except FileNotFoundError:
+            return ()
+
+    def _refresh(self, interval: float | None = None) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < (self.RECHECK_S if interval is None else interval):
+            return
+        self._checked_at = now
+        listing = self._listing()
+        if listing == self._stamp:
+            return
+        keys = {}
+        for name, _, _ in listing:
+            path = self.folder / name
+            data = path.read_bytes()
+            if b"PRIVATE KEY" in data:
+                raise ValueError(f"{path} holds a private key: a verifier's folder holds public keys only")
+            key = serialization.load_pem_public_key(data)
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise ValueError(f"{path} is not an EC public key")
+            keys[path.stem] = key
+        self._keys, self._stamp = keys, listing
+
+    def get(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        self._refresh()
+        if kid not in self._keys:
+            self._refresh(self.UNKNOWN_RECHECK_S)
+        return self._keys.get(kid)
+
+    def kids(self) -> list[str]:
+        self._refresh()
+        return sorted(self._keys)
 
 
 class TokenIssuer:
@@ -156,27 +247,36 @@ class TokenIssuer:
 
 
 class TokenVerifier:
+    """Checks access tokens against public keys only (`PublicKeys`)."""
+
     CACHE_SIZE = 10_000
 
-    def __init__(self, keyring: Keyring, settings: Settings, leeway_s: int = 5):
-        self.keyring, self.settings, self.leeway_s = keyring, settings, leeway_s
+    def __init__(self, keys: PublicKeys, settings: Settings, leeway_s: int = 5):
+        self.keys, self.settings, self.leeway_s = keys, settings, leeway_s
         # A token is immutable: once its signature and claims checked out, only
-        # its expiry can change the answer. Saves an ECDSA verify per call.
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        # its expiry or the removal of its key can change the answer. Saves an
+        # ECDSA verify per call.
+        self._verified: dict[str, tuple[Principal, float, str]] = {}
+
+    @classmethod
+    def of(cls, settings: Settings) -> TokenVerifier:
+        """The verifier of a process that verifies but never signs (every gRPC server, the dashboard)."""
+        return cls(PublicKeys(settings.public_keys_dir), settings)
 
     def verify(self, token: str) -> Principal:
         hit = self._verified.get(token)
         if hit is not None:
-            if time.time() < hit[1] + self.leeway_s:
-                return hit[0]
+            principal, expires_at, kid = hit
+            if time.time() < expires_at + self.leeway_s and self.keys.get(kid) is not None:
+                return principal
             del self._verified[token]
-        principal, expires_at = self._verify(token)
+        principal, expires_at, kid = self._verify(token)
         if len(self._verified) >= self.CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (principal, expires_at)
+        self._verified[token] = (principal, expires_at, kid)
         return principal
 
-    def _verify(self, token: str) -> tuple[Principal, float]:
+    def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -186,7 +286,7 @@ class TokenVerifier:
         if header.get("alg") != ALGORITHM:
             raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted")
         kid = header.get("kid")
-        key = self.keyring.public_key(kid) if isinstance(kid, str) else None
+        key = self.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise Unauthenticated(f"unknown signing key id {kid!r}")
         try:
@@ -213,7 +313,7 @@ class TokenVerifier:
         principal = Principal(
             id=str(claims["sub"]), kind=str(claims.get("kind", "user")), scopes=scopes, token_id=str(claims.get("jti", ""))
         )
-        return principal, float(claims["exp"])
+        return principal, float(claims["exp"]), kid
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:

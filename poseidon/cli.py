@@ -138,7 +138,7 @@ def token_issue(principal: str, kind: str, platform_scope: bool, ttl: int) -> No
 
     settings = _settings()
     scopes = [PLATFORM_SCOPE] if platform_scope else []
-    click.echo(TokenIssuer(Keyring(settings.keys_dir), settings).access_token(principal, kind, scopes, ttl_s=ttl))
+    click.echo(TokenIssuer(Keyring.of(settings), settings).access_token(principal, kind, scopes, ttl_s=ttl))
 
 
 @token.command("rotate")
@@ -147,7 +147,19 @@ def token_rotate() -> None:
     from infra.security import Keyring
 
     settings = _settings()
-    click.echo(Keyring(settings.keys_dir).rotate())
+    click.echo(Keyring.of(settings).rotate())
+
+
+@token.command("remove-key")
+@click.argument("kid")
+def token_remove_key(kid: str) -> None:
+    """Revoke a signing key: its private and public files go, and every running
+    verifier refuses the tokens it signed within a second (the newest remaining key signs)."""
+    from infra.security import Keyring
+
+    if not Keyring.of(_settings()).remove(kid):
+        raise click.ClickException(f"no signing key {kid!r}")
+    click.echo(f"removed {kid}")
 
 
 _TYPES = {"int": int, "str": str, "int | None": int}

@@ -209,7 +209,7 @@ def mint_token(settings: Settings, principal_id: str, kind: str = "user", scopes
     """An access token signed with the namespace's keyring, as the Identity hub would."""
     from infra.security import Keyring, TokenIssuer
 
-    return TokenIssuer(Keyring(settings.keys_dir), settings).access_token(principal_id, kind, scopes, ttl_s=ttl_s)
+    return TokenIssuer(Keyring.of(settings), settings).access_token(principal_id, kind, scopes, ttl_s=ttl_s)
 
 
 def platform_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:

@@ -11,9 +11,15 @@ Rules:
 - Passwords and TOTP secrets are only ever recorded sealed (`sealed.v1.` prefix);
   refresh tokens only as SHA-256 hashes. The aggregate keeps neither sealed
   value in its own state: only the events (for the read store) carry them.
-- MAX_FAILED_LOGINS consecutive failures lock the principal for LOCKOUT; while
-  locked every login outcome is refused and nothing is recorded; a success
-  resets the count.
+- Failures count per (principal, source), the source being a keyed fingerprint of
+  the client address the Identity service saw: MAX_FAILED_LOGINS consecutive
+  failures from one source lock that source out for LOCKOUT; while locked, its
+  failures are refused unrecorded and so is a success without a verified TOTP code —
+  a success with one (password and code both right) is never refused for a lockout,
+  and other sources are not locked at all, so nobody can lock someone else out. A
+  success resets its source's count. At most MAX_SOURCES sources are remembered
+  (the least recently failing is forgotten). Events written before sources existed
+  carry the source "" and lock only that source, which no new attempt uses.
 - A login starts a refresh-token family (one session). Its tokens carry the
   family id, a generation and a family secret; the aggregate keeps the family
   secret's hash (`family_proof`), the current generation and the current token's
@@ -22,7 +28,9 @@ Rules:
   principal keeps at most MAX_SESSIONS live families (the oldest is revoked).
 - TOTP (RFC 6238): an enrolment is pending until confirmed with a valid code;
   once active every login needs a code, and a time step once used (to confirm
-  or to log in) is never accepted again."""
+  or to log in) is never accepted again. A reset (ResetTotp, by an operator, with
+  a reason; audited as TotpReset with its actor) turns TOTP off and ends every
+  session, so the principal enrols again after logging in with the password."""
 
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ from hubs.identity.commands import (
     RecordLoginFailure,
     RecordLoginSuccess,
     RegisterPrincipal,
+    ResetTotp,
     RevokeAllRefreshFamilies,
     RevokeRefreshFamily,
     RotateRefreshToken,
@@ -60,6 +69,8 @@ KINDS = ("user", "service")
 FAILURE_REASONS = ("password", "totp")
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
+MAX_SOURCES = 1000
+_SOURCE = re.compile(r"^[0-9a-f]{0,64}$")
 MAX_SESSIONS = 50
 MAX_REASON = 200
 _LOGIN = re.compile(r"^[a-z0-9][a-z0-9._%+@-]{1,252}[a-z0-9]$")
@@ -83,6 +94,10 @@ class TotpCodeReused(Rejected):
 
 
 class TotpAlreadyEnabled(Rejected):
+    pass
+
+
+class TotpNotEnabled(Rejected):
     pass
 
 
@@ -130,15 +145,33 @@ class Principal(Aggregate):
         self.families: dict[str, dict] = {}
         """Live refresh-token families: id → proof, hash, generation, expires_at."""
 
-    def is_locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and now < self.locked_until
+    @property
+    def sources(self) -> dict[str, dict]:
+        """Source fingerprint → {"failed": consecutive failures, "locked_until": datetime | None}.
+        Kept in __dict__ so a principal stored before sources existed loads with none."""
+        return self.__dict__.setdefault("_sources", {})
+
+    def is_locked(self, now: datetime, source: str = "") -> bool:
+        locked_until = self.sources.get(source, {}).get("locked_until")
+        if source == "" and self.locked_until is not None:
+            locked_until = self.locked_until  # recorded before sources existed
+        return locked_until is not None and now < locked_until
 
     # -- logins -------------------------------------------------------------
 
     def record_login_success(
-        self, family_id: str, family_proof: str, token_hash: str, expires_at: datetime, totp_step: int, now: datetime
+        self,
+        family_id: str,
+        family_proof: str,
+        token_hash: str,
+        expires_at: datetime,
+        totp_step: int,
+        now: datetime,
+        source: str = "",
     ) -> None:
-        check_not_locked(self, now)
+        check_source(source)
+        if totp_step < 0:
+            check_not_locked(self, now, source)
         check_uuid(family_id, "family_id")
         check_sha256(family_proof, "family_proof")
         check_sha256(token_hash, "token_hash")
@@ -149,16 +182,17 @@ class Principal(Aggregate):
         live = [fid for fid, f in self.families.items() if f["expires_at"] > now]
         for oldest in live[: max(0, len(live) - MAX_SESSIONS + 1)]:
             self._refresh_family_revoked(oldest, "session limit")
-        self._login_succeeded(family_id, family_proof, token_hash, expires_at, totp_step, now)
+        self._login_succeeded(family_id, family_proof, token_hash, expires_at, totp_step, now, source)
 
-    def record_login_failure(self, reason: str, now: datetime) -> None:
-        check_not_locked(self, now)
+    def record_login_failure(self, reason: str, now: datetime, source: str = "") -> None:
+        check_source(source)
+        check_not_locked(self, now, source)
         if reason not in FAILURE_REASONS:
             raise InvalidCommand(f"reason must be one of {', '.join(FAILURE_REASONS)}, not {reason!r}")
-        failed = self.failed_logins + 1
-        self._login_failed(reason, failed)
+        failed = self.sources.get(source, {}).get("failed", 0) + 1
+        self._login_failed(reason, failed, source)
         if failed >= MAX_FAILED_LOGINS:
-            self._principal_locked_out(now + LOCKOUT, failed)
+            self._principal_locked_out(now + LOCKOUT, failed, source)
 
     # -- refresh tokens -----------------------------------------------------
 
@@ -208,6 +242,14 @@ class Principal(Aggregate):
         check_sealed(sealed_secret, "sealed_secret")
         self._totp_enrollment_started(enrollment_id, sealed_secret)
 
+    def reset_totp(self, reason: str) -> None:
+        check_reason(reason)
+        if self.totp == "none":
+            raise TotpNotEnabled("TOTP is neither enabled nor being enrolled for this principal")
+        self._totp_reset(reason)
+        for family_id in list(self.families):
+            self._refresh_family_revoked(family_id, "totp reset")
+
     def confirm_totp(self, enrollment_id: str, step: int) -> None:
         if self.totp != "pending" or enrollment_id != self.totp_enrollment_id:
             raise UnknownTotpEnrollment(f"no pending TOTP enrolment {enrollment_id!r}")
@@ -218,22 +260,38 @@ class Principal(Aggregate):
 
     @event("LoginSucceeded")
     def _login_succeeded(
-        self, family_id: str, family_proof: str, token_hash: str, expires_at: datetime, totp_step: int, logged_in_at: datetime
+        self,
+        family_id: str,
+        family_proof: str,
+        token_hash: str,
+        expires_at: datetime,
+        totp_step: int,
+        logged_in_at: datetime,
+        source: str = "",
     ) -> None:
         self.families = {fid: f for fid, f in self.families.items() if f["expires_at"] > logged_in_at}
         self.families[family_id] = {"proof": family_proof, "hash": token_hash, "generation": 0, "expires_at": expires_at}
         self.failed_logins = 0
+        self.sources.pop(source, None)
         if totp_step >= 0:
             self.totp_last_step = totp_step
 
     @event("LoginFailed")
-    def _login_failed(self, reason: str, failed_logins: int) -> None:
-        self.failed_logins = failed_logins
+    def _login_failed(self, reason: str, failed_logins: int, source: str = "") -> None:
+        entry = self.sources.pop(source, {"failed": 0, "locked_until": None})
+        entry["failed"] = failed_logins
+        self.sources[source] = entry  # re-inserted: the most recently failing source is last
+        while len(self.sources) > MAX_SOURCES:
+            del self.sources[next(iter(self.sources))]
+        if source == "":
+            self.failed_logins = failed_logins
 
     @event("PrincipalLockedOut")
-    def _principal_locked_out(self, locked_until: datetime, failed_logins: int) -> None:
-        self.locked_until = locked_until
-        self.failed_logins = 0
+    def _principal_locked_out(self, locked_until: datetime, failed_logins: int, source: str = "") -> None:
+        self.sources[source] = {"failed": 0, "locked_until": locked_until}
+        if source == "":
+            self.locked_until = locked_until
+            self.failed_logins = 0
 
     @event("RefreshTokenRotated")
     def _refresh_token_rotated(self, family_id: str, generation: int, token_hash: str, expires_at: datetime) -> None:
@@ -257,6 +315,11 @@ class Principal(Aggregate):
     def _totp_enabled(self, enrollment_id: str, step: int) -> None:
         self.totp = "active"
         self.totp_last_step = step
+
+    @event("TotpReset")
+    def _totp_reset(self, reason: str) -> None:
+        self.totp = "none"
+        self.totp_enrollment_id = ""
 
 
 # -- checks -------------------------------------------------------------------
@@ -312,11 +375,14 @@ def check_reason(reason: str) -> None:
         raise InvalidCommand(f"reason must be 1 to {MAX_REASON} characters")
 
 
-def check_not_locked(principal: Principal, now: datetime) -> None:
-    if principal.is_locked(now):
-        raise PrincipalLocked(
-            f"locked after {MAX_FAILED_LOGINS} failed logins until {principal.locked_until.isoformat(timespec='seconds')}"
-        )
+def check_not_locked(principal: Principal, now: datetime, source: str = "") -> None:
+    if principal.is_locked(now, source):
+        raise PrincipalLocked(f"this source is locked out after {MAX_FAILED_LOGINS} failed logins for {LOCKOUT}")
+
+
+def check_source(source: str) -> None:
+    if not isinstance(source, str) or not _SOURCE.match(source):
+        raise InvalidCommand("source must be a lower-case hex fingerprint of at most 64 characters (never an address)")
 
 
 def check_step_is_fresh(principal: Principal, step: int) -> None:
@@ -367,10 +433,18 @@ def handle(principal: Principal | None, command: Command) -> Principal:
         raise AggregateNotFound(f"principal {meta.aggregate_id} does not exist")
     if isinstance(command, RecordLoginSuccess):
         principal.record_login_success(
-            command.family_id, command.family_proof, command.token_hash, command.expires_at, command.totp_step, now
+            command.family_id,
+            command.family_proof,
+            command.token_hash,
+            command.expires_at,
+            command.totp_step,
+            now,
+            command.source,
         )
     elif isinstance(command, RecordLoginFailure):
-        principal.record_login_failure(command.reason, now)
+        principal.record_login_failure(command.reason, now, command.source)
+    elif isinstance(command, ResetTotp):
+        principal.reset_totp(command.reason)
     elif isinstance(command, RotateRefreshToken):
         principal.rotate_refresh_token(
             command.family_id,

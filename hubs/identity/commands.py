@@ -36,11 +36,14 @@ class RecordLoginSuccess(IdentityCommand):
     token_hash: str
     expires_at: datetime
     totp_step: int = -1
+    source: str = ""
+    """Keyed fingerprint of the client address (hex); "" when unknown."""
 
 
 @dataclass(frozen=True)
 class RecordLoginFailure(IdentityCommand):
     reason: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,13 @@ class ConfirmTotp(IdentityCommand):
     step: int
 
 
+@dataclass(frozen=True)
+class ResetTotp(IdentityCommand):
+    """An operator turns a principal's TOTP off (lost device), with the reason audited."""
+
+    reason: str
+
+
 COMMANDS = (
     RegisterPrincipal,
     RecordLoginSuccess,
@@ -85,4 +95,5 @@ COMMANDS = (
     RevokeAllRefreshFamilies,
     StartTotpEnrollment,
     ConfirmTotp,
+    ResetTotp,
 )

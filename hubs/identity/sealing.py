@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import time
 import uuid
@@ -54,9 +56,11 @@ class Sealer:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self._keys: dict[str, AESGCM] = {}
+        self._fingerprint_key = b""
 
     def _load(self) -> None:
         keys: dict[str, AESGCM] = {}
+        first_raw = b""
         if self.folder.is_dir():
             for path in sorted(self.folder.glob("*.key")):
                 if path.stat().st_mode & 0o077:
@@ -68,7 +72,11 @@ class Sealer:
                 if len(raw) != 32:
                     raise SealError(f"{path} must hold a 256-bit key, not {len(raw) * 8} bits")
                 keys[path.stem] = AESGCM(raw)
+                first_raw = first_raw or raw
         self._keys = keys
+        # The oldest key (never deleted while anything sealed with it lives) keys the
+        # fingerprints, so a fingerprint stays the same across rotations.
+        self._fingerprint_key = hmac.new(first_raw, b"poseidon fingerprint v1", hashlib.sha256).digest() if first_raw else b""
 
     def ensure_key(self) -> str:
         """The sealing kid, creating the first key when the folder has none."""
@@ -87,6 +95,13 @@ class Sealer:
             f.write(base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)))
         self._load()
         return kid
+
+    def fingerprint(self, value: str, context: str) -> str:
+        """A keyed, stable, one-way name for `value` (a client address) in `context`:
+        32 hex characters that match for equal values and reveal nothing without the
+        key — unlike a plain hash, which the 2^32 IPv4 addresses would undo in seconds."""
+        self.ensure_key()
+        return hmac.new(self._fingerprint_key, f"{context}|{value}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def seal(self, plaintext: bytes, context: str) -> str:
         kid = self.ensure_key()

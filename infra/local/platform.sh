@@ -54,6 +54,9 @@ start() {
   if [ "${POSEIDON_STANDINS:-1}" = 1 ]; then
     # The stand-ins sign with the built-in development secrets: a development stack.
     export POSEIDON_DEV_MODE=${POSEIDON_DEV_MODE:-1}
+    # The Facebook stand-in serves attachments over http on loopback: allow exactly that.
+    export POSEIDON_ATTACHMENT_HOSTS=${POSEIDON_ATTACHMENT_HOSTS:-127.0.0.1}
+    export POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES=${POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES:-127.0.0.1}
     for name in facebook botpress odoo; do launch "standin-$name" "$PY" -m "tests.standins.$name"; done
   fi
   for hub in $("$POSEIDON" hubs); do

@@ -128,4 +128,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         ]
     if kind == "TotpEnabled":
         return [principal(totp_status="active", totp_last_step=record["step"])]
+    if kind == "TotpReset":
+        # Status "none" is what every check reads; the sealed secret is replaced by the next enrolment.
+        return [principal(totp_status="none")]
     raise ValueError(f"the identity read model has no mapping for {event_type}")

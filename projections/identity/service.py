@@ -5,6 +5,21 @@ and sends commands that carry only sealed values, hashes and time steps. The
 Principal aggregate decides every outcome (lockout, rotation, reuse, TOTP steps);
 this service never trusts the read store where a race would matter.
 
+Logins: every attempt is first counted against its client address (a token bucket
+per address, before any lookup or hash: unauthenticated callers cannot saturate
+the password KDF), then answered alike whatever failed — unknown login, wrong
+password, missing or wrong TOTP code, a locked-out source: "invalid login, password
+or code", at the cost of one KDF, so no answer tells whether an account exists or
+whether the password was right. Failures are recorded per (principal, source) —
+the source a keyed fingerprint of the address, never the address — in the
+background, so recording costs no time an observer could tell apart from an
+unknown login; the Principal aggregate locks a source out after repeated failures
+and never refuses a password with a fresh TOTP code for someone else's failures.
+A caller's source is its own address, or the `x-poseidon-client-address` metadata
+when the caller is a trusted proxy (POSEIDON_LOGIN_TRUSTED_PROXIES: the dashboard, a
+gateway). EnrollTotp needs the current password again; ResetTotp is an operator's,
+with a reason kept in the TotpReset event.
+
 Public (no token): Register (users sign themselves up), Login, Refresh,
 GetSigningKeys. Everything else needs the caller's access token and acts on the
 caller's own principal; a platform-scope caller may register service principals
@@ -15,10 +30,12 @@ are (`poseidon token issue --platform`)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import click
 import grpc
@@ -31,6 +48,7 @@ from hubs.identity.commands import (
     RecordLoginFailure,
     RecordLoginSuccess,
     RegisterPrincipal,
+    ResetTotp,
     RevokeAllRefreshFamilies,
     RevokeRefreshFamily,
     RotateRefreshToken,
@@ -50,7 +68,8 @@ from hubs.identity.events import REFRESH_TOKEN_ROTATED
 from hubs.identity.sealing import Sealer, password_context, sealing_keys_dir, totp_context
 from infra.arguments import canonical_uuid, is_canonical_uuid
 from infra.command_client import CommandResult, new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ResourceExhausted, ServiceDeps
+from infra.ratelimit import TokenBuckets
 from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
 from projections.identity import PROJECTION, queries
 from schemas.contracts import Command, InvalidCommand
@@ -63,19 +82,28 @@ PUBLIC = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("Register", "Login", "Refres
 COMMAND_TIMEOUT_S = 30.0  # a fresh processor first waits for its partitions
 PROJECTION_WAIT_S = 5.0
 KDF_CONCURRENCY = 2  # argon2id hashes at once (19 MiB and one core each)
-BAD_CREDENTIALS = "invalid login or password"
+BAD_CREDENTIALS = "invalid login, password or code"
+"""The one answer to every failed login: an unknown login, a wrong password, a missing or
+wrong TOTP code and a locked-out source are told apart by nobody but the log."""
+CLIENT_ADDRESS_METADATA = "x-poseidon-client-address"
+SOURCE_CONTEXT = "login-source"
 
 
 class IdentityService(identity_pb2_grpc.IdentityServicer):
     def __init__(self, deps: ServiceDeps):
         assert deps.commands is not None, "the identity service sends commands"
         self.pool, self.settings, self.commands = deps.pool, deps.settings, deps.commands
+        assert deps.keyring is not None, "the identity service signs tokens"
         self.keyring = deps.keyring
         self.sealer = Sealer(sealing_keys_dir(deps.settings))
         self.sealer.ensure_key()
         self._kdf = asyncio.Semaphore(KDF_CONCURRENCY)
         # Unknown logins are checked against this, so they cost what a real check costs.
         self._decoy_hash = hash_password(secrets.token_urlsafe(24))
+        per_minute = deps.settings.login_rate_per_min
+        self._attempts = TokenBuckets(per_minute / 60.0, per_minute)
+        self._trusted = frozenset(deps.settings.login_trusted_proxies)
+        self._background: set[asyncio.Task] = set()
 
     # -- sign-up ------------------------------------------------------------
 
@@ -112,34 +140,28 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
     # -- login and tokens ---------------------------------------------------
 
     async def Login(self, request, context) -> identity_pb2.TokenPair:
+        address = self._client_address(context)
+        wait = self._attempts.acquire(address)
+        if wait > 0:
+            raise ResourceExhausted(f"too many login attempts from this address; retry in {math.ceil(wait)} s")
         login = _login(request.login)
         if not request.password:
             raise InvalidArgument("password is required")
-        if len(request.password) > MAX_PASSWORD:
-            raise Unauthenticated(BAD_CREDENTIALS)
         principal_id = principal_id_for(login)
-        row = await self._principal(principal_id)
+        row = await self._principal(principal_id) if len(request.password) <= MAX_PASSWORD else None
         if row is None:
-            await self._verify_password(self._decoy_hash, request.password)
+            await self._verify_password(self._decoy_hash, request.password[:MAX_PASSWORD])
             raise Unauthenticated(BAD_CREDENTIALS)
-        if row["locked_until"] is not None and row["locked_until"] > datetime.now(UTC):
-            # Checked before the password, so a locked principal costs no KDF work.
-            raise Unauthenticated(
-                f"locked after repeated failed logins until {row['locked_until'].isoformat(timespec='seconds')}"
-            )
+        source = self.sealer.fingerprint(address, SOURCE_CONTEXT)
         password_hash = self.sealer.unseal(row["sealed_password"], password_context(principal_id)).decode()
-        if not await self._verify_password(password_hash, request.password):
-            await self._record_failure(principal_id, "password")
-            raise Unauthenticated(BAD_CREDENTIALS)
+        password_ok = await self._verify_password(password_hash, request.password)
         step = -1
         if row["totp_status"] == "active":
-            if not request.totp_code:
-                raise Unauthenticated("totp_code is required for this principal")
-            secret = self._totp_secret(principal_id, row)
-            step = totp_step(secret, request.totp_code, time.time())
-            if step is None or step <= row["totp_last_step"]:
-                await self._record_failure(principal_id, "totp")
-                raise Unauthenticated("invalid or already used TOTP code")
+            found = totp_step(self._totp_secret(principal_id, row), request.totp_code, time.time()) if request.totp_code else None
+            step = found if found is not None and found > row["totp_last_step"] else -2
+        if not password_ok or step == -2:
+            self._record_failure(principal_id, "password" if not password_ok else "totp", source)
+            raise Unauthenticated(BAD_CREDENTIALS)
         token = RefreshToken.start(principal_id)
         meta = new_meta(principal_id, IDENTITY_TENANT, actor=principal_id)
         expires_at = meta.issued_at + timedelta(seconds=self.settings.refresh_token_ttl_s)
@@ -150,16 +172,27 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
             token_hash=token.hash,
             expires_at=expires_at,
             totp_step=step,
+            source=source,
         )
         result = await self._send(command)
         if not result.accepted:
-            if result.rejection in ("PrincipalLocked", "TotpRequired", "TotpCodeReused"):
-                raise Unauthenticated(result.reason)
-            log.warning("login refused by the aggregate", rule=result.rejection, reason=result.reason)
+            log.info("login refused by the aggregate", principal_id=principal_id, rule=result.rejection, reason=result.reason)
             raise Unauthenticated(BAD_CREDENTIALS)
         # The session is in the read store before its first refresh can arrive.
         await self._projected(principal_id, result.version)
         return self._token_pair(principal_id, row["kind"], token)
+
+    def _client_address(self, context) -> str:
+        """The address a login counts against: the peer's, or what a trusted proxy says it serves."""
+        peer = _peer_address(context.peer() or "")
+        if peer in self._trusted:
+            for key, value in context.invocation_metadata() or ():
+                if key == CLIENT_ADDRESS_METADATA:
+                    try:
+                        return str(ipaddress.ip_address(str(value).strip()))
+                    except ValueError:
+                        raise InvalidArgument(f"{CLIENT_ADDRESS_METADATA} must be an IP address") from None
+        return peer
 
     async def Refresh(self, request, context) -> identity_pb2.TokenPair:
         try:
@@ -222,6 +255,12 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
         row = await self._principal(principal_id)
         if row is None:
             raise NotFound("principal not found")
+        # Re-authentication: an access token alone (stolen, or a session left open) cannot bind a device.
+        if not request.password or len(request.password) > MAX_PASSWORD:
+            raise Unauthenticated("enrolling TOTP needs the current password")
+        password_hash = self.sealer.unseal(row["sealed_password"], password_context(principal_id)).decode()
+        if not await self._verify_password(password_hash, request.password):
+            raise Unauthenticated("enrolling TOTP needs the current password")
         if row["totp_status"] == "active":
             raise FailedPrecondition("TOTP is already enabled")
         secret, enrollment_id = new_totp_secret(), str(uuid.uuid4())
@@ -253,6 +292,18 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
         _raise_unless_accepted(result)
         await self._projected(principal_id, result.version)
         return identity_pb2.ConfirmTotpReply(totp_enabled=True)
+
+    async def ResetTotp(self, request, context) -> identity_pb2.ResetTotpReply:
+        caller = current_principal()
+        if PLATFORM_SCOPE not in caller.scopes:
+            raise PermissionDenied("resetting TOTP needs the platform scope (an operator)")
+        principal_id = canonical_uuid(request.principal_id, "principal_id")
+        meta = new_meta(principal_id, IDENTITY_TENANT, actor=caller.id)
+        result = await self._send(ResetTotp(meta, reason=request.reason))
+        _raise_unless_accepted(result)
+        await self._projected(principal_id, result.version)
+        log.warning("totp reset", principal_id=principal_id, actor=caller.id, reason=request.reason)
+        return identity_pb2.ResetTotpReply(sessions_revoked=sum(t.endswith("RefreshFamilyRevoked") for t in result.event_types))
 
     # -- about the caller and the keys --------------------------------------
 
@@ -314,15 +365,36 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
     def _totp_secret(self, principal_id: str, row) -> str:
         return self.sealer.unseal(row["totp_sealed_secret"], totp_context(principal_id, str(row["totp_enrollment_id"]))).decode()
 
-    async def _record_failure(self, principal_id: str, reason: str) -> None:
+    def _record_failure(self, principal_id: str, reason: str, source: str) -> None:
+        """Record a failed login in the background: the caller's answer does not wait
+        for the hub, so it takes as long as an unknown login's (which records nothing)."""
+        task = asyncio.create_task(self._send_failure(principal_id, reason, source), name="identity-login-failure")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_failure(self, principal_id: str, reason: str, source: str) -> None:
         meta = new_meta(principal_id, IDENTITY_TENANT, actor="anonymous")
-        result = await self._send(RecordLoginFailure(meta, reason=reason))
+        try:
+            result = await self._send(RecordLoginFailure(meta, reason=reason, source=source))
+        except Exception as exc:  # logged, never raised: nobody awaits this task
+            log.warning("login failure not recorded", principal_id=principal_id, error=f"{type(exc).__name__}: {exc}")
+            return
         if not result.accepted and result.rejection != "PrincipalLocked":
             log.warning("login failure not recorded", rule=result.rejection, reason=result.reason)
 
     async def _send(self, command: Command) -> CommandResult:
         # A timeout (CommandTimeout) becomes UNAVAILABLE in the shared interceptor.
         return await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+
+
+def _peer_address(peer: str) -> str:
+    """`ipv4:10.0.0.7:51234` → `10.0.0.7`, `ipv6:[::1]:51234` → `::1`; anything else as given."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
 
 
 def _raise_unless_accepted(result: CommandResult) -> None:
@@ -367,6 +439,7 @@ SERVICE = QueryService(
     add_to_server=_add_to_server,
     public_methods=PUBLIC,
     sends_commands=True,
+    issues_tokens=True,
 )
 
 

@@ -24,6 +24,7 @@ from hubs.identity.commands import (
     RecordLoginFailure,
     RecordLoginSuccess,
     RegisterPrincipal,
+    ResetTotp,
     RevokeAllRefreshFamilies,
     RevokeRefreshFamily,
     RotateRefreshToken,
@@ -38,6 +39,9 @@ LOGIN = "alice@example.com"
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)
 SEALED = "sealed.v1.s20261122T120000-abcdef.bm90LWEtcmVhbC1zZWFsZWQtdmFsdWU"
+HOME = "a1" * 16
+"""The fingerprint of the principal's own address (the service sends a keyed hash, never the address)."""
+ATTACKER = "b2" * 16
 
 
 def h(text: str) -> str:
@@ -61,7 +65,9 @@ class Story:
             meta(m.pop("principal_id", self.id), at, **m), login=login or self.login, kind=kind, sealed_password=sealed
         )
 
-    def login_ok(self, family: str, *, step: int = -1, at=T0, expires=None, token: str | None = None) -> RecordLoginSuccess:
+    def login_ok(
+        self, family: str, *, step: int = -1, at=T0, expires=None, token: str | None = None, source: str = HOME
+    ) -> RecordLoginSuccess:
         return RecordLoginSuccess(
             meta(self.id, at),
             family_id=family,
@@ -69,10 +75,14 @@ class Story:
             token_hash=h(token or f"{family}-0"),
             expires_at=expires or at + TTL,
             totp_step=step,
+            source=source,
         )
 
-    def login_failed(self, reason: str = "password", at=T0) -> RecordLoginFailure:
-        return RecordLoginFailure(meta(self.id, at), reason=reason)
+    def login_failed(self, reason: str = "password", at=T0, source: str = HOME) -> RecordLoginFailure:
+        return RecordLoginFailure(meta(self.id, at), reason=reason, source=source)
+
+    def reset_totp(self, reason: str = "lost phone, identity checked by support", at=T0) -> ResetTotp:
+        return ResetTotp(meta(self.id, at), reason=reason)
 
     def rotate(self, family: str, generation: int, *, presented=None, proof=None, at=T0, expires=None) -> RotateRefreshToken:
         return RotateRefreshToken(
@@ -109,7 +119,7 @@ class Story:
             sealed_password=sealed,
         )
 
-    def logged_in(self, family: str, *, step: int = -1, at=T0, expires=None) -> Fact:
+    def logged_in(self, family: str, *, step: int = -1, at=T0, expires=None, source: str = HOME) -> Fact:
         return happened(
             Principal.LoginSucceeded,
             family_id=family,
@@ -118,14 +128,15 @@ class Story:
             expires_at=expires or at + TTL,
             totp_step=step,
             logged_in_at=at,
+            source=source,
         )
 
-    def failed_logins(self, count: int, reason: str = "password") -> list[Fact]:
-        """`count` consecutive LoginFailed, counting from one."""
-        return [happened(Principal.LoginFailed, reason=reason, failed_logins=n) for n in range(1, count + 1)]
+    def failed_logins(self, count: int, reason: str = "password", source: str = HOME) -> list[Fact]:
+        """`count` consecutive LoginFailed from `source`, counting from one."""
+        return [happened(Principal.LoginFailed, reason=reason, failed_logins=n, source=source) for n in range(1, count + 1)]
 
-    def locked_out(self, at=T0) -> Fact:
-        return happened(Principal.PrincipalLockedOut, locked_until=at + LOCKOUT, failed_logins=MAX_FAILED_LOGINS)
+    def locked_out(self, at=T0, source: str = HOME) -> Fact:
+        return happened(Principal.PrincipalLockedOut, locked_until=at + LOCKOUT, failed_logins=MAX_FAILED_LOGINS, source=source)
 
     def rotated(self, family: str, generation: int, at=T0) -> Fact:
         """RefreshTokenRotated to `generation`, the token a rotation of `generation - 1` issues."""
@@ -204,21 +215,57 @@ def test_identity_commands_outside_the_platform_tenant_are_refused():
 # -- lockout --------------------------------------------------------------
 
 
-def test_five_consecutive_failures_lock_the_principal_out():
+def test_five_consecutive_failures_lock_their_source_out():
     alice = Story()
-    principal = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS - 1))
-    decision = when(principal, alice.login_failed("totp", at=T0 + timedelta(seconds=5)))
+    principal = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS - 1, source=ATTACKER))
+    decision = when(principal, alice.login_failed("totp", at=T0 + timedelta(seconds=5), source=ATTACKER))
     assert event_names(decision) == ["LoginFailed", "PrincipalLockedOut"]
-    assert decision.events[0].failed_logins == MAX_FAILED_LOGINS
-    assert decision.events[1].locked_until == T0 + timedelta(seconds=5) + LOCKOUT
+    assert (decision.events[0].failed_logins, decision.events[0].source) == (MAX_FAILED_LOGINS, ATTACKER)
+    assert decision.events[1].locked_until == T0 + timedelta(seconds=5) + LOCKOUT and decision.events[1].source == ATTACKER
 
 
-def test_while_locked_out_neither_a_success_nor_a_failure_is_recorded():
+def test_while_a_source_is_locked_out_it_records_nothing_but_other_sources_log_in():
     alice = Story()
-    locked = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS), alice.locked_out())
+    locked = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS, source=ATTACKER), alice.locked_out(source=ATTACKER))
     later = T0 + LOCKOUT - timedelta(seconds=1)
-    assert "locked after 5 failed logins until" in then_rejected(when(locked, alice.login_ok(fid(), at=later)), "PrincipalLocked")
-    then_rejected(when(locked, alice.login_failed(at=later)), "PrincipalLocked")
+    reason = then_rejected(when(locked, alice.login_ok(fid(), at=later, source=ATTACKER)), "PrincipalLocked")
+    assert "source is locked out" in reason
+    then_rejected(when(locked, alice.login_failed(at=later, source=ATTACKER)), "PrincipalLocked")
+    # Someone else's failures lock nobody else out: the principal's own address still logs in.
+    assert event_names(when(locked, alice.login_ok(fid(), at=later))) == ["LoginSucceeded"]
+    decision = when(locked, alice.login_failed(at=later))
+    assert event_names(decision) == ["LoginFailed"] and decision.events[0].failed_logins == 1
+
+
+def test_a_password_with_a_fresh_totp_code_is_never_refused_for_a_lockout():
+    alice, enrollment = Story(), str(uuid.uuid4())
+    locked = given(
+        alice.registered(),
+        alice.enrolled(enrollment),
+        alice.totp_enabled(enrollment, step=10),
+        alice.failed_logins(MAX_FAILED_LOGINS, "totp", source=HOME),
+        alice.locked_out(source=HOME),
+    )
+    later = T0 + timedelta(minutes=1)
+    then_rejected(when(locked, alice.login_failed("totp", at=later)), "PrincipalLocked")
+    then_rejected(when(locked, alice.login_ok(fid(), step=-1, at=later)), "PrincipalLocked")
+    assert event_names(when(locked, alice.login_ok(fid(), step=11, at=later))) == ["LoginSucceeded"]
+
+
+def test_a_lockout_recorded_before_sources_existed_locks_only_that_legacy_source():
+    alice = Story()
+    legacy = given(alice.registered(), alice.failed_logins(MAX_FAILED_LOGINS, source=""), alice.locked_out(source=""))
+    later = T0 + timedelta(minutes=1)
+    assert legacy.is_locked(later, "") and not legacy.is_locked(later, HOME)
+    assert event_names(when(legacy, alice.login_ok(fid(), at=later))) == ["LoginSucceeded"]
+
+
+def test_a_source_must_be_a_fingerprint_never_an_address():
+    alice = Story()
+    for source in ("203.0.113.9", "A1" * 16, "a" * 65):
+        assert "never an address" in then_rejected(
+            when(given(alice.registered()), alice.login_failed(source=source)), "InvalidCommand"
+        )
 
 
 def test_after_the_lockout_a_login_succeeds_and_failures_count_from_zero():
@@ -392,6 +439,32 @@ def test_the_principal_survives_the_processor_snapshot_with_sessions_lock_and_to
     restored, last_hash = codec.loads(codec.dumps(principal, "abc"))
     assert last_hash == "abc" and restored.version == principal.version
     assert restored.families == principal.families and restored.families[family]["expires_at"] == T0 + TTL
-    assert (restored.locked_until, restored.totp, restored.totp_last_step) == (T0 + LOCKOUT, "active", 11)
+    assert restored.sources == {HOME: {"failed": 0, "locked_until": T0 + LOCKOUT}}
+    assert (restored.is_locked(T0, HOME), restored.totp, restored.totp_last_step) == (True, "active", 11)
     later = T0 + LOCKOUT
     assert event_names(when(restored, alice.rotate(family, 0, at=later))) == ["RefreshTokenReuseDetected", "RefreshFamilyRevoked"]
+
+
+# -- TOTP reset ------------------------------------------------------------
+
+
+def test_an_operator_reset_turns_totp_off_ends_every_session_and_keeps_the_reason():
+    alice, enrollment, one, two = Story(), str(uuid.uuid4()), fid(), fid()
+    principal = given(
+        alice.registered(), alice.enrolled(enrollment), alice.totp_enabled(enrollment, 10), alice.logged_in(one, step=11),
+        alice.logged_in(two, step=12),
+    )  # fmt: skip
+    decision = when(principal, alice.reset_totp())
+    assert event_names(decision) == ["TotpReset", "RefreshFamilyRevoked", "RefreshFamilyRevoked"]
+    assert decision.events[0].reason == "lost phone, identity checked by support"
+    assert (decision.aggregate.totp, decision.aggregate.families) == ("none", {})
+    # Logging in again needs no code; enrolling again works.
+    assert event_names(when(decision.aggregate, alice.login_ok(fid()))) == ["LoginSucceeded"]
+    assert event_names(when(decision.aggregate, alice.enroll(str(uuid.uuid4())))) == ["TotpEnrollmentStarted"]
+
+
+def test_a_reset_needs_totp_to_be_on_and_a_reason():
+    alice = Story()
+    then_rejected(when(given(alice.registered()), alice.reset_totp()), "TotpNotEnabled")
+    pending = given(alice.registered(), alice.enrolled(str(uuid.uuid4())))
+    assert "reason must be 1 to 200" in then_rejected(when(pending, alice.reset_totp(reason="")), "InvalidCommand")

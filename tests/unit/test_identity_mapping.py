@@ -16,6 +16,7 @@ from hubs.identity.commands import (
     RecordLoginFailure,
     RecordLoginSuccess,
     RegisterPrincipal,
+    ResetTotp,
     RevokeRefreshFamily,
     RotateRefreshToken,
     StartTotpEnrollment,
@@ -195,6 +196,9 @@ def test_totp_enrolment_stores_the_sealed_secret_and_activation_the_used_step():
     assert changed(principal_update(apply(enabled_type, enabled)[0])) == {"totp_status": "active", "totp_last_step": 123}
     [(login_type, login)] = story.login(str(uuid.uuid4()), step=124)
     assert changed(principal_update(apply(login_type, login)[1]))["totp_last_step"] == 124
+    [(reset_type, reset), _] = story.do(ResetTotp, reason="lost phone")
+    # Status "none" is what every check reads; the old sealed secret is overwritten by the next enrolment.
+    assert changed(principal_update(apply(reset_type, reset)[0])) == {"totp_status": "none"}
 
 
 def test_every_event_after_registration_moves_the_principal_row_to_its_version():
@@ -211,7 +215,7 @@ def test_every_event_after_registration_moves_the_principal_row_to_its_version()
 def test_every_identity_event_schema_has_a_mapping_and_unknown_events_are_refused():
     assert set(EVENT_FIELDS) == {f"poseidon.identity.{n}" for n in (
         "PrincipalRegistered", "LoginSucceeded", "LoginFailed", "PrincipalLockedOut", "RefreshTokenRotated",
-        "RefreshTokenReuseDetected", "RefreshFamilyRevoked", "TotpEnrollmentStarted", "TotpEnabled",
+        "RefreshTokenReuseDetected", "RefreshFamilyRevoked", "TotpEnrollmentStarted", "TotpEnabled", "TotpReset",
     )}  # fmt: skip
     with pytest.raises(ValueError, match="no mapping"):
         apply(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -18,6 +19,7 @@ from infra.security import (
     ROLES,
     Keyring,
     Principal,
+    PublicKeys,
     TokenIssuer,
     TokenVerifier,
     Unauthenticated,
@@ -28,8 +30,9 @@ from infra.security import (
 @pytest.fixture
 def keys(tmp_path):
     settings = Settings(state_dir=str(tmp_path))
-    keyring = Keyring(settings.keys_dir)
-    return settings, keyring, TokenIssuer(keyring, settings), TokenVerifier(keyring, settings)
+    keyring = Keyring.of(settings)
+    keyring.signing_key()
+    return settings, keyring, TokenIssuer(keyring, settings), TokenVerifier.of(settings)
 
 
 def refused(verifier: TokenVerifier, token: str) -> str:
@@ -106,6 +109,35 @@ def test_tokens_of_the_previous_key_stay_valid_after_rotation_and_new_ones_use_t
     fresh = issuer.access_token("u")
     assert jwt.get_unverified_header(fresh)["kid"] == new_kid != jwt.get_unverified_header(old)["kid"]
     assert verifier.verify(old).id == verifier.verify(fresh).id == "u"
+
+
+def test_a_removed_key_stops_verifying_in_a_running_verifier_even_for_cached_tokens(keys):
+    settings, keyring, issuer, verifier = keys
+    old_kid = keyring.signing_key()[0]
+    old = issuer.access_token("u")
+    assert verifier.verify(old).id == "u"  # verified once: cached
+    new_kid = keyring.rotate()
+    assert verifier.verify(issuer.access_token("u")).id == "u"  # a key rotated in a moment ago verifies
+    assert keyring.remove(old_kid) and not keyring.remove(old_kid)
+    time.sleep(PublicKeys.RECHECK_S + 0.1)
+    assert refused(verifier, old) == f"unknown signing key id {old_kid!r}"
+    assert keyring.kids() == [new_kid] and keyring.signing_key()[0] == new_kid
+
+
+def test_a_verifier_reads_public_keys_only(keys, tmp_path):
+    settings, keyring, issuer, _ = keys
+    token = issuer.access_token("u")
+    # The verifier's folder alone (as mounted into a gRPC pod): the private keys are not needed.
+    mounted = tmp_path / "mounted-public"
+    mounted.mkdir()
+    for path in Path(settings.public_keys_dir).glob("*.pem"):
+        assert b"PRIVATE" not in path.read_bytes()
+        (mounted / path.name).write_bytes(path.read_bytes())
+    assert TokenVerifier(PublicKeys(mounted), settings).verify(token).id == "u"
+    # A private key where public ones belong is refused, not used.
+    (mounted / "k-private.pem").write_bytes((Path(settings.keys_dir) / f"{keyring.kids()[0]}.pem").read_bytes())
+    with pytest.raises(ValueError, match="public keys only"):
+        TokenVerifier(PublicKeys(mounted), settings).verify(token)
 
 
 def test_a_cached_verification_still_expires(keys):
