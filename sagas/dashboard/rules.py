@@ -1,14 +1,22 @@
 """Pure rules of the dashboard: list filters → SQL, PII masking of payload
-summaries, the double-submit CSRF check and who counts as an operator. No I/O."""
+summaries, the session secrets (cookie names, what is derived from a session id,
+the CSRF check), who counts as an operator and where it may listen. No I/O."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import ipaddress
+import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hubs.saga.definition import STATES
 from hubs.tenant.aggregate import OPERATORS_TENANT
@@ -159,22 +167,106 @@ def mask_summary(text: str, limit: int = MAX_SUMMARY) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# --- CSRF (double submit) ----------------------------------------------------
+# --- sessions and CSRF -------------------------------------------------------
+#
+# The session cookie carries only a random session id; the server keeps the
+# access token (sealed) in its session table. Everything else is derived from
+# that id with HMAC under distinct labels, so the table, a page's HTML and a
+# form hold nothing that yields another: the row's key is not the cookie, the
+# CSRF token does not reveal the session id, and the sealed token opens only
+# with the cookie. `__Host-` names make the browser insist on Secure, Path=/ and
+# no Domain, so a sibling subdomain can neither plant nor overwrite them.
 
-CSRF_COOKIE = "poseidon_csrf"
+SESSION_COOKIE = "__Host-poseidon_session"
+CSRF_COOKIE = "__Host-poseidon_csrf"
+"""Only the login form's double-submit token: there is no session to bind to yet."""
 CSRF_FIELD = "csrf_token"
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class SessionRefused(ValueError):
+    """A cookie value that is not a session id, or a sealed token that does not open with it."""
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def check_session_id(session_id: str) -> str:
+    if not _SESSION_ID.match(session_id or ""):
+        raise SessionRefused("not a session id")
+    return session_id
+
+
+def _derived(session_id: str, label: bytes) -> bytes:
+    return hmac.new(session_id.encode(), b"poseidon-dashboard:" + label, hashlib.sha256).digest()
+
+
+def session_key(session_id: str) -> bytes:
+    """The session table's key for a session id (the id itself is never stored)."""
+    return _derived(check_session_id(session_id), b"row")
+
+
+def csrf_token_for(session_id: str) -> str:
+    """The CSRF token of one session: a form built for session A fails with B's cookie."""
+    return base64.urlsafe_b64encode(_derived(check_session_id(session_id), b"csrf")).rstrip(b"=").decode()
+
+
+def seal_token(session_id: str, token: str) -> bytes:
+    """The token encrypted (AES-GCM) under a key derived from the session id, bound to its row."""
+    nonce = os.urandom(12)
+    sealer = AESGCM(_derived(check_session_id(session_id), b"seal"))
+    return nonce + sealer.encrypt(nonce, token.encode(), session_key(session_id))
+
+
+def open_token(session_id: str, sealed: bytes) -> str:
+    sealer = AESGCM(_derived(check_session_id(session_id), b"seal"))
+    try:
+        return sealer.decrypt(sealed[:12], sealed[12:], session_key(session_id)).decode()
+    except InvalidTag:
+        raise SessionRefused("the sealed token does not open with this session id") from None
 
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def csrf_ok(cookie_value: str | None, submitted: str | None) -> bool:
-    """The form's token must equal the cookie's: a page on another origin can
-    make the browser send the cookie but cannot read it to fill the form."""
-    if not cookie_value or not submitted or len(cookie_value) < 32:
+def csrf_ok(expected: str | None, submitted: str | None) -> bool:
+    """The form's token must equal the expected one (the session's, or the login
+    form's cookie): a page on another origin can make the browser send cookies
+    but cannot read the token to fill the form."""
+    if not expected or not submitted or len(expected) < 32:
         return False
-    return hmac.compare_digest(cookie_value.encode(), submitted.encode())
+    return hmac.compare_digest(expected.encode(), submitted.encode())
+
+
+# --- where it may listen -----------------------------------------------------
+
+
+class InsecureListen(ValueError):
+    """The dashboard would serve plain HTTP beyond this machine."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def check_served_securely(host: str, dev_mode: bool) -> None:
+    """Its cookies are Secure and `__Host-`: a browser keeps them from https:// or
+    from a loopback address (a secure context) only. On any other host over plain
+    HTTP every login would silently fail, and the traffic would be readable, so
+    refuse unless development mode says a TLS-terminating proxy (or a tunnel to
+    localhost) is in front."""
+    if not is_loopback(host) and not dev_mode:
+        raise InsecureListen(
+            f"the dashboard serves plain HTTP and its cookies are Secure: listen on a loopback address, not {host!r} "
+            "(POSEIDON_OPS_HOST), or set POSEIDON_DEV_MODE=1 when TLS is terminated in front of it"
+        )
 
 
 # --- operator role -----------------------------------------------------------

@@ -2,7 +2,10 @@
 Playwright with its executable path set: no browser download): log in with a
 token, filter, open a saga, retry a step with a reason, and see the timeline
 update live over server-sent events without a reload; dead letters are listed
-and re-driven. Screenshots of the main pages go to docs/screenshots/.
+and re-driven; log out. The browser keeps the `__Host-` Secure cookies from
+http://127.0.0.1 (a loopback origin is a secure context), and after logout the
+old session cookie, replayed, gets the login page. Screenshots of the main pages
+go to docs/screenshots/.
 
 The read store is the saga projection's own migrations (`projections/saga`),
 filled with rows here; the saga hub is stood in for by `ReadStoreSagaActions`,
@@ -25,12 +28,14 @@ from aiohttp import web
 from base.settings import Settings
 from infra.dlq import dead_letter
 from infra.migrations import migrate
-from infra.security import PLATFORM_SCOPE, Keyring, TokenVerifier
+from infra.security import PLATFORM_SCOPE, TokenVerifier
 from poseidon import bootstrap
 from projections.saga import PROJECTION as SAGA_PROJECTION
 from sagas.dashboard.actions import ActionOutcome
 from sagas.dashboard.app import Deps, build_app
 from sagas.dashboard.deadletters import DeadLetters
+from sagas.dashboard.rules import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, csrf_token_for
+from sagas.dashboard.sessions import SessionStore
 from tests.harness import eventually, free_port, mint_token, read_topic
 
 pytestmark = pytest.mark.integration
@@ -168,7 +173,7 @@ async def dashboard(namespace: Settings):
     deps = Deps(
         settings=namespace,
         pool=pool,
-        verifier=TokenVerifier(Keyring(namespace.keys_dir), namespace),
+        verifier=TokenVerifier.of(namespace),
         actions=actions,
         dead_letters=DeadLetters(namespace, bootstrap.codec(namespace)),
     )
@@ -177,7 +182,7 @@ async def dashboard(namespace: Settings):
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}", failed_id, actions, namespace
+        yield f"http://127.0.0.1:{port}", failed_id, actions, namespace, SessionStore(pool, namespace.pg_schema("dashboard"))
     finally:
         for task in actions.tasks:
             task.cancel()
@@ -188,7 +193,7 @@ async def dashboard(namespace: Settings):
 async def test_an_operator_logs_in_filters_opens_a_saga_retries_a_step_and_sees_the_timeline_update_live(dashboard):
     from playwright.async_api import async_playwright
 
-    url, failed_id, actions, settings = dashboard
+    url, failed_id, actions, settings, _ = dashboard
     operator = "op-" + uuid.uuid4().hex[:6]
     token = mint_token(settings, operator, scopes=[PLATFORM_SCOPE])
     codec = bootstrap.codec(settings)
@@ -216,6 +221,11 @@ async def test_an_operator_logs_in_filters_opens_a_saga_retries_a_step_and_sees_
             await page.fill("textarea[name=token]", token)
             await page.click("#login-form button[type=submit]")
             await page.wait_for_url(url + "/")
+            cookies = {c["name"]: c for c in await page.context.cookies()}
+            assert set(cookies) == {SESSION_COOKIE}, cookies  # the login form's CSRF cookie is spent
+            session = cookies[SESSION_COOKIE]
+            assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/"
+            assert session["value"] != token  # the cookie carries a session id, never the token
             assert await page.text_content('[data-count="failed"]') == "1"
             assert await page.locator("#saga-table tbody tr").count() == 5
 
@@ -255,6 +265,14 @@ async def test_an_operator_logs_in_filters_opens_a_saga_retries_a_step_and_sees_
             await dlq_row.locator("button").click()
             await page.wait_for_url("**/dead-letters?msg=*")
             assert "re-driven to" in await page.text_content(".flash")
+
+            await page.click("form[action='/logout'] button")
+            await page.wait_for_url(url + "/login?logged_out=1")
+            assert await page.text_content("#flash") == "Logged out."
+            assert SESSION_COOKIE not in {c["name"] for c in await page.context.cookies()}
+            await page.context.add_cookies([{**session, "expires": -1}])  # the old cookie, put back as a thief would
+            await page.goto(url + "/")
+            assert page.url == url + "/login"
         finally:
             await browser.close()
 
@@ -264,20 +282,38 @@ async def test_an_operator_logs_in_filters_opens_a_saga_retries_a_step_and_sees_
 
 
 async def test_the_dashboard_refuses_non_operators_and_posts_without_the_csrf_token(dashboard):
-    url, failed_id, actions, settings = dashboard
-    agent = mint_token(settings, "agent-" + uuid.uuid4().hex[:6])
-    operator = mint_token(settings, "op", scopes=[PLATFORM_SCOPE])
+    url, failed_id, actions, settings, sessions = dashboard
+    verifier = TokenVerifier.of(settings)
+
+    async def session_for(token: str) -> str:  # as login opens one
+        principal = verifier.verify(token)
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        return await sessions.open(
+            token, principal_id=principal.id, token_id=principal.token_id, identity_session="", expires_at=expires
+        )
+
+    agent_token = mint_token(settings, "agent-" + uuid.uuid4().hex[:6])
+    agent, operator = await session_for(agent_token), await session_for(mint_token(settings, "op", scopes=[PLATFORM_SCOPE]))
     async with aiohttp.ClientSession() as http:
-        async with http.get(url + "/", cookies={"poseidon_session": agent}, allow_redirects=False) as r:
+        async with http.post(
+            url + "/login", data={CSRF_FIELD: "c" * 43, "token": agent_token}, cookies={CSRF_COOKIE: "c" * 43}
+        ) as r:
+            assert r.status == 403 and SESSION_COOKIE not in r.cookies
+        async with http.get(url + "/", cookies={SESSION_COOKIE: agent}, allow_redirects=False) as r:
             assert r.status == 403
-        async with http.get(url + "/", cookies={"poseidon_session": "not-a-jwt"}, allow_redirects=False) as r:
+        async with http.get(url + "/", cookies={SESSION_COOKIE: "not-a-session"}, allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/login"
         form = {"action": "abort", "reason": "forged"}
         async with http.post(
-            url + f"/sagas/{failed_id}/actions", data=form, cookies={"poseidon_session": operator}, allow_redirects=False
+            url + f"/sagas/{failed_id}/actions", data=form, cookies={SESSION_COOKIE: operator}, allow_redirects=False
         ) as r:
             assert r.status == 403
-        async with http.get(url + "/events/stream", cookies={"poseidon_session": operator}) as r:
+        form[CSRF_FIELD] = csrf_token_for(agent)  # another session's token
+        async with http.post(
+            url + f"/sagas/{failed_id}/actions", data=form, cookies={SESSION_COOKIE: operator}, allow_redirects=False
+        ) as r:
+            assert r.status == 403
+        async with http.get(url + "/events/stream", cookies={SESSION_COOKIE: operator}) as r:
             assert r.headers["Content-Type"] == "text/event-stream"
             first = await asyncio.wait_for(r.content.readline(), 5)
             assert first.startswith(b": connected")

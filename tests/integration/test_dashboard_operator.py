@@ -3,7 +3,8 @@ password through the Identity hub, is recognised as an operator by a live
 membership of the operator team tenant `operators` (which only the platform creates) in the Tenant read store, retries a
 waiting saga's step and compensates a filtered batch — each action a command to
 the Saga hub, recorded as an event with the operator's identity and shown in the
-saga read store. Processors, projectors and the Identity gRPC server run as
+saga read store — and logs out, which ends the dashboard session and revokes
+the Identity hub's login session. Processors, projectors and the Identity gRPC server run as
 subprocesses; the dashboard app runs on this test's loop, built as
 `poseidon dashboard` builds it. The Saga hub sends each step itself (process
 manager): the Tenant hub runs and answers CreateTenant, no Wallet hub runs, so
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from contextlib import AsyncExitStack
 from urllib.parse import unquote
@@ -21,6 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from hubs.saga.commands import StartSaga
 from hubs.tenant.aggregate import PLATFORM_ACTOR
@@ -28,7 +31,7 @@ from hubs.tenant.commands import CreateTenant
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from sagas.dashboard.app import build_app
-from sagas.dashboard.rules import OPERATOR_TENANT
+from sagas.dashboard.rules import OPERATOR_TENANT, SESSION_COOKIE
 from sagas.dashboard.server import deps_for
 from schemas.protos import identity_pb2 as pb
 from schemas.protos import identity_pb2_grpc
@@ -68,16 +71,26 @@ async def register(settings, login: str) -> str:
     return reply.principal_id
 
 
+def browser(url: str) -> aiohttp.ClientSession:
+    """A client that keeps cookies as a browser does on http://127.0.0.1: the
+    dashboard's are Secure, and a loopback origin counts as secure."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=url))
+
+
+async def form_csrf(session: aiohttp.ClientSession, page_url: str) -> str:
+    """The CSRF token in a page's forms, read as a browser's form submission would."""
+    async with session.get(page_url) as page:
+        assert page.status == 200, page.status
+        return re.search(r'name="csrf_token" value="([^"]+)"', await page.text())[1]
+
+
 async def log_in(session: aiohttp.ClientSession, url: str, login: str, password: str = PASSWORD) -> aiohttp.ClientResponse:
-    async with session.get(f"{url}/login") as page:
-        assert page.status == 200
-    csrf = session.cookie_jar.filter_cookies(url).get("poseidon_csrf")
-    form = {"login": login, "password": password, "csrf_token": csrf.value if csrf else ""}
+    form = {"login": login, "password": password, "csrf_token": await form_csrf(session, f"{url}/login")}
     return await session.post(f"{url}/login", data=form, allow_redirects=False)
 
 
 async def post_form(session: aiohttp.ClientSession, url: str, form: dict) -> str:
-    form = {**form, "csrf_token": session.cookie_jar.filter_cookies(url)["poseidon_csrf"].value}
+    form = {**form, "csrf_token": await form_csrf(session, f"{URL(url).origin()}/")}
     async with session.post(url, data=form, allow_redirects=False) as reply:
         assert reply.status == 303, await reply.text()
         return reply.headers["Location"]
@@ -121,17 +134,17 @@ async def test_an_operator_logs_in_with_a_password_retries_a_step_and_compensate
 
     # Not an operator: Identity accepts the password, the dashboard refuses the principal.
     async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session,
+        browser(url) as session,
         await log_in(session, url, "bob@example.com") as refused,
     ):
         assert refused.status == 403 and f"{bob} is not an operator" in await refused.text()
     async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session,
+        browser(url) as session,
         await log_in(session, url, "olga@platform.example", "wrong password!") as bad,
     ):
         assert bad.status == 401 and "login refused" in await bad.text()
 
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+    async with browser(url) as session:
 
         async def logged_in():
             async with await log_in(session, url, "olga@platform.example") as reply:
@@ -170,6 +183,59 @@ async def test_an_operator_logs_in_with_a_password_retries_a_step_and_compensate
             kinds = [r["event_type"] for r in rows]
             assert kinds[-4:] == ["OperatorActed", "CompensationRequested", "Compensated", "SagaAborted"], kinds
             assert [r["step"] for r in rows if r["event_type"] == "Compensated"] == ["create_tenant"]
+
+
+async def test_logging_out_revokes_the_identity_login_session_and_the_old_cookie_no_longer_works(dashboard):
+    settings, client, url = dashboard
+    olga = await register(settings, "olga@platform.example")
+    team = CreateTenant(new_meta(OPERATOR_TENANT, OPERATOR_TENANT, actor=PLATFORM_ACTOR), "Operators", olga)
+    made = await client.send(team, timeout=90)
+    assert made.accepted, made.reason
+
+    async with browser(url) as session:
+
+        async def logged_in():
+            async with await log_in(session, url, "olga@platform.example") as reply:
+                return reply.status == 303
+
+        await eventually(logged_in, timeout=60)
+        cookie = session.cookie_jar.filter_cookies(url)[SESSION_COOKIE].value
+        rows = await fetch(settings, settings.pg_schema("dashboard"), "SELECT identity_session FROM sessions")
+        assert len(rows) == 1 and rows[0]["identity_session"], rows  # the Identity hub's refresh family
+        family = uuid.UUID(rows[0]["identity_session"])
+        assert await eventually(lambda: families(settings, olga, family), timeout=30) == {family: ("active", "")}
+
+        where = await post_form(session, f"{url}/logout", {})
+        assert where == "/login?logged_out=1", where
+        assert SESSION_COOKIE not in session.cookie_jar.filter_cookies(url)
+
+    # The stolen cookie replayed: back to the login page, however often.
+    async with aiohttp.ClientSession() as thief:
+        for path in ("/", f"/sagas/{uuid.uuid4()}"):
+            async with thief.get(url + path, cookies={SESSION_COOKIE: cookie}, allow_redirects=False) as reply:
+                assert (reply.status, reply.headers["Location"]) == (303, "/login"), path
+
+    # The Identity hub revoked the login session: its refresh token is refused from now on
+    # (Refresh reads this status and refuses anything but 'active'). Earlier attempts that
+    # logged in at Identity before the membership was visible were refused by the dashboard,
+    # and their login sessions revoked then: none stays open.
+    async def all_revoked():
+        found = await families(settings, olga)
+        return found if found and all(status == "revoked" for status, _ in found.values()) else None
+
+    found = await eventually(all_revoked, timeout=30)
+    assert found[family] == ("revoked", "logout"), found
+
+
+async def families(settings, principal_id: str, only: uuid.UUID | None = None) -> dict[uuid.UUID, tuple[str, str]]:
+    """The principal's Identity login sessions (refresh families): id → (status, revoked_reason)."""
+    rows = await fetch(
+        settings,
+        settings.pg_schema("identity"),
+        "SELECT family_id, status, revoked_reason FROM refresh_families WHERE principal_id = $1",
+        uuid.UUID(principal_id),
+    )
+    return {r["family_id"]: (r["status"], r["revoked_reason"]) for r in rows if only in (None, r["family_id"])}
 
 
 async def waiting_steps(settings, ids: list[str]) -> dict[str, str]:

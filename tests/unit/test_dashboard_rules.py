@@ -1,11 +1,30 @@
-"""The dashboard's pure rules: filters → SQL, PII masking, CSRF, operator role."""
+"""The dashboard's pure rules: filters → SQL, PII masking, session secrets and CSRF,
+operator role, where it may listen. (Its pages: test_dashboard_pages.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
 from sagas.dashboard.pages import list_page, timeline_fragment
-from sagas.dashboard.rules import BadFilter, SagaFilter, check_reason, csrf_ok, is_operator, mask_summary, new_csrf_token
+from sagas.dashboard.rules import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    BadFilter,
+    InsecureListen,
+    SagaFilter,
+    SessionRefused,
+    check_reason,
+    check_served_securely,
+    csrf_ok,
+    csrf_token_for,
+    is_operator,
+    mask_summary,
+    new_csrf_token,
+    new_session_id,
+    open_token,
+    seal_token,
+    session_key,
+)
 
 
 def test_an_empty_filter_selects_every_saga_without_parameters():
@@ -73,6 +92,40 @@ def test_csrf_passes_only_when_form_and_cookie_carry_the_same_token():
     assert csrf_ok(token, token)
     assert not csrf_ok(token, new_csrf_token())
     assert not csrf_ok(token, None) and not csrf_ok(None, token) and not csrf_ok("short", "short")
+
+
+def test_a_csrf_token_is_bound_to_its_session():
+    a, b = new_session_id(), new_session_id()
+    assert csrf_ok(csrf_token_for(a), csrf_token_for(a))
+    assert not csrf_ok(csrf_token_for(b), csrf_token_for(a))
+    assert csrf_token_for(a) == csrf_token_for(a) and a not in csrf_token_for(a)
+
+
+def test_the_session_table_holds_neither_the_cookie_nor_a_token_that_opens_without_it():
+    sid, other = new_session_id(), new_session_id()
+    sealed = seal_token(sid, "eyJ.the-access-token.sig")
+    assert sid.encode() not in session_key(sid) and b"the-access-token" not in sealed
+    assert open_token(sid, sealed) == "eyJ.the-access-token.sig"
+    with pytest.raises(SessionRefused):
+        open_token(other, sealed)
+    with pytest.raises(SessionRefused):
+        session_key("eyJhbGciOiJFUzI1NiJ9.a-token-pasted-as-a-cookie.sig")
+
+
+def test_cookies_carry_the_host_prefix():
+    assert SESSION_COOKIE.startswith("__Host-") and CSRF_COOKIE.startswith("__Host-")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_the_dashboard_may_serve_plain_http_on_a_loopback_address(host):
+    check_served_securely(host, dev_mode=False)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.5", "dashboard.example.com"])
+def test_plain_http_beyond_loopback_is_refused_unless_in_development_mode(host):
+    with pytest.raises(InsecureListen, match="POSEIDON_DEV_MODE"):
+        check_served_securely(host, dev_mode=False)
+    check_served_securely(host, dev_mode=True)
 
 
 def test_operators_are_platform_scope_principals_or_admins_of_the_platform_tenant():

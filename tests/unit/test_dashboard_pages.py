@@ -1,0 +1,91 @@
+"""The dashboard's pages render every value as text: each page is rendered from
+its template with hostile values in every field it shows, and none comes out
+as markup, as an attribute, or as a link that leaves the dashboard."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from sagas.dashboard import pages
+from sagas.dashboard.deadletters import DeadLetterView
+from sagas.dashboard.rules import SagaFilter
+
+SCRIPT = "<script>alert(1)</script>"
+ATTRIBUTE = '"onmouseover=alert(1) x="'
+HOSTILE = SCRIPT + ATTRIBUTE
+LINK = "javascript:alert(1)"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def hostile_pages() -> dict[str, str]:
+    """Every page, each field it shows holding markup (a saga id a `javascript:` URL)."""
+    saga = {
+        "saga_id": LINK,
+        "saga_type": HOSTILE,
+        "tenant_id": HOSTILE,
+        "state": HOSTILE,
+        "current_step": HOSTILE,
+        "correlation_id": HOSTILE,
+        "started_at": NOW,
+        "updated_at": NOW,
+        "version": 3,
+        "error": HOSTILE,
+    }
+    event = {"version": 1, "event_type": HOSTILE, "step": HOSTILE, "summary": HOSTILE, "occurred_at": NOW, "actor": HOSTILE}
+    routing = dict.fromkeys(("message_id", "routing_rule", "routed_spoke", "routed_app_id", "routing_reason", "facts"), HOSTILE)
+    letter = DeadLetterView(HOSTILE, 0, 7, HOSTILE, HOSTILE, HOSTILE, HOSTILE, NOW, HOSTILE)
+    f = SagaFilter(state="", saga_type=HOSTILE, tenant_id=HOSTILE, page=2)
+    who = {"operator": HOSTILE, "csrf": HOSTILE}
+    return {
+        "login": pages.login_page(HOSTILE, csrf=HOSTILE, notice=HOSTILE),
+        "message": pages.message_page(HOSTILE, HOSTILE, **who),
+        "list": pages.list_page([saga], 120, {"failed": 1}, f, message=HOSTILE, **who),
+        "saga": pages.saga_page(saga, [event], routing, message=HOSTILE, **who),
+        "timeline": pages.timeline_fragment([event]),
+        "dead letters": pages.dead_letters_page([letter], message=HOSTILE, problem=HOSTILE, **who),
+    }
+
+
+def check_neutralised(name: str, html: str) -> None:
+    assert SCRIPT not in html and "<script>alert" not in html, name
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, name
+    assert ATTRIBUTE not in html and " onmouseover=" not in html, name
+    for url in re.findall(r'(?:href|action|src)="([^"]*)"', html):
+        assert url.startswith("/"), (name, url)  # every link stays on the dashboard's own paths
+    assert not re.search(r'(?:href|action)="[^"]*javascript:', html), name
+
+
+@pytest.mark.parametrize("name", sorted(hostile_pages()))
+def test_every_page_renders_hostile_values_as_text(name):
+    check_neutralised(name, hostile_pages()[name])
+
+
+def test_a_saga_id_in_a_link_stays_one_path_segment():
+    html = hostile_pages()["saga"]
+    assert 'action="/sagas/javascript%3Aalert%281%29/actions"' in html
+    assert 'href="/sagas/javascript%3Aalert%281%29"' in hostile_pages()["list"]
+
+
+def test_the_check_fails_on_pages_rendered_without_autoescaping(monkeypatch):
+    """The fault the templates exist to prevent: the same pages from the same
+    templates with autoescaping off must fail the check above."""
+    monkeypatch.setattr(pages, "ENV", pages.ENV.overlay(autoescape=False))
+    for name, html in hostile_pages().items():
+        with pytest.raises(AssertionError):
+            check_neutralised(name, html)
+
+
+def test_no_template_opts_out_of_escaping():
+    for template in pages.TEMPLATES.glob("*.html"):
+        text = template.read_text()
+        for opt_out in ("|safe", "| safe", "autoescape false", "Markup"):
+            assert opt_out not in text, (template.name, opt_out)
+
+
+def test_pages_are_rendered_only_from_templates():
+    source = (pages.TEMPLATES.parent / "pages.py").read_text() + (pages.TEMPLATES.parent / "app.py").read_text()
+    assert not re.search(r"""f["'][^"'\n]*<[a-z/]""", source), "an f-string builds HTML"
+    assert "def e(" not in source and "html import escape" not in source
