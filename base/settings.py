@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     jwt_public_keys_dir: str = ""
     """Folder of the signing keys' public halves `<kid>.pem`, all a verifier reads (every gRPC
     server, the dashboard); empty: `<jwt keys dir>/public`, where the Identity hub publishes them."""
+    event_keys_dir: str = ""
+    """HMAC-SHA256 keys each hub's processor signs its events with, `<hub>/<kid>.key`; its
+    projector, rebuilds, the router and `audit verify` check them; empty: `<state_dir>/event-keys`."""
     identity_sealing_keys_dir: str = ""
     """AES-256-GCM keys sealing password hashes and TOTP secrets; empty: `<state_dir>/identity-sealing-keys`."""
     jwt_issuer: str = "poseidon-identity"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from tqdm import tqdm
 from base.pii import mask_fields
 from base.settings import Settings
 from infra.hub import HubSpec
+from infra.provenance import MAC_HEADER, EventKeys
 from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
 
@@ -61,6 +62,8 @@ class StoredRecord:
     """The decoded envelope; None when the value does not decode."""
     error: str = ""
     """Why the value does not decode (empty when it does)."""
+    forged: str = ""
+    """Why its MAC does not show it was written by its hub's processor (empty when it does, or unchecked)."""
 
     @property
     def aggregate_id(self) -> str:
@@ -186,9 +189,13 @@ class ChainVerifier:
         return None
 
     def _problems(self, record: StoredRecord, stream: _Stream) -> list[Problem]:
+        # A record without its hub's MAC is named itself, at once — even when it imitates
+        # the chain perfectly (right version, right previous_hash).
+        signed = [Problem("mac", f"a {MAC_HEADER} of the hub's processor", record.forged)] if record.forged else []
         if record.envelope is None:
-            return [Problem("decode", "an Avro event with an envelope", f"undecodable or tampered value: {record.error}")]
-        problems = []
+            undecodable = f"undecodable or tampered value: {record.error}"
+            return [*signed, Problem("decode", "an Avro event with an envelope", undecodable)]
+        problems = signed
         envelope = record.envelope
         if envelope.get("aggregate_id") != record.aggregate_id:
             problems.append(Problem("key", f"envelope aggregate_id {record.aggregate_id}", str(envelope.get("aggregate_id"))))
@@ -392,14 +399,18 @@ async def verify(
     end offsets at the start, limited to one aggregate and/or one tenant (envelope
     tenant_id). Every record is read either way: a chain is only as good as its
     links, and a stream's tenant is only known from its events."""
+    hubs = list(hubs)
     topics = [settings.topic(hub.topic("events")) for hub in hubs]
     partitions = await partitions_of(settings, topics)
     verifier = ChainVerifier()
     wanted = aggregate.encode() if aggregate is not None else None
+    keys = {settings.topic(hub.topic("events")): EventKeys.of(settings, hub.name) for hub in hubs}
     async for record in scan(settings, partitions, progress=progress, desc="verify"):
         if wanted is not None and record.key != wanted:
             continue
-        verifier.feed(decode_stored(codec, record.topic, record.partition, record.offset, record.key, record.value))
+        stored = decode_stored(codec, record.topic, record.partition, record.offset, record.key, record.value)
+        stored = replace(stored, forged=keys[record.topic].problem(record.value, record.headers))
+        verifier.feed(stored)
     broken = verifier.broken_links(tenant, aggregate)
     report = VerifyReport(
         topics=topics,

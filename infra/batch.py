@@ -32,6 +32,7 @@ from infra.hub import (
     new_event_id,
     reply_address,
 )
+from infra.provenance import EventKeys
 from schemas.codec import Codec, DecodeError, EncodeError
 from schemas.contracts import Command, Rejected
 
@@ -171,11 +172,15 @@ class BatchDecider:
         cache: AggregateCache,
         topic_of: Callable[[str], str] = str,
         answer_topics: Collection[str] = (),
+        event_keys: EventKeys | None = None,
     ):
         """`topic_of`: logical topic name → the installation's (its prefix), for outbox
         records; `answer_topics`: where a command's result may be sent back
-        (`infra.hub.answer_topics`; none: results go only to the results topic)."""
+        (`infra.hub.answer_topics`; none: results go only to the results topic);
+        `event_keys`: the hub's MAC keys every event is signed with (the processor
+        always passes them; only pure unit tests of the deciding leave them out)."""
         self.hub, self.codec, self.dead_letters, self.cache = hub, codec, dead_letters, cache
+        self.event_keys = event_keys
         self.events_topic, self.results_topic = topics["events"], topics["command-results"]
         self.commands_topic = topics.get("commands", topic_of(hub.topic("commands")))
         self.topic_of = topic_of
@@ -261,11 +266,14 @@ class BatchDecider:
                     meta, name, domain_event, self._event_fields[name], event_id=event_id, previous_hash=last_hash
                 )
                 value = self.codec.encode(name, record)
-                last_hash = hashlib.sha256(value).hexdigest()
+                digest = hashlib.sha256(value).digest()
+                last_hash = digest.hex()
                 event_ids.append(event_id)
                 event_types.append(name)
                 sent = self._outbox(name, record, key) if self.hub.outbox is not None else []
                 headers = self._headers(name, meta)
+                if self.event_keys is not None:
+                    headers.append(self.event_keys.sign(digest))
                 if sent:
                     headers.append((DISPATCHED, b"1"))
                 outgoing.append(Outgoing(self.events_topic, key, value, headers))

@@ -46,6 +46,7 @@ from infra.dlq import DeadLetters
 from infra.hub import HubSpec
 from infra.ops import OpsServer
 from infra.outage import PLATFORM_OUTAGE, TakeoverFailed
+from infra.provenance import EventKeys
 from infra.service import serve_until_stopped
 from infra.topics import changelog_topic, processor_app_id
 from schemas.codec import Codec
@@ -83,7 +84,14 @@ class AggregateProcessor:
         )
         self.cache = AggregateCache(settings.aggregate_cache_size)
         self.decider = BatchDecider(
-            hub, codec, topics, dead_letters, self.cache, topic_of=settings.topic, answer_topics=answer_topics
+            hub,
+            codec,
+            topics,
+            dead_letters,
+            self.cache,
+            topic_of=settings.topic,
+            answer_topics=answer_topics,
+            event_keys=EventKeys.of(settings, hub.name),
         )
         self.owned: dict[TopicPartition, OwnedPartition] = {}
         self.handled = 0

@@ -26,6 +26,7 @@ from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.outage import PLATFORM_OUTAGE, TakeoverFailed
 from infra.projection import ProjectionSpec, Statement
+from infra.provenance import EventKeys
 from infra.service import serve_until_stopped
 from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
@@ -99,6 +100,8 @@ class Projector:
         self._until: dict[TopicPartition, int] | None = None
         self.process_name = f"{spec.name}-projector"
         self.topics = [settings.topic(t) for t in spec.topics]
+        # Every topic a read model projects is a hub's events: each checked against that hub's keys.
+        self.event_keys = {settings.topic(t): EventKeys.of(settings, t.rpartition(".")[0]) for t in spec.topics}
         self.positions: dict[TopicPartition, int] = {}
         self.applied = 0
         self._healthy = False
@@ -292,6 +295,12 @@ class Projector:
         its partition ends before it."""
         try:
             decoded = self.codec.decode(record.value)
+            forged = self.event_keys[record.topic].problem(record.value, record.headers)
+            if forged:
+                # Not applied: a record nobody with the hub's key wrote, however well it imitates the chain.
+                log.warning("event refused: not signed by its hub", topic=record.topic, offset=record.offset, reason=forged)
+                await self._dead_letter(producer, record, forged, "ForgedEvent")
+                return []
             if self.stop_before is not None and self._until is not None and self.stop_before(decoded.name, decoded.record):
                 return _STOP
             if self.record_filter is not None and not self.record_filter(decoded.name, decoded.record):

@@ -36,6 +36,7 @@ from prometheus_client import Gauge, Histogram
 from base.settings import Settings
 from hubs.message.facts import TOPICS, RoutingView, wanted
 from hubs.message.routing import ChannelOwner, InboundItem, RoutingFacts
+from infra.provenance import EventKeys
 from infra.topics import partitions_of
 from schemas.codec import Codec, DecodeError
 
@@ -77,6 +78,8 @@ class FactsFeed:
         self._round: asyncio.Future | None = None
         self._asking = asyncio.Lock()
         self._logical = {settings.topic(t): t for t in TOPICS}
+        self._keys = {t: EventKeys.of(settings, t.rpartition(".")[0]) for t in TOPICS}
+        """Each topic's hub keys: a fact is only what that hub's processor signed."""
 
     async def start(self) -> None:
         s = self.settings
@@ -212,6 +215,12 @@ class FactsFeed:
     def _fold(self, topic: str, record) -> None:
         event_type = next((value for name, value in record.headers or () if name == "event_type"), None)
         if event_type is not None and not wanted(topic, event_type.decode("utf-8", "replace")):
+            return
+        forged = self._keys[topic].problem(record.value, record.headers)
+        if forged:
+            # A connected page or an entitlement nobody with the hub's key wrote is no fact.
+            self.skipped += 1
+            log.warning("event not folded: not signed by its hub", topic=record.topic, offset=record.offset, reason=forged)
             return
         try:
             decoded = self.codec.decode(record.value)

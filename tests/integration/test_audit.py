@@ -74,7 +74,7 @@ async def test_verify_passes_then_names_a_forged_record_and_histories_come_back_
     [broken] = report.broken
     assert (broken.topic, broken.partition, broken.offset) == (events_topic, sent.partition, sent.offset)
     assert (broken.aggregate_id, broken.event_id, broken.version) == (w_a, decoded.record["envelope"]["event_id"], 2)
-    assert {p.check for p in broken.problems} == {"version", "previous_hash"}
+    assert {p.check for p in broken.problems} == {"mac", "version", "previous_hash"}
     cli = await invoke(settings, "verify", "--json", "--hub", "wallet")
     assert cli.exit_code == 1, cli.output
     named = json.loads(cli.stdout)["broken_links"]
