@@ -7,6 +7,7 @@ structured log line with the operator id."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from base.pii import MASK, mask_fields, mask_text
 from base.settings import Settings
 from infra.dlq import DEAD_LETTER_SCHEMA
 from infra.topics import partitions_of
@@ -38,14 +40,22 @@ class DeadLetterView:
     """Masked, shortened view of the original payload."""
 
 
+SUMMARY_SOURCE_BYTES = 64 * 1024
+"""How much of an undecodable payload is read for its summary: masked whole, then cut
+(cutting first could leave half an address that no pattern recognises)."""
+
+
 def payload_summary(codec: Codec, payload: bytes) -> str:
     try:
         decoded = codec.decode(payload)
     except DecodeError:  # an undecodable payload is why many letters are here
-        text = payload[:200].decode("utf-8", errors="replace")
-        return mask_summary(f"{len(payload)} bytes: {text}")
+        text = payload[:SUMMARY_SOURCE_BYTES].decode("utf-8", errors="replace")
+        parsed = mask_fields(text)  # a JSON body is masked field by field (allow-list); other text by shape
+        shown = parsed if parsed != MASK else mask_text(text)
+        return mask_summary(f"{len(payload)} bytes: {shown}")
     fields = {k: v for k, v in decoded.record.items() if k not in ("envelope", "meta")}
-    return mask_summary(f"{decoded.name.rsplit('.', 1)[-1]} {fields}")
+    masked = json.dumps(mask_fields(fields), ensure_ascii=False, default=str)
+    return mask_summary(f"{decoded.name.rsplit('.', 1)[-1]} {masked}")
 
 
 class DeadLetters:

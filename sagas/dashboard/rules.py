@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from base.pii import mask_text
 from hubs.saga.definition import STATES
 from hubs.tenant.aggregate import OPERATORS_TENANT
 
@@ -134,37 +135,14 @@ def duration_text(seconds: int | None) -> str:
 
 # --- PII masking of payload summaries ---------------------------------------
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w])\+?\d[\d ().-]{6,}\d(?![\w])")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_SECRET_FIELD = re.compile(
-    r"""(?i)(["']?\b(?:password|passwd|secret|token|api_key|apikey|access_token|refresh_token|totp[_a-z]*)\b["']?\s*[:=]\s*)(["']?)[^"',;}\s]+"""
-)
-_TEXT_FIELD = re.compile(
-    r"""(?i)(["']?\b(?:text|body|message_text|first_name|last_name|full_name|name|address)\b["']?\s*[:=]\s*)(["'])(.*?)\2"""
-)
 MAX_SUMMARY = 300
 
 
-def _mask_phone(match: re.Match) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    return "•••" + digits[-2:] if len(digits) >= 7 else match.group(0)
-
-
 def mask_summary(text: str, limit: int = MAX_SUMMARY) -> str:
-    """A payload summary safe to show an operator: emails keep their first
-    letter and domain, phone numbers their last two digits; secrets, tokens and
-    free text (message bodies, names, addresses) are replaced entirely."""
-    if not text:
-        return ""
-    text = _JWT.sub("[token]", text)
-    text = _BEARER.sub(r"\1[token]", text)
-    text = _SECRET_FIELD.sub(r"\1\2[secret]", text)
-    text = _TEXT_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}[{len(m.group(3))} chars]{m.group(2)}", text)
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}•••@{m.group(0).split('@', 1)[1]}", text)
-    text = _PHONE.sub(_mask_phone, text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A payload summary safe to show an operator (base.pii.mask_text: emails keep
+    their first letter and domain, phone numbers their last two digits; secrets,
+    tokens and quoted free text are replaced), masked whole before it is cut."""
+    return mask_text(text, limit)
 
 
 # --- sessions and CSRF -------------------------------------------------------

@@ -103,3 +103,27 @@ def test_an_address_anywhere_in_nested_json_strings_never_shows_its_local_part(d
         value = {"wrapped": json.dumps(value)}
     shown = json.dumps(mask_fields({name: json.dumps(value)}))
     assert SECRET_LOCAL not in shown and "elda.priv" not in shown
+
+
+def test_a_dead_letter_summary_masks_the_whole_payload_before_cutting_it():
+    from base.settings import Settings
+    from poseidon import bootstrap
+    from sagas.dashboard.deadletters import payload_summary
+
+    codec = bootstrap.codec(Settings())
+    # Undecodable (not Avro), the address straddling where the old summary cut at 200 bytes.
+    body = b'{"note": "' + b"x" * 180 + f'", "email": "{SECRET_LOCAL}@example.com", "phone": "+33612345678"}}'.encode()
+    shown = payload_summary(codec, body)
+    assert "zelda" not in shown and "33612345678" not in shown and "z***@example.com" in shown
+    # Decoded records go through the same allow-list: unlisted text is hidden whole.
+    record = codec.encode(
+        "poseidon.wallet.commands.CreditFunds",
+        {
+            "meta": {"command_id": "c", "aggregate_id": "w", "tenant_id": "t", "correlation_id": "c", "causation_id": "c",
+                     "actor": "a", "issued_at": 0, "expected_version": None},
+            "amount": 5,
+            "reference": f"refund for {SECRET_LOCAL}@example.com",
+        },
+    )  # fmt: skip
+    summary = payload_summary(codec, record)
+    assert summary.startswith("CreditFunds ") and '"amount": 5' in summary and SECRET_LOCAL not in summary
