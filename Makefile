@@ -15,7 +15,7 @@ PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
 
-.PHONY: help setup protos up down logs run stop test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs
+.PHONY: help setup protos up down logs run stop prometheus test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs
 
 help:
 	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
@@ -26,10 +26,11 @@ help:
 	@echo "make test-attacks  fuzzers, forged tokens, cross-tenant probes, ingress abuse (summary in bench/results/attacks.md)"
 	@echo "make test-chaos  kill processes, restart Kafka/PostgreSQL (a private stack), fail the outside systems;"
 	@echo "                 check nothing is lost or doubled (report in bench/results/chaos.md; ~12 min)"
+	@echo "make prometheus  Prometheus on :9090 scraping the running platform, with the alert rules"
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed $(PROTO_OUT)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +63,15 @@ $(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
 	else echo "installing Chromium from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi; fi
+	touch $@
+
+# Debian's Prometheus: promtool tests the alert rules in `make test`; `make prometheus` scrapes the running platform.
+.stack/.prometheus-installed:
+	@mkdir -p .stack
+	@if command -v promtool >/dev/null && [ -x /usr/bin/prometheus ]; then echo "Prometheus found"; \
+	else echo "installing Prometheus from Debian packages"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; fi; fi
 	touch $@
 
 schemas/protos/%_pb2.py: schemas/protos/%.proto $(VENV)/.installed
@@ -119,6 +129,14 @@ bench: up
 # Every stage with tiny sizes: proves the benchmark still runs (figures not judged or recorded).
 bench-smoke: up
 	$(PY) -m bench.run --smoke
+
+## Prometheus on 127.0.0.1:9090 scraping every role of the running platform (`make run`), with the alert rules; Ctrl-C stops it
+prometheus: setup
+	@mkdir -p .stack/prometheus
+	$(PY) -m poseidon.cli prometheus-config --rules $(ROOT)/infra/prometheus/rules.yml > .stack/prometheus/prometheus.yml
+	promtool check config .stack/prometheus/prometheus.yml
+	prometheus --config.file=.stack/prometheus/prometheus.yml --storage.tsdb.path=.stack/prometheus/data \
+	  --web.listen-address=127.0.0.1:9090
 
 docs: setup
 	$(PY) -m poseidon.docs

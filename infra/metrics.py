@@ -1,7 +1,10 @@
 """The Prometheus metrics every long-running process shares. Defined once so a
 ninth hub gets the same names and labels for free."""
 
-from prometheus_client import Counter, Gauge, Histogram
+import platform
+from importlib import metadata
+
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 RECORDS_PROCESSED = Counter(
     "poseidon_records_processed_total", "Records handled, by process and outcome.", ["process", "hub", "outcome"]
@@ -27,3 +30,20 @@ GRPC_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
+EVENTS_WRITTEN = Counter(
+    "poseidon_events_written_total",
+    "Events committed by a hub's processor, by event type (a hub's event types are few and fixed: saga failures and"
+    " operator waits are counted here too).",
+    ["hub", "event_type"],
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("poseidon-hub")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD = Info("poseidon_build", "The running build: package version and Python.")
+BUILD.info({"version": _version(), "python": platform.python_version()})

@@ -1,6 +1,10 @@
 """The ops endpoint every long-running process serves: `GET /metrics`
-(Prometheus) and `GET /healthz` (JSON, 200 when every check passes, 503 otherwise).
-Loopback by default (POSEIDON_OPS_HOST)."""
+(Prometheus, with `poseidon_build_info`), `GET /livez` (liveness: 200 whenever the
+process's event loop answers — restart the process when it does not), and
+`GET /readyz` (readiness: JSON, 200 when every dependency check passes, 503
+otherwise — take the process out of rotation, do not restart it; a PostgreSQL
+outage must not restart every pod). `GET /healthz` is `/readyz`, kept for the
+tools that ask it. Loopback by default (POSEIDON_OPS_HOST)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from infra import metrics  # noqa: F401  (registers poseidon_build_info in every process that serves ops)
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +33,8 @@ class OpsServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/livez", self._live)
+        app.router.add_get("/readyz", self._health)
         app.router.add_get("/healthz", self._health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -39,6 +47,10 @@ class OpsServer:
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _live(self, _: web.Request) -> web.Response:
+        # Answering at all is the proof: this handler runs on the loop every role runs on.
+        return web.json_response({"process": self.process, "status": "alive"})
 
     async def _health(self, _: web.Request) -> web.Response:
         results = {}

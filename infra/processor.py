@@ -193,6 +193,10 @@ class AggregateProcessor:
         self.handled += len(records)
         for label, n in batch.counts.items():
             metrics.RECORDS_PROCESSED.labels(self.process_name, self.hub.name, label).inc(n)
+        for record in batch.outgoing:
+            if record.topic == self.decider.events_topic:
+                event_type = next((v for k, v in record.headers if k == "event_type"), b"").decode()
+                metrics.EVENTS_WRITTEN.labels(self.hub.name, event_type).inc()
         metrics.LATENCY.labels(self.process_name, self.hub.name).observe(time.perf_counter() - started)
 
     async def _send(self, producer: AIOKafkaProducer, partition: int, records: list[Outgoing]) -> dict[int, int]:

@@ -34,6 +34,15 @@ def list_hubs() -> None:
         click.echo(name)
 
 
+@main.command("prometheus-config")
+@click.option("--rules", default="infra/prometheus/rules.yml", show_default=True, help="Rules file Prometheus loads.")
+def prometheus_config(rules: str) -> None:
+    """Print a Prometheus configuration scraping every role of this platform (its ops ports)."""
+    from poseidon.devstack import prometheus_config as config
+
+    click.echo(config(_settings(), rules), nl=False)
+
+
 @main.command("spokes")
 def list_spokes() -> None:
     """Print the spokes this installation runs, one per line."""

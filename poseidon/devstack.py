@@ -48,6 +48,37 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
     return rows
 
 
+def scrape_targets(s: Settings) -> list[tuple[str, str]]:
+    """(process, host:port) of every ops endpoint serving /metrics: what Prometheus scrapes."""
+    targets = []
+    for hub in bootstrap.hubs():
+        for role in ("processor", "projector", "grpc"):
+            targets.append((f"{hub}-{role}", f"{s.ops_host}:{s.ops_port_for(role, hub)}"))
+    targets.append(("ingress", f"{s.ops_host}:{s.ops_port_at('ingress', 0)}"))
+    targets.append(("router", f"{s.ops_host}:{s.ops_port_for('router', 'message')}"))
+    targets.append(("saga-driver", f"{s.ops_host}:{s.ops_port_for('router', 'saga')}"))
+    for name, spec in bootstrap.spokes().items():
+        targets.append((f"spoke-{name}", f"{s.ops_host}:{s.ops_port_at('spoke', spec.ops_index)}"))
+    return targets
+
+
+def prometheus_config(s: Settings, rules: str, interval_s: int = 15) -> str:
+    """A Prometheus configuration scraping every role of the platform `s` describes (job
+    `poseidon`, one target per process, labelled with it) and loading the `rules` file."""
+    lines = [
+        "global:",
+        f"  scrape_interval: {interval_s}s",
+        f"  evaluation_interval: {interval_s}s",
+        f"rule_files: [{rules}]",
+        "scrape_configs:",
+        "  - job_name: poseidon",
+        "    static_configs:",
+    ]
+    for process, target in scrape_targets(s):
+        lines += [f"      - targets: ['{target}']", f"        labels: {{process_name: {process}}}"]
+    return "\n".join(lines) + "\n"
+
+
 def main(timeout_s: float = 90.0) -> None:
     s = bootstrap.settings()
     deadline = time.time() + timeout_s

@@ -120,6 +120,7 @@ CALLER_SCOPED = {
     "/poseidon.tenant.v1.TenantQuery/ResolveChannel": grpc.StatusCode.PERMISSION_DENIED,
     "/poseidon.identity.v1.Identity/RegisterService": grpc.StatusCode.PERMISSION_DENIED,
     "/poseidon.identity.v1.Identity/Revoke": grpc.StatusCode.PERMISSION_DENIED,
+    "/poseidon.identity.v1.Identity/ResetTotp": grpc.StatusCode.PERMISSION_DENIED,
     "/poseidon.identity.v1.Identity/WhoAmI": "answers only the caller",
     "/poseidon.identity.v1.Identity/EnrollTotp": "acts only on the caller",
     "/poseidon.identity.v1.Identity/ConfirmTotp": "acts only on the caller's enrolment",

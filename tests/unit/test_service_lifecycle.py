@@ -89,3 +89,19 @@ async def test_a_bug_is_not_restarted_and_the_ops_port_closes():
 def test_the_keyed_roles_wait_out_a_broken_store_connection_instead_of_dead_lettering(retries):
     assert retries(BROKEN_CONNECTION)
     assert not retries(ValueError("a bug"))
+
+
+async def test_liveness_answers_while_readiness_reports_a_dependency_away():
+    port, reachable = _port(), {"postgres": False}
+    ops = OpsServer("127.0.0.1", port, "test", {"postgres": lambda: reachable["postgres"]})
+    await ops.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/livez") as live, http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                assert (live.status, ready.status) == (200, 503)
+                assert (await ready.json())["checks"] == {"postgres": False}
+            reachable["postgres"] = True
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as ready, http.get(f"http://127.0.0.1:{port}/metrics") as m:
+                assert ready.status == 200 and "poseidon_build_info{" in await m.text()
+    finally:
+        await ops.stop()
