@@ -1,6 +1,6 @@
 """structlog configuration for every process: JSON when not on a terminal (or
 when asked), coloured console otherwise; correlation ids travel in contextvars.
-Library logs (aiokafka, faust, asyncpg) go through the same renderer."""
+Library logs (aiokafka, asyncpg) go through the same renderer."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _renderer(fmt: str) -> list:
 
 def dict_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:
     """A logging.config dict routing stdlib logging through structlog's renderer
-    (also handed to faust's Worker, which would otherwise install its own)."""
+    (every process installs it at start)."""
     quiet = max(logging.getLevelName(level), logging.WARNING)
     return {
         "version": 1,
@@ -75,7 +75,7 @@ def dict_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:
         },
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
-        "loggers": {name: {"level": quiet} for name in ("aiokafka", "faust", "mode", "kafka")},
+        "loggers": {name: {"level": quiet} for name in ("aiokafka", "kafka")},
     }
 
 

@@ -390,7 +390,7 @@ def machine(pg_version: str | None) -> dict:
         "python": platform.python_version(),
         "kafka": kafka_version(),
         "postgresql": pg_version or "unknown",
-        "libraries": {name: _version(name) for name in ("aiokafka", "faust-streaming", "grpcio", "asyncpg", "fastavro")},
+        "libraries": {name: _version(name) for name in ("aiokafka", "grpcio", "asyncpg", "fastavro")},
         "commit": _git("rev-parse", "--short", "HEAD")
         + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""),
     }
