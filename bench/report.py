@@ -279,6 +279,13 @@ def markdown(results: dict, rows: list[Row]) -> str:
 def context(results: dict) -> list[str]:
     lines = []
     commands, replay, query = (results.get(k) or {} for k in ("commands", "replay", "query"))
+    if signing := commands.get("event_signing"):
+        share = signing.get("sign_share_of_processor_cpu_percent")
+        lines.append(
+            f"- event signatures: {signing['sign_us_per_event']:g} µs to sign and {signing['verify_us_per_event']:g} µs to "
+            f"verify one event ({signing['mean_event_bytes']} B)"
+            + (f", {share:g} % of the processor's CPU per command" if share is not None else "")
+        )
     if (p := commands.get("processor")) and (cpu := p.get("cpu")):
         lines.append(
             f"- processor: {cpu.get('process_cpu_percent', '-')} % CPU, bench client {cpu.get('client_cpu_percent', '-')} %, "

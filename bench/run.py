@@ -27,7 +27,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from base.logging import configure
 from base.settings import Settings
-from bench import commands, e2e, ingress, procs, query, replay, report
+from bench import commands, e2e, ingress, procs, provenance, query, replay, report
 from bench.profile import PROFILES, py_spy, summarise
 from infra.command_client import CommandClient
 from poseidon import bootstrap
@@ -152,6 +152,12 @@ class Run:
         show({**ours, "peak_rss_mb": processor.peak_mb})
         if ours["accepted"] != s.commands:
             raise RuntimeError(f"only {ours['accepted']} of {s.commands} credits were accepted")
+
+        step("command processing: what signing events costs (HMAC per event, sign and verify)")
+        busy = ours["cpu"].get("process_cpu_percent")
+        cpu_us = busy / 100 * ours["seconds"] / ours["accepted"] * 1e6 if busy and ours["accepted"] else None
+        self.results["commands"]["event_signing"] = signing = await provenance.measure(self.settings, cpu_us)
+        show(signing)
 
         step("command processing: raw consume -> produce the processor's fan-out -> commit loop (baseline)")
         consumed, outputs = await commands.processor_fan_out(self.settings)
