@@ -1,6 +1,7 @@
 """Pure mapping of saga events to read-store statements: the saga's row (state,
 current step, error, pending attempt and deadline — what the driver's timer
-reads) and one timeline row per event. Every statement is idempotent (version
+reads; the message and contact ids of its input, which the dashboard finds it
+by) and one timeline row per event. Every statement is idempotent (version
 guard, keys), so a replayed event changes nothing."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ STARTED, TIMELINE, UPDATED = 0, 1, 2
 START_ROW = Insert(
     "sagas",
     {"saga_id": 1, "tenant_id": 2, "saga_type": 3, "state": Const("'running'", "running"), "current_step": Const("''", ""),
-     "correlation_id": 4, "started_at": 5, "updated_at": 5, "version": 6, "error": Const("''", ""), "input_json": 7},
+     "correlation_id": 4, "started_at": 5, "updated_at": 5, "version": 6, "error": Const("''", ""), "input_json": 7,
+     "message_id": 8, "contact_id": 9},
     key=("saga_id",),
 )  # fmt: skip
 START = START_ROW.sql
@@ -68,6 +70,28 @@ def summary(kind: str, r: dict) -> str:
     return kind
 
 
+SEARCHABLE_INPUT = ("message_id", "contact_id")
+"""Input fields copied into indexed columns of the saga row (the inbound-message
+saga's; '' for a saga whose input has none)."""
+MAX_ID = 200
+
+
+def searchable_ids(input_json: str) -> tuple[str, ...]:
+    """The input's message and contact ids ('' when absent, not a string, or
+    longer than any id: such a value is no id to find a saga by)."""
+    try:
+        value = json.loads(input_json)
+    except (TypeError, ValueError):
+        value = None
+    found = value if isinstance(value, dict) else {}
+    ids = []
+    for name in SEARCHABLE_INPUT:
+        v = found.get(name)
+        text = v if isinstance(v, str) else ""
+        ids.append(text if len(text) <= MAX_ID else "")
+    return tuple(ids)
+
+
 def _jsonable(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -106,11 +130,9 @@ def apply(event_type: str, record: dict) -> list[Statement]:
 
     statements = []
     if kind == "SagaStarted":
-        statements.append(
-            START_ROW.statement(
-                (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"]), phase=STARTED
-            )
-        )
+        message_id, contact_id = searchable_ids(r["input_json"])
+        row = (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"], message_id, contact_id)
+        statements.append(START_ROW.statement(row, phase=STARTED))
     step = payload.get("step", "")
     timeline = (saga_id, version, tenant, kind, step, summary(kind, r)[:1000], json.dumps(payload, sort_keys=True), at,
                 env["actor"], uuid.UUID(env["event_id"]))  # fmt: skip

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
@@ -30,6 +31,8 @@ MAX_PAGE_SIZE = 200
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _IDENT = re.compile(r"^[A-Za-z0-9_.:@/-]{1,200}$")
+MAX_FIND = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]")
 
 
 class BadFilter(ValueError):
@@ -56,6 +59,8 @@ class SagaFilter:
     """Started at least this long ago (stuck sagas)."""
     max_age_s: int | None = None
     """Started at most this long ago (recent sagas)."""
+    find: str = ""
+    """An id, matched exactly against saga id, correlation id, message id and contact id."""
     page: int = 1
     page_size: int = 50
 
@@ -81,6 +86,7 @@ class SagaFilter:
             tenant_id=tenant_id,
             min_age_s=parse_duration("min_age", query.get("min_age", "")),
             max_age_s=parse_duration("max_age", query.get("max_age", "")),
+            find=check_find(query.get("q", "")),
             page=page,
             page_size=page_size,
         )
@@ -101,6 +107,16 @@ class SagaFilter:
             add("saga_type = {}", self.saga_type)
         if self.tenant_id:
             add("tenant_id = {}", self.tenant_id)
+        if self.find:
+            # One index per column (OR → bitmap scans); saga_id is a uuid column,
+            # so only a UUID is compared with it (any other text would not cast).
+            args.append(self.find)
+            p = f"${len(args)}"
+            match = [f"correlation_id = {p}", f"message_id = {p}", f"contact_id = {p}"]
+            if _is_uuid(self.find):
+                args.append(str(uuid.UUID(self.find)))
+                match.insert(0, f"saga_id = ${len(args)}::uuid")
+            clauses.append(f"({' OR '.join(match)})")
         if self.min_age_s is not None:
             add("started_at <= now() - make_interval(secs => {})", float(self.min_age_s))
         if self.max_age_s is not None:
@@ -118,10 +134,30 @@ class SagaFilter:
             "tenant": f.tenant_id,
             "min_age": duration_text(f.min_age_s),
             "max_age": duration_text(f.max_age_s),
+            "q": f.find,
             "page": str(f.page) if f.page != 1 else "",
             "page_size": str(f.page_size) if f.page_size != 50 else "",
         }
         return urlencode({k: v for k, v in pairs.items() if v})
+
+
+def check_find(raw: str) -> str:
+    """The search box's id, trimmed; '' for none. Ids have no spaces or control
+    characters and are at most 200 characters: anything else is refused by name."""
+    raw = raw.strip()
+    if len(raw) > MAX_FIND:
+        raise BadFilter(f"q (the id to find) may have at most {MAX_FIND} characters")
+    if _CONTROL.search(raw):
+        raise BadFilter("q (the id to find) is one id: no spaces or control characters")
+    return raw
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def duration_text(seconds: int | None) -> str:

@@ -37,12 +37,13 @@ def hostile_pages() -> dict[str, str]:
     event = {"version": 1, "event_type": HOSTILE, "step": HOSTILE, "summary": HOSTILE, "occurred_at": NOW, "actor": HOSTILE}
     routing = dict.fromkeys(("message_id", "routing_rule", "routed_spoke", "routed_app_id", "routing_reason", "facts"), HOSTILE)
     letter = DeadLetterView(HOSTILE, 0, 7, HOSTILE, HOSTILE, HOSTILE, HOSTILE, NOW, HOSTILE)
-    f = SagaFilter(state="", saga_type=HOSTILE, tenant_id=HOSTILE, page=2)
+    f = SagaFilter(state="", saga_type=HOSTILE, tenant_id=HOSTILE, find=HOSTILE, page=2)
     who = {"operator": HOSTILE, "csrf": HOSTILE}
     return {
         "login": pages.login_page(HOSTILE, csrf=HOSTILE, notice=HOSTILE),
         "message": pages.message_page(HOSTILE, HOSTILE, **who),
         "list": pages.list_page([saga], 120, {"failed": 1}, f, message=HOSTILE, **who),
+        "list (nothing found)": pages.list_page([], 0, {}, f, message=HOSTILE, **who),
         "saga": pages.saga_page(saga, [event], routing, message=HOSTILE, **who),
         "timeline": pages.timeline_fragment([event]),
         "dead letters": pages.dead_letters_page([letter], message=HOSTILE, problem=HOSTILE, **who),
@@ -89,3 +90,9 @@ def test_pages_are_rendered_only_from_templates():
     source = (pages.TEMPLATES.parent / "pages.py").read_text() + (pages.TEMPLATES.parent / "app.py").read_text()
     assert not re.search(r"""f["'][^"'\n]*<[a-z/]""", source), "an f-string builds HTML"
     assert "def e(" not in source and "html import escape" not in source
+
+
+def test_a_search_that_finds_nothing_says_which_id_was_looked_for_and_that_matches_are_exact():
+    html = pages.list_page([], 0, {}, SagaFilter(find="m_42"), operator="op", csrf="c" * 40)
+    assert "no saga has the id <code>m_42</code> (exact matches only)" in html
+    assert 'name="q" id="f-find" value="m_42"' in html

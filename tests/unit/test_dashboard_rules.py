@@ -61,6 +61,31 @@ def test_a_bad_filter_is_refused_naming_the_parameter(query, names):
         SagaFilter.from_query(query)
 
 
+def test_find_matches_one_id_exactly_against_correlation_message_and_contact_ids_as_one_parameter():
+    sql, args = SagaFilter.from_query({"q": "  mid.$1:AbC'x  ", "tenant": "acme"}).where()
+    assert sql == "WHERE tenant_id = $1 AND (correlation_id = $2 OR message_id = $2 OR contact_id = $2)"
+    assert args == ["acme", "mid.$1:AbC'x"]
+
+
+def test_find_compares_a_uuid_with_the_saga_id_too_in_its_canonical_form():
+    f = SagaFilter.from_query({"q": "3F2B8C1E-0000-4000-8000-00000000000A", "state": "failed"})
+    sql, args = f.where()
+    assert sql == ("WHERE state = $1 AND (saga_id = $3::uuid OR correlation_id = $2 OR message_id = $2 OR contact_id = $2)")
+    assert args == ["failed", "3F2B8C1E-0000-4000-8000-00000000000A", "3f2b8c1e-0000-4000-8000-00000000000a"]
+    assert f.where(with_state=False)[1] == args[1:]  # the counts find the same sagas
+
+
+def test_find_is_kept_in_links_and_an_empty_box_finds_nothing_in_particular():
+    assert SagaFilter.from_query({"q": "m_1"}).query_string(page=2) == "q=m_1&page=2"
+    assert SagaFilter.from_query({"q": "   "}).where() == ("", [])
+
+
+@pytest.mark.parametrize("raw", ["two ids", "x" * 201, "id\x00", "line\nbreak"])
+def test_find_refuses_what_is_not_one_id_saying_what_q_must_be(raw):
+    with pytest.raises(BadFilter, match="q \\(the id to find\\)"):
+        SagaFilter.from_query({"q": raw})
+
+
 def test_pagination_turns_pages_into_limit_and_offset_and_links_keep_the_filters():
     f = SagaFilter.from_query({"state": "failed", "page": "3", "page_size": "20", "min_age": "2h"})
     assert f.limit_offset() == (20, 40)

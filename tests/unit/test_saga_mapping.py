@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from infra.hub import event_payload
-from projections.saga.mapping import START, TIMELINE_ROW, UPDATE, apply
+from projections.saga.mapping import START, TIMELINE_ROW, UPDATE, apply, searchable_ids
 from schemas.codec import Catalog, Codec
 from tests.unit.test_saga_aggregate import Story
 
@@ -98,3 +100,26 @@ def test_the_end_states_are_compensated_aborted_and_completed():
     _, recs = compensation_story()
     ends = [apply(n, r)[-1].args[2] for n, r in recs if n.endswith(("SagaAborted", "SagaCompleted"))]
     assert sorted(ends) == ["aborted", "compensated", "completed"]
+
+
+def test_a_started_saga_row_carries_its_inputs_message_and_contact_ids_for_the_dashboard_to_find_it_by():
+    _, recs = compensation_story()
+    started = dict(recs[0][1])
+    started["input_json"] = '{"message_id": "m-1", "contact_id": "psid-9", "text": "hello"}'
+    row = apply("poseidon.saga.SagaStarted", started)[0]
+    assert row.args[7:] == ("m-1", "psid-9")
+    assert "message_id, contact_id" in row.sql
+
+
+@pytest.mark.parametrize(
+    "input_json, ids",
+    [
+        ("{}", ("", "")),
+        ('{"message_id": 7, "contact_id": ["x"]}', ("", "")),
+        ('{"message_id": "' + "m" * 201 + '", "contact_id": "c"}', ("", "c")),
+        ("not json", ("", "")),
+        ('["message_id"]', ("", "")),
+    ],
+)
+def test_an_input_without_string_ids_leaves_the_searchable_columns_empty(input_json, ids):
+    assert searchable_ids(input_json) == ids
