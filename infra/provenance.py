@@ -104,7 +104,7 @@ class EventKeys:
     def sign(self, digest: bytes) -> tuple[str, bytes]:
         """The header for an event whose stored value has SHA-256 `digest`."""
         kid, key = self._signing()
-        return MAC_HEADER, f"{kid}:{hmac.new(key, digest, hashlib.sha256).hexdigest()}".encode()
+        return MAC_HEADER, f"{kid}:{hmac.digest(key, digest, 'sha256').hex()}".encode()
 
     def problem(self, value: bytes | None, headers: Iterable[tuple[str, bytes]] | None) -> str:
         """Why this stored event was not written by this hub's processor ("" when it was)."""
@@ -115,7 +115,7 @@ class EventKeys:
         key = self._key(kid)
         if key is None:
             return f"{MAC_HEADER} names no key of the {self.hub} hub ({kid[:40]!r})"
-        expected = hmac.new(key, hashlib.sha256(value or b"").digest(), hashlib.sha256).hexdigest()
+        expected = hmac.digest(key, hashlib.sha256(value or b"").digest(), "sha256").hex()
         if not hmac.compare_digest(expected, mac):
             return f"{MAC_HEADER} does not match the record: altered, or forged without the {self.hub} hub's key"
         return ""
