@@ -38,6 +38,7 @@ from sagas.dashboard.rules import (
     SESSION_COOKIE,
     BadFilter,
     SagaFilter,
+    StatsWindow,
     check_reason,
     csrf_ok,
     csrf_token_for,
@@ -311,6 +312,16 @@ async def saga_list(request: web.Request) -> web.Response:
     )
 
 
+async def saga_stats(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    try:
+        window = StatsWindow.from_query(request.query)
+    except BadFilter as exc:
+        return _refusal(request, "Bad window", str(exc), 400)
+    types = await SagaStore(deps.pool, deps.settings, deps.message_pool).stats(window)
+    return _html(pages.stats_page(types, window, operator=request[PRINCIPAL].id, csrf=_csrf(request)))
+
+
 async def saga_detail(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     store = SagaStore(deps.pool, deps.settings, deps.message_pool)
@@ -527,6 +538,7 @@ def build_app(deps: Deps) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/", saga_list)
     app.router.add_get("/sagas", index_redirect)
+    app.router.add_get("/stats", saga_stats)
     app.router.add_post("/sagas/batch", saga_batch)
     app.router.add_get("/sagas/{saga_id}", saga_detail)
     app.router.add_get("/sagas/{saga_id}/timeline", saga_timeline)

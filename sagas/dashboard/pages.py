@@ -12,7 +12,16 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from sagas.dashboard.rules import CSRF_FIELD, OPERATOR_TENANT, STATES, SagaFilter, duration_text, mask_summary
+from sagas.dashboard.rules import (
+    CSRF_FIELD,
+    OPERATOR_TENANT,
+    STATES,
+    SagaFilter,
+    StatsWindow,
+    duration_text,
+    mask_summary,
+    seconds_text,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -36,7 +45,7 @@ ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters.update(when=when, masked=mask_summary, duration=duration_text, segment=_segment)
+ENV.filters.update(when=when, masked=mask_summary, duration=duration_text, segment=_segment, seconds=seconds_text)
 ENV.globals.update(csrf_field=CSRF_FIELD, states=tuple(STATES), operator_tenant=OPERATOR_TENANT, live="", operator="", csrf="")
 
 
@@ -85,6 +94,10 @@ def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str =
         message=message,
         live="saga",
     )
+
+
+def stats_page(types, window: StatsWindow, *, operator: str, csrf: str) -> str:
+    return render("stats.html", title="Statistics", types=types, window=window, operator=operator, csrf=csrf)
 
 
 def dead_letters_page(letters, *, operator: str, csrf: str, message: str = "", problem: str = "") -> str:

@@ -169,6 +169,116 @@ def duration_text(seconds: int | None) -> str:
     return f"{seconds}s"
 
 
+# --- per-type statistics ------------------------------------------------------
+#
+# Every statistic reads the sagas *started* within one window (the indexed,
+# never-updated started_at), grouped by type: counts per state, durations of
+# the finished ones (completed, compensated, aborted: last change − start) as
+# percentiles computed in PostgreSQL, and the errors they carry now, grouped
+# with UUIDs and long digit runs (PSIDs, phone numbers) folded so one cause is
+# one group, masked for display and cut to the most frequent per type.
+
+DEFAULT_STATS_WINDOW_S = 86400
+MAX_STATS_WINDOW_S = 30 * 86400
+STATS_ROW_LIMIT = 1000
+"""Rows any one statistics query may return (types × states, or error groups)."""
+TOP_REASONS = 5
+FINISHED_STATES = ("completed", "compensated", "aborted")
+FOLD_UUIDS = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+FOLD_DIGITS = r"[0-9]{5,}"
+
+STATS_COUNTS = """SELECT saga_type, state, count(*) AS n FROM {sagas}
+WHERE started_at >= now() - make_interval(secs => $1)
+GROUP BY saga_type, state ORDER BY saga_type, state LIMIT $2"""
+STATS_DURATIONS = """SELECT saga_type, state, count(*) AS n,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM updated_at - started_at)) AS p50_s,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM updated_at - started_at)) AS p95_s
+FROM {sagas}
+WHERE started_at >= now() - make_interval(secs => $1) AND state = ANY($3::text[])
+GROUP BY saga_type, state ORDER BY saga_type, state LIMIT $2"""
+STATS_FAILURES = """SELECT saga_type, reason, count(*) AS n FROM (
+  SELECT saga_type, regexp_replace(regexp_replace(error, $3, '<uuid>', 'gi'), $4, '<n>', 'g') AS reason
+  FROM {sagas} WHERE started_at >= now() - make_interval(secs => $1) AND error <> ''
+) AS failed GROUP BY saga_type, reason ORDER BY n DESC, saga_type, reason LIMIT $2"""
+
+
+@dataclass(frozen=True)
+class StatsWindow:
+    window_s: int = DEFAULT_STATS_WINDOW_S
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> StatsWindow:
+        window = parse_duration("window", query.get("window", ""))
+        if window is None:
+            return cls()
+        if not 1 <= window <= MAX_STATS_WINDOW_S:
+            raise BadFilter(f"window must be between 1s and {duration_text(MAX_STATS_WINDOW_S)}")
+        return cls(window)
+
+    def queries(self, sagas_table: str) -> list[tuple[str, list]]:
+        """(SQL, parameters) of the counts, the durations and the failure reasons:
+        every one bounded by the window and by STATS_ROW_LIMIT."""
+        bounds = [float(self.window_s), STATS_ROW_LIMIT]
+        return [
+            (STATS_COUNTS.format(sagas=sagas_table), bounds),
+            (STATS_DURATIONS.format(sagas=sagas_table), [*bounds, list(FINISHED_STATES)]),
+            (STATS_FAILURES.format(sagas=sagas_table), [*bounds, FOLD_UUIDS, FOLD_DIGITS]),
+        ]
+
+
+@dataclass(frozen=True)
+class TypeStats:
+    """One saga type's statistics over the window."""
+
+    saga_type: str
+    counts: dict[str, int]
+    """Sagas started in the window, per state (every state present)."""
+    durations: list[dict]
+    """Per finished state: `state`, `n`, `p50_s`, `p95_s` (seconds)."""
+    reasons: list[tuple[str, int]]
+    """The most frequent errors (masked), with how many sagas carry each."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def type_stats(counts, durations, failures, top: int = TOP_REASONS) -> list[TypeStats]:
+    """The three queries' rows folded per saga type (sorted by name). Reasons are
+    masked (mask_summary) before they are merged again, so two errors that differ
+    only in what masking hides count as one."""
+    types: dict[str, dict] = {}
+
+    def of(saga_type: str) -> dict:
+        return types.setdefault(saga_type, {"counts": dict.fromkeys(STATES, 0), "durations": [], "reasons": {}})
+
+    for r in counts:
+        of(r["saga_type"])["counts"][r["state"]] = r["n"]
+    for r in durations:
+        of(r["saga_type"])["durations"].append({"state": r["state"], "n": r["n"], "p50_s": r["p50_s"], "p95_s": r["p95_s"]})
+    for r in failures:
+        reasons = of(r["saga_type"])["reasons"]
+        masked = mask_summary(r["reason"])
+        reasons[masked] = reasons.get(masked, 0) + r["n"]
+    return [
+        TypeStats(name, t["counts"], t["durations"], sorted(t["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))[:top])
+        for name, t in sorted(types.items())
+    ]
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A duration for people: 850 ms, 12.3 s, 4.5 min, 2.1 h."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 # --- PII masking of payload summaries ---------------------------------------
 
 MAX_SUMMARY = 300

@@ -10,7 +10,7 @@ import asyncpg
 
 from base.settings import Settings
 from projections.message import queries as message_queries
-from sagas.dashboard.rules import STATES, SagaFilter
+from sagas.dashboard.rules import STATES, SagaFilter, StatsWindow, TypeStats, type_stats
 
 SAGA_COLUMNS = (
     "saga_id::text AS saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at, version, error"
@@ -47,6 +47,14 @@ class SagaStore:
         counts = dict.fromkeys(STATES, 0)
         counts.update({r["state"]: r["n"] for r in rows})
         return counts
+
+    async def stats(self, window: StatsWindow) -> list[TypeStats]:
+        """Per saga type over the window: counts per state, durations of the finished
+        (percentiles computed by PostgreSQL), the most frequent errors (masked)."""
+        counts, durations, failures = [
+            await self.pool.fetch(sql, *args) for sql, args in window.queries(f"{self.saga_schema}.sagas")
+        ]
+        return type_stats(counts, durations, failures)
 
     async def ids(self, f: SagaFilter, limit: int) -> list[asyncpg.Record]:
         where, args = f.where()

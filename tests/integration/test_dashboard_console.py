@@ -2,12 +2,16 @@
 processes and app as test_dashboard_operator.py): an operator finds sagas by one
 exact id — saga, correlation, message or contact id — in the read store the
 saga projector wrote (its migrations included), scoped by the list's other
-filters, and bad input is answered with a 400 page naming the parameter."""
+filters, and bad input is answered with a 400 page naming the parameter; and
+reads per-type statistics (counts per state, p50/p95 durations of finished
+sagas computed by PostgreSQL, top failure reasons) over a time window."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from urllib.parse import unquote
 
 import pytest
 
@@ -16,9 +20,9 @@ from hubs.tenant.aggregate import PLATFORM_ACTOR
 from hubs.tenant.commands import CreateTenant
 from infra.command_client import new_meta
 from sagas.dashboard.rules import OPERATOR_TENANT
-from tests.harness import eventually
+from tests.harness import eventually, fetch
 from tests.integration import test_dashboard_operator as operator_tests
-from tests.integration.test_dashboard_operator import browser, log_in, register, start_waiting_saga, states
+from tests.integration.test_dashboard_operator import browser, log_in, post_form, register, start_waiting_saga, states
 
 pytestmark = pytest.mark.integration
 dashboard = operator_tests.dashboard  # the same processes and app as the operator tests
@@ -97,6 +101,73 @@ async def test_an_operator_finds_sagas_by_saga_correlation_message_or_contact_id
             assert status in (200, 400), (bad, status)
             if status == 400:
                 assert "q (the id to find)" in html, bad
+
+
+async def test_an_operator_reads_per_type_counts_durations_and_failure_reasons_over_a_window(dashboard):
+    settings, client, url = dashboard
+    session = await operator_session(settings, client, url)
+    async with session:
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        waiting = await start_inbound_saga(client, tenant, "m-1", "c-1", f"corr-{uuid.uuid4()}")
+        aborted = await start_inbound_saga(client, tenant, "m-2", "c-1", f"corr-{uuid.uuid4()}")
+        onboarding = await start_waiting_saga(settings, client)
+        await eventually(lambda: _in_states(settings, {waiting: "waiting", aborted: "waiting", onboarding: "waiting"}))
+        where = await post_form(session, f"{url}/sagas/{aborted}/actions", {"action": "abort", "reason": "test abort"})
+        assert "abort accepted" in unquote(where), where
+        # A second onboarding of the same tenant: CreateTenant is refused, the saga ends compensated with that error.
+        _, created = await _onboarding_tenant(settings, onboarding)
+        refused = await start_onboarding(client, created)
+        await eventually(lambda: _in_states(settings, {aborted: "aborted", refused: "compensated"}), timeout=90)
+
+        status, html = await page(session, f"{url}/stats?window=1h")
+        assert status == 200
+        inbound = _section(html, "inbound_message")
+        assert _stat(inbound, "waiting") == 1 and _stat(inbound, "aborted") == 1 and _stat(inbound, "running") == 0
+        assert re.search(r'<tr data-finished="aborted"><td>aborted</td><td>1</td><td>[0-9.]+ (ms|s)</td>', inbound), inbound
+        assert "no errors" in inbound
+        onboard = _section(html, "tenant_onboarding")
+        assert _stat(onboard, "waiting") == 1 and _stat(onboard, "compensated") == 1
+        assert '<tr data-finished="compensated"><td>compensated</td><td>1</td>' in onboard
+        assert re.search(r"<tr><td>1</td><td class=\"summary\">create_tenant: [^<]*already exists", onboard), onboard
+
+        # The window bounds what is counted; a window that cannot be read is refused by name.
+        async def none_in_the_last_second():
+            status, html = await page(session, f"{url}/stats?window=1s")
+            return status == 200 and "No saga started in the window." in html
+
+        assert await eventually(none_in_the_last_second, timeout=10)
+        for bad in ("31d", "forever", "0s"):
+            status, html = await page(session, f"{url}/stats?window={bad}")
+            assert status == 400 and "window must" in html, bad
+
+
+async def start_onboarding(client, tenant: str) -> str:
+    saga_id = str(uuid.uuid4())
+    body = {"tenant_id": tenant, "name": "Again Ltd", "owner_id": "ann", "currency": "EUR", "default_app_id": "app-1"}
+    result = await client.send(StartSaga(new_meta(saga_id, tenant, actor="test"), "tenant_onboarding", json.dumps(body)), 90)
+    assert result.accepted, result.reason
+    return saga_id
+
+
+async def _onboarding_tenant(settings, saga_id: str) -> tuple[str, str]:
+    rows = await fetch(
+        settings, settings.pg_schema("saga"), "SELECT saga_id::text, tenant_id FROM sagas WHERE saga_id = $1::uuid", saga_id
+    )
+    return rows[0]["saga_id"], rows[0]["tenant_id"]
+
+
+async def _in_states(settings, wanted: dict[str, str]) -> bool:
+    return await states(settings, list(wanted)) == wanted
+
+
+def _section(html: str, saga_type: str) -> str:
+    found = re.search(rf'<section class="card stats" id="stats-{saga_type}".*?</section>', html, re.S)
+    assert found, html
+    return found[0]
+
+
+def _stat(section: str, state: str) -> int:
+    return int(re.search(rf'data-stat="{state}">(\d+)<', section)[1])
 
 
 async def _present(found, n: int) -> bool:

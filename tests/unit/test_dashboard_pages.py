@@ -11,7 +11,7 @@ import pytest
 
 from sagas.dashboard import pages
 from sagas.dashboard.deadletters import DeadLetterView
-from sagas.dashboard.rules import SagaFilter
+from sagas.dashboard.rules import SagaFilter, StatsWindow, TypeStats
 
 SCRIPT = "<script>alert(1)</script>"
 ATTRIBUTE = '"onmouseover=alert(1) x="'
@@ -46,6 +46,11 @@ def hostile_pages() -> dict[str, str]:
         "list (nothing found)": pages.list_page([], 0, {}, f, message=HOSTILE, **who),
         "saga": pages.saga_page(saga, [event], routing, message=HOSTILE, **who),
         "timeline": pages.timeline_fragment([event]),
+        "stats": pages.stats_page(
+            [TypeStats(HOSTILE, {"failed": 2}, [{"state": HOSTILE, "n": 2, "p50_s": 1.5, "p95_s": 90.0}], [(HOSTILE, 2)])],
+            StatsWindow(3600),
+            **who,
+        ),
         "dead letters": pages.dead_letters_page([letter], message=HOSTILE, problem=HOSTILE, **who),
     }
 
@@ -96,3 +101,20 @@ def test_a_search_that_finds_nothing_says_which_id_was_looked_for_and_that_match
     html = pages.list_page([], 0, {}, SagaFilter(find="m_42"), operator="op", csrf="c" * 40)
     assert "no saga has the id <code>m_42</code> (exact matches only)" in html
     assert 'name="q" id="f-find" value="m_42"' in html
+
+
+def test_the_statistics_page_shows_each_types_counts_durations_and_reasons_and_links_to_the_list():
+    stats = TypeStats(
+        "inbound_message",
+        {"completed": 7, "compensated": 2},
+        [{"state": "completed", "n": 7, "p50_s": 0.25, "p95_s": 12.34}],
+        [("reserve_funds: wallet <uuid> does not exist", 2)],
+    )
+    html = pages.stats_page([stats], StatsWindow(7200), operator="op", csrf="c" * 40)
+    assert 'data-stat="completed">7<' in html and 'data-stat="compensated">2<' in html and "9 saga(s)" in html
+    assert "<td>250 ms</td><td>12.3 s</td>" in html
+    assert "reserve_funds: wallet &lt;uuid&gt; does not exist" in html
+    assert 'href="/?type=inbound_message&amp;state=compensated&amp;max_age=2h"' in html
+    assert 'name="window" size="5" value="2h"' in html
+    empty = pages.stats_page([], StatsWindow(), operator="op", csrf="c" * 40)
+    assert "No saga started in the window." in empty and 'value="1d"' in empty

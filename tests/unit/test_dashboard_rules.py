@@ -13,6 +13,9 @@ from sagas.dashboard.rules import (
     InsecureListen,
     SagaFilter,
     SessionRefused,
+    StatsWindow,
+    seconds_text,
+    type_stats,
     check_reason,
     check_served_securely,
     csrf_ok,
@@ -84,6 +87,54 @@ def test_find_is_kept_in_links_and_an_empty_box_finds_nothing_in_particular():
 def test_find_refuses_what_is_not_one_id_saying_what_q_must_be(raw):
     with pytest.raises(BadFilter, match="q \\(the id to find\\)"):
         SagaFilter.from_query({"q": raw})
+
+
+def test_statistics_read_one_window_of_started_sagas_every_query_bounded_and_parameterised():
+    queries = StatsWindow.from_query({"window": "2h"}).queries('"p_saga".sagas')
+    assert len(queries) == 3
+    for sql, args in queries:
+        assert 'FROM "p_saga".sagas' in sql and "started_at >= now() - make_interval(secs => $1)" in sql
+        assert sql.rstrip().endswith("LIMIT $2") and args[:2] == [7200.0, 1000]
+    counts, durations, failures = queries
+    assert "GROUP BY saga_type, state" in counts[0]
+    assert "percentile_cont(0.5)" in durations[0] and "percentile_cont(0.95)" in durations[0]
+    assert durations[1][2] == ["completed", "compensated", "aborted"]
+    assert "regexp_replace" in failures[0] and "error <> ''" in failures[0]
+
+
+@pytest.mark.parametrize("window", ["31d", "0s", "a week", "-1h"])
+def test_a_statistics_window_beyond_thirty_days_or_unreadable_is_refused(window):
+    with pytest.raises(BadFilter, match="window"):
+        StatsWindow.from_query({"window": window})
+
+
+def test_an_empty_statistics_window_is_the_last_day():
+    assert StatsWindow.from_query({"window": ""}).window_s == 86400
+
+
+def test_statistics_fold_per_type_with_every_state_and_the_top_reasons_masked_and_merged():
+    counts = [
+        {"saga_type": "inbound_message", "state": "completed", "n": 9},
+        {"saga_type": "inbound_message", "state": "compensated", "n": 3},
+        {"saga_type": "tenant_onboarding", "state": "waiting", "n": 1},
+    ]
+    durations = [{"saga_type": "inbound_message", "state": "completed", "n": 9, "p50_s": 0.4, "p95_s": 2.5}]
+    failures = [
+        {"saga_type": "inbound_message", "reason": "odoo: refused for jane.doe@example.com", "n": 1},
+        {"saga_type": "inbound_message", "reason": "odoo: refused for jack.doe@example.com", "n": 1},
+        {"saga_type": "inbound_message", "reason": "reserve_funds: wallet <uuid> does not exist", "n": 1},
+    ] + [{"saga_type": "inbound_message", "reason": f"step{i}: down", "n": 1} for i in range(6)]
+    inbound, onboarding = type_stats(counts, durations, failures, top=3)
+    assert inbound.saga_type == "inbound_message" and inbound.total == 12
+    assert inbound.counts["completed"] == 9 and inbound.counts["needs_attention"] == 0
+    assert inbound.durations == [{"state": "completed", "n": 9, "p50_s": 0.4, "p95_s": 2.5}]
+    assert inbound.reasons[0] == ("odoo: refused for j•••@example.com", 2)  # masked, then merged
+    assert len(inbound.reasons) == 3 and not any("jane" in r or "jack" in r for r, _ in inbound.reasons)
+    assert onboarding.counts["waiting"] == 1 and onboarding.durations == [] and onboarding.reasons == []
+
+
+def test_durations_read_in_the_unit_that_suits_them():
+    assert [seconds_text(s) for s in (None, 0.0123, 4.56, 150, 7200)] == ["", "12 ms", "4.6 s", "2.5 min", "2.0 h"]
 
 
 def test_pagination_turns_pages_into_limit_and_offset_and_links_keep_the_filters():
