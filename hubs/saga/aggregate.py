@@ -8,7 +8,10 @@ the concrete processes live above the hubs, in `sagas/`.
 
 State kept: the input, the one pending request (kind, step, attempt, command id,
 deadline), the steps done (in order), the steps settled during compensation
-(compensated, or skipped by an operator), each step's result and the last error."""
+(compensated, or skipped by an operator), each step's result, the last error,
+and per step the highest attempt requested and where its retry budget counts
+from (the latter moved only by a reset to a step: a step that runs again stays
+done, so its first run is still compensated)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,19 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from eventsourcing.domain import Aggregate, event
 
-from hubs.saga.commands import AbortSaga, CompensateFromHere, FailOverdueStep, RecordStepResult, RetryStep, StartSaga
+from hubs.saga.commands import (
+    AbortSaga,
+    CompensateFromHere,
+    FailOverdueStep,
+    RecordStepResult,
+    ResetToStep,
+    RetryStep,
+    StartSaga,
+)
 from hubs.saga.definition import (
     ABORTED,
     ACTION,
@@ -34,6 +46,7 @@ from hubs.saga.definition import (
     Emit,
     OperatorAbort,
     OperatorCompensate,
+    OperatorReset,
     OperatorRetry,
     Overdue,
     Pending,
@@ -46,6 +59,7 @@ from hubs.saga.definition import (
     compensation_queue,
     json_object,
     react,
+    rerun_after_reset,
 )
 from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
@@ -65,6 +79,12 @@ class SagaRejected(Rejected):
 
 
 class Saga(Aggregate):
+    # A snapshot taken before these were kept restores without them: no attempts
+    # counted yet, every budget from attempt 1 (what held before resets existed).
+    # Always replaced, never changed in place.
+    attempts = MappingProxyType({})
+    counted_from = MappingProxyType({})
+
     @staticmethod
     def create_id(saga_id: str, **_: object) -> uuid.UUID:
         return uuid.UUID(saga_id)
@@ -82,6 +102,8 @@ class Saga(Aggregate):
         self.settled: list[str] = []
         self.results: dict[str, str] = {}
         self.error = ""
+        self.attempts = {}
+        self.counted_from = {}
 
     # -- deciding -------------------------------------------------------------
 
@@ -96,7 +118,15 @@ class Saga(Aggregate):
         )
         pending = Pending(**self.pending) if self.pending else None
         queue = tuple(s for s in compensation_queue(definition, self.done) if s not in self.settled)
-        return SagaState(view=view, status=self.status, pending=pending, done=tuple(self.done), to_compensate=queue)
+        return SagaState(
+            view=view,
+            status=self.status,
+            pending=pending,
+            done=tuple(self.done),
+            to_compensate=queue,
+            attempts=dict(self.attempts),
+            counted_from=dict(self.counted_from),
+        )
 
     def react(self, definition: SagaDefinition, fact: object, now: datetime) -> None:
         try:
@@ -128,12 +158,13 @@ class Saga(Aggregate):
     @event("StepRequested")
     def _step_requested(self, step, attempt, command_type, target_hub, command_json, command_id, deadline_at) -> None:
         self._pend(ACTION, step, attempt, command_id, deadline_at)
+        self.attempts = {**self.attempts, step: max(attempt, self.attempts.get(step, 0))}
         self.status = WAITING
 
     @event("StepSucceeded")
     def _step_succeeded(self, step: str, attempt: int, detail: str, result_json: str) -> None:
         self.pending = None
-        self.done = [*self.done, step]
+        self.done = [*self.done, step] if step not in self.done else self.done  # a re-run after a reset
         self.results = {**self.results, step: result_json}
         self.status = RUNNING
 
@@ -176,6 +207,10 @@ class Saga(Aggregate):
         if action == "compensate" and self.pending and self.pending["kind"] == COMPENSATION:
             self.settled = [*self.settled, self.pending["step"]]
         if action in ("compensate", "abort"):
+            self.pending = None
+        if action == "reset":  # the StepRequested recorded with it pends the step again
+            rerun = rerun_after_reset(self.done, self.pending["step"], step)
+            self.counted_from = {**self.counted_from, **{s: self.attempts.get(s, 0) + 1 for s in rerun}}
             self.pending = None
 
 
@@ -236,11 +271,14 @@ def handle(definitions: Mapping[str, SagaDefinition], saga: Saga | None, command
         )
     elif isinstance(command, FailOverdueStep):
         saga.react(definition, Overdue(command.step, command.attempt), now)
-    elif isinstance(command, RetryStep | CompensateFromHere | AbortSaga):
+    elif isinstance(command, RetryStep | CompensateFromHere | AbortSaga | ResetToStep):
         check_text(command.operator, "operator")
         check_text(command.reason, "reason")
         if isinstance(command, RetryStep):
             saga.react(definition, OperatorRetry(command.operator, command.step, command.reason), now)
+        elif isinstance(command, ResetToStep):
+            check_text(command.step, "step")
+            saga.react(definition, OperatorReset(command.operator, command.step, command.reason), now)
         elif isinstance(command, CompensateFromHere):
             saga.react(definition, OperatorCompensate(command.operator, command.reason), now)
         else:

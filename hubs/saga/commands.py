@@ -46,6 +46,15 @@ class RetryStep(SagaCommand):
 
 
 @dataclass(frozen=True)
+class ResetToStep(SagaCommand):
+    """Run the saga again from `step` (one that succeeded, or the waiting one)."""
+
+    step: str
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class CompensateFromHere(SagaCommand):
     operator: str
     reason: str
@@ -57,4 +66,4 @@ class AbortSaga(SagaCommand):
     reason: str
 
 
-COMMANDS = (StartSaga, RecordStepResult, FailOverdueStep, RetryStep, CompensateFromHere, AbortSaga)
+COMMANDS = (StartSaga, RecordStepResult, FailOverdueStep, RetryStep, ResetToStep, CompensateFromHere, AbortSaga)

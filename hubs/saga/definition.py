@@ -31,6 +31,13 @@ Rules the reaction holds:
   is never compensated. `when` reads the input and the results of earlier steps.
 * A step's result (a hub's answer, a spoke's `result_json`) is in the view of
   every later step's action and every compensation.
+* Reset to a step (an operator's, with a reason): while a step waits, the saga
+  may run again from a step that succeeded (or the waiting one): it and the
+  steps after it run again, in order; nothing is compensated first, and what
+  the first run did stays done, so a later compensation undoes it (once each).
+  Attempt numbers never repeat for a step (a run after a reset goes on from the
+  step's highest attempt), so every re-run request has a new command id and its
+  answer a new result id; the retry budget counts from the re-run's first attempt.
 """
 
 from __future__ import annotations
@@ -181,6 +188,10 @@ class SagaState:
     """Steps that succeeded, in order."""
     to_compensate: tuple[str, ...]
     """Steps still to compensate, next first (set when compensation starts)."""
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    """The highest attempt requested of each step (actions): a new run goes on from it."""
+    counted_from: Mapping[str, int] = field(default_factory=dict)
+    """The attempt a step's retry budget counts from (1 unless the saga was reset to or before it)."""
 
 
 # Facts the reaction answers.
@@ -220,6 +231,13 @@ class OperatorCompensate:
 @dataclass(frozen=True)
 class OperatorAbort:
     operator: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OperatorReset:
+    operator: str
+    step: str
     reason: str
 
 
@@ -310,7 +328,7 @@ def _next_action(definition: SagaDefinition, state: SagaState, after: str | None
     start = 0 if after is None else definition.index(after) + 1
     for step in definition.steps[start:]:
         if step.when is None or step.when(state.view):
-            emit = request(definition, state, ACTION, step.name, 1, now)
+            emit = request(definition, state, ACTION, step.name, state.attempts.get(step.name, 0) + 1, now)
             assert emit is not None
             return [emit]
     return [Emit("SagaCompleted", {})]
@@ -336,7 +354,8 @@ def _failure(
     definition: SagaDefinition, state: SagaState, pending: Pending, reason: str, now: datetime, unanswered: bool = False
 ) -> list[Emit]:
     step = definition.step(pending.step)
-    will_retry = pending.attempt < step.max_attempts
+    first = state.counted_from.get(pending.step, 1) if pending.kind == ACTION else 1
+    will_retry = pending.attempt - first + 1 < step.max_attempts
     reuse = pending.command_id if unanswered else None
     if pending.kind == ACTION:
         emits = [
@@ -378,6 +397,20 @@ def check_pending(state: SagaState, step: str, attempt: int) -> Pending:
     return pending
 
 
+def reset_steps(state: SagaState) -> tuple[str, ...]:
+    """The steps a reset may go back to: those that succeeded, and the waiting one."""
+    if state.pending is None or state.pending.kind != ACTION:
+        return ()
+    return tuple(dict.fromkeys((*state.done, state.pending.step)))
+
+
+def rerun_after_reset(done: Sequence[str], pending_step: str, step: str) -> tuple[str, ...]:
+    """The steps a reset to `step` may request again: it, the done steps after it,
+    the waiting one (their retry budgets restart)."""
+    tail = done[list(done).index(step) :] if step in done else ()
+    return tuple(dict.fromkeys((step, *tail, pending_step)))
+
+
 def check_not_finished(state: SagaState) -> None:
     if state.status in FINISHED:
         raise SagaRuleBroken("SagaFinished", f"the saga is {state.status}")
@@ -401,7 +434,7 @@ def react(definition: SagaDefinition, state: SagaState, fact: object, now: datet
             )
             result = json_object(fact.result_json)
             view = dataclasses.replace(state.view, results={**state.view.results, fact.step: result})
-            moved = dataclasses.replace(state, view=view, done=(*state.done, fact.step))
+            moved = dataclasses.replace(state, view=view, done=tuple(dict.fromkeys((*state.done, fact.step))))
             return [ok, *_next_action(definition, moved, fact.step, now)]
         ok = Emit("Compensated", {"step": fact.step, "attempt": fact.attempt, "detail": fact.detail})
         rest = tuple(s for s in state.to_compensate if s != fact.step)
@@ -421,6 +454,24 @@ def react(definition: SagaDefinition, state: SagaState, fact: object, now: datet
             raise SagaRuleBroken("NothingToRetry", f"step {fact.step} is not the saga's current step")
         acted = Emit("OperatorActed", {"operator": fact.operator, "action": "retry", "reason": fact.reason, "step": fact.step})
         again = request(definition, state, pending.kind, pending.step, pending.attempt + 1, now)
+        assert again is not None
+        return [acted, again]
+
+    if isinstance(fact, OperatorReset):
+        check_not_finished(state)
+        pending = state.pending
+        if pending is None or pending.kind != ACTION:
+            raise SagaRuleBroken("NothingToReset", "only a saga waiting on a step may be reset (not while it compensates)")
+        if fact.step != pending.step and fact.step not in state.done:
+            raise SagaRuleBroken(
+                "NotARunStep", f"step {fact.step} neither succeeded nor waits: reset to one of {', '.join(reset_steps(state))}"
+            )
+        if any(state.attempts.get(s, 0) < 1 for s in rerun_after_reset(state.done, pending.step, fact.step)):
+            # Restored from a snapshot older than attempt counting: a re-run could
+            # reuse an answered command id and be answered with the first outcome.
+            raise SagaRuleBroken("ResetUnavailable", "this saga's attempts were not counted: retry, compensate or abort it")
+        acted = Emit("OperatorActed", {"operator": fact.operator, "action": "reset", "reason": fact.reason, "step": fact.step})
+        again = request(definition, state, ACTION, fact.step, state.attempts.get(fact.step, 0) + 1, now)
         assert again is not None
         return [acted, again]
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from functools import partial
 
 from hubs.saga.aggregate import Saga, handle
-from hubs.saga.commands import COMMANDS, AbortSaga, CompensateFromHere, FailOverdueStep, RetryStep, StartSaga
+from hubs.saga.commands import COMMANDS, AbortSaga, CompensateFromHere, FailOverdueStep, ResetToStep, RetryStep, StartSaga
 from hubs.saga.definition import SagaDefinition
 from hubs.saga.dispatch import Outbox, translate
 from infra.hub import HubSpec
@@ -26,6 +26,7 @@ def saga_hub(definitions: Mapping[str, SagaDefinition], hubs: Collection[str] = 
         cli_verbs={
             "start": StartSaga,
             "retry": RetryStep,
+            "reset": ResetToStep,
             "compensate": CompensateFromHere,
             "abort": AbortSaga,
             "fail-overdue": FailOverdueStep,

@@ -1,4 +1,4 @@
-"""Operator actions on sagas, sent as saga-hub commands (RetryStep,
+"""Operator actions on sagas, sent as saga-hub commands (RetryStep, ResetToStep,
 CompensateFromHere, AbortSaga) through the one CommandClient, with the operator's
 principal id as actor and operator. The saga hub decides and records them as
 events; this module only builds and sends the commands."""
@@ -39,6 +39,8 @@ class CommandSagaActions:
         meta = new_meta(saga_id, tenant_id, actor=operator, correlation_id=correlation_id or None)
         if action == "retry":
             command = commands.RetryStep(meta=meta, step=step, operator=operator, reason=reason)
+        elif action == "reset":
+            command = commands.ResetToStep(meta=meta, step=step, operator=operator, reason=reason)
         elif action == "compensate":
             command = commands.CompensateFromHere(meta=meta, operator=operator, reason=reason)
         elif action == "abort":

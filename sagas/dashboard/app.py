@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from base.settings import Settings
+from infra import tls
 from infra.security import PLATFORM_SCOPE, Principal, TokenVerifier, Unauthenticated
 from projections.tenant import queries as tenant_queries
 from sagas.dashboard import pages
@@ -40,13 +41,16 @@ from sagas.dashboard.rules import (
     SagaFilter,
     StatsWindow,
     check_reason,
+    check_step,
     csrf_ok,
     csrf_token_for,
     is_operator,
     new_csrf_token,
+    reset_choices,
 )
 from sagas.dashboard.sessions import Session, SessionStore
 from sagas.dashboard.store import SagaStore
+from sagas.registry import DEFINITIONS
 
 log = structlog.get_logger(__name__)
 
@@ -231,7 +235,7 @@ async def identity_login(deps: Deps, login_name: str, password: str, totp_code: 
         metadata = ((CLIENT_ADDRESS_METADATA, str(ipaddress.ip_address(client_address))),)
     except ValueError:
         metadata = ()
-    async with grpc.aio.insecure_channel(deps.identity_target) as channel:
+    async with tls.channel(deps.settings, deps.identity_target) as channel:
         stub = identity_pb2_grpc.IdentityStub(channel)
         return await stub.Login(
             identity_pb2.LoginRequest(login=login_name, password=password, totp_code=totp_code),
@@ -246,7 +250,7 @@ async def _revoke_identity_session(deps: Deps, token: str, identity_session: str
     from schemas.protos import identity_pb2, identity_pb2_grpc
 
     try:
-        async with grpc.aio.insecure_channel(deps.identity_target) as channel:
+        async with tls.channel(deps.settings, deps.identity_target) as channel:
             await identity_pb2_grpc.IdentityStub(channel).Revoke(
                 identity_pb2.RevokeRequest(session_id=identity_session),
                 metadata=(("authorization", f"Bearer {token}"),),
@@ -330,9 +334,17 @@ async def saga_detail(request: web.Request) -> web.Response:
         return _refusal(request, "No such saga", "No such saga.", 404)
     events = await store.timeline(saga["saga_id"])
     routing = await store.routing(saga["tenant_id"], saga["correlation_id"])
+    definition = DEFINITIONS.get(saga["saga_type"])
+    steps = reset_choices([s.name for s in definition.steps] if definition else [], saga["state"], saga["current_step"])
     return _html(
         pages.saga_page(
-            saga, events, routing, operator=request[PRINCIPAL].id, csrf=_csrf(request), message=request.query.get("msg", "")
+            saga,
+            events,
+            routing,
+            operator=request[PRINCIPAL].id,
+            csrf=_csrf(request),
+            message=request.query.get("msg", ""),
+            reset_steps=steps,
         )
     )
 
@@ -367,6 +379,7 @@ async def saga_action(request: web.Request) -> web.Response:
         if action not in ACTIONS:
             raise BadFilter(f"action must be one of {', '.join(ACTIONS)}")
         reason = check_reason(str(form.get("reason", "")))
+        step = check_step(str(form.get("step", ""))) if action == "reset" else str(form.get("step", "") or saga["current_step"])
     except BadFilter as exc:
         raise web.HTTPSeeOther(f"/sagas/{saga['saga_id']}?msg={_q(str(exc))}") from None
     operator = request[PRINCIPAL].id
@@ -374,7 +387,7 @@ async def saga_action(request: web.Request) -> web.Response:
         action,
         saga_id=saga["saga_id"],
         tenant_id=saga["tenant_id"],
-        step=str(form.get("step", "") or saga["current_step"]),
+        step=step,
         operator=operator,
         reason=reason,
         correlation_id=saga["correlation_id"],

@@ -82,7 +82,7 @@ def timeline_fragment(events) -> str:
     return render("timeline.html", events=events)
 
 
-def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str = "") -> str:
+def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str = "", reset_steps=()) -> str:
     return render(
         "saga.html",
         title=f"Saga {saga['saga_id']}",
@@ -92,6 +92,7 @@ def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str =
         operator=operator,
         csrf=csrf,
         message=message,
+        reset_steps=tuple(reset_steps),
         live="saga",
     )
 

@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
@@ -23,7 +23,9 @@ from base.pii import mask_text
 from hubs.saga.definition import STATES
 from hubs.tenant.aggregate import OPERATORS_TENANT
 
-ACTIONS = ("retry", "compensate", "abort")
+ACTIONS = ("retry", "reset", "compensate", "abort")
+RESETTABLE_STATES = ("waiting", "running", "failed")
+"""A saga may be reset to a step only while it runs its steps (not while it compensates, nor once finished)."""
 OPERATOR_TENANT = OPERATORS_TENANT
 """The tenant whose admins and owners operate the platform (only the platform creates it)."""
 OPERATOR_ROLES = ("admin", "owner")
@@ -400,6 +402,22 @@ def is_operator(scopes: frozenset[str], platform_role: str | None, platform_scop
     """An operator holds a platform-scope token, or is admin/owner of the
     operator team tenant `operators` (membership read live from the Tenant hub)."""
     return platform_scope in scopes or platform_role in OPERATOR_ROLES
+
+
+def reset_choices(step_names: Sequence[str], state: str, current_step: str) -> tuple[str, ...]:
+    """The steps a reset may be asked for, in order: the definition's steps up to the
+    current one, while the saga runs its steps (the Saga hub refuses a step that
+    was skipped, naming the ones it accepts)."""
+    if state not in RESETTABLE_STATES or current_step not in step_names:
+        return ()
+    return tuple(step_names[: list(step_names).index(current_step) + 1])
+
+
+def check_step(step: str) -> str:
+    step = step.strip()
+    if not _IDENT.match(step):
+        raise BadFilter("choose the step to reset to")
+    return step
 
 
 def check_reason(reason: str) -> str:

@@ -4,7 +4,9 @@ exact id — saga, correlation, message or contact id — in the read store the
 saga projector wrote (its migrations included), scoped by the list's other
 filters, and bad input is answered with a 400 page naming the parameter; and
 reads per-type statistics (counts per state, p50/p95 durations of finished
-sagas computed by PostgreSQL, top failure reasons) over a time window."""
+sagas computed by PostgreSQL, top failure reasons) over a time window; and
+resets a saga to a chosen step with a reason, which the Saga hub records as the
+operator's act and runs through the real hubs from there."""
 
 from __future__ import annotations
 
@@ -22,7 +24,16 @@ from infra.command_client import new_meta
 from sagas.dashboard.rules import OPERATOR_TENANT
 from tests.harness import eventually, fetch
 from tests.integration import test_dashboard_operator as operator_tests
-from tests.integration.test_dashboard_operator import browser, log_in, post_form, register, start_waiting_saga, states
+from tests.integration.test_dashboard_operator import (
+    browser,
+    log_in,
+    post_form,
+    register,
+    saga_events,
+    start_waiting_saga,
+    states,
+    waiting_steps,
+)
 
 pytestmark = pytest.mark.integration
 dashboard = operator_tests.dashboard  # the same processes and app as the operator tests
@@ -139,6 +150,57 @@ async def test_an_operator_reads_per_type_counts_durations_and_failure_reasons_o
         for bad in ("31d", "forever", "0s"):
             status, html = await page(session, f"{url}/stats?window={bad}")
             assert status == 400 and "window must" in html, bad
+
+
+async def test_an_operator_resets_a_saga_to_a_done_step_with_a_reason_and_it_runs_again_from_there(dashboard):
+    settings, client, url = dashboard
+    session = await operator_session(settings, client, url)
+    async with session:
+        saga = await start_waiting_saga(settings, client)  # create_tenant done; waits on open_wallet (no Wallet hub)
+        await eventually(lambda: _in_steps(settings, {saga: "open_wallet"}), timeout=60)
+        status, html = await page(session, f"{url}/sagas/{saga}")
+        form = re.search(r'<form[^>]*id="action-reset">.*?</form>', html, re.S)
+        assert status == 200 and form, html
+        assert re.findall(r'<option value="([^"]+)"', form[0]) == ["create_tenant", "open_wallet"]
+
+        where = await post_form(session, f"{url}/sagas/{saga}/actions", {"action": "reset", "reason": "no step"})
+        assert "choose the step to reset to" in unquote(where), where
+        where = await post_form(
+            session, f"{url}/sagas/{saga}/actions", {"action": "reset", "step": "create_tenant", "reason": "re-run onboarding"}
+        )
+        assert "reset accepted" in unquote(where), where
+
+        # Run again from create_tenant: the Tenant hub refuses a second CreateTenant (the tenant exists), on
+        # three new attempts (new command ids, each answer read); then what the first run did is compensated.
+        await eventually(lambda: _in_states(settings, {saga: "compensated"}), timeout=90)
+        rows = await saga_events(settings, saga)
+        acted = [r for r in rows if r["event_type"] == "OperatorActed"]
+        assert len(acted) == 1 and acted[0]["step"] == "create_tenant" and acted[0]["actor"] != "test"
+        assert "chose reset: re-run onboarding" in acted[0]["summary"]
+        after = rows[rows.index(acted[0]) + 1 :]
+        attempts = [
+            (r["event_type"], r["step"], json.loads(r["payload_json"])["attempt"])
+            for r in after
+            if "attempt" in r["payload_json"]
+        ]
+        assert attempts == [
+            ("StepRequested", "create_tenant", 2), ("StepFailed", "create_tenant", 2),
+            ("StepRequested", "create_tenant", 3), ("StepFailed", "create_tenant", 3),
+            ("StepRequested", "create_tenant", 4), ("StepFailed", "create_tenant", 4),
+            ("CompensationRequested", "create_tenant", 1), ("Compensated", "create_tenant", 1),
+        ]  # fmt: skip
+        assert after[-1]["event_type"] == "SagaAborted"
+
+        status, html = await page(session, f"{url}/sagas/{saga}")
+        assert "re-run onboarding" in html and 'id="action-reset"' not in html  # finished: no reset offered
+        where = await post_form(
+            session, f"{url}/sagas/{saga}/actions", {"action": "reset", "step": "create_tenant", "reason": "again"}
+        )
+        assert "reset refused: SagaFinished" in unquote(where), where
+
+
+async def _in_steps(settings, wanted: dict[str, str]) -> bool:
+    return await waiting_steps(settings, list(wanted)) == wanted
 
 
 async def start_onboarding(client, tenant: str) -> str:

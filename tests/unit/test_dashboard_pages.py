@@ -44,7 +44,7 @@ def hostile_pages() -> dict[str, str]:
         "message": pages.message_page(HOSTILE, HOSTILE, **who),
         "list": pages.list_page([saga], 120, {"failed": 1}, f, message=HOSTILE, **who),
         "list (nothing found)": pages.list_page([], 0, {}, f, message=HOSTILE, **who),
-        "saga": pages.saga_page(saga, [event], routing, message=HOSTILE, **who),
+        "saga": pages.saga_page(saga, [event], routing, message=HOSTILE, reset_steps=[HOSTILE], **who),
         "timeline": pages.timeline_fragment([event]),
         "stats": pages.stats_page(
             [TypeStats(HOSTILE, {"failed": 2}, [{"state": HOSTILE, "n": 2, "p50_s": 1.5, "p95_s": 90.0}], [(HOSTILE, 2)])],
@@ -118,3 +118,18 @@ def test_the_statistics_page_shows_each_types_counts_durations_and_reasons_and_l
     assert 'name="window" size="5" value="2h"' in html
     empty = pages.stats_page([], StatsWindow(), operator="op", csrf="c" * 40)
     assert "No saga started in the window." in empty and 'value="1d"' in empty
+
+
+def test_the_saga_page_offers_a_reset_with_a_step_picker_and_a_required_reason_only_when_there_are_steps():
+    saga = {
+        "saga_id": "3f2b8c1e-0000-4000-8000-00000000000a", "saga_type": "tenant_onboarding", "tenant_id": "acme",
+        "state": "waiting", "current_step": "open_wallet", "correlation_id": "c", "started_at": NOW, "updated_at": NOW,
+        "version": 4, "error": "",
+    }  # fmt: skip
+    html = pages.saga_page(saga, [], None, operator="op", csrf="c" * 40, reset_steps=("create_tenant", "open_wallet"))
+    form = re.search(r'<form[^>]*id="action-reset">.*?</form>', html, re.S)[0]
+    assert 'name="action" value="reset"' in form and 'name="csrf_token" value="' + "c" * 40 + '"' in form
+    assert '<option value="create_tenant">create_tenant</option>' in form
+    assert '<option value="open_wallet" selected>open_wallet</option>' in form
+    assert 'name="reason" required minlength="3"' in form
+    assert 'id="action-reset"' not in pages.saga_page(saga, [], None, operator="op", csrf="c" * 40)

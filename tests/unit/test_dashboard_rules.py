@@ -14,10 +14,9 @@ from sagas.dashboard.rules import (
     SagaFilter,
     SessionRefused,
     StatsWindow,
-    seconds_text,
-    type_stats,
     check_reason,
     check_served_securely,
+    check_step,
     csrf_ok,
     csrf_token_for,
     is_operator,
@@ -25,8 +24,11 @@ from sagas.dashboard.rules import (
     new_csrf_token,
     new_session_id,
     open_token,
+    reset_choices,
     seal_token,
+    seconds_text,
     session_key,
+    type_stats,
 )
 
 
@@ -243,3 +245,19 @@ def test_pages_escape_values_and_mask_timeline_summaries():
     }
     page = list_page([row], 1, {}, SagaFilter(), operator="op", csrf="c" * 40)
     assert "<b>x</b>" not in page and 'data-count="failed"' in page
+
+
+def test_a_reset_is_offered_for_the_steps_up_to_the_current_one_while_the_saga_runs_its_steps():
+    steps = ["create_tenant", "open_wallet", "default_config", "subscribe_default_app"]
+    assert reset_choices(steps, "waiting", "default_config") == ("create_tenant", "open_wallet", "default_config")
+    assert reset_choices(steps, "waiting", "create_tenant") == ("create_tenant",)
+    for state in ("compensating", "needs_attention", "completed", "compensated", "aborted"):
+        assert reset_choices(steps, state, "default_config") == ()
+    assert reset_choices(steps, "waiting", "") == () and reset_choices([], "waiting", "x") == ()
+
+
+def test_a_reset_names_one_step():
+    assert check_step(" open_wallet ") == "open_wallet"
+    for bad in ("", "two steps", "<script>"):
+        with pytest.raises(BadFilter, match="step"):
+            check_step(bad)

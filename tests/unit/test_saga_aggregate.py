@@ -325,3 +325,94 @@ def test_the_input_may_set_one_steps_deadline():
     assert decision.events[-1].deadline_at == T0 + timedelta(seconds=2)
     s.now = T0 + timedelta(seconds=3)
     assert s.run(FailOverdueStep(s.meta(), step="create_tenant", attempt=1)).accepted
+
+
+def reset(s: Story, step: str, operator: str = "op-7", reason: str = "wallet hub fixed") -> Decision:
+    from hubs.saga.commands import ResetToStep
+
+    return s.run(ResetToStep(s.meta(), step=step, operator=operator, reason=reason))
+
+
+def test_a_reset_to_a_done_step_records_who_and_why_and_runs_it_and_every_later_step_again_with_new_ids():
+    s = Story()
+    first = [s.start().events[-1]]
+    while s.pending()[1] != "default_config":
+        first.append(s.answer().events[-1])
+    d = reset(s, "open_wallet")
+    assert names(d) == ["OperatorActed", "StepRequested"]
+    acted, again = d.events
+    assert (acted.operator, acted.action, acted.reason, acted.step) == ("op-7", "reset", "wallet hub fixed", "open_wallet")
+    assert (again.step, again.attempt) == ("open_wallet", 2)
+    assert again.command_id == command_id(s.saga_id, "open_wallet", 2)
+    assert again.command_id not in {r.command_id for r in first}
+    assert s.saga.done == ["create_tenant", "open_wallet"]  # what the first run did stays to compensate
+    # The abandoned request's late answer is stale; the steps after the reset one run again, each on a new attempt.
+    assert s.run(RecordStepResult(s.meta(), "default_config", 1, True, "late", "{}")).rejection.rule == "StaleStepResult"
+    reruns = []
+    while s.saga.status != "completed":
+        d = s.answer()
+        assert d.accepted, d.rejection
+        reruns += s.requested(d)
+    assert reruns == [("StepRequested", "default_config", 2), ("StepRequested", "subscribe_default_app", 1)]
+    assert s.saga.done == STEPS
+
+
+def test_a_rerun_that_fails_after_a_reset_compensates_what_every_run_did_once_each():
+    s = Story()
+    s.start()
+    s.succeed_until("subscribe_default_app")
+    reset(s, "open_wallet")
+    s.fail_attempts(3)  # open_wallet fails on its re-run: create_tenant, open_wallet and default_config were done
+    compensated = []
+    while s.saga.status == "compensating":
+        compensated.append(s.pending()[1:])
+        assert s.answer().accepted
+    assert compensated == [("default_config", 1), ("open_wallet", 1), ("create_tenant", 1)]
+    assert s.saga.status == "compensated"
+
+
+def test_a_reset_to_the_waiting_step_requests_it_again_with_a_fresh_retry_budget():
+    s = Story()
+    s.start()
+    s.succeed_until("open_wallet")
+    s.fail_attempts(2)  # attempt 3 of 3 pending: one more failure would compensate
+    d = reset(s, "open_wallet")
+    assert s.requested(d) == [("StepRequested", "open_wallet", 4)]
+    failures = s.fail_attempts(3)
+    assert [e.will_retry for f in failures for e in f.events if type(e).__name__ == "StepFailed"] == [True, True, False]
+    assert s.pending() == ("compensation", "create_tenant", 1)
+
+
+def test_a_reset_is_refused_for_a_step_that_has_not_run_while_compensating_and_once_finished():
+    s = Story()
+    s.start()
+    s.succeed_until("default_config")
+    later = reset(s, "subscribe_default_app")
+    assert later.rejection.rule == "NotARunStep" and "create_tenant, open_wallet, default_config" in str(later.rejection)
+    assert reset(s, "no_such_step").rejection.rule == "NotARunStep"
+    assert reset(s, "open_wallet", reason=" ").rejection.rule == "InvalidCommand"
+    s.fail_attempts(3)  # → compensating open_wallet
+    assert reset(s, "create_tenant").rejection.rule == "NothingToReset"
+    s.answer()
+    s.answer()
+    assert s.saga.status == "compensated"
+    assert reset(s, "create_tenant").rejection.rule == "SagaFinished"
+
+
+def test_attempt_counts_survive_a_snapshot_and_a_saga_from_an_older_snapshot_is_not_reset():
+    from infra.hub import SnapshotCodec
+
+    s = Story()
+    s.start()
+    s.succeed_until("default_config")
+    codec = SnapshotCodec()
+    s.saga, _ = codec.loads(codec.dumps(s.saga, ""))
+    assert reset(s, "create_tenant").events[-1].attempt == 2
+    older = Story()
+    older.start()
+    older.succeed_until("open_wallet")
+    for name in ("attempts", "counted_from"):  # what a snapshot taken before they were kept holds
+        del older.saga.__dict__[name]
+    older.saga, _ = codec.loads(codec.dumps(older.saga, ""))
+    assert reset(older, "create_tenant").rejection.rule == "ResetUnavailable"
+    assert older.answer().accepted and older.pending()[1:] == ("default_config", 1)  # it still runs on
