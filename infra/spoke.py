@@ -3,7 +3,8 @@ reacts to, calls the spoke's handler with a shared retry policy (tenacity:
 exponential backoff with jitter, retryable failures only) and a circuit breaker
 per outside system and tenant (pybreaker), reports every outcome and breaker
 change as an event on `spoke.<name>.events`, parks poison records on
-`spoke.<name>.dlq`, and exposes breaker state as a metric. A spoke decides no
+`spoke.<name>.dlq`, and exposes breaker state as metrics with bounded labels (a
+tenant is named in logs and events, never in a label). A spoke decides no
 routing: it acts on what the Message Hub decided.
 
 Two ways in: events a spoke reacts to (`SpokeSpec.topics` + `accepts`), and saga
@@ -55,6 +56,8 @@ T = TypeVar("T")
 
 BREAKER_SCHEMA = "poseidon.spoke.BreakerStateChanged"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+SHARED_SCOPE = "*"
+"""The scope of a breaker for all tenants (platform-wide credentials, or a call without a tenant)."""
 REPLIED = "replied"
 """Header on an outcome also sent to the requester's reply address."""
 
@@ -63,7 +66,13 @@ CONCURRENCY = 32
 _ATTEMPTS: ContextVar[int] = ContextVar("spoke_attempts", default=0)
 """Tries of the current record's last outside call; per task, as records run concurrently."""
 
-BREAKER_STATE = Gauge("poseidon_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["system", "scope"])
+BREAKER_STATE = Gauge(
+    "poseidon_breaker_state",
+    "Circuit breaker state, 0 closed, 1 half-open, 2 open: of the breaker for all tenants (scope shared),"
+    " or the worst of the per-tenant breakers (scope tenant).",
+    ["system", "scope"],
+)
+BREAKERS_OPEN = Gauge("poseidon_breakers_open", "Circuit breakers open now, per-tenant ones included.", ["system"])
 SPOKE_CALLS = Counter("poseidon_spoke_calls_total", "Outside-system calls by outcome.", ["spoke", "system", "outcome"])
 
 
@@ -170,15 +179,20 @@ class _BreakerEvents(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state) -> None:
         old = old_state.name if old_state is not None else "closed"
-        BREAKER_STATE.labels(self.system, self.scope).set(BREAKER_STATES.get(new_state.name, 0))
         log.warning("circuit breaker changed", system=self.system, scope=self.scope, previous=old, state=new_state.name)
-        self.runtime.breaker_changes.append((self.system, self.scope, old, new_state.name))
+        self.runtime._breaker_changed(self.system, self.scope, old, new_state.name)
 
 
 class SpokeContext:
     """What a handler may use: settings, one pooled httpx client with timeouts,
     the command client (to tell hubs what happened), and `call()` — the shared
-    retry + breaker policy around one outside call."""
+    retry + breaker policy around one outside call.
+
+    It holds the breakers (`breaker(tenant_id, system)` is one tenant's) and keeps
+    the breaker metrics of the systems it calls: `poseidon_breaker_state{system,
+    scope}` with scope `shared` or `tenant` (the worst of the per-tenant breakers)
+    and `poseidon_breakers_open{system}`, recomputed from all its breakers on every
+    change. A process runs one spoke, so one context per system sets those series."""
 
     def __init__(self, spec: SpokeSpec, settings: Settings, codec: Codec, commands: CommandClient | None):
         self.spec, self.settings, self.codec, self.commands = spec, settings, codec, commands
@@ -187,6 +201,10 @@ class SpokeContext:
         self._breaker_states: dict[str, pybreaker.CircuitMemoryStorage] = {}
         """Each breaker's state storage, by breaker name: we hand it in, so its
         `opened_at` is ours to read (pybreaker's own check is synchronous)."""
+        self._breaker_levels: dict[str, dict[str, int]] = {}
+        """System → breaker scope → the state (BREAKER_STATES) its breaker last
+        announced: what the metrics are computed from. pybreaker tells its listeners
+        of a change before it stores it, so its own state is still the old one then."""
         self.breaker_changes: list[tuple[str, str, str, str]] = []
         self.resources: Any = None
 
@@ -200,8 +218,9 @@ class SpokeContext:
         _ATTEMPTS.set(value)
 
     def breaker(self, tenant_id: str, system: str | None = None) -> pybreaker.CircuitBreaker:
+        """The breaker that `call(tenant_id, …, system)` goes through, made on first use."""
         system = system or self.spec.system
-        scope = tenant_id if self.spec.per_tenant_breaker and tenant_id else "*"
+        scope = tenant_id if self.spec.per_tenant_breaker and tenant_id else SHARED_SCOPE
         breaker = self._breakers.get(f"{system}|{scope}")
         if breaker is None:
             state = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
@@ -215,9 +234,43 @@ class SpokeContext:
                 name=f"{system}:{scope}",
             )
             self._breaker_states[breaker.name] = state
-            BREAKER_STATE.labels(system, scope).set(0)
             self._breakers[f"{system}|{scope}"] = breaker
+            self._breaker_levels.setdefault(system, {})[scope] = BREAKER_STATES["closed"]
+            self._publish_breaker_metrics(system)
         return breaker
+
+    def forget_breakers(self) -> None:
+        """Drops every breaker (the spoke stopped): none of them is counted any more,
+        and a metric series that described only them is removed."""
+        systems = list(self._breaker_levels)
+        self._breakers.clear()
+        self._breaker_states.clear()
+        self._breaker_levels.clear()
+        for system in systems:
+            self._publish_breaker_metrics(system)
+
+    def _breaker_changed(self, system: str, scope: str, previous: str, state: str) -> None:
+        self._breaker_levels.setdefault(system, {})[scope] = BREAKER_STATES.get(state, 0)
+        self._publish_breaker_metrics(system)
+        self.breaker_changes.append((system, scope, previous, state))
+
+    def _publish_breaker_metrics(self, system: str) -> None:
+        # Labels take bounded values only: a SaaS with thousands of tenants must not
+        # keep a series per tenant ever seen. Which tenant it is, logs and events say.
+        levels = self._breaker_levels.get(system, {})
+        by_scope = {
+            "shared": [level for scope, level in levels.items() if scope == SHARED_SCOPE],
+            "tenant": [level for scope, level in levels.items() if scope != SHARED_SCOPE],
+        }
+        for label, found in by_scope.items():
+            if found:
+                BREAKER_STATE.labels(system, label).set(max(found))
+            else:
+                BREAKER_STATE.remove(system, label)
+        if levels:
+            BREAKERS_OPEN.labels(system).set(sum(level == BREAKER_STATES["open"] for level in levels.values()))
+        else:
+            BREAKERS_OPEN.remove(system)
 
     async def call(
         self,
@@ -341,6 +394,8 @@ class SpokeRunner:
         self.dlq_topic = settings.topic(f"spoke.{spec.name}.dlq")
         self.assigned = asyncio.Event()
         self.handled = 0
+        self.context: SpokeContext | None = None
+        """The context `run` made (its breakers are the tenants' breakers); None before."""
 
     async def serve(self) -> None:
         ops = OpsServer(
@@ -357,11 +412,14 @@ class SpokeRunner:
         if self.hubs is not None:
             commands = CommandClient(self.settings, self.codec, self.hubs)
             await commands.start()
-        ctx = SpokeContext(self.spec, self.settings, self.codec, commands)
-        async with AsyncExitStack() as stack:
-            if self.spec.resources is not None:
-                ctx.resources = await stack.enter_async_context(self.spec.resources(ctx))
-            await self._consume(ctx)
+        ctx = self.context = SpokeContext(self.spec, self.settings, self.codec, commands)
+        try:
+            async with AsyncExitStack() as stack:
+                if self.spec.resources is not None:
+                    ctx.resources = await stack.enter_async_context(self.spec.resources(ctx))
+                await self._consume(ctx)
+        finally:
+            ctx.forget_breakers()  # stopped, even cancelled: its breakers leave the metrics
         await ctx.http.aclose()
         if commands is not None:
             await commands.stop()

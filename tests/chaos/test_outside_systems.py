@@ -94,9 +94,10 @@ async def breaker_transitions(settings) -> dict[str, list[str]]:
 
 
 def breaker_metric(ops_port: int) -> dict[str, float]:
-    """`poseidon_breaker_state` samples of one spoke process (0 closed, 1 half-open, 2 open)."""
+    """The breaker samples of one spoke process: `poseidon_breaker_state{system,scope}`
+    (scope `shared` or `tenant`, the worst per-tenant breaker; 0 closed, 1 half-open,
+    2 open) and `poseidon_breakers_open{system}`; all 0 once every breaker closed."""
     with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    return {
-        labels: float(value) for labels, value in re.findall(r"^poseidon_breaker_state\{([^}]*)\} (\S+)$", text, re.MULTILINE)
-    }
+    samples = re.findall(r"^(poseidon_breaker_state|poseidon_breakers_open)(\{[^}]*\}) (\S+)$", text, re.MULTILINE)
+    return {name + labels: float(value) for name, labels, value in samples}

@@ -261,10 +261,17 @@ async def test_a_bot_that_is_down_trips_the_breaker_visibly_and_its_messages_are
     body, headers = signed_webhook(webhook_body(message_event(PAGE, psid, "anyone home?")), APP_SECRET)
     assert await world.post(body, headers) == 200
 
-    def breaker_state():
-        return REGISTRY.get_sample_value("poseidon_breaker_state", {"system": "botpress", "scope": ACME})
+    def acme_breaker() -> str:  # the runner's context holds the tenants' breakers
+        return world.runners["botpress"].context.breaker(ACME).current_state
 
-    await eventually(lambda: _async(breaker_state() == 2), timeout=90)
+    def breaker_metrics() -> tuple[float | None, float | None]:  # never labelled by tenant
+        return (
+            REGISTRY.get_sample_value("poseidon_breaker_state", {"system": "botpress", "scope": "tenant"}),
+            REGISTRY.get_sample_value("poseidon_breakers_open", {"system": "botpress"}),
+        )
+
+    await eventually(lambda: _async(acme_breaker() == "open"), timeout=90)
+    assert breaker_metrics() == (2, 1)
     changes = [r for n, r in await events_of(settings, "spoke.botpress.events") if n == "BreakerStateChanged"]
     assert any(c["state"] == "open" and c["scope"] == ACME for c in changes)
     assert fb.state.sent_to(psid) == []
@@ -272,7 +279,7 @@ async def test_a_bot_that_is_down_trips_the_breaker_visibly_and_its_messages_are
     bp.state.faults.clear()
     sent = await eventually(lambda: _sent(fb, psid), timeout=90)
     assert sent[0].message["text"] == "echo: anyone home?"
-    assert breaker_state() == 0
+    assert acme_breaker() == "closed" and breaker_metrics() == (0, 0)
 
 
 @pytest.mark.saga_deadlines("deliver_reply=3")

@@ -124,7 +124,8 @@ async def _keys(store: S3Store, bucket: str) -> list[str]:
 
 
 def breaker_state(system: str = SYSTEM) -> float | None:
-    return REGISTRY.get_sample_value("poseidon_breaker_state", {"system": system, "scope": "*"})
+    """The state of the system's one breaker for all tenants (the MinIO spoke has no per-tenant ones)."""
+    return REGISTRY.get_sample_value("poseidon_breaker_state", {"system": system, "scope": "shared"})
 
 
 async def store_photo(ctx, store, tenant, source, *, name="photo.png", index=0, message_id="m_abc123", **kwargs) -> Outcome:
