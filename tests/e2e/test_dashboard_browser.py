@@ -1,7 +1,8 @@
 """The operator saga dashboard in a real headless Chromium (Debian's, driven by
 Playwright with its executable path set: no browser download): log in with a
 token, filter, open a saga, retry a step with a reason, and see the timeline
-update live over server-sent events without a reload; dead letters are listed
+update live over server-sent events without a reload; find a saga by its
+correlation id and read the per-type statistics; dead letters are listed
 and re-driven; log out. The browser keeps the `__Host-` Secure cookies from
 http://127.0.0.1 (a loopback origin is a secure context), and after logout the
 old session cookie, replayed, gets the login page. Screenshots of the main pages
@@ -255,6 +256,21 @@ async def test_an_operator_logs_in_filters_opens_a_saga_retries_a_step_and_sees_
             assert await page.text_content("#saga-state") == "completed"
             assert "ann@example.com" not in await page.text_content("#timeline")
             await page.screenshot(path=str(SCREENSHOTS / "dashboard-saga-page.png"), full_page=True)
+
+            # Find the saga by its correlation id with the search box; read the per-type statistics.
+            await page.goto(url + "/")
+            await page.fill("#f-find", "corr-1")
+            await page.click("#filters button[type=submit]")
+            await page.wait_for_url(lambda u: "q=corr-1" in u)
+            assert await page.locator("#saga-table tbody tr").count() == 1
+            assert failed_id in await page.text_content("#saga-table")
+            await page.click("nav a[href='/stats']")
+            await page.wait_for_url(url + "/stats")
+            inbound = page.locator("#stats-inbound_message")
+            assert await inbound.locator('[data-stat="completed"]').text_content() == "2"
+            assert await inbound.locator('[data-stat="needs_attention"]').text_content() == "1"
+            assert await inbound.locator('tr[data-finished="completed"]').count() == 1
+            assert "ReleaseFunds rejected: UnknownReservation" in await inbound.text_content()
 
             await page.goto(url + "/dead-letters")
             dlq_row = page.locator("#dlq-table tbody tr", has_text="DecodeError")
