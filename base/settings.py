@@ -83,6 +83,22 @@ class Settings(BaseSettings):
     topic_replication: int = 1
     topic_min_isr: int = 1
     grpc_host: str = "127.0.0.1"
+    grpc_tls: bool = True
+    """Every gRPC server serves TLS and every client verifies it (infra/tls.py); false: plaintext."""
+    grpc_mtls: bool = False
+    """Mutual TLS: servers also require a client certificate from the CA, clients present theirs."""
+    tls_dir: str = ""
+    """Where `poseidon tls init` writes, and the TLS files are looked for; empty: `<state_dir>/tls`."""
+    tls_cert: str = ""
+    """The server certificate (PEM); empty: `<tls dir>/server.pem`."""
+    tls_key: str = Field("", repr=False)
+    """The server key (PEM, a secret); empty: `<tls dir>/server-key.pem`."""
+    tls_ca: str = ""
+    """The CA clients verify servers (and, under mTLS, servers verify clients) with; empty: `<tls dir>/ca.pem`."""
+    tls_client_cert: str = ""
+    """The client certificate presented under mutual TLS; empty: `<tls dir>/client.pem`."""
+    tls_client_key: str = Field("", repr=False)
+    """Its key; empty: `<tls dir>/client-key.pem`."""
     grpc_ports: Mapping[str, int] = Field(default_factory=dict)
     """Hub → gRPC port: the POSEIDON_GRPC_PORT_<HUB> overrides, over the hubs' declared ports once `with_topology` ran."""
     ops_indices: Mapping[str, int] = Field(default_factory=dict)

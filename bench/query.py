@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from base.settings import Settings
 from bench.load import open_loop as schedule_open_loop
 from bench.load import percentile
 from bench.procs import CpuWindow
+from infra import tls
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
 CHANNELS = 4
@@ -25,8 +27,8 @@ SLOW = 0.005
 SLOW_SAMPLE = 60
 
 
-async def serving(target: str) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def serving(settings: Settings, target: str) -> bool:
+    async with tls.channel(settings, target) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -77,10 +79,17 @@ async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, secon
 
 
 async def measure(
-    target: str, wallets: list, rate: float, seconds: float, warmup: float, server_pid: int | None = None, token: str = ""
+    settings: Settings,
+    target: str,
+    wallets: list,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    server_pid: int | None = None,
+    token: str = "",
 ) -> dict:
     """GetBalance on random known wallets, then Health/Check, both at `rate`."""
-    channels = [grpc.aio.insecure_channel(target) for _ in range(CHANNELS)]
+    channels = [tls.channel(settings, target) for _ in range(CHANNELS)]
     try:
         for channel in channels:
             await channel.channel_ready()

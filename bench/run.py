@@ -29,6 +29,7 @@ from base.logging import configure
 from base.settings import Settings
 from bench import commands, e2e, ingress, procs, provenance, query, replay, report
 from bench.profile import PROFILES, py_spy, summarise
+from infra import tls
 from infra.command_client import CommandClient
 from poseidon import bootstrap
 
@@ -98,6 +99,7 @@ class Run:
             }
         )
         self.settings = bootstrap.settings(self.env)
+        tls.init_dev_ca(tls.files(self.settings).ca.parent)  # the run's own development CA (gRPC is TLS)
 
         self.results: dict = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,9 +219,16 @@ class Run:
         )
         target = f"127.0.0.1:{port}"
         try:
-            await procs.wait_until(lambda: query.serving(target), 60, "gRPC server", grpc_server)
+            await procs.wait_until(lambda: query.serving(self.settings, target), 60, "gRPC server", grpc_server)
             measured = await query.measure(
-                target, wallets, s.grpc_rate, s.grpc_seconds, s.grpc_warmup, grpc_server.pid, token=self.platform_token()
+                self.settings,
+                target,
+                wallets,
+                s.grpc_rate,
+                s.grpc_seconds,
+                s.grpc_warmup,
+                grpc_server.pid,
+                token=self.platform_token(),
             )
             grpc_server.sample_peak()
         finally:

@@ -10,6 +10,7 @@ import time
 import grpc
 
 from base.settings import Settings
+from infra import tls
 from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
 
 
@@ -51,4 +52,4 @@ def operator_token(settings: Settings) -> PlatformToken:
 
 def channel(settings: Settings, hub: str, token: PlatformToken) -> grpc.aio.Channel:
     """A channel to `hub`'s gRPC server that carries `token` on every call."""
-    return grpc.aio.insecure_channel(grpc_target(settings, hub), interceptors=[token])
+    return tls.channel(settings, grpc_target(settings, hub), interceptors=[token])

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from base.settings import Settings
-from infra import metrics
+from infra import metrics, tls
 from infra.command_client import CommandClient, CommandTimeout
 from infra.migrations import migrate
 from infra.ops import OpsServer
@@ -245,7 +245,9 @@ async def start_server(
         (*service.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     address = f"{settings.grpc_host}:{port if port is not None else settings.grpc_port(service.hub)}"
-    if server.add_insecure_port(address) == 0:
+    credentials = tls.server_credentials(settings)
+    bound = server.add_secure_port(address, credentials) if credentials is not None else server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
     # Start-up objects never die: keep them out of the collector's generations so

@@ -64,13 +64,19 @@ class EventKeys:
         self._keys, self._loaded_at = keys, time.monotonic()
 
     def _create(self, kid: str) -> None:
+        """Write the key whole under a private name, then link it in: the link fails if
+        another process made that kid first (use theirs), and nobody ever reads half a key."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.folder / f"{kid}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process made it: use theirs
+        partial = self.folder / f".{kid}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(base64.urlsafe_b64encode(secrets.token_bytes(32)))
+        try:
+            os.link(partial, self.folder / f"{kid}.key")
+        except FileExistsError:
+            pass  # another process made it: use theirs
+        finally:
+            partial.unlink()
 
     def rotate(self) -> str:
         """Add a key that signs from now on; returns its kid (kids sort by creation)."""

@@ -34,6 +34,22 @@ def list_hubs() -> None:
         click.echo(name)
 
 
+@main.group("tls")
+def tls_group() -> None:
+    """TLS certificates of the gRPC wires (infra/tls.py)."""
+
+
+@tls_group.command("init")
+def tls_init() -> None:
+    """Write a development CA with server and client certificates for 127.0.0.1, ::1 and
+    localhost to <state dir>/tls (or POSEIDON_TLS_DIR), unless one is there. Development only:
+    production points POSEIDON_TLS_CERT / _KEY / _CA at real certificates."""
+    from infra import tls
+
+    folder = tls.files(_settings()).ca.parent
+    click.echo(f"{'created' if tls.init_dev_ca(folder) else 'kept'} the development CA in {folder}")
+
+
 @main.command("prometheus-config")
 @click.option("--rules", default="infra/prometheus/rules.yml", show_default=True, help="Rules file Prometheus loads.")
 def prometheus_config(rules: str) -> None:

@@ -84,6 +84,9 @@ async def namespace(stack: Settings, tmp_path: Path):
         state_dir=str(tmp_path / "state"),
     )
     await ensure_topics(settings, bootstrap.all_topics())
+    from infra import tls
+
+    tls.init_dev_ca(tls.files(settings).ca.parent)  # gRPC is TLS: this test's own development CA
     yield settings
     from aiokafka.admin import AIOKafkaAdminClient
 

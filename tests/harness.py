@@ -23,6 +23,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from base.settings import Settings
+from infra import tls
 
 ROOT = Path(__file__).resolve().parent.parent
 POSEIDON = [sys.executable, "-m", "poseidon.cli"]
@@ -236,7 +237,7 @@ def channel(settings: Settings, hub: str, metadata=None) -> grpc.aio.Channel:
     """A channel to a hub's gRPC port whose unary calls carry `metadata`
     (default: a platform principal's token); `metadata=()` sends none."""
     md = platform_metadata(settings) if metadata is None else metadata
-    return grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port(hub)}", interceptors=[_WithMetadata(md)] if md else None)
+    return tls.channel(settings, f"127.0.0.1:{settings.grpc_port(hub)}", interceptors=[_WithMetadata(md)] if md else None)
 
 
 async def read_topic(settings: Settings, topic: str, timeout: float = 10.0) -> list:

@@ -49,6 +49,7 @@ instances() {
 
 start() {
   "$POSEIDON" topics create
+  "$POSEIDON" tls init  # gRPC serves TLS: a development CA in .state/tls unless there is one
   local hub role name i
   # Stand-ins for the outside world (development only: point the URLs elsewhere in production).
   if [ "${POSEIDON_STANDINS:-1}" = 1 ]; then

@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from infra import tls
 from infra.security import PLATFORM_SCOPE
 from poseidon import bootstrap
 from tests.attacks.grpc_targets import Method, forged_tokens, hub_methods, hub_servers
@@ -40,7 +41,7 @@ async def status_of(method: Method, channel: grpc.aio.Channel, request, metadata
 
 
 def channels(settings) -> dict[str, grpc.aio.Channel]:
-    return {hub: grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port(hub)}") for hub in HUBS}
+    return {hub: tls.channel(settings, f"127.0.0.1:{settings.grpc_port(hub)}") for hub in HUBS}
 
 
 async def test_every_guarded_method_of_every_hub_refuses_forged_and_misused_tokens(namespace, attacks):

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.app.commands import RegisterApp, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
+from infra import tls
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import app_pb2 as pb
@@ -181,7 +182,7 @@ async def test_commands_travel_to_events_the_read_store_and_grpc_answers_includi
         assert [s.app_id for s in active.subscriptions] == [others_private]
         assert {s.app_id for s in every.subscriptions} == {first_party, others_private}
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('app')}") as plain:
+    async with tls.channel(settings, f"127.0.0.1:{settings.grpc_port('app')}") as plain:
         health = health_pb2_grpc.HealthStub(plain)
         for service in ("", SERVICE):
             assert (

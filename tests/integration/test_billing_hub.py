@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.billing.commands import BILLING_PROVIDER, ApplyEntitlement, CancelEntitlement, ReportUsage, entitlement_id
+from infra import tls
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import billing_pb2, billing_pb2_grpc
@@ -126,7 +127,7 @@ async def test_the_providers_commands_reach_the_projection_and_the_grpc_answers(
     assert {e.record["envelope"]["tenant_id"] for e in events} == {TENANT}
 
     # Discovery and health work as for every hub.
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('billing')}") as ch:
+    async with tls.channel(settings, f"127.0.0.1:{settings.grpc_port('billing')}") as ch:
         health = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="poseidon.billing.v1.BillingQuery")
         )

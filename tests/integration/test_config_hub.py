@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.config.aggregate import PLATFORM_TENANT, entry_id
 from hubs.config.commands import SetConfigValue, UnsetConfigValue
+from infra import tls
 from infra.migrations import migrate
 from poseidon import bootstrap
 from projections.config import PROJECTION
@@ -269,7 +270,7 @@ async def test_tenants_see_only_their_own_scope_and_change_only_what_their_role_
                 assert (await refused(call)).code() == grpc.StatusCode.UNAUTHENTICATED
 
     # Health and reflection answer without a token.
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('config')}") as ch:
+    async with tls.channel(settings, f"127.0.0.1:{settings.grpc_port('config')}") as ch:
         reply = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="poseidon.config.v1.ConfigService")
         )

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.tenant.commands import AcceptInvitation, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from infra import tls
 from infra.command_client import CommandClient, new_meta
 from infra.migrations import migrate
 from poseidon import bootstrap
@@ -136,7 +137,7 @@ async def test_a_created_tenant_travels_to_events_the_read_store_and_grpc_answer
                 grpc.StatusCode.PERMISSION_DENIED
             )
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('tenant')}") as ch:
+    async with tls.channel(settings, f"127.0.0.1:{settings.grpc_port('tenant')}") as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for service in ("", "poseidon.tenant.v1.TenantQuery", "poseidon.tenant.v1.TenantMembership"):
             assert (await health.Check(health_pb2.HealthCheckRequest(service=service))).status == (

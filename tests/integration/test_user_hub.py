@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.user.aggregate import profile_id
 from hubs.user.commands import CreateProfile, RemovePreference, SetPreference, UpdateProfile
+from infra import tls
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import user_pb2 as pb
@@ -172,7 +173,7 @@ async def test_a_profile_travels_from_commands_to_events_the_read_store_and_grpc
             error = await refused(call)
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "missing bearer token" in error.details()
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port('user')}") as plain:
+    async with tls.channel(settings, f"127.0.0.1:{settings.grpc_port('user')}") as plain:
         health = health_pb2_grpc.HealthStub(plain)
         for service in ("", SERVICE):
             assert (

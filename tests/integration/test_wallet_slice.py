@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hubs.wallet.commands import CreditFunds, DebitFunds, OpenWallet, ReserveFunds
+from infra import tls
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
@@ -236,7 +237,7 @@ async def _read_dlq(settings, codec, name):
 
 async def test_the_grpc_server_answers_standard_health_checks_and_reflection(running):
     platform, _, _ = running
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.settings.grpc_port('wallet')}") as channel:
+    async with tls.channel(platform.settings, f"127.0.0.1:{platform.settings.grpc_port('wallet')}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "poseidon.wallet.v1.WalletQuery"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
