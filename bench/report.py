@@ -210,6 +210,21 @@ def latency_row(query: dict | None) -> Row:
     )
 
 
+def plaintext_row(tls: dict | None, plain: dict | None) -> Row:
+    """The same GetBalance load without TLS, beside the TLS figure: what TLS costs (no target)."""
+    if not tls or not plain:
+        return Row("gRPC GetBalance without TLS (same run)", "-", "-", "-", "-", "-")
+    ours, base = tls["get_balance"], plain["get_balance"]
+    return Row(
+        "gRPC GetBalance without TLS (same run)",
+        f"TLS: p50 {ours['p50_ms']:.2f} ms, p99 {ours['p99_ms']:.2f} ms",
+        f"plaintext: p50 {base['p50_ms']:.2f} ms, p99 {base['p99_ms']:.2f} ms",
+        f"p50 x{ours['p50_ms'] / base['p50_ms']:.2f}" if base["p50_ms"] else "-",
+        "-",
+        "-",
+    )
+
+
 def memory_row(process: str, peak_mb: float | None) -> Row:
     target = f"< {RSS_LIMIT_MB:g} MB RSS"
     if peak_mb is None:
@@ -233,6 +248,7 @@ def rows_for(results: dict) -> list[Row]:
                 "projection replay into PostgreSQL", "events/s", replay.get("projector"), replay.get("copy"), "rows/s"
             ),
             latency_row(query or None),
+            plaintext_row(query or None, results.get("query_plaintext")),
             *(memory_row(p, memory.get(p)) for p in ("processor", "projector", "grpc")),
         ]
     if "ingress" in stages:

@@ -209,19 +209,31 @@ class Run:
 
     async def bench_query(self, wallets: list[commands.Wallet]) -> None:
         s = self.sizes
-        step(f"gRPC: poseidon grpc wallet, open loop at {s.grpc_rate:,.0f} req/s for {s.grpc_seconds:g}s")
+        step(f"gRPC: poseidon grpc wallet over TLS, open loop at {s.grpc_rate:,.0f} req/s for {s.grpc_seconds:g}s")
+        measured, peak_mb = await self._grpc_run(self.settings, wallets)
+        self.results["query"] = measured
+        self.results["memory"]["grpc"] = peak_mb
+        show({**measured, "peak_rss_mb": peak_mb})
+        step("gRPC: the same server and load with POSEIDON_GRPC_TLS=false (what TLS costs, same run)")
+        plaintext, _ = await self._grpc_run(self.settings.with_(grpc_tls=False), wallets, POSEIDON_GRPC_TLS="false")
+        self.results["query_plaintext"] = plaintext
+        show(plaintext)
+
+    async def _grpc_run(self, settings: Settings, wallets: list[commands.Wallet], **env: str) -> tuple[dict, float | None]:
+        s = self.sizes
         port = procs.free_port()
         grpc_server = self.service(
             "grpc",
             procs.poseidon("grpc", "wallet"),
             POSEIDON_GRPC_PORT_WALLET=str(port),
             POSEIDON_OPS_PORT=str(procs.free_port()),
+            **env,
         )
         target = f"127.0.0.1:{port}"
         try:
-            await procs.wait_until(lambda: query.serving(self.settings, target), 60, "gRPC server", grpc_server)
+            await procs.wait_until(lambda: query.serving(settings, target), 60, "gRPC server", grpc_server)
             measured = await query.measure(
-                self.settings,
+                settings,
                 target,
                 wallets,
                 s.grpc_rate,
@@ -233,9 +245,7 @@ class Run:
             grpc_server.sample_peak()
         finally:
             grpc_server.stop()
-        self.results["query"] = measured
-        self.results["memory"]["grpc"] = grpc_server.peak_mb
-        show({**measured, "peak_rss_mb": grpc_server.peak_mb})
+        return measured, grpc_server.peak_mb
 
     # -- 4. ingress ------------------------------------------------------
 
