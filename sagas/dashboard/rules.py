@@ -115,7 +115,7 @@ class SagaFilter:
             args.append(self.find)
             p = f"${len(args)}"
             match = [f"correlation_id = {p}", f"message_id = {p}", f"contact_id = {p}"]
-            if _is_uuid(self.find):
+            if is_uuid(self.find):
                 args.append(str(uuid.UUID(self.find)))
                 match.insert(0, f"saga_id = ${len(args)}::uuid")
             clauses.append(f"({' OR '.join(match)})")
@@ -154,7 +154,7 @@ def check_find(raw: str) -> str:
     return raw
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
     except ValueError:

@@ -3,14 +3,13 @@ the Message hub's routing columns for the dashboard. Read only: it never writes.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 import asyncpg
 
 from base.settings import Settings
 from projections.message import queries as message_queries
-from sagas.dashboard.rules import STATES, SagaFilter, StatsWindow, TypeStats, type_stats
+from sagas.dashboard.rules import STATES, SagaFilter, StatsWindow, TypeStats, is_uuid, type_stats
 
 SAGA_COLUMNS = (
     "saga_id::text AS saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at, version, error"
@@ -66,7 +65,7 @@ class SagaStore:
         )
 
     async def saga(self, saga_id: str) -> asyncpg.Record | None:
-        if not _is_uuid(saga_id):
+        if not is_uuid(saga_id):
             return None  # saga ids are UUIDs: anything else names no saga
         return await self.pool.fetchrow(
             f"SELECT {SAGA_COLUMNS} FROM {self.saga_schema}.sagas WHERE saga_id = $1::text::uuid", saga_id
@@ -96,11 +95,3 @@ class SagaStore:
             since,
             limit,
         )
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
