@@ -257,17 +257,11 @@ class Settings(BaseSettings):
     def _without_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("attachment_hosts", "attachment_allowed_addresses", mode="before")
+    @field_validator("attachment_hosts", "attachment_allowed_addresses", "login_trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item).strip().lower().rstrip(".") for item in items if str(item).strip())
-
-    @field_validator("login_trusted_proxies", mode="before")
-    @classmethod
-    def _addresses(cls, value: Any) -> Any:
-        items = value.split(",") if isinstance(value, str) else value
-        return tuple(str(item).strip() for item in items if str(item).strip())
 
     @field_validator("inbound_saga_deadlines_s", mode="before")
     @classmethod
