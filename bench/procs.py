@@ -9,11 +9,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -23,15 +24,12 @@ _HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A port free now and not handed out before in this run: the kernel may offer a
-    just-released port again, and two children told the same port means one fails to bind."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+    """A port free now, below the kernel's ephemeral range (an outgoing connection of
+    another child cannot take it before its server binds), and not handed out before
+    in this run: two children told the same port means one fails to bind."""
+    port = harness.free_port(_HANDED_OUT)
+    _HANDED_OUT.add(port)
+    return port
 
 
 def peak_rss_mb(pid: int) -> float | None:

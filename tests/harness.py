@@ -44,28 +44,32 @@ def free_port(avoid=()) -> int:
     gRPC port chosen earlier, and its health check reached the gRPC server). Not an
     ephemeral one: with 40 processes starting at once, an outgoing connection of one
     of them took the port chosen for another's ops server before it bound it."""
+    return free_ports(1, avoid)[0]
+
+
+def free_ports(n: int, avoid=()) -> list[int]:
+    """`n` distinct free ports below the kernel's ephemeral range, none of `avoid`.
+    Every socket stays bound until all are chosen, so the same port cannot come out
+    twice (gRPC servers of two hubs on one port once answered each other's calls).
+    Not from the ephemeral range, as `free_port` says: a CI run lost a test when an
+    outgoing Kafka connection took a gRPC port handed out by the kernel's port 0."""
     rng = random.SystemRandom()
     low = min(ephemeral_ports()[0], 32768)
-    while True:
-        port = rng.randrange(20_000, low)
-        if port in set(avoid):
-            continue
-        with socket.socket() as s:
+    avoid = set(avoid)
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < n:
+            port = rng.randrange(20_000, low)
+            if port in avoid:
+                continue
+            s = socket.socket()
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
+                s.close()
                 continue
-        return port
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: every socket stays bound until all are chosen, so
-    the kernel cannot hand the same port out twice (gRPC servers of two hubs on one
-    port once answered each other's calls)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
+            avoid.add(port)
+            sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
