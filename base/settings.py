@@ -36,7 +36,7 @@ PREFIX = "POSEIDON_"
 GRPC_PORT_PREFIX = f"{PREFIX}GRPC_PORT_"
 PG_DSN_PREFIX = f"{PREFIX}PG_DSN_"
 # Ops (metrics + health) ports: the role's base + the declared index (wallet's processor: 9100 + 6).
-OPS_PORT_BASE = {"ingress": 9080, "processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
+OPS_PORT_BASE = {"gateway": 9070, "ingress": 9080, "processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
 # Filled from the hubs' declarations (`with_topology`) and POSEIDON_GRPC_PORT_<HUB>, never by name.
 _TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices", "pg_dsns"})
 
@@ -155,6 +155,21 @@ class Settings(BaseSettings):
     """An operator's bearer token for the CLI's gRPC queries (POSEIDON_TOKEN); empty:
     the CLI mints a short one from the local keyring."""
     dashboard_port: int = 8090
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8070
+    gateway_public_url: str = ""
+    """The gateway's address as clients reach it (for the OAuth metadata); empty: http://host:port."""
+    gateway_cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Web origins (comma-separated, `https://app.example.com`) whose browsers may call the REST API."""
+    gateway_rate_per_s_client: float = Field(20.0, gt=0)
+    """REST requests per second per client (its principal, or its address before sign-in); bursts of 2x."""
+    gateway_rate_per_s_tenant: float = Field(100.0, gt=0)
+    """REST requests per second per tenant named in the path, all its clients together; bursts of 2x."""
+    gateway_call_timeout_s: float = Field(30.0, gt=0)
+    """How long the gateway waits for a hub's answer (a write waits for the hub's decision)."""
+    gateway_consistency_wait_s: float = Field(3.0, ge=0)
+    """How long a read given a consistency token waits for the read store to show that write."""
+    gateway_max_body_bytes: int = Field(256 * 1024, gt=0)
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
     ingress_max_body_bytes: int = 1024 * 1024
@@ -257,7 +272,9 @@ class Settings(BaseSettings):
     def _without_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("attachment_hosts", "attachment_allowed_addresses", "login_trusted_proxies", mode="before")
+    @field_validator(
+        "attachment_hosts", "attachment_allowed_addresses", "login_trusted_proxies", "gateway_cors_origins", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value

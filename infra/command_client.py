@@ -5,6 +5,7 @@ nothing itself."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ class CommandResult:
         return self
 
 
+_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar("poseidon_correlation", default=None)
+
+
+def set_current_correlation(correlation_id: str | None) -> contextvars.Token:
+    """The correlation id of the request being served (a gRPC call's `x-correlation-id`,
+    the API gateway's): commands built meanwhile carry it, and so do their events."""
+    return _correlation.set(correlation_id)
+
+
 def new_meta(
     aggregate_id: str,
     tenant_id: str,
@@ -70,7 +80,7 @@ def new_meta(
         command_id=command_id,
         aggregate_id=aggregate_id,
         tenant_id=tenant_id,
-        correlation_id=correlation_id or command_id,
+        correlation_id=correlation_id or _correlation.get() or command_id,
         causation_id=causation_id or command_id,
         actor=actor,
         expected_version=expected_version,

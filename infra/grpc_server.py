@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,10 +25,11 @@ from grpc_reflection.v1alpha import reflection
 
 from base.settings import Settings
 from infra import metrics, tls
-from infra.command_client import CommandClient, CommandTimeout
+from infra.command_client import CommandClient, CommandTimeout, set_current_correlation
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.outage import STORE_AWAY
+from infra.rest import Route
 from infra.security import (
     Authorizer,
     Keyring,
@@ -96,6 +98,8 @@ class QueryService:
     issues_tokens: bool = False
     """The service signs access tokens (Identity): it alone is handed the private keyring.
     Every server verifies with the public keys only."""
+    http_routes: Sequence[Route] = ()
+    """The REST operations the API gateway answers with this service's methods."""
 
 
 _UNGUARDED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -111,6 +115,18 @@ _REFUSAL_STATUS = (
 )
 """A refusal the caller is told about as it is: its status and its own message."""
 _REFUSALS = tuple(refusal for refusal, _ in _REFUSAL_STATUS)
+
+
+_CORRELATION = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def _correlation_of(metadata) -> str | None:
+    """The caller's `x-correlation-id` (the API gateway's request), when it is a sane token."""
+    for key, value in metadata or ():
+        if key == "x-correlation-id":
+            text = value.decode() if isinstance(value, bytes) else value
+            return text if _CORRELATION.match(text) else None
+    return None
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
@@ -140,6 +156,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                set_current_correlation(_correlation_of(metadata))
                 set_current_principal(self.verifier.verify(bearer_token(metadata)) if guarded_method else None)
                 return await inner(request, context)
             except _REFUSALS as exc:
@@ -165,6 +182,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(code, "internal error")
             finally:
                 set_current_principal(None)
+                set_current_correlation(None)
                 metrics.GRPC_REQUESTS.labels(method, code.name).inc()
                 metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
 

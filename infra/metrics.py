@@ -30,6 +30,15 @@ GRPC_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
+HTTP_API_REQUESTS = Counter(
+    "poseidon_gateway_requests_total", "REST API requests by operation and HTTP status.", ["operation", "status"]
+)
+HTTP_API_LATENCY = Histogram(
+    "poseidon_gateway_seconds",
+    "REST API latency by operation (the hub's gRPC call included).",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 EVENTS_WRITTEN = Counter(
     "poseidon_events_written_total",
     "Events committed by a hub's processor, by event type (a hub's event types are few and fixed: saga failures and"
@@ -38,7 +47,7 @@ EVENTS_WRITTEN = Counter(
 )
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("poseidon-hub")
     except metadata.PackageNotFoundError:
@@ -46,4 +55,4 @@ def _version() -> str:
 
 
 BUILD = Info("poseidon_build", "The running build: package version and Python.")
-BUILD.info({"version": _version(), "python": platform.python_version()})
+BUILD.info({"version": package_version(), "python": platform.python_version()})

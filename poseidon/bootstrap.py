@@ -154,3 +154,10 @@ def webhook_secrets() -> list[str]:
 def webhook_routes() -> list:
     """Every spoke's webhook routes (`spokes/<name>/webhook.py` declaring `routes()`)."""
     return [route for routes in _discover("spokes", "webhook", "routes") for route in routes()]
+
+
+def http_routes() -> list:
+    """Every hub's REST operations (`http_routes` of its query service), for the API gateway."""
+    from infra.rest import for_hub
+
+    return [route for name in hubs() for route in for_hub(name, query_service(name).http_routes)]

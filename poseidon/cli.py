@@ -123,6 +123,12 @@ def ingress() -> None:
 
 
 @main.command()
+def gateway() -> None:
+    """Serve the REST API (OpenAPI at /openapi.json, OAuth2 token endpoint, JWKS) over the hubs' gRPC methods."""
+    asyncio.run(roles.gateway(_settings()))
+
+
+@main.command()
 def router() -> None:
     """Run the Message Hub's router: ingress.inbound → routing decisions (MessageRouted / MessageRejected)."""
     asyncio.run(roles.router(_settings()))

@@ -105,6 +105,31 @@ async def spoke(name: str, settings: Settings) -> None:
     await spoke_runner(name, settings, bootstrap.codec(settings)).serve()
 
 
+# -- the API gateway ------------------------------------------------------------------------
+
+
+def gateway_extensions() -> list:
+    """The gateway's endpoints that are not one gRPC method each: Identity's OAuth2 face."""
+    from projections.identity.oauth import OAuth
+
+    return [OAuth]
+
+
+def api_gateway(settings: Settings):
+    """The REST API gateway over every hub's gRPC methods (tests, benchmarks, `make docs`)."""
+    from infra.gateway import Gateway
+    from infra.metrics import package_version
+    from infra.security import TokenVerifier
+
+    return Gateway(settings, bootstrap.http_routes(), TokenVerifier.of(settings), gateway_extensions(), version=package_version())
+
+
+async def gateway(settings: Settings) -> None:
+    from infra.gateway import serve
+
+    await serve(settings, bootstrap.http_routes(), gateway_extensions())
+
+
 # -- the operator dashboard ------------------------------------------------------------
 
 

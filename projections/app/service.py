@@ -16,6 +16,7 @@ from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evalu
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
+from infra.rest import Route, methods
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
@@ -127,9 +128,32 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     app_pb2_grpc.add_AppQueryServicer_to_server(AppQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(app_pb2, "AppQuery")
+    return (
+        Route("GET", "/v1/tenants/{tenant_id}/apps", m.ListApps, "The tenant's apps, a page at a time."),
+        Route("GET", "/v1/tenants/{tenant_id}/apps/{app_id}", m.GetApp, "One app."),
+        Route("GET", "/v1/tenants/{tenant_id}/subscriptions", m.ListSubscriptions, "The tenant's app subscriptions."),
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/apps/{app_id}/subscription",
+            m.GetSubscription,
+            "An app's subscription and its guards.",
+        ),
+        Route(
+            "POST",
+            "/v1/tenants/{tenant_id}/apps/{app_id}/guards/check",
+            m.CheckGuards,
+            "Would the app's guards let a message through now (or at `at`)?",
+        ),
+    )
+
+
 SERVICE = QueryService(
     hub="app",
     read_model=PROJECTION,
     service_names=(app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )

@@ -16,6 +16,7 @@ from hubs.billing.aggregate import FEATURE
 from hubs.billing.commands import entitlement_id
 from infra.arguments import tenant
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.rest import Route, methods
 from projections.billing import PROJECTION, queries
 from schemas.protos import billing_pb2, billing_pb2_grpc
 
@@ -89,11 +90,27 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     billing_pb2_grpc.add_BillingQueryServicer_to_server(BillingQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(billing_pb2, "BillingQuery")
+    return (
+        Route("GET", "/v1/tenants/{tenant_id}/entitlement", m.GetEntitlement, "The tenant's plan and entitlement."),
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/entitlement/features/{feature}",
+            m.CheckEntitlement,
+            "Is a feature included in the tenant's plan?",
+        ),
+        Route("GET", "/v1/tenants/{tenant_id}/quota", m.GetQuota, "The tenant's message quota and use."),
+    )
+
+
 SERVICE = QueryService(
     hub="billing",
     read_model=PROJECTION,
     service_names=(billing_pb2.DESCRIPTOR.services_by_name["BillingQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )
 
 

@@ -31,6 +31,7 @@ from infra.arguments import tenant
 from infra.command_client import CommandResult, CommandTimeout, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
+from infra.rest import Route, methods
 from infra.security import PLATFORM_SCOPE, PermissionDenied, current_principal
 from projections.config import PROJECTION, queries
 from schemas.contracts import Command, CommandMeta, InvalidCommand
@@ -244,10 +245,26 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     config_pb2_grpc.add_ConfigServiceServicer_to_server(ConfigServicer(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods).
+    A write's Idempotency-Key is its request id; If-Match its expected version."""
+    m = methods(config_pb2, "ConfigService")
+    values = "/v1/tenants/{tenant_id}/config/{environment}/values"
+    write = {"idempotency_field": "request_id", "version_field": "expected_version"}
+    return (
+        Route("GET", values, m.ListEffective, "The values in effect for a tenant in an environment."),
+        Route("GET", values + "/{key}", m.GetEffectiveValue, "The value in effect for one key."),
+        Route("GET", values + "/{key}/history", m.GetValueAt, "The value that was in effect at `at`."),
+        Route("PUT", "/v1/config/values/{key}", m.SetValue, "Set a key in a scope (global, environment or tenant).", **write),
+        Route("DELETE", "/v1/config/values/{key}", m.UnsetValue, "Unset a key in a scope.", **write),
+    )
+
+
 SERVICE = QueryService(
     hub="config",
     read_model=PROJECTION,
     service_names=(config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,),
     add_to_server=_add_to_server,
     sends_commands=True,
+    http_routes=_routes(),
 )

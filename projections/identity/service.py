@@ -70,6 +70,7 @@ from infra.arguments import canonical_uuid, is_canonical_uuid
 from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ResourceExhausted, ServiceDeps
 from infra.ratelimit import TokenBuckets
+from infra.rest import Route, methods
 from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
 from projections.identity import PROJECTION, queries
 from schemas.contracts import Command, InvalidCommand
@@ -432,6 +433,26 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     identity_pb2_grpc.add_IdentityServicer_to_server(IdentityService(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods);
+    the OAuth2 token endpoint and JWKS are in projections/identity/oauth.py."""
+    m = methods(identity_pb2, "Identity")
+    return (
+        Route("POST", "/v1/users", m.Register, "Register a person's login and password.", 201, public=True),
+        Route("POST", "/v1/service-principals", m.RegisterService, "Register an external system's client (platform only).", 201),
+        Route("POST", "/v1/sessions", m.Login, "Sign in with login, password and (once enrolled) a TOTP code.", 201, public=True),
+        Route("POST", "/v1/sessions/refresh", m.Refresh, "A new token pair for a refresh token (each works once).", public=True),
+        Route("POST", "/v1/sessions/revoke", m.Revoke, "End one session or every session."),
+        Route("GET", "/v1/me", m.WhoAmI, "The caller as its token says."),
+        Route("POST", "/v1/me/totp", m.EnrollTotp, "Start enrolling a TOTP device (needs the password).", 201),
+        Route("POST", "/v1/me/totp/confirm", m.ConfirmTotp, "Confirm the enrolment with a first code."),
+        Route("POST", "/v1/totp/reset", m.ResetTotp, "Remove a principal's TOTP (platform only)."),
+        Route(
+            "GET", "/v1/signing-keys", m.GetSigningKeys, "The public token-signing keys as PEM (see also the JWKS).", public=True
+        ),
+    )
+
+
 SERVICE = QueryService(
     hub="identity",
     read_model=PROJECTION,
@@ -440,6 +461,7 @@ SERVICE = QueryService(
     public_methods=PUBLIC,
     sends_commands=True,
     issues_tokens=True,
+    http_routes=_routes(),
 )
 
 

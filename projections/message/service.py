@@ -14,6 +14,7 @@ import grpc
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
+from infra.rest import Route, methods
 from projections.message import PROJECTION, queries
 from schemas.protos import message_pb2, message_pb2_grpc
 
@@ -159,9 +160,31 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     message_pb2_grpc.add_MessageQueryServicer_to_server(MessageQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(message_pb2, "MessageQuery")
+    return (
+        Route("GET", "/v1/tenants/{tenant_id}/conversations", m.ListConversations, "The tenant's conversations, newest first."),
+        Route("GET", "/v1/tenants/{tenant_id}/conversations/{conversation_id}", m.GetConversation, "One conversation."),
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/conversations/{conversation_id}/messages",
+            m.ListMessages,
+            "A conversation's messages.",
+        ),
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/conversations/{conversation_id}/messages/{message_id}",
+            m.GetMessage,
+            "One message with its routing and delivery.",
+        ),
+    )
+
+
 SERVICE = QueryService(
     hub="message",
     read_model=PROJECTION,
     service_names=(message_pb2.DESCRIPTOR.services_by_name["MessageQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )

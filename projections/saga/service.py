@@ -12,6 +12,7 @@ from hubs.saga.definition import STATES
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
+from infra.rest import Route, methods
 from projections.saga import PROJECTION, queries
 from schemas.protos import saga_pb2, saga_pb2_grpc
 
@@ -75,9 +76,19 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     saga_pb2_grpc.add_SagaQueryServicer_to_server(SagaQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(saga_pb2, "SagaQuery")
+    return (
+        Route("GET", "/v1/tenants/{tenant_id}/sagas", m.ListSagas, "The tenant's sagas (optionally in one state)."),
+        Route("GET", "/v1/tenants/{tenant_id}/sagas/{saga_id}", m.GetSaga, "One saga with its steps."),
+    )
+
+
 SERVICE = QueryService(
     hub="saga",
     read_model=PROJECTION,
     service_names=(saga_pb2.DESCRIPTOR.services_by_name["SagaQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )

@@ -28,6 +28,7 @@ from infra.arguments import required, tenant
 from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
+from infra.rest import Route, methods
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
 from schemas.contracts import Command
@@ -396,6 +397,49 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     tenant_pb2_grpc.add_TenantChannelsServicer_to_server(TenantChannels(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods).
+    Each write's Idempotency-Key is its command id; its reply waits for the read store."""
+    q, members, channels = (methods(tenant_pb2, s) for s in ("TenantQuery", "TenantMembership", "TenantChannels"))
+    tenant_path = "/v1/tenants/{tenant_id}"
+    write = {"idempotency_field": "command_id", "affects": tenant_path}
+    return (
+        Route("GET", "/v1/tenants", q.ListMyTenants, "The tenants the caller is a member of."),
+        Route("POST", "/v1/tenants", members.CreateTenant, "Create a tenant with the caller as its owner.", 201, **write),
+        Route("GET", tenant_path, q.GetTenant, "One tenant."),
+        Route("GET", tenant_path + "/my-role", q.GetMyRole, "The caller's role in the tenant."),
+        Route("GET", tenant_path + "/members", q.ListMembers, "The tenant's members and their roles."),
+        Route("PUT", tenant_path + "/members/{principal_id}/role", members.ChangeMemberRole, "Change a member's role.", **write),
+        Route("DELETE", tenant_path + "/members/{principal_id}", members.RemoveMember, "Remove a member (or leave).", **write),
+        Route("GET", tenant_path + "/invitations", q.ListInvitations, "The tenant's pending invitations."),
+        Route("POST", tenant_path + "/invitations", members.InviteMember, "Invite a principal with a role.", 201, **write),
+        Route("POST", tenant_path + "/invitations/accept", members.AcceptInvitation, "Accept the caller's invitation.", **write),
+        Route("GET", "/v1/me/invitations", q.ListMyInvitations, "The caller's pending invitations."),
+        Route("GET", tenant_path + "/channels", q.ListChannels, "The channel accounts (pages) connected to the tenant."),
+        Route(
+            "POST",
+            tenant_path + "/channels",
+            channels.ConnectChannel,
+            "Connect a channel account.",
+            201,
+            idempotency_field="command_id",
+        ),
+        Route(
+            "DELETE",
+            tenant_path + "/channels/{channel}/{account_id}",
+            channels.DisconnectChannel,
+            "Disconnect a channel account.",
+            idempotency_field="command_id",
+        ),
+        Route(
+            "GET",
+            "/v1/channels/{channel}/{account_id}",
+            q.ResolveChannel,
+            "The tenant a channel account routes to (platform only).",
+        ),
+    )
+
+
 SERVICE = QueryService(
     hub="tenant",
     read_model=PROJECTION,
@@ -406,4 +450,5 @@ SERVICE = QueryService(
     ),
     add_to_server=_add_to_server,
     sends_commands=True,
+    http_routes=_routes(),
 )

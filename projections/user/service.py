@@ -14,6 +14,7 @@ from hubs.user.aggregate import profile_id
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
+from infra.rest import Route, methods
 from infra.security import ROLES, PermissionDenied, current_principal
 from projections.user import PROJECTION, queries
 from schemas.protos import user_pb2, user_pb2_grpc
@@ -107,11 +108,22 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     user_pb2_grpc.add_UserQueryServicer_to_server(UserQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(user_pb2, "UserQuery")
+    return (
+        Route("GET", "/v1/tenants/{tenant_id}/profiles", m.ListProfiles, "The tenant's user profiles."),
+        Route("GET", "/v1/tenants/{tenant_id}/profiles/{principal_id}", m.GetProfile, "A member's profile."),
+        Route("GET", "/v1/tenants/{tenant_id}/profiles/{principal_id}/preferences", m.GetPreferences, "A member's preferences."),
+    )
+
+
 SERVICE = QueryService(
     hub="user",
     read_model=PROJECTION,
     service_names=(user_pb2.DESCRIPTOR.services_by_name["UserQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )
 
 

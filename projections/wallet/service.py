@@ -13,6 +13,7 @@ import grpc
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import MAX_PAGE, page_size, paginate, parse_token
+from infra.rest import Route, methods
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
@@ -72,11 +73,26 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     wallet_pb2_grpc.add_WalletQueryServicer_to_server(WalletQueries(deps), server)
 
 
+def _routes() -> tuple[Route, ...]:
+    """The REST operations of this service (the API gateway answers them with these methods)."""
+    m = methods(wallet_pb2, "WalletQuery")
+    return (
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/wallets/{wallet_id}",
+            m.GetBalance,
+            "A wallet's balance, reserved and available amounts.",
+        ),
+        Route("GET", "/v1/tenants/{tenant_id}/wallets/{wallet_id}/ledger", m.ListLedger, "A wallet's ledger, oldest first."),
+    )
+
+
 SERVICE = QueryService(
     hub="wallet",
     read_model=PROJECTION,
     service_names=(wallet_pb2.DESCRIPTOR.services_by_name["WalletQuery"].full_name,),
     add_to_server=_add_to_server,
+    http_routes=_routes(),
 )
 
 
