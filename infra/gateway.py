@@ -96,7 +96,7 @@ class Gateway:
         self,
         settings: Settings,
         routes: Iterable[Route],
-        verifier: TokenVerifier,
+        verifier: TokenVerifier | None,
         extensions: Iterable[Callable[[Gateway], Extension]] = (),
         *,
         version: str = "1",

@@ -5,6 +5,7 @@ fails when it is stale."""
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import import_module
 from pathlib import Path
@@ -13,6 +14,7 @@ from poseidon import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "hubs.md"
+API_OUTPUT = ROOT / "docs" / "openapi" / "api.json"
 _RPC = re.compile(r"((?:[ \t]*//[^\n]*\n)*)[ \t]*rpc\s+(\w+)\s*\(\s*(\w+)\s*\)\s*returns\s*\(\s*(\w+)\s*\)")
 _SERVICE = re.compile(r"service\s+(\w+)\s*\{")
 _PACKAGE = re.compile(r"package\s+([\w.]+)\s*;")
@@ -101,10 +103,19 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def render_api() -> str:
+    """The REST API's OpenAPI 3.1 document, generated from the hubs' route declarations."""
+    from poseidon import roles
+
+    return json.dumps(roles.api_document(bootstrap.settings({})), indent=2) + "\n"
+
+
 def main() -> None:
     OUTPUT.parent.mkdir(exist_ok=True)
     OUTPUT.write_text(render())
     print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    API_OUTPUT.write_text(render_api())
+    print(f"wrote {API_OUTPUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

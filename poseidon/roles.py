@@ -124,6 +124,14 @@ def api_gateway(settings: Settings):
     return Gateway(settings, bootstrap.http_routes(), TokenVerifier.of(settings), gateway_extensions(), version=package_version())
 
 
+def api_document(settings: Settings) -> dict:
+    """The REST API's OpenAPI document (docs/openapi/api.json; the gateway serves the same at /openapi.json)."""
+    from infra.gateway import Gateway
+    from infra.metrics import package_version
+
+    return Gateway(settings, bootstrap.http_routes(), None, gateway_extensions(), version=package_version()).document
+
+
 async def gateway(settings: Settings) -> None:
     from infra.gateway import serve
 
