@@ -16,6 +16,12 @@ OUTCOME_UNKNOWN = "outcome_unknown"
 no usable answer came back): retrying it may do the thing twice."""
 
 
+SEALED_PREFIX = "sealed.v1."
+"""Every sealed value starts with this (AES-256-GCM, see infra/sealing.py);
+aggregates refuse anything else where a sealed value belongs, so a clear secret
+or a bare hash can never be recorded by mistake."""
+
+
 def spoke_actor(spoke: str) -> str:
     """The actor of what a spoke records and sends (`spoke:botpress`): its
     commands' `meta.actor` and the envelope actor others filter on."""

@@ -42,7 +42,6 @@ from datetime import datetime, timedelta
 from eventsourcing.domain import Aggregate, event
 
 from hubs.identity.commands import (
-    SEALED_PREFIX,
     ConfirmTotp,
     RecordLoginFailure,
     RecordLoginSuccess,
@@ -54,6 +53,7 @@ from hubs.identity.commands import (
     StartTotpEnrollment,
 )
 from schemas.contracts import (
+    SEALED_PREFIX,
     AggregateAlreadyExists,
     AggregateNotFound,
     Command,

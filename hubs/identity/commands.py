@@ -11,11 +11,6 @@ from typing import ClassVar
 
 from schemas.contracts import Command
 
-SEALED_PREFIX = "sealed.v1."
-"""Every sealed value starts with this (AES-256-GCM, see hubs/identity/sealing.py);
-the aggregate refuses anything else where a sealed value belongs, so a clear
-secret or a bare hash can never be recorded by mistake."""
-
 
 @dataclass(frozen=True)
 class IdentityCommand(Command):

@@ -1,43 +1,24 @@
 """Sealing of the identity secrets that must be stored — argon2id password
 hashes and TOTP shared secrets — with AES-256-GCM keys only the Identity gRPC
-service holds. A sealed value may travel in commands and events and sit in the
-read store: without the key it reveals nothing and cannot be altered or moved
-to another principal (the principal id and purpose are authenticated data).
+service holds (the platform's one mechanism, `infra/sealing.py`; this module
+names the Identity hub's key folder and contexts). A sealed value may travel in
+commands and events and sit in the read store: without the key it reveals
+nothing and cannot be altered or moved to another principal (the principal id
+and purpose are authenticated data).
 
-Keys live in a folder, one `<kid>.key` each (32 random bytes, base64): the
-newest kid seals, every key present unseals, so adding a key (`rotate`) never
-strands older sealed values. Default folder: `<POSEIDON_STATE_DIR>/identity-sealing-keys`
-(created 0700 with a first key 0600 on first use). Production: mount the folder
-from a secret store, with every replica of the Identity service seeing the same
-keys, and never delete a key while values sealed with it may be in the log.
-Sealed format: `sealed.v1.<kid>.<base64url(nonce ‖ ciphertext ‖ tag)>`."""
+Default folder: `<POSEIDON_STATE_DIR>/identity-sealing-keys` (created 0700 with a
+first key 0600 on first use)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import os
-import time
-import uuid
 from pathlib import Path
 
-import structlog
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from base.settings import Settings
-from hubs.identity.commands import SEALED_PREFIX
+from infra.sealing import Sealer, SealError
 
-log = structlog.get_logger(__name__)
+__all__ = ["FOLDER_NAME", "Sealer", "SealError", "password_context", "sealing_keys_dir", "totp_context"]
 
 FOLDER_NAME = "identity-sealing-keys"
-_NONCE = 12
-
-
-class SealError(Exception):
-    """A sealed value cannot be opened: wrong key, tampered, or another context."""
 
 
 def sealing_keys_dir(settings: Settings) -> Path:
@@ -50,76 +31,3 @@ def password_context(principal_id: str) -> str:
 
 def totp_context(principal_id: str, enrollment_id: str) -> str:
     return f"{principal_id}/totp/{enrollment_id}"
-
-
-class Sealer:
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self._keys: dict[str, AESGCM] = {}
-        self._fingerprint_key = b""
-
-    def _load(self) -> None:
-        keys: dict[str, AESGCM] = {}
-        first_raw = b""
-        if self.folder.is_dir():
-            for path in sorted(self.folder.glob("*.key")):
-                if path.stat().st_mode & 0o077:
-                    log.warning("sealing key readable by others than its owner", path=str(path))
-                try:
-                    raw = base64.urlsafe_b64decode(path.read_bytes().strip())
-                except (binascii.Error, ValueError):
-                    raise SealError(f"{path} is not a base64 sealing key") from None
-                if len(raw) != 32:
-                    raise SealError(f"{path} must hold a 256-bit key, not {len(raw) * 8} bits")
-                keys[path.stem] = AESGCM(raw)
-                first_raw = first_raw or raw
-        self._keys = keys
-        # The oldest key (never deleted while anything sealed with it lives) keys the
-        # fingerprints, so a fingerprint stays the same across rotations.
-        self._fingerprint_key = hmac.new(first_raw, b"poseidon fingerprint v1", hashlib.sha256).digest() if first_raw else b""
-
-    def ensure_key(self) -> str:
-        """The sealing kid, creating the first key when the folder has none."""
-        if not self._keys:
-            self._load()
-        if not self._keys:
-            return self.rotate()
-        return max(self._keys)
-
-    def rotate(self) -> str:
-        """Add a new key (it seals from now on); returns its kid."""
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        kid = f"s{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-        fd = os.open(self.folder / f"{kid}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)))
-        self._load()
-        return kid
-
-    def fingerprint(self, value: str, context: str) -> str:
-        """A keyed, stable, one-way name for `value` (a client address) in `context`:
-        32 hex characters that match for equal values and reveal nothing without the
-        key — unlike a plain hash, which the 2^32 IPv4 addresses would undo in seconds."""
-        self.ensure_key()
-        return hmac.new(self._fingerprint_key, f"{context}|{value}".encode(), hashlib.sha256).hexdigest()[:32]
-
-    def seal(self, plaintext: bytes, context: str) -> str:
-        kid = self.ensure_key()
-        nonce = os.urandom(_NONCE)
-        sealed = self._keys[kid].encrypt(nonce, plaintext, f"{kid}|{context}".encode())
-        return f"{SEALED_PREFIX}{kid}.{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
-
-    def unseal(self, sealed: str, context: str) -> bytes:
-        if not sealed.startswith(SEALED_PREFIX):
-            raise SealError("not a sealed value")
-        kid, _, body = sealed[len(SEALED_PREFIX) :].partition(".")
-        if kid not in self._keys:
-            self._load()  # sealed by a key added since (rotation, another replica)
-        key = self._keys.get(kid)
-        if key is None:
-            raise SealError(f"unknown sealing key {kid!r}")
-        try:
-            data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            return key.decrypt(data[:_NONCE], data[_NONCE:], f"{kid}|{context}".encode())
-        except (InvalidTag, binascii.Error, ValueError):
-            raise SealError("sealed value does not open with its key in this context") from None

@@ -16,8 +16,8 @@ import asyncpg
 import structlog
 
 from base.settings import Settings
-from hubs.identity.sealing import Sealer, SealError
 from infra.migrations import migrate
+from infra.sealing import Sealer, SealError
 from infra.stores import keep_session
 
 log = structlog.get_logger(__name__)

@@ -13,7 +13,6 @@ import pyotp
 import pytest
 
 from base.settings import Settings
-from hubs.identity.commands import SEALED_PREFIX
 from hubs.identity.credentials import (
     TOTP_INTERVAL,
     RefreshToken,
@@ -24,6 +23,7 @@ from hubs.identity.credentials import (
     verify_password,
 )
 from hubs.identity.sealing import FOLDER_NAME, Sealer, SealError, password_context, sealing_keys_dir, totp_context
+from schemas.contracts import SEALED_PREFIX
 
 PRINCIPAL = str(uuid.uuid4())
 
