@@ -18,9 +18,22 @@ aggregate, and `infra.hub.decide` refuses any other tenant's command on it
 (TenantMismatch), connecting included. Both classes subclass `TenantHubAggregate`,
 which is what `HubSpec.aggregate` declares; the processor restores each from its
 own snapshot. The id spaces cannot meet: a tenant id is a slug, a channel
-account id contains a `/`. Consequence: an account stays with its first tenant
-even after it disconnected it (that tenant may connect it again; moving it to
-another tenant needs a platform-level transfer, not built yet)."""
+account id contains a `/`. An account stays with its tenant, connected or not,
+until another tenant proves control of it: then the platform moves it
+(`MoveChannel`, under the owner's tenant, so the move is recorded there:
+ChannelMoved) and the new owner connects it with its proof and token (recorded
+under the new owner: ChannelReconnected).
+
+Proof and credentials: a Facebook page connected through the connect flow
+carries `proof="facebook_login"` and its page token sealed (never clear; the
+aggregate refuses anything that is not a sealed value); connecting again with
+proof rotates the token. Which proof a command claims was checked before it was
+sent (the Tenant gRPC service makes the Graph calls); the gRPC door refuses a
+Facebook page without proof. A command without proof or token (platform
+provisioning by operators, tests and benchmarks straight on the commands topic)
+still connects an account, with no token of its own. An invalidated token puts
+the account into "needs reauthorization" (ChannelReauthorizationRequired) until
+its owner proves control again."""
 
 from __future__ import annotations
 
@@ -37,10 +50,13 @@ from hubs.tenant.commands import (
     CreateTenant,
     DisconnectChannel,
     InviteMember,
+    MoveChannel,
     RemoveMember,
+    RequireChannelReauthorization,
     channel_account_id,
 )
 from schemas.contracts import (
+    SEALED_PREFIX,
     AggregateAlreadyExists,
     AggregateNotFound,
     Command,
@@ -76,6 +92,12 @@ ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 the App hub's page guards, so every connected account can be named in a guard,
 and never a `/`, so a channel account id splits one way only."""
 MAX_REASON = 200
+MAX_SEALED = 4096
+PROOFS = ("facebook_login",)
+"""How a tenant may prove control of an account: `facebook_login` — the page was
+among those the Facebook user who logged in (Facebook Login for Business) manages."""
+PROOF_REQUIRED_CHANNELS = {"facebook": "facebook_login"}
+"""Channels whose stored token needs a proof of control to be recorded, and that proof."""
 
 
 class AlreadyMember(Rejected):
@@ -115,6 +137,14 @@ class NotConnected(Rejected):
 
 
 class TenantIsArchived(Rejected):
+    pass
+
+
+class ProofRequired(Rejected):
+    """Connecting with a token, or taking an account from another tenant, needs proof of control."""
+
+
+class ReauthorizationAlreadyRequired(Rejected):
     pass
 
 
@@ -237,21 +267,32 @@ class Tenant(TenantHubAggregate):
 
 
 class ChannelAccount(TenantHubAggregate):
+    # Class defaults: accounts snapshotted before proofs and tokens existed had neither.
+    proof = ""
+    sealed_token = ""
+    needs_reauthorization = False
+
     @staticmethod
     def create_id(channel_account_id: str, **_: object) -> uuid.UUID:
         return uuid.uuid5(CHANNEL_ACCOUNT_NAMESPACE, channel_account_id)
 
     @event("ChannelConnected")
-    def __init__(self, channel_account_id: str, tenant_id: str, channel: str, account_id: str):
+    def __init__(
+        self, channel_account_id: str, tenant_id: str, channel: str, account_id: str, proof: str = "", sealed_token: str = ""
+    ):
         self.tenant_id = tenant_id
         self.channel = channel
         self.account_id = account_id
         self.connected = True
+        self.proof = proof
+        self.sealed_token = sealed_token
+        self.needs_reauthorization = False
 
-    def reconnect(self) -> None:
-        if self.connected:
+    def reconnect(self, proof: str = "", sealed_token: str = "") -> None:
+        # With proof, connecting again is how a token is rotated or reauthorized.
+        if self.connected and not proof:
             raise AlreadyConnected(f"{self.channel} account {self.account_id} is already connected to this tenant")
-        self._reconnected(self.channel, self.account_id)
+        self._reconnected(self.channel, self.account_id, proof, sealed_token)
 
     def disconnect(self, reason: str) -> None:
         check_reason(reason)
@@ -259,13 +300,43 @@ class ChannelAccount(TenantHubAggregate):
             raise NotConnected(f"{self.channel} account {self.account_id} is not connected")
         self._disconnected(self.channel, self.account_id, reason)
 
+    def move(self, to_tenant_id: str, proof: str) -> None:
+        check_proof_given(self.channel, proof)
+        check_tenant_id(to_tenant_id)
+        if to_tenant_id == self.tenant_id:
+            raise InvalidCommand(f"{self.channel} account {self.account_id} already belongs to tenant {to_tenant_id}")
+        self._moved(self.channel, self.account_id, self.tenant_id, to_tenant_id, proof)
+
+    def require_reauthorization(self, reason: str) -> None:
+        check_reason(reason)
+        if not self.connected:
+            raise NotConnected(f"{self.channel} account {self.account_id} is not connected")
+        if self.needs_reauthorization:
+            raise ReauthorizationAlreadyRequired(f"{self.channel} account {self.account_id} already awaits reauthorization")
+        self._reauthorization_required(self.channel, self.account_id, reason)
+
     @event("ChannelReconnected")
-    def _reconnected(self, channel: str, account_id: str) -> None:
+    def _reconnected(self, channel: str, account_id: str, proof: str, sealed_token: str) -> None:
         self.connected = True
+        if sealed_token:
+            self.proof, self.sealed_token = proof, sealed_token
+            self.needs_reauthorization = False
 
     @event("ChannelDisconnected")
     def _disconnected(self, channel: str, account_id: str, reason: str) -> None:
         self.connected = False
+
+    @event("ChannelMoved")
+    def _moved(self, channel: str, account_id: str, from_tenant_id: str, to_tenant_id: str, proof: str) -> None:
+        # The old owner's token never serves the new owner: it connects with its own.
+        self.tenant_id = to_tenant_id
+        self.connected = False
+        self.proof, self.sealed_token = "", ""
+        self.needs_reauthorization = False
+
+    @event("ChannelReauthorizationRequired")
+    def _reauthorization_required(self, channel: str, account_id: str, reason: str) -> None:
+        self.needs_reauthorization = True
 
 
 def check_not_archived(tenant: Tenant) -> None:
@@ -355,6 +426,31 @@ def check_channel_account_id(aggregate_id: str, channel: str, account_id: str) -
         raise InvalidCommand(f"the aggregate id of {channel} account {account_id} is {expected!r}, not {aggregate_id!r}")
 
 
+def check_proof_given(channel: str, proof: str) -> None:
+    if not proof:
+        needed = PROOF_REQUIRED_CHANNELS.get(channel, "a proof of control")
+        raise ProofRequired(f"a {channel} account changes tenant only with proof of control ({needed})")
+    check_proof(proof)
+
+
+def check_proof(proof: str) -> None:
+    if proof and proof not in PROOFS:
+        raise InvalidCommand(f"proof must be one of {', '.join(PROOFS)} (or empty), not {proof[:40]!r}")
+
+
+def check_credentials(channel: str, proof: str, sealed_token: str) -> None:
+    """A token is recorded only sealed and only with the proof its channel needs;
+    a proof always comes with the token it yielded."""
+    check_proof(proof)
+    if sealed_token and (not sealed_token.startswith(SEALED_PREFIX) or len(sealed_token) > MAX_SEALED):
+        raise InvalidCommand(f"sealed_token must be a sealed value ({SEALED_PREFIX}…), never a clear token")
+    needed = PROOF_REQUIRED_CHANNELS.get(channel)
+    if sealed_token and needed is not None and proof != needed:
+        raise ProofRequired(f"a {channel} token is recorded only with proof of control ({needed}): use the connect flow")
+    if proof and not sealed_token:
+        raise InvalidCommand("a proof of control comes with the sealed token it yielded")
+
+
 def check_reason(reason: str) -> None:
     if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
         raise InvalidCommand(f"reason must be at most {MAX_REASON} printable characters")
@@ -363,14 +459,17 @@ def check_reason(reason: str) -> None:
 def handle(aggregate: TenantHubAggregate | None, command: Command) -> TenantHubAggregate:
     """The one handler of every tenant hub command: returns the aggregate with its
     new pending events, or raises a Rejected subclass before changing anything."""
-    if isinstance(command, ConnectChannel | DisconnectChannel):
+    if isinstance(command, ConnectChannel | DisconnectChannel | MoveChannel | RequireChannelReauthorization):
         return handle_channel(aggregate, command)
     if aggregate is not None and not isinstance(aggregate, Tenant):
         raise InvalidCommand(f"{command.meta.aggregate_id} is a channel account, not a tenant")
     return handle_tenant(aggregate, command)
 
 
-def handle_channel(account: TenantHubAggregate | None, command: ConnectChannel | DisconnectChannel) -> ChannelAccount:
+def handle_channel(
+    account: TenantHubAggregate | None,
+    command: ConnectChannel | DisconnectChannel | MoveChannel | RequireChannelReauthorization,
+) -> ChannelAccount:
     meta = command.meta
     if account is not None and not isinstance(account, ChannelAccount):
         raise InvalidCommand(f"{meta.aggregate_id} is a tenant, not a channel account")
@@ -380,18 +479,26 @@ def handle_channel(account: TenantHubAggregate | None, command: ConnectChannel |
         check_channel_account_id(meta.aggregate_id, command.channel, command.account_id)
         # The reserved ids own no channel: a message of such an account would route nowhere.
         check_tenant_id(meta.tenant_id)
+        check_credentials(command.channel, command.proof, command.sealed_token)
         if account is None:
             return ChannelAccount(
                 channel_account_id=meta.aggregate_id,
                 tenant_id=meta.tenant_id,
                 channel=command.channel,
                 account_id=command.account_id,
+                proof=command.proof,
+                sealed_token=command.sealed_token,
             )
-        account.reconnect()
+        account.reconnect(command.proof, command.sealed_token)
         return account
     if account is None:
         raise AggregateNotFound(f"no channel account {meta.aggregate_id[:200]!r} is connected to tenant {meta.tenant_id}")
-    account.disconnect(command.reason)
+    if isinstance(command, MoveChannel):
+        account.move(command.to_tenant_id, command.proof)
+    elif isinstance(command, RequireChannelReauthorization):
+        account.require_reauthorization(command.reason)
+    else:
+        account.disconnect(command.reason)
     return account
 
 

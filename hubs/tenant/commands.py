@@ -55,10 +55,37 @@ class ArchiveTenant(TenantCommand):
 @dataclass(frozen=True)
 class ConnectChannel(TenantCommand):
     """Aggregate id: `channel_account_id(channel, account_id)`. Connects the
-    account (a Facebook page, …) to the command's tenant: its messages route there."""
+    account (a Facebook page, …) to the command's tenant: its messages route there.
+    `proof`: how the tenant proved control (`facebook_login`: the platform saw the
+    page among those the logged-in Facebook user manages); `sealed_token`: the
+    account's access token, sealed (infra/sealing.py) for this tenant and account —
+    never a clear token. With proof on an account this tenant already holds, the
+    token is rotated (and a needed reauthorization is done)."""
 
     channel: str
     account_id: str
+    proof: str = ""
+    sealed_token: str = ""
+
+
+@dataclass(frozen=True)
+class MoveChannel(TenantCommand):
+    """Aggregate id: `channel_account_id(channel, account_id)`; meta.tenant_id is
+    the account's current owner (the platform sends it once another tenant proved
+    control). The account leaves its owner, disconnected and without its token,
+    for `to_tenant_id`, which then connects it with its own proof and token."""
+
+    to_tenant_id: str
+    proof: str
+
+
+@dataclass(frozen=True)
+class RequireChannelReauthorization(TenantCommand):
+    """Aggregate id: `channel_account_id(channel, account_id)`. The outside system
+    refused the account's stored token (Graph error 190 and friends): the owner
+    must prove control again (the connect flow) before it is used again."""
+
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,4 +111,6 @@ COMMANDS = (
     ConnectChannel,
     DisconnectChannel,
     ArchiveTenant,
+    MoveChannel,
+    RequireChannelReauthorization,
 )

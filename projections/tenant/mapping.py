@@ -49,14 +49,47 @@ ARCHIVE = """UPDATE tenants SET version = $2::bigint, updated_at = $3::timestamp
 WHERE tenant_id = $1::text AND version < $2::bigint"""
 REMOVE = _BUMP + """DELETE FROM memberships m USING bumped WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 
-# $1 channel, $2 account id, $3 owning tenant, $4 connected, $5 event version, $6 occurred at.
-CHANNEL_STATE = """INSERT INTO channel_accounts (channel, account_id, tenant_id, connected, version, connected_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $6)
+# $1 channel, $2 account id, $3 owning tenant, $4 connected, $5 event version, $6 occurred at,
+# $7 proof, $8 sealed token, $9 needs reauthorization, $10 its reason, $11 keep the stored
+# proof and token, $12 keep the stored reauthorization state (events that do not change them).
+CHANNEL_STATE = """INSERT INTO channel_accounts (channel, account_id, tenant_id, connected, version, connected_at, updated_at,
+    proof, sealed_token, needs_reauthorization, reauthorization_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)
 ON CONFLICT (channel, account_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, connected = EXCLUDED.connected,
     version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
-    connected_at = CASE WHEN EXCLUDED.connected THEN EXCLUDED.connected_at ELSE channel_accounts.connected_at END
+    connected_at = CASE WHEN EXCLUDED.connected THEN EXCLUDED.connected_at ELSE channel_accounts.connected_at END,
+    proof = CASE WHEN $11::boolean THEN channel_accounts.proof ELSE EXCLUDED.proof END,
+    sealed_token = CASE WHEN $11::boolean THEN channel_accounts.sealed_token ELSE EXCLUDED.sealed_token END,
+    needs_reauthorization = CASE WHEN $12::boolean
+        THEN channel_accounts.needs_reauthorization ELSE EXCLUDED.needs_reauthorization END,
+    reauthorization_reason = CASE WHEN $12::boolean
+        THEN channel_accounts.reauthorization_reason ELSE EXCLUDED.reauthorization_reason END
 WHERE channel_accounts.version < EXCLUDED.version"""
-_CHANNEL_EVENTS = {"ChannelConnected": True, "ChannelReconnected": True, "ChannelDisconnected": False}
+_CHANNEL_EVENTS = frozenset(
+    {"ChannelConnected", "ChannelReconnected", "ChannelDisconnected", "ChannelMoved", "ChannelReauthorizationRequired"}
+)
+
+
+def channel_state(kind: str, record: dict) -> Statement:
+    """The one upsert of a channel account's row for each of its events."""
+    env = record["envelope"]
+    tenant_id, version, at = env["tenant_id"], env["aggregate_version"], env["occurred_at"]
+    proof, token = record.get("proof", ""), record.get("sealed_token", "")
+    if kind == "ChannelMoved":  # arrives at its new owner disconnected, with no token of the old one's
+        values = (record["to_tenant_id"], False, "", "", False, "", False, False)
+    elif kind == "ChannelReauthorizationRequired":
+        values = (tenant_id, True, "", "", True, record.get("reason", ""), True, False)
+    elif kind == "ChannelDisconnected":
+        values = (tenant_id, False, "", "", False, "", True, True)
+    elif token:  # connected with proof (a reconnection with proof rotates the token, ends a reauthorization)
+        values = (tenant_id, True, proof, token, False, "", False, False)
+    elif kind == "ChannelConnected":
+        values = (tenant_id, True, "", "", False, "", False, False)
+    else:  # reconnected without a token: what was stored stays
+        values = (tenant_id, True, "", "", False, "", True, True)
+    owner, connected, *rest = values
+    args = (record["channel"], record["account_id"], owner, connected, version, at, *rest)
+    return Statement(CHANNEL_STATE, args, phase=CHANNEL)
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -64,8 +97,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     tenant_id, version, at = env["tenant_id"], env["aggregate_version"], env["occurred_at"]
     kind = event_type.rsplit(".", 1)[-1]
     if kind in _CHANNEL_EVENTS:
-        args = (record["channel"], record["account_id"], tenant_id, _CHANNEL_EVENTS[kind], version, at)
-        return [Statement(CHANNEL_STATE, args, phase=CHANNEL)]
+        return [channel_state(kind, record)]
     if kind == "TenantCreated":
         return [Statement(CREATE, (tenant_id, record["name"], version, env["actor"], at), phase=CREATED)]
     guarded = (tenant_id, version, at)

@@ -1,7 +1,9 @@
 """The channel registry's rules as given / when / then over `infra.hub.decide` (the
 step the Tenant processor runs): connecting, reconnecting and disconnecting a
 channel account, global uniqueness through the shared tenant-ownership rule,
-canonical ids, and the read model's statements for its events. No broker."""
+canonical ids, proof of control and sealed tokens (rotation on reconnect, a move
+to a tenant that proved control recorded under both tenants, "needs
+reauthorization"), and the read model's statements for its events. No broker."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from datetime import UTC, datetime
 import pytest
 
 from hubs.tenant.aggregate import ChannelAccount, Tenant
-from hubs.tenant.commands import ConnectChannel, DisconnectChannel, InviteMember, channel_account_id
+from hubs.tenant.commands import (
+    ConnectChannel,
+    DisconnectChannel,
+    InviteMember,
+    MoveChannel,
+    RequireChannelReauthorization,
+    channel_account_id,
+)
 from hubs.tenant.hub import HUB
 from infra.hub import Decision, SnapshotCodec, event_payload
 from projections.tenant.mapping import CHANNEL, CHANNEL_STATE, apply
@@ -29,9 +38,34 @@ def meta(aggregate_id: str = ACCOUNT, tenant_id: str = "acme", actor: str = "ope
     return CommandMeta(command_id, aggregate_id, tenant_id, f"corr-{command_id}", command_id, actor)
 
 
-def connect(tenant_id: str = "acme", channel: str = "facebook", account_id: str = PAGE, aggregate_id: str | None = None):
+SEALED = "sealed.v1.k1.c2VhbGVkLXBhZ2UtdG9rZW4"
+ROTATED = "sealed.v1.k1.cm90YXRlZC1wYWdlLXRva2Vu"
+
+
+def connect(
+    tenant_id: str = "acme",
+    channel: str = "facebook",
+    account_id: str = PAGE,
+    aggregate_id: str | None = None,
+    proof: str = "",
+    sealed_token: str = "",
+):
     aggregate_id = channel_account_id(channel, account_id) if aggregate_id is None else aggregate_id
-    return ConnectChannel(meta(aggregate_id, tenant_id), channel=channel, account_id=account_id)
+    return ConnectChannel(
+        meta(aggregate_id, tenant_id), channel=channel, account_id=account_id, proof=proof, sealed_token=sealed_token
+    )
+
+
+def connect_with_proof(tenant_id: str = "acme", sealed_token: str = SEALED):
+    return connect(tenant_id, proof="facebook_login", sealed_token=sealed_token)
+
+
+def move(to_tenant_id: str = "globex", owner: str = "acme", proof: str = "facebook_login"):
+    return MoveChannel(meta(ACCOUNT, owner, actor="globex-admin"), to_tenant_id=to_tenant_id, proof=proof)
+
+
+def require_reauthorization(tenant_id: str = "acme", reason: str = "Graph API HTTP 400, error 190/463: Session has expired"):
+    return RequireChannelReauthorization(meta(ACCOUNT, tenant_id, actor="spoke:facebook"), reason=reason)
 
 
 def disconnect(tenant_id: str = "acme", reason: str = "", aggregate_id: str = ACCOUNT):
@@ -41,13 +75,17 @@ def disconnect(tenant_id: str = "acme", reason: str = "", aggregate_id: str = AC
 # -- what happened to the account, for `given` --
 
 
-def connected(tenant_id: str = "acme", channel: str = "facebook", account_id: str = PAGE) -> Fact:
+def connected(
+    tenant_id: str = "acme", channel: str = "facebook", account_id: str = PAGE, proof: str = "", sealed_token: str = ""
+) -> Fact:
     return happened(
         ChannelAccount.ChannelConnected,
         channel_account_id=channel_account_id(channel, account_id),
         tenant_id=tenant_id,
         channel=channel,
         account_id=account_id,
+        proof=proof,
+        sealed_token=sealed_token,
     )
 
 
@@ -64,7 +102,9 @@ when = Hub(HUB).when
 def test_connecting_a_channel_account_records_channel_connected_owned_by_the_tenant():
     decision = when(None, connect())
 
-    assert events_of(HUB, decision) == [("ChannelConnected", {"channel": "facebook", "account_id": PAGE})]
+    assert events_of(HUB, decision) == [
+        ("ChannelConnected", {"channel": "facebook", "account_id": PAGE, "proof": "", "sealed_token": ""})
+    ]
     account = decision.aggregate
     assert isinstance(account, ChannelAccount)
     assert (account.tenant_id, account.channel, account.account_id, account.connected) == ("acme", "facebook", PAGE, True)
@@ -135,7 +175,9 @@ def test_disconnecting_records_the_reason_and_reconnecting_records_channel_recon
     assert disconnected.aggregate.connected is False
 
     reconnected = when(disconnected.aggregate, connect())
-    assert events_of(HUB, reconnected) == [("ChannelReconnected", {"channel": "facebook", "account_id": PAGE})]
+    assert events_of(HUB, reconnected) == [
+        ("ChannelReconnected", {"channel": "facebook", "account_id": PAGE, "proof": "", "sealed_token": ""})
+    ]
     assert reconnected.aggregate.connected is True and reconnected.aggregate.version == 3
 
 
@@ -228,18 +270,26 @@ def test_every_channel_event_is_one_version_guarded_upsert_of_the_accounts_row()
     connected = when(None, connect())
     disconnected = when(connected.aggregate, disconnect())
     reconnected = when(disconnected.aggregate, connect())
+    rotated = when(reconnected.aggregate, connect_with_proof())
+    invalidated = when(rotated.aggregate, require_reauthorization())
+    moved = when(invalidated.aggregate, move())
     stream = records(connected) + records(disconnected) + records(reconnected)
+    stream += records(rotated) + records(invalidated) + records(moved)
 
     statements = [s for name, record in stream for s in apply(name, record)]
 
     assert sorted({name for name, _ in stream}) == sorted(
         n for n in CODEC.catalog.names() if n.startswith("poseidon.tenant.Channel")
     ), "every channel event schema is covered"
-    assert [(s.sql, s.phase) for s in statements] == [(CHANNEL_STATE, CHANNEL)] * 3
-    assert [s.args[:5] for s in statements] == [
-        ("facebook", PAGE, "acme", True, 1),
-        ("facebook", PAGE, "acme", False, 2),
-        ("facebook", PAGE, "acme", True, 3),
+    assert [(s.sql, s.phase) for s in statements] == [(CHANNEL_STATE, CHANNEL)] * 6
+    # (channel, account, owner, connected, version) + (proof, token, needs reauthorization, keep token, keep reauth)
+    assert [(*s.args[:5], *s.args[6:9], *s.args[10:]) for s in statements] == [
+        ("facebook", PAGE, "acme", True, 1, "", "", False, False, False),
+        ("facebook", PAGE, "acme", False, 2, "", "", False, True, True),
+        ("facebook", PAGE, "acme", True, 3, "", "", False, True, True),
+        ("facebook", PAGE, "acme", True, 4, "facebook_login", SEALED, False, False, False),
+        ("facebook", PAGE, "acme", True, 5, "", "", True, True, False),
+        ("facebook", PAGE, "globex", False, 6, "", "", False, False, False),
     ]
     assert all(isinstance(s.args[5], datetime) and s.args[5].tzinfo is not None for s in statements)
     assert "WHERE channel_accounts.version < EXCLUDED.version" in CHANNEL_STATE
@@ -251,3 +301,133 @@ def test_the_upsert_keys_on_channel_and_account_and_never_needs_the_tenant_row()
     record = {"envelope": {"tenant_id": "acme", "aggregate_version": 1, "occurred_at": datetime.now(UTC)}}
     record.update(channel="facebook", account_id=PAGE)
     assert apply("poseidon.tenant.ChannelConnected", record)[0].args[2] == "acme"
+
+
+# -- proof of control, sealed tokens, moves, reauthorization --------------------------
+
+
+def test_connecting_a_page_with_proof_records_the_proof_and_the_sealed_token():
+    decision = when(None, connect_with_proof())
+
+    assert events_of(HUB, decision) == [
+        ("ChannelConnected", {"channel": "facebook", "account_id": PAGE, "proof": "facebook_login", "sealed_token": SEALED})
+    ]
+    assert (decision.aggregate.proof, decision.aggregate.sealed_token) == ("facebook_login", SEALED)
+
+
+def test_a_facebook_token_without_proof_is_refused_proof_required():
+    decision = when(None, connect(sealed_token=SEALED))
+
+    then_rejected(decision, "ProofRequired")
+    assert "connect flow" in str(decision.rejection)
+
+
+@pytest.mark.parametrize("token", ["EAAGm0PX4ZCpsBAClearPageToken", "sealed.v2.k.x", "sealed.v1." + "x" * 5000])
+def test_a_clear_or_malformed_token_is_never_recorded(token):
+    then_rejected(when(None, connect_with_proof(sealed_token=token)), "InvalidCommand")
+
+
+def test_a_proof_without_its_token_or_an_unknown_proof_is_an_invalid_command():
+    then_rejected(when(None, connect(proof="facebook_login")), "InvalidCommand")
+    then_rejected(when(None, connect(proof="trust-me", sealed_token=SEALED)), "InvalidCommand")
+
+
+def test_connecting_again_with_proof_rotates_the_token_even_while_connected():
+    account = given(connected(proof="facebook_login", sealed_token=SEALED))
+
+    decision = when(account, connect_with_proof(sealed_token=ROTATED))
+
+    assert events_of(HUB, decision) == [
+        ("ChannelReconnected", {"channel": "facebook", "account_id": PAGE, "proof": "facebook_login", "sealed_token": ROTATED})
+    ]
+    assert decision.aggregate.sealed_token == ROTATED and decision.aggregate.connected
+
+
+def test_another_tenant_with_proof_still_cannot_connect_an_owned_page_directly():
+    # Taking a page from its owner is a move, sent under the owner (recorded there).
+    then_rejected(when(given(connected("acme")), connect_with_proof("globex")), "TenantMismatch")
+
+
+def test_a_move_with_proof_is_recorded_under_the_old_owner_and_the_new_owner_connects_with_its_own_token():
+    account = given(connected("acme", proof="facebook_login", sealed_token=SEALED))
+
+    moved = when(account, move("globex"))
+
+    assert events_of(HUB, moved) == [
+        (
+            "ChannelMoved",
+            {
+                "channel": "facebook",
+                "account_id": PAGE,
+                "from_tenant_id": "acme",
+                "to_tenant_id": "globex",
+                "proof": "facebook_login",
+            },
+        )
+    ]
+    assert moved.events[0].originator_id == ChannelAccount.create_id(ACCOUNT)
+    account = moved.aggregate
+    assert (account.tenant_id, account.connected, account.sealed_token) == ("globex", False, "")
+    # The old owner lost it; the new one connects it with its proof (recorded under it).
+    then_rejected(when(account, connect_with_proof("acme")), "TenantMismatch")
+    arrived = when(account, connect_with_proof("globex", sealed_token=ROTATED))
+    assert events_of(HUB, arrived)[0][0] == "ChannelReconnected"
+    assert (arrived.aggregate.tenant_id, arrived.aggregate.connected, arrived.aggregate.sealed_token) == (
+        "globex",
+        True,
+        ROTATED,
+    )
+
+
+def test_a_move_without_proof_is_refused_proof_required():
+    then_rejected(when(given(connected("acme")), move(proof="")), "ProofRequired")
+
+
+def test_a_move_sent_under_another_tenant_than_the_owner_is_refused():
+    then_rejected(when(given(connected("acme")), move("globex", owner="globex")), "TenantMismatch")
+
+
+@pytest.mark.parametrize("to_tenant", ["acme", "platform", "Not A Slug"])
+def test_a_move_to_the_owner_itself_or_to_a_reserved_or_malformed_tenant_is_invalid(to_tenant):
+    then_rejected(when(given(connected("acme")), move(to_tenant)), "InvalidCommand")
+
+
+def test_an_invalidated_token_puts_the_channel_into_needs_reauthorization_once():
+    account = given(connected(proof="facebook_login", sealed_token=SEALED))
+
+    decision = when(account, require_reauthorization())
+
+    assert events_of(HUB, decision) == [
+        (
+            "ChannelReauthorizationRequired",
+            {"channel": "facebook", "account_id": PAGE, "reason": "Graph API HTTP 400, error 190/463: Session has expired"},
+        )
+    ]
+    assert decision.aggregate.needs_reauthorization is True
+    then_rejected(when(decision.aggregate, require_reauthorization()), "ReauthorizationAlreadyRequired")
+
+
+def test_only_the_owner_is_told_of_an_invalid_token_and_only_while_connected():
+    then_rejected(when(given(connected("acme")), require_reauthorization("globex")), "TenantMismatch")
+    then_rejected(when(given(connected(), disconnected()), require_reauthorization()), "NotConnected")
+    then_rejected(when(None, require_reauthorization()), "AggregateNotFound")
+
+
+def test_reconnecting_with_proof_ends_the_needed_reauthorization():
+    invalidated = when(given(connected(proof="facebook_login", sealed_token=SEALED)), require_reauthorization())
+
+    again = when(invalidated.aggregate, connect_with_proof(sealed_token=ROTATED))
+
+    assert again.accepted and again.aggregate.needs_reauthorization is False
+    assert again.aggregate.sealed_token == ROTATED
+
+
+def test_an_account_snapshotted_before_proofs_existed_restores_without_them():
+    codec = SnapshotCodec()
+    account = given(connected())
+    for name in ("proof", "sealed_token", "needs_reauthorization"):
+        account.__dict__.pop(name, None)
+
+    restored, _ = codec.loads(codec.dumps(account, ""))
+
+    assert (restored.proof, restored.sealed_token, restored.needs_reauthorization) == ("", "", False)
