@@ -11,8 +11,8 @@ import gc
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,10 @@ class ResourceExhausted(Exception):
     """Too many requests from this caller or source: the message says when to retry."""
 
 
+class Unavailable(Exception):
+    """An outside system the call needs did not answer usefully: try again later."""
+
+
 @dataclass(frozen=True)
 class ServiceDeps:
     """What a hub's servicer may use; built once per server by the bootstrap."""
@@ -79,6 +83,9 @@ class ServiceDeps:
     """The private signing keys, for the one service that issues tokens (`issues_tokens`); None elsewhere."""
     commands: CommandClient | None
     """Started when the service declares `sends_commands`; None otherwise."""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    """What the composition root hands this service from layers it may not import (the
+    Tenant service's Facebook page control, implemented by the Facebook spoke), by name."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ class QueryService:
     Every server verifies with the public keys only."""
     http_routes: Sequence[Route] = ()
     """The REST operations the API gateway answers with this service's methods."""
+    http_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """JSON Schema of its request fields by name (patterns, enums, lengths), for the OpenAPI document."""
 
 
 _UNGUARDED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -112,6 +121,7 @@ _REFUSAL_STATUS = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 """A refusal the caller is told about as it is: its status and its own message."""
 _REFUSALS = tuple(refusal for refusal, _ in _REFUSAL_STATUS)
@@ -220,6 +230,7 @@ async def start_server(
     role_lookup: Callable[[Stores], RoleLookup],
     commands: CommandClient | None = None,
     port: int | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> RunningServer:
     """Start the gRPC server (used by `serve`, and in-process by benchmarks and
     tests). The composition root hands in how a caller's role is looked up (given
@@ -247,7 +258,12 @@ async def start_server(
     if commands is not None:
         await commands.start()
     deps = ServiceDeps(
-        settings=settings, pool=pool, authorizer=Authorizer(role_lookup(stores)), keyring=keyring, commands=commands
+        settings=settings,
+        pool=pool,
+        authorizer=Authorizer(role_lookup(stores)),
+        keyring=keyring,
+        commands=commands,
+        extensions=dict(extensions or {}),
     )
     server = grpc.aio.server(
         interceptors=[GuardInterceptor(TokenVerifier.of(settings), service.public_methods)],
@@ -282,8 +298,9 @@ async def serve(
     *,
     role_lookup: Callable[[Stores], RoleLookup],
     commands: CommandClient | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> None:
-    running = await start_server(service, settings, role_lookup=role_lookup, commands=commands)
+    running = await start_server(service, settings, role_lookup=role_lookup, commands=commands, extensions=extensions)
 
     async def read_store_ok() -> bool:
         async with running.deps.pool.acquire() as conn:

@@ -32,6 +32,10 @@ _RETRY_IN = re.compile(r"retry in (\d+) ?s")
 _VISIBLE = re.compile(r"^[\x21-\x7e]+$")
 
 
+UUID_FIELD = {"type": "string", "format": "uuid"}
+"""The OpenAPI description of a UUID request field (a service's `http_fields`)."""
+
+
 class BadRequest(ValueError):
     """The HTTP request cannot become the method's request; the message says why."""
 
@@ -57,6 +61,9 @@ class Route:
     write changes: its reply carries a consistency token for reads of that path."""
     hub: str = ""
     """Filled by `for_hub` (the hub whose gRPC server answers)."""
+    fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """JSON Schema of request fields by name, beyond their protobuf type (a pattern, an
+    enum, a length): documented in OpenAPI. Filled by `for_hub` from the service's vocabulary."""
 
     @property
     def operation_id(self) -> str:
@@ -86,8 +93,9 @@ class Route:
         return [f for f in self.method.input_type.fields if f.name not in hidden]
 
 
-def for_hub(hub: str, routes: Iterable[Route]) -> tuple[Route, ...]:
-    return tuple(Route(**{**r.__dict__, "hub": hub}) for r in routes)
+def for_hub(hub: str, routes: Iterable[Route], fields: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Route, ...]:
+    """The routes answered by `hub`, their fields described by the hub's vocabulary."""
+    return tuple(Route(**{**r.__dict__, "hub": hub, "fields": {**(fields or {}), **r.fields}}) for r in routes)
 
 
 def methods(pb2_module, service: str) -> SimpleNamespace:
@@ -366,7 +374,7 @@ def message_schema(
 _PROBLEM_REF = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _REFUSALS = {
     400: "The request is malformed (the detail names the field)",
-    401: "No valid bearer token",
+    401: "No valid bearer token (or, signing in, wrong credentials)",
     403: "The caller's role does not allow this",
     404: "Not found (another tenant's data looks missing too)",
     409: "Refused by a rule (`rule` names it, e.g. InsufficientFunds, ChannelTaken)",
@@ -379,11 +387,13 @@ _REFUSALS = {
 def operation(route: Route, refs: dict[str, Descriptor], links: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI operation object of a route."""
     params: list[dict[str, Any]] = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}} for p in route.path_params
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, **route.fields.get(p, {})}}
+        for p in route.path_params
     ]
     if not route.takes_body:
         for f in route.open_fields():
-            params.append({"name": f.name, "in": "query", "required": False, "schema": field_schema(f, refs)})
+            schema = {**field_schema(f, refs), **route.fields.get(f.name, {})}
+            params.append({"name": f.name, "in": "query", "required": False, "schema": schema})
     if route.idempotency_field:
         params.append(
             _header(
@@ -422,9 +432,7 @@ def operation(route: Route, refs: dict[str, Descriptor], links: dict[str, Any]) 
     if links:
         success["links"] = links
     responses: dict[str, Any] = {str(route.status): success}
-    for status, why in _REFUSALS.items():
-        if status == 401 and route.public:
-            continue
+    for status, why in _REFUSALS.items():  # a public method refuses wrong credentials with 401 too
         responses[str(status)] = {"description": why, "content": _PROBLEM_REF}
     if route.version_field:
         responses["412"] = {
@@ -441,6 +449,9 @@ def operation(route: Route, refs: dict[str, Descriptor], links: dict[str, Any]) 
     }
     if route.takes_body:
         body = message_schema(route.method.input_type, refs, route.open_fields(), reply=False)
+        for name, extra in route.fields.items():
+            if name in body["properties"]:
+                body["properties"][name] = {**body["properties"][name], **extra}
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
     if route.public:
         op["security"] = []

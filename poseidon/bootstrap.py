@@ -168,5 +168,5 @@ def http_routes() -> list:
             if exc.name != f"projections.{name}.service":
                 raise
             continue
-        routes += for_hub(name, service.http_routes)
+        routes += for_hub(name, service.http_routes, service.http_fields)
     return routes

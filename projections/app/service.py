@@ -16,7 +16,7 @@ from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evalu
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
-from infra.rest import Route, methods
+from infra.rest import UUID_FIELD, Route, methods
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
@@ -156,4 +156,5 @@ SERVICE = QueryService(
     service_names=(app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,),
     add_to_server=_add_to_server,
     http_routes=_routes(),
+    http_fields={"app_id": UUID_FIELD},
 )

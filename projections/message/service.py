@@ -14,7 +14,7 @@ import grpc
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
-from infra.rest import Route, methods
+from infra.rest import UUID_FIELD, Route, methods
 from projections.message import PROJECTION, queries
 from schemas.protos import message_pb2, message_pb2_grpc
 
@@ -187,4 +187,5 @@ SERVICE = QueryService(
     service_names=(message_pb2.DESCRIPTOR.services_by_name["MessageQuery"].full_name,),
     add_to_server=_add_to_server,
     http_routes=_routes(),
+    http_fields={"conversation_id": UUID_FIELD, "message_id": {"maxLength": 300}},
 )

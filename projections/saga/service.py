@@ -12,7 +12,7 @@ from hubs.saga.definition import STATES
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import decode_token, page_size, paginate
-from infra.rest import Route, methods
+from infra.rest import UUID_FIELD, Route, methods
 from projections.saga import PROJECTION, queries
 from schemas.protos import saga_pb2, saga_pb2_grpc
 
@@ -91,4 +91,5 @@ SERVICE = QueryService(
     service_names=(saga_pb2.DESCRIPTOR.services_by_name["SagaQuery"].full_name,),
     add_to_server=_add_to_server,
     http_routes=_routes(),
+    http_fields={"saga_id": UUID_FIELD},
 )

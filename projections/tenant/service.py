@@ -451,4 +451,13 @@ SERVICE = QueryService(
     add_to_server=_add_to_server,
     sends_commands=True,
     http_routes=_routes(),
+    http_fields={
+        "tenant_id": {"pattern": f"^({TENANT_ID.pattern[1:-1]})?$", "description": "A lower-case slug or UUID"},
+        "name": {"minLength": 1, "maxLength": MAX_NAME},
+        "role": {"enum": list(ROLES)},
+        "channel": {"pattern": CHANNEL.pattern},
+        "account_id": {"pattern": ACCOUNT_ID.pattern},
+        "reason": {"maxLength": MAX_REASON},
+        "owner_id": {"description": "Platform principals only: the new tenant's owner"},
+    },
 )

@@ -13,7 +13,7 @@ import grpc
 from infra.arguments import tenant, uuid_of
 from infra.grpc_server import NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import MAX_PAGE, page_size, paginate, parse_token
-from infra.rest import Route, methods
+from infra.rest import UUID_FIELD, Route, methods
 from projections.wallet import PROJECTION, queries
 from schemas.protos import wallet_pb2, wallet_pb2_grpc
 
@@ -93,6 +93,7 @@ SERVICE = QueryService(
     service_names=(wallet_pb2.DESCRIPTOR.services_by_name["WalletQuery"].full_name,),
     add_to_server=_add_to_server,
     http_routes=_routes(),
+    http_fields={"wallet_id": UUID_FIELD},
 )
 
 
