@@ -1,6 +1,8 @@
-"""The ingress benchmark's HTTP baseline: the server stack ingress runs on (aiohttp
-Application, AppRunner without access log, TCPSite, the same body size limit)
-with one handler that reads the body and answers 200. No signature, no Kafka.
+"""The HTTP baseline of the ingress and gateway benchmarks: the server stack both run
+on (aiohttp Application, AppRunner without access log, TCPSite, ingress's body size
+limit) with one handler that reads the body and answers 200 with a small JSON
+object, on the webhook path and on any `/v1/…` path and method. No signature, no
+token, no Kafka, no hub.
 
     python -m bench.bare_http --port P
 """
@@ -28,6 +30,7 @@ async def healthz(_: web.Request) -> web.Response:
 async def serve(host: str, port: int) -> None:
     app = web.Application(client_max_size=Settings.from_env().ingress_max_body_bytes)
     app.router.add_post("/webhooks/facebook", accept)
+    app.router.add_route("*", "/v1/{tail:.*}", accept)
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -68,6 +68,7 @@ async def open_loop(call: Callable[[int], Awaitable[object]], rate: float, secon
         "sent_late": late,
         "p50_ms": round(percentile(latencies, 50) * ms, 3),
         "p90_ms": round(percentile(latencies, 90) * ms, 3),
+        "p95_ms": round(percentile(latencies, 95) * ms, 3),
         "p99_ms": round(percentile(latencies, 99) * ms, 3),
         "max_ms": round(latencies[-1] * ms, 3) if latencies else None,
         "mean_ms": round(statistics.fmean(latencies) * ms, 3) if latencies else None,

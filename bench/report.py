@@ -23,6 +23,8 @@ E2E_RATIO = 0.50
 E2E_RELAY_RATIO = 0.25
 P99_LIMIT_MS = 5.0
 E2E_P99_LIMIT_MS = 100.0
+GATEWAY_P95_LIMIT_MS = 100.0
+"""The seed's API target: p95 of a REST call through the gateway."""
 E2E_CPU_MS_LIMIT = 8.0
 E2E_RECORDS_LIMIT, E2E_TRANSACTIONS_LIMIT = 30, 4
 RSS_LIMIT_MB = 150.0
@@ -194,6 +196,51 @@ def e2e_rows(e2e: dict) -> list[Row]:
     return rows
 
 
+GATEWAY_CALLS = {"read": "GET a wallet (GetBalance)", "write": "PUT a config value (SetValue, processor decides)"}
+
+
+def _p3(figures: dict) -> str:
+    return f"p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
+
+
+def gateway_rows(gateway: dict) -> list[Row]:
+    """The brief's API target, p95 <= 100 ms, for a read and a write at a fixed rate through
+    the gateway, beside the same requests on the bare aiohttp handler; then CPU per request."""
+    rows = []
+    for name, call in GATEWAY_CALLS.items():
+        ours, bare = gateway.get(name), gateway.get(f"bare_{name}")
+        target = f"p95 <= {GATEWAY_P95_LIMIT_MS:g} ms"
+        if not ours or not bare or ours.get("p95_ms") is None:
+            rows.append(Row(f"gateway {name}: {call}", "-", "-", "-", target, "ERROR"))
+            continue
+        refused = {k: v for k, v in ours["statuses"].items() if k != "200"}
+        ok = ours["p95_ms"] <= GATEWAY_P95_LIMIT_MS and not refused
+        rows.append(
+            Row(
+                f"gateway {name} @ {ours['target_rate']:g} req/s: {call}",
+                f"{_p3(ours)}, {ours['achieved_rate']:g} req/s" + (f", non-200: {refused}" if refused else ""),
+                f"bare aiohttp: p95 {bare['p95_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms",
+                f"p95 x{ours['p95_ms'] / bare['p95_ms']:.1f}" if bare["p95_ms"] else "-",
+                target,
+                "PASS" if ok else "MISS",
+            )
+        )
+    cpu = {n: (gateway.get(n) or {}).get("cpu_ms_per_request", {}).get("gateway") for n in GATEWAY_CALLS}
+    bare = {n: (gateway.get(f"bare_{n}") or {}).get("cpu_ms_per_request", {}).get("bare") for n in GATEWAY_CALLS}
+    if all(v is not None for v in cpu.values()):
+        rows.append(
+            Row(
+                "gateway CPU per request (gateway process only)",
+                ", ".join(f"{n} {v:.2f} ms" for n, v in cpu.items()),
+                "bare: " + ", ".join(f"{n} {v:.2f} ms" for n, v in bare.items() if v is not None),
+                f"read x{cpu['read'] / bare['read']:.1f}" if bare.get("read") else "-",
+                NO_TARGET,
+                NO_TARGET,
+            )
+        )
+    return rows
+
+
 def latency_row(query: dict | None) -> Row:
     target = f"p99 < {P99_LIMIT_MS:g} ms at 1,000 req/s"
     if not query:
@@ -235,7 +282,7 @@ def memory_row(process: str, peak_mb: float | None) -> Row:
 def rows_for(results: dict) -> list[Row]:
     """The rows of the stages that ran (all of them unless `--only`)."""
     commands, replay, query, memory = (results.get(k) or {} for k in ("commands", "replay", "query", "memory"))
-    stages = results.get("stages") or ["commands", "ingress", "e2e"]
+    stages = results.get("stages") or ["commands", "ingress", "e2e"]  # runs recorded before the gateway stage
     raw_loop = commands.get("raw_loop")
     fan_out = f"raw loop, {raw_loop['fan_out_records_per_command']:g} rec/cmd: " if raw_loop else ""
     rows = []
@@ -251,6 +298,8 @@ def rows_for(results: dict) -> list[Row]:
             plaintext_row(query or None, results.get("query_plaintext")),
             *(memory_row(p, memory.get(p)) for p in ("processor", "projector", "grpc")),
         ]
+    if "gateway" in stages:
+        rows += [*gateway_rows(results.get("gateway") or {}), memory_row("gateway", memory.get("gateway"))]
     if "ingress" in stages:
         rows += [*ingress_rows(results.get("ingress") or {}), memory_row("ingress", memory.get("ingress"))]
     if "e2e" in stages:
@@ -328,6 +377,16 @@ def context(results: dict) -> list[str]:
                 f"load generator {cpu.get('client_cpu_percent', '-')} %, machine {cpu.get('machine_busy_percent', '-')} % busy; "
                 f"{q['over_5ms']} of {q['requests']} over 5 ms"
             )
+    gateway = results.get("gateway") or {}
+    for name in GATEWAY_CALLS:
+        if (g := gateway.get(name)) and (cpu := g.get("cpu")):
+            per = ", ".join(f"{p} {ms:g} ms" for p, ms in g.get("cpu_ms_per_request", {}).items())
+            direct = (gateway.get("grpc_direct") or {}).get(name)
+            lines.append(
+                f"- gateway {name}: CPU per request {per}; gateway {cpu.get('process_cpu_percent', '-')} % CPU, "
+                f"load client {cpu.get('client_cpu_percent', '-')} %, machine {cpu.get('machine_busy_percent', '-')} % busy"
+                + (f"; straight on gRPC: {_p3(direct)}" if direct else "")
+            )
     ingress = results.get("ingress") or {}
     for name in ("ingress", "bare_http"):
         if (i := ingress.get(name)) and (cpu := i.get("cpu")):
@@ -364,6 +423,8 @@ def write(results: dict, rows: list[Row]) -> None:
         "grpc_p99_ms": ((query or {}).get("get_balance") or {}).get("p99_ms"),
         "health_p99_ms": ((query or {}).get("health_check") or {}).get("p99_ms"),
         **headline_ingress_and_e2e(results),
+        "gateway_read_p95_ms": ((results.get("gateway") or {}).get("read") or {}).get("p95_ms"),
+        "gateway_write_p95_ms": ((results.get("gateway") or {}).get("write") or {}).get("p95_ms"),
         "peak_rss_mb": results.get("memory"),
         "verdicts": {r.benchmark: r.verdict for r in rows},
         "findings": len(results.get("findings", [])),

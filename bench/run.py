@@ -2,7 +2,7 @@
 prefix and schema prefix), prints the verdict table, writes bench/results/ and
 removes everything it created: its processes, topics, consumer group, schemas.
 
-    .venv/bin/python -m bench.run [--quick | --smoke] [--strict] [--profile] [--only commands,ingress,e2e]
+    .venv/bin/python -m bench.run [--quick | --smoke] [--strict] [--profile] [--only commands,gateway,ingress,e2e]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from base.logging import configure
 from base.settings import Settings
-from bench import commands, e2e, ingress, procs, provenance, query, replay, report
+from bench import commands, e2e, gateway, ingress, procs, provenance, query, replay, report
 from bench.profile import PROFILES, py_spy, summarise
 from infra import tls
 from infra.command_client import CommandClient
@@ -53,6 +53,13 @@ class Sizes:
     e2e_half_seconds: float
     raw_trip_records: int
     raw_trip_seconds: float
+    gateway_read_rate: float
+    gateway_write_rate: float
+    gateway_seconds: float
+    gateway_warmup: float
+    gateway_write_warmup: float
+    """The write path settles over its first seconds (latency falls from about 250 ms to
+    about 30 ms in the first 5 s after its processor starts): a longer warm-up than reads."""
     e2e_min_messages: int = e2e.MIN_MESSAGES
     """Fewest messages in the end-to-end burst and in the open loop."""
 
@@ -61,22 +68,28 @@ QUICK = Sizes(
     wallets=100, commands=8_000, grpc_rate=1_000, grpc_seconds=3, grpc_warmup=1,
     ingress_connections=32, ingress_seconds=3, ingress_warmup=1, ingress_bodies=2_000, raw_ingress_records=10_000,
     kafka_perf_records=50_000, e2e_burst_seconds=8, e2e_half_seconds=8, raw_trip_records=8_000, raw_trip_seconds=2,
+    gateway_read_rate=200, gateway_write_rate=50, gateway_seconds=3, gateway_warmup=1,
+    gateway_write_warmup=4,
 )  # fmt: skip
 FULL = Sizes(
     wallets=200, commands=60_000, grpc_rate=1_000, grpc_seconds=5, grpc_warmup=1,
     ingress_connections=32, ingress_seconds=5, ingress_warmup=1, ingress_bodies=4_000, raw_ingress_records=30_000,
     kafka_perf_records=200_000, e2e_burst_seconds=20, e2e_half_seconds=20, raw_trip_records=20_000, raw_trip_seconds=3,
+    gateway_read_rate=200, gateway_write_rate=50, gateway_seconds=5, gateway_warmup=1,
+    gateway_write_warmup=6,
 )  # fmt: skip
 SMOKE = Sizes(
     wallets=10, commands=200, grpc_rate=200, grpc_seconds=1, grpc_warmup=0.5,
     ingress_connections=4, ingress_seconds=1, ingress_warmup=0.5, ingress_bodies=200, raw_ingress_records=1_000,
     kafka_perf_records=2_000, e2e_burst_seconds=1, e2e_half_seconds=1, raw_trip_records=500, raw_trip_seconds=0.5,
-    e2e_min_messages=5,
+    gateway_read_rate=50, gateway_write_rate=10, gateway_seconds=1, gateway_warmup=0.5,
+    gateway_write_warmup=0.5, e2e_min_messages=5,
 )  # fmt: skip
 """Every stage once, as small as still exercises it: for CI, so a broken benchmark fails
 the build. Its figures are neither judged nor recorded."""
-STAGES = ("commands", "ingress", "e2e")
-"""`commands` also runs replay and gRPC (they use its events and wallets)."""
+STAGES = ("commands", "gateway", "ingress", "e2e")
+"""`commands` also runs replay and gRPC (they use its events and wallets); `gateway` reads
+the wallets `commands` made, or opens its own when run without it."""
 
 
 class Run:
@@ -113,6 +126,8 @@ class Run:
         }
         self.codec = bootstrap.codec(self.settings)
         self.services: list[procs.Service] = []
+        self.wallets: list[commands.Wallet] = []
+        """The wallets in the wallet read store, once a stage has made them."""
 
     def platform_token(self) -> str:
         """A platform-scope token from the run's keyring, as a service caller would hold."""
@@ -247,6 +262,116 @@ class Run:
             grpc_server.stop()
         return measured, grpc_server.peak_mb
 
+    # -- 3c. REST API gateway ---------------------------------------------
+
+    async def bench_gateway(self) -> None:
+        s = self.sizes
+        wallets = self.wallets or await self.open_wallets_for_gateway()
+        await gateway.create_topics(self.settings)
+        token = self.platform_token()  # also makes the signing key before any server reads it
+        results: dict = {}
+        self.results["gateway"] = results
+
+        step("gateway: poseidon gateway over the identity, wallet and config gRPC servers and the config processor")
+        grpc_ports = {hub: procs.free_port() for hub in gateway.HUBS}
+        # Every process of the stage knows where every hub's server listens.
+        ports = {f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in grpc_ports.items()}
+        hubs = {f"{hub}-grpc": procs.poseidon("grpc", hub) for hub in gateway.HUBS}
+        hubs["config-processor"] = procs.poseidon("processor", "config")
+        behind = {name: self.ops_service(f"gateway-{name}", argv, **ports) for name, argv in hubs.items()}
+        http_port = procs.free_port()
+        server = self.ops_service(
+            "gateway",
+            procs.poseidon("gateway"),
+            **ports,
+            POSEIDON_GATEWAY_PORT=str(http_port),
+            POSEIDON_GATEWAY_RATE_PER_S_CLIENT=gateway.RATE_UNLIMITED,
+            POSEIDON_GATEWAY_RATE_PER_S_TENANT=gateway.RATE_UNLIMITED,
+        )
+        started = time.perf_counter()
+        base_url = f"http://127.0.0.1:{http_port}"
+        load = (s.gateway_seconds, token)
+        read_calls = gateway.reads(wallets)
+
+        def write_calls(tag: str, seconds: float) -> list[gateway.Call]:
+            return gateway.writes(max(1, round(s.gateway_write_rate * seconds)), tag)
+
+        try:
+            await asyncio.gather(
+                *(procs.wait_until(lambda p=p: procs.http_ok(p.health_url), 90, p.name, p) for p in [*behind.values(), server])
+            )
+            results["first_write_seconds"] = await gateway.first_write(base_url, token)
+            results["start_seconds"] = round(time.perf_counter() - started, 1)
+            show({k: results[k] for k in ("start_seconds", "first_write_seconds")})
+            read_pids = {"gateway": server.pid, "wallet-grpc": behind["wallet-grpc"].pid}
+            write_pids = {"gateway": server.pid, **{n: behind[n].pid for n in ("config-grpc", "config-processor")}}
+            read_rate, write_rate = s.gateway_read_rate, s.gateway_write_rate
+            step(f"gateway: GET a wallet at {read_rate:,.0f} req/s, PUT a config value at {write_rate:,.0f} req/s")
+            await gateway.at_rate(base_url, read_calls, read_rate, s.gateway_warmup, token, {})
+            results["read"] = await gateway.at_rate(base_url, read_calls, read_rate, *load, read_pids)
+            warm = s.gateway_write_warmup
+            await gateway.at_rate(base_url, write_calls("warm-up", warm), write_rate, warm, token, {})
+            measured_writes = write_calls("write", s.gateway_seconds)
+            results["write"] = await gateway.at_rate(base_url, measured_writes, write_rate, *load, write_pids)
+            for p in (server, *behind.values()):
+                p.sample_peak()
+            show({"read": results["read"], "write": results["write"]})
+            step("gateway: the same calls straight on the hubs' gRPC servers (context: what the REST hop adds)")
+            targets = {hub: f"127.0.0.1:{port}" for hub, port in grpc_ports.items()}
+            results["grpc_direct"] = await gateway.grpc_direct(self.settings, targets, wallets, token, s)
+            show(results["grpc_direct"])
+        finally:
+            procs.stop_all([server, *behind.values()])
+        results["log_warnings"] = {p.name: w for p in (server, *behind.values()) if (w := p.warnings())}
+        results["peak_rss_mb"] = {p.name: p.peak_mb for p in (server, *behind.values())}
+        self.results["memory"]["gateway"] = server.peak_mb
+        for name in ("read", "write"):
+            if results[name]["accepted"] != results[name]["requests"]:
+                self.results["findings"].append(f"gateway {name}: answered other than 200: {results[name]['statuses']}")
+
+        step("gateway: bare aiohttp handler, same client, paths, bodies and rates (baseline)")
+        port = procs.free_port()
+        bare = self.service("bare-http-gateway", [procs.PYTHON, "-m", "bench.bare_http", "--port", str(port)])
+        bare_url = f"http://127.0.0.1:{port}"
+        try:
+            await procs.wait_until(lambda: procs.http_ok(f"{bare_url}/healthz"), 60, "bare aiohttp", bare)
+            await gateway.at_rate(bare_url, read_calls, read_rate, s.gateway_warmup, token, {})
+            results["bare_read"] = await gateway.at_rate(bare_url, read_calls, read_rate, *load, {"bare": bare.pid})
+            await gateway.at_rate(bare_url, write_calls("warm-up", s.gateway_warmup), write_rate, s.gateway_warmup, token, {})
+            results["bare_write"] = await gateway.at_rate(
+                bare_url, write_calls("bare", s.gateway_seconds), write_rate, *load, {"bare": bare.pid}
+            )
+        finally:
+            bare.stop()
+        show({"bare_read": results["bare_read"], "bare_write": results["bare_write"], "peak_rss_mb": server.peak_mb})
+
+    def ops_service(self, name: str, argv: list[str], **env: str) -> procs.Service:
+        """A platform process with its own ops port; ready once its /healthz answers 200."""
+        ops_port = procs.free_port()
+        svc = self.service(name, argv, POSEIDON_OPS_PORT=str(ops_port), **env)
+        svc.health_url = f"http://127.0.0.1:{ops_port}/healthz"
+        return svc
+
+    async def open_wallets_for_gateway(self) -> list[commands.Wallet]:
+        """Without the commands stage: its processor opens a few wallets and the wallet
+        projector writes them to the read store the gateway's reads ask."""
+        step("gateway: opening wallets for the reads (no commands stage in this run)")
+        await commands.create_hub_topics(self.settings)
+        wallets = [commands.Wallet(f"tenant-{i % 5}", str(uuid.uuid4())) for i in range(self.sizes.wallets)]
+        client = await commands.start_client(self.settings, self.codec)
+        writers = [
+            self.ops_service("gateway-wallet-processor", procs.poseidon("processor", "wallet")),
+            self.ops_service("gateway-wallet-projector", procs.poseidon("projector", "wallet")),
+        ]
+        try:
+            await commands.open_wallets(client, wallets, first_timeout=120)
+            await procs.wait_until(lambda: gateway.projected(self.settings, wallets), 60, "wallet projector", writers[1])
+        finally:
+            await client.stop()
+            procs.stop_all(writers)
+        self.wallets = wallets
+        return wallets
+
     # -- 4. ingress ------------------------------------------------------
 
     async def bench_ingress(self) -> None:
@@ -367,7 +492,12 @@ class Run:
                 "start them with `infra/local/stack.sh up`"
             )
         self.results["machine"] = report.machine(version)
-        stages = {"commands": self.bench_wallet, "ingress": self.bench_ingress, "e2e": self.bench_e2e}
+        stages = {
+            "commands": self.bench_wallet,
+            "gateway": self.bench_gateway,
+            "ingress": self.bench_ingress,
+            "e2e": self.bench_e2e,
+        }
         try:
             for name in self.stages:
                 # A stage that fails is reported; the next one still runs.
@@ -382,6 +512,7 @@ class Run:
     async def bench_wallet(self) -> None:
         wallets = await self.bench_commands()
         await self.bench_replay()
+        self.wallets = wallets
         await self.bench_query(wallets)
 
     async def clean_up(self) -> None:
