@@ -128,7 +128,7 @@ async def test_following_the_links_from_writes_to_reads_holds_the_document(gatew
     row = attacks.row(AREA, "stateful: writes then the reads their links name", EXPECTED)
     calls: list[tuple[str, str, int]] = []
 
-    class Workflow(SCHEMA.as_state_machine()):
+    class Workflow(SCHEMA.include(tag="tenant").as_state_machine()):
         def before_call(self, case):
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
 
@@ -141,7 +141,7 @@ async def test_following_the_links_from_writes_to_reads_holds_the_document(gatew
             calls.append((case.method, case.path, response.status_code))
             refusal_is_a_problem(case.path, response)
 
-    run = settings(max_examples=25, stateful_step_count=6, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    run = settings(max_examples=40, stateful_step_count=6, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     await asyncio.to_thread(Workflow.run, settings=run)
     # The run did follow links: some read came right after a write that succeeded.
     followed = [
