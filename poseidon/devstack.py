@@ -43,6 +43,13 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
             f"operator dashboard http://{s.ops_host}:{s.dashboard_port}/",
         )
     )
+    rows.append(
+        (
+            "gateway",
+            f"http://{s.ops_host}:{s.ops_port_at('gateway', 0)}/healthz",
+            f"REST API http://{s.gateway_host}:{s.gateway_port}/openapi.json",
+        )
+    )
     for name, spec in bootstrap.spokes().items():
         rows.append((f"spoke-{name}", f"http://{s.ops_host}:{s.ops_port_at('spoke', spec.ops_index)}/healthz", ""))
     return rows
@@ -55,6 +62,7 @@ def scrape_targets(s: Settings) -> list[tuple[str, str]]:
         for role in ("processor", "projector", "grpc"):
             targets.append((f"{hub}-{role}", f"{s.ops_host}:{s.ops_port_for(role, hub)}"))
     targets.append(("ingress", f"{s.ops_host}:{s.ops_port_at('ingress', 0)}"))
+    targets.append(("gateway", f"{s.ops_host}:{s.ops_port_at('gateway', 0)}"))
     targets.append(("router", f"{s.ops_host}:{s.ops_port_for('router', 'message')}"))
     targets.append(("saga-driver", f"{s.ops_host}:{s.ops_port_for('router', 'saga')}"))
     for name, spec in bootstrap.spokes().items():

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Starts and stops the platform's own processes for `make run`: per hub its
 # aggregate processor, projector and gRPC server; the webhook ingress; the
-# Message Hub's router; every spoke; and, for development, local stand-ins of
-# Facebook, Botpress and Odoo. Background processes with PID files and logs under
-# .run/. Touches only processes whose PID files it wrote.
+# Message Hub's router; the REST API gateway; every spoke; and, for development,
+# local stand-ins of Facebook, Botpress and Odoo. Background processes with PID
+# files and logs under .run/. Touches only processes whose PID files it wrote.
 #
 # POSEIDON_INSTANCES=N (default 1) starts N of every role that shares its work
 # through Kafka consumer groups (processors, projectors, router, saga driver,
-# spokes) and N ingresses on consecutive ports from POSEIDON_INGRESS_PORT (put a
-# load balancer in front). Instance 2 and up take any free ops port (see their
+# spokes), and N ingresses and N API gateways on consecutive ports from
+# POSEIDON_INGRESS_PORT and POSEIDON_GATEWAY_PORT (put a load balancer in front). Instance 2 and up take any free ops port (see their
 # logs); gRPC servers and the dashboard stay single here: more of them need
 # their own ports behind a load balancer.
 set -euo pipefail
@@ -72,6 +72,11 @@ start() {
   instances router "$POSEIDON" router
   instances saga-driver "$POSEIDON" saga-driver
   launch dashboard "$POSEIDON" dashboard
+  launch gateway "$POSEIDON" gateway
+  local api_port=${POSEIDON_GATEWAY_PORT:-8070}
+  for i in $(seq 2 "${POSEIDON_INSTANCES:-1}"); do
+    POSEIDON_GATEWAY_PORT=$((api_port + i - 1)) POSEIDON_OPS_PORT=0 launch "gateway-$i" "$POSEIDON" gateway
+  done
   for name in $("$POSEIDON" spokes); do instances "spoke-$name" "$POSEIDON" spoke "$name"; done
   "$PY" -m poseidon.devstack
 }

@@ -59,7 +59,7 @@ def test_the_scrape_configuration_is_valid_and_names_every_role_once(tmp_path):
     targets = scrape_targets(settings)
     processes = [p for p, _ in targets]
     expected = [f"{h}-{r}" for h in bootstrap.hubs() for r in ("processor", "projector", "grpc")]
-    expected += ["ingress", "router", "saga-driver", *(f"spoke-{s}" for s in bootstrap.spokes())]
+    expected += ["ingress", "gateway", "router", "saga-driver", *(f"spoke-{s}" for s in bootstrap.spokes())]
     assert sorted(processes) == sorted(expected)
     assert len({t for _, t in targets}) == len(targets), "two roles on one ops port"
     config = tmp_path / "prometheus.yml"

@@ -83,3 +83,4 @@ def test_the_dev_stack_lists_the_declared_ports():
     assert rows["wallet-grpc"] == ("http://127.0.0.1:9306/healthz", "gRPC 127.0.0.1:50056")
     assert rows["spoke-facebook"][0] == "http://127.0.0.1:9401/healthz"
     assert rows["saga-driver"][0] == "http://127.0.0.1:9509/healthz"
+    assert rows["gateway"] == ("http://127.0.0.1:9070/healthz", "REST API http://127.0.0.1:8070/openapi.json")
