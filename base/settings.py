@@ -36,7 +36,15 @@ PREFIX = "POSEIDON_"
 GRPC_PORT_PREFIX = f"{PREFIX}GRPC_PORT_"
 PG_DSN_PREFIX = f"{PREFIX}PG_DSN_"
 # Ops (metrics + health) ports: the role's base + the declared index (wallet's processor: 9100 + 6).
-OPS_PORT_BASE = {"gateway": 9070, "ingress": 9080, "processor": 9100, "projector": 9200, "grpc": 9300, "spoke": 9400, "router": 9500}
+OPS_PORT_BASE = {
+    "gateway": 9070,
+    "ingress": 9080,
+    "processor": 9100,
+    "projector": 9200,
+    "grpc": 9300,
+    "spoke": 9400,
+    "router": 9500,
+}
 # Filled from the hubs' declarations (`with_topology`) and POSEIDON_GRPC_PORT_<HUB>, never by name.
 _TOPOLOGY_FIELDS = frozenset({"grpc_ports", "ops_indices", "pg_dsns"})
 
@@ -230,6 +238,15 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="POSEIDON_INBOUND_SAGA_DEADLINES"
     )
     """Per-step deadlines of the inbound-message saga overriding its defaults: `ask_bot=20,deliver_reply=15`."""
+    facebook_app_id: str = "1517776481860111"
+    """The Facebook app's id: `client_id` of the Facebook Login dialog and of the OAuth token
+    exchanges in the page connect flow (default: the stand-in's app)."""
+    facebook_login_url: str = "https://www.facebook.com"
+    """Where the Facebook Login dialog is (`<url>/<version>/dialog/oauth`), for the connect flow's URL."""
+    credential_sealing_keys_dir: str = ""
+    """AES-256-GCM keys sealing tenants' credentials (page access tokens) before they enter a
+    command or event, and the connect flow's `state`; the Tenant gRPC service seals, the
+    Facebook spoke unseals. Empty: `<state_dir>/credential-sealing-keys`."""
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -267,7 +284,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
-    @field_validator("schema_registry_url", "facebook_graph_url", "botpress_url", "odoo_url", "s3_url")
+    @field_validator("schema_registry_url", "facebook_graph_url", "botpress_url", "odoo_url", "s3_url", "facebook_login_url")
     @classmethod
     def _without_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -28,6 +28,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from base.settings import Settings
 from schemas.contracts import SEALED_PREFIX
 
 log = structlog.get_logger(__name__)
@@ -110,3 +111,12 @@ class Sealer:
             return key.decrypt(data[:_NONCE], data[_NONCE:], f"{kid}|{context}".encode())
         except (InvalidTag, binascii.Error, ValueError):
             raise SealError("sealed value does not open with its key in this context") from None
+
+
+CREDENTIAL_KEYS_FOLDER = "credential-sealing-keys"
+
+
+def credential_keys_dir(settings: Settings) -> Path:
+    """The tenants' credentials' keys (page tokens, the connect flow's state): the
+    Tenant gRPC service seals with them, the spokes that use the credentials unseal."""
+    return Path(settings.credential_sealing_keys_dir or Path(settings.state_dir) / CREDENTIAL_KEYS_FOLDER)

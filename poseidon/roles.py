@@ -13,6 +13,7 @@ from aiohttp import web
 from base.settings import Settings
 from hubs.message.router import PROCESS as ROUTER_PROCESS
 from hubs.message.router import MessageRouter
+from hubs.tenant.proof import FACEBOOK_PAGE_CONTROL
 from infra.command_client import CommandClient
 from infra.grpc_server import QueryService, RunningServer, start_server
 from infra.grpc_server import serve as serve_grpc
@@ -27,18 +28,22 @@ from sagas.driver import PROCESS as DRIVER_PROCESS
 from sagas.driver import SagaDriver
 from sagas.registry import DEFINITIONS
 from schemas.codec import Codec
+from spokes.facebook.connect import FacebookPageControl
 
 # -- gRPC query services ----------------------------------------------------------
 
 
 def grpc_wiring(service: QueryService, settings: Settings, codec: Codec | None = None) -> dict:
     """What a query service's server is handed: the Tenant read model's role lookup
-    for its Authorizer, and a command client when the service sends commands."""
+    for its Authorizer, a command client when the service sends commands, and the
+    Tenant service's proof of page control (the Facebook spoke's Graph calls, which
+    the read side may not import)."""
     commands = None
     if service.sends_commands:
         commands = CommandClient(settings, codec or bootstrap.codec(settings), bootstrap.hubs().values())
     tenant_schema = settings.pg_schema("tenant")
-    return {"role_lookup": lambda stores: role_lookup(stores, tenant_schema), "commands": commands}
+    extensions = {FACEBOOK_PAGE_CONTROL: FacebookPageControl(settings)} if service.hub == "tenant" else {}
+    return {"role_lookup": lambda stores: role_lookup(stores, tenant_schema), "commands": commands, "extensions": extensions}
 
 
 async def start_grpc(hub_name: str, settings: Settings, port: int | None = None) -> RunningServer:

@@ -25,9 +25,11 @@ WHERE i.principal_id = $1 AND i.tenant_id > $2 ORDER BY i.tenant_id LIMIT $3"""
 
 # The channel registry: resolved by (channel, account) for platform principals
 # only (the router); listed per tenant for its members.
-CHANNEL_ACCOUNT = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at
+CHANNEL_ACCOUNT = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at,
+    proof, needs_reauthorization, reauthorization_reason
 FROM channel_accounts WHERE channel = $1 AND account_id = $2"""
-CHANNELS_PAGE = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at
+CHANNELS_PAGE = """SELECT channel, account_id, tenant_id, connected, version, connected_at, updated_at,
+    proof, needs_reauthorization, reauthorization_reason
 FROM channel_accounts WHERE tenant_id = $1 AND (channel, account_id) > ($2, $3)
 ORDER BY channel, account_id LIMIT $4"""
 CHANNEL_VERSION = "SELECT version FROM channel_accounts WHERE channel = $1 AND account_id = $2 AND tenant_id = $3"
@@ -87,3 +89,12 @@ async def channels_page(conn: Conn, tenant_id: str, after: tuple[str, str], limi
 
 async def channel_version(conn: Conn, tenant_id: str, channel: str, account_id: str) -> int:
     return await conn.fetchval(CHANNEL_VERSION, channel, account_id, tenant_id) or 0
+
+
+CHANNEL_CREDENTIALS = """SELECT tenant_id, connected, sealed_token, needs_reauthorization
+FROM channel_accounts WHERE channel = $1 AND account_id = $2"""
+
+
+async def channel_credentials(conn: Conn, channel: str, account_id: str) -> asyncpg.Record | None:
+    """The owner of an account and its sealed token (for the spoke that sends with it; never shown)."""
+    return await conn.fetchrow(CHANNEL_CREDENTIALS, channel, account_id)

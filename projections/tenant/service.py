@@ -3,13 +3,26 @@ membership commands (TenantMembership) and the channel registry's commands
 (TenantChannels) sent on the caller's behalf, each guarded by the caller's role
 in the tenant it names (ResolveChannel: platform principals only). Parsing,
 authorising and answering only; SQL lives in projections/tenant/queries.py,
-rules in the aggregates."""
+rules in the aggregates.
+
+Connecting a Facebook page is a two-step flow (Facebook Login for Business), not
+ConnectChannel, which refuses Facebook pages (ProofRequired): StartFacebookConnect
+answers the Login dialog URL with a sealed `state` (tenant, caller, redirect_uri,
+expiry: nobody else can complete the flow, nor for another tenant, nor late);
+CompleteFacebookConnect proves control through the composition root's PageControl
+(the Facebook spoke's Graph calls under the spokes' one call policy; this layer may
+not import the spokes), seals the page token for the tenant and page before it
+enters any command, and connects (or moves, then connects) the page. The clear
+token lives only in this call's memory."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -21,14 +34,26 @@ from hubs.tenant.commands import (
     CreateTenant,
     DisconnectChannel,
     InviteMember,
+    MoveChannel,
     RemoveMember,
     channel_account_id,
 )
+from hubs.tenant.proof import FACEBOOK_PAGE_CONTROL, RATE_LIMITED, UNAVAILABLE, ConnectRefused, page_token_context
 from infra.arguments import required, tenant
 from infra.command_client import CommandResult, new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.grpc_server import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    QueryService,
+    ResourceExhausted,
+    ServiceDeps,
+    Unavailable,
+    to_timestamp,
+)
 from infra.paging import decode_token, page_size, paginate
 from infra.rest import Route, methods
+from infra.sealing import Sealer, SealError, credential_keys_dir
 from infra.security import PLATFORM_SCOPE, PermissionDenied, Principal, current_principal
 from projections.tenant import PROJECTION, queries
 from schemas.contracts import Command
@@ -38,6 +63,12 @@ COMMAND_TIMEOUT_S = 15.0
 PROJECTION_WAIT_S = 3.0
 """How long a command reply waits for the read store to show its effect, so the
 caller's next query (and every role check) already sees it."""
+CONNECT_STATE_TTL_S = 600
+"""How long a started Facebook connect flow may be completed (Facebook's codes live 10 minutes too)."""
+STATE_CONTEXT = "tenant/facebook-connect-state"
+FACEBOOK_PROOF = "facebook_login"
+MAX_REDIRECT_URI, MAX_CODE, MAX_STATE = 2000, 2048, 4096
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
@@ -248,12 +279,100 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
     def __init__(self, deps: ServiceDeps):
         assert deps.commands is not None, "the tenant service declares sends_commands"
         self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+        self.page_control = deps.extensions.get(FACEBOOK_PAGE_CONTROL)
+        self.sealer = Sealer(credential_keys_dir(deps.settings))
+
+    async def StartFacebookConnect(
+        self, request: tenant_pb2.StartFacebookConnectRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.FacebookConnectStart:
+        tenant_id, redirect_uri = tenant(request.tenant_id), _redirect_uri(request.redirect_uri)
+        await self.authorizer.require(tenant_id, "admin")
+        control = self._control()
+        expires = int(time.time()) + CONNECT_STATE_TTL_S
+        claims = {"t": tenant_id, "p": current_principal().id, "r": redirect_uri, "e": expires, "n": uuid.uuid4().hex}
+        state = self.sealer.seal(json.dumps(claims, separators=(",", ":")).encode(), STATE_CONTEXT)
+        return tenant_pb2.FacebookConnectStart(
+            dialog_url=control.dialog_url(redirect_uri, state),
+            state=state,
+            expires_at=to_timestamp(datetime.fromtimestamp(expires, UTC)),
+        )
+
+    async def CompleteFacebookConnect(
+        self, request: tenant_pb2.CompleteFacebookConnectRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.FacebookConnectReply:
+        tenant_id, page_id = tenant(request.tenant_id), _account(request.page_id)
+        code = required(request.code, "code")
+        if len(code) > MAX_CODE or len(request.command_id) > 200:
+            raise InvalidArgument(f"code must be at most {MAX_CODE} and command_id at most 200 characters")
+        await self.authorizer.require(tenant_id, "admin")
+        caller = current_principal()
+        redirect_uri = self._open_state(request.state, tenant_id, caller.id)
+        try:
+            proven = await self._control().prove(tenant_id, code, redirect_uri, page_id)
+        except ConnectRefused as refused:
+            raise _connect_refusal(refused) from None
+        sealed = self.sealer.seal(proven.page_token.encode(), page_token_context(tenant_id, page_id))
+        page_name = proven.name
+        del proven  # the clear token goes no further than the seal
+        aggregate_id = channel_account_id("facebook", page_id)
+        owner = await queries.channel_account(self.pool, "facebook", page_id)
+        moved = owner is not None and owner["tenant_id"] != tenant_id
+        if moved:
+            # Recorded under the owner it leaves (ChannelMoved); the connection below under this tenant.
+            move = MoveChannel(
+                new_meta(aggregate_id, owner["tenant_id"], actor=caller.id), to_tenant_id=tenant_id, proof=FACEBOOK_PROOF
+            )
+            result = await self.commands.send(move, timeout=COMMAND_TIMEOUT_S)
+            if not result.accepted and result.rejection != "TenantMismatch":  # TenantMismatch: it moved already
+                raise _refusal(result, {})
+        meta = new_meta(aggregate_id, tenant_id, actor=caller.id, command_id=request.command_id or None)
+        connect = ConnectChannel(meta, channel="facebook", account_id=page_id, proof=FACEBOOK_PROOF, sealed_token=sealed)
+        result = await self.commands.send(connect, timeout=COMMAND_TIMEOUT_S)
+        if result.rejection == "TenantMismatch":
+            # Another tenant connected it a moment ago, before the read store showed it.
+            raise FailedPrecondition(f"ChannelTaken: facebook account {page_id} changed hands meanwhile; complete the flow again")
+        reply = await self._reply(result, tenant_id, "facebook", page_id)
+        return tenant_pb2.FacebookConnectReply(
+            tenant_id=tenant_id,
+            page_id=page_id,
+            page_name=page_name,
+            command_id=reply.command_id,
+            version=reply.version,
+            duplicate=reply.duplicate,
+            projected=reply.projected,
+            moved=moved,
+        )
+
+    def _control(self):
+        if self.page_control is None:
+            raise Unavailable(f"{UNAVAILABLE}: the Facebook connect flow is not configured on this server")
+        return self.page_control
+
+    def _open_state(self, state: str, tenant_id: str, principal_id: str) -> str:
+        """The redirect_uri of the flow `state` started, if it was started by this caller for this tenant and is not stale."""
+        if not state or len(state) > MAX_STATE:
+            raise InvalidArgument("state: pass the state StartFacebookConnect answered")
+        try:
+            claims = json.loads(self.sealer.unseal(state, STATE_CONTEXT))
+        except (SealError, ValueError):
+            raise InvalidArgument("state: not a state this platform issued; start the connect flow again") from None
+        if claims.get("t") != tenant_id or claims.get("p") != principal_id:
+            raise InvalidArgument("state: issued for another tenant or caller; start the connect flow again")
+        if int(claims.get("e", 0)) < time.time():
+            raise InvalidArgument("state: expired; start the connect flow again")
+        return str(claims["r"])
 
     async def ConnectChannel(
         self, request: tenant_pb2.ConnectChannelRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
         tenant_id, channel, account_id = tenant(request.tenant_id), _channel(request.channel), _account(request.account_id)
         await self.authorizer.require(tenant_id, "admin")
+        if channel == "facebook":
+            # First claim no longer wins: a page is connected by whoever proves control of it.
+            raise FailedPrecondition(
+                "ProofRequired: a Facebook page is connected only with proof of control — "
+                "StartFacebookConnect, then CompleteFacebookConnect (Facebook Login)"
+            )
         meta = _channel_meta(tenant_id, channel, account_id, request.command_id)
         result = await self.commands.send(ConnectChannel(meta, channel=channel, account_id=account_id), timeout=COMMAND_TIMEOUT_S)
         if result.rejection == "TenantMismatch":
@@ -293,6 +412,29 @@ def _channel_meta(tenant_id: str, channel: str, account_id: str, command_id: str
         raise InvalidArgument("command_id must be at most 200 characters")
     caller = current_principal()
     return new_meta(channel_account_id(channel, account_id), tenant_id, actor=caller.id, command_id=command_id or None)
+
+
+def _connect_refusal(refused: ConnectRefused) -> Exception:
+    if refused.rule == RATE_LIMITED:
+        wait = max(1, round(refused.retry_after or 60))
+        return ResourceExhausted(f"{refused.rule}: {refused.message}; retry in {wait} s")
+    if refused.rule == UNAVAILABLE:
+        return Unavailable(f"{refused.rule}: {refused.message}")
+    return FailedPrecondition(f"{refused.rule}: {refused.message}")
+
+
+def _redirect_uri(value: str) -> str:
+    """Where Facebook sends the admin's browser back: https, or http on this machine (development)."""
+    if not value or len(value) > MAX_REDIRECT_URI:
+        raise InvalidArgument(f"redirect_uri must be 1 to {MAX_REDIRECT_URI} characters")
+    parts = urlsplit(value)
+    if (
+        not parts.hostname
+        or parts.fragment
+        or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS))
+    ):
+        raise InvalidArgument("redirect_uri must be an absolute https URL without a fragment (http only on loopback)")
+    return value
 
 
 def _refusal(result: CommandResult, not_found: dict[str, str]) -> Exception:
@@ -367,6 +509,9 @@ def _channel_account(row) -> tenant_pb2.ChannelAccount:
         version=row["version"],
         connected_at=to_timestamp(row["connected_at"]),
         updated_at=to_timestamp(row["updated_at"]),
+        proof=row["proof"],
+        needs_reauthorization=row["needs_reauthorization"],
+        reauthorization_reason=row["reauthorization_reason"],
     )
 
 
@@ -436,6 +581,21 @@ def _routes() -> tuple[Route, ...]:
             "/v1/channels/{channel}/{account_id}",
             q.ResolveChannel,
             "The tenant a channel account routes to (platform only).",
+        ),
+        Route(
+            "POST",
+            tenant_path + "/facebook-connect",
+            channels.StartFacebookConnect,
+            "Start connecting a Facebook page: the Facebook Login dialog URL and the flow's state.",
+        ),
+        Route(
+            "POST",
+            tenant_path + "/facebook-connect/complete",
+            channels.CompleteFacebookConnect,
+            "Connect the Facebook page the admin proved control of (code and state from the Login redirect).",
+            201,
+            idempotency_field="command_id",
+            affects=tenant_path + "/channels",
         ),
     )
 

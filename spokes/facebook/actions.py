@@ -1,18 +1,30 @@
 """What the Facebook spoke does, as handle-ready functions of plain arguments: each makes
-its Send API call through SpokeContext.call (retries + the tenant's breaker) and
-returns an Outcome. A reply Messenger would refuse is refused here, without a call."""
+its Send API call through SpokeContext.call (retries + the tenant's breaker) with the
+tenant's own page token for the page (spokes/facebook/tokens.py) and returns an
+Outcome. A reply Messenger would refuse is refused here, without a call. A stored
+token Facebook refuses (190 and friends) is reported to the Tenant hub: the channel
+needs reauthorization (RequireChannelReauthorization, once per stored token)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from infra.spoke import Outcome, SpokeContext
+import structlog
+
+from hubs.tenant.commands import RequireChannelReauthorization, channel_account_id
+from infra.command_client import new_meta
+from infra.spoke import Outcome, ReauthorizationRequired, SpokeContext
+from schemas.contracts import spoke_actor
 from spokes.facebook.client import FacebookClient
 from spokes.facebook.translate import Refusal, attachment_message, messaging_type_for, text_message
 
 SPOKE_NAME = "facebook"
 SYSTEM = "facebook-graph"
 SEND_MESSAGE = "send_message"
+_REAUTHORIZATION_IDS = uuid.UUID("0b7c8e43-3f0e-5d5e-a1f4-6d1c2b9e7a10")
+
+log = structlog.get_logger(__name__)
 
 
 async def send_reply(
@@ -74,12 +86,49 @@ async def _send(
     at_most_once: bool = False,
 ) -> Outcome:
     client = FacebookClient.for_context(ctx)
-    token = page_token or ctx.settings.facebook_page_token
-    sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body), at_most_once=at_most_once)
+    tokens = getattr(ctx.resources, "tokens", None)
+    sealed = ""
+    if page_token:
+        token = page_token
+    elif tokens is not None:
+        found = await tokens.of(tenant_id, page_id)
+        token, sealed = found.token, found.sealed
+    else:
+        token = ctx.settings.facebook_page_token
+    try:
+        sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body), at_most_once=at_most_once)
+    except ReauthorizationRequired as exc:
+        if tokens is not None:
+            tokens.forget(tenant_id, page_id)
+        if sealed:  # the tenant's own token, not the development fallback
+            await report_reauthorization(ctx, tenant_id, page_id, sealed, exc.reason)
+        raise
     data = {"page_id": page_id, "messaging_type": messaging_type}
     if tag:
         data["tag"] = tag
     return Outcome(SEND_MESSAGE, detail=f"sent as {messaging_type}", external_id=sent.message_id, data=data)
+
+
+async def report_reauthorization(ctx: SpokeContext, tenant_id: str, page_id: str, sealed: str, reason: str) -> None:
+    """Tell the Tenant hub that Facebook refused the page's stored token. The command id
+    derives from that stored token, so every refusal of it is one decision; a token the
+    tenant rotated since gets its own. A refusal by the hub (already awaiting, moved) is fine."""
+    if ctx.commands is None:
+        return
+    meta = new_meta(
+        channel_account_id("facebook", page_id),
+        tenant_id,
+        actor=spoke_actor(SPOKE_NAME),
+        command_id=str(uuid.uuid5(_REAUTHORIZATION_IDS, f"{tenant_id}/{page_id}/{sealed}")),
+    )
+    result = await ctx.commands.send(RequireChannelReauthorization(meta, reason=reason[:200]))
+    log.warning(
+        "page token refused; channel needs reauthorization",
+        tenant_id=tenant_id,
+        page_id=page_id,
+        recorded=result.accepted,
+        rejection=result.rejection,
+    )
 
 
 def _refused(refused: Refusal, page_id: str) -> Outcome:

@@ -1,11 +1,14 @@
-"""The Graph API Send API over httpx: one POST per message, every failure raised as an
-infra.spoke exception (RetryableError / PermanentError / ReauthorizationRequired).
-The page token travels in the Authorization header, never in a URL (httpx logs URLs);
-nothing here logs tokens, message text or PSIDs."""
+"""The Graph API over httpx: the Send API (one POST per message) and the Facebook Login
+calls of connecting a page (code → user token → long-lived token, the pages it
+manages, the app's subscription to a page), every failure raised as an infra.spoke
+exception (RetryableError / PermanentError / ReauthorizationRequired).
+Access tokens travel in the Authorization header and the OAuth exchanges' code, app
+secret and tokens in a POST form body (Graph takes them there as in the query), never
+in a URL: httpx logs every request's URL. Nothing here logs tokens, message text or PSIDs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +102,107 @@ class FacebookClient:
                 default_retry_after=self.rate_limit_wait_s,
             )
         )
+
+
+@dataclass(frozen=True)
+class ManagedPage:
+    """One entry of `/me/accounts`: a page the user manages, its token and the user's tasks on it."""
+
+    page_id: str
+    name: str
+    access_token: str = field(repr=False)
+    tasks: tuple[str, ...] = ()
+
+
+LOGIN_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
+"""What connecting a page asks the user for: list their pages, message as one, subscribe our app to it."""
+WEBHOOK_FIELDS = ("messages", "messaging_postbacks")
+MAX_ACCOUNT_PAGES = 20
+"""`/me/accounts` pages followed at most (25 entries each by default)."""
+
+
+class FacebookLogin:
+    """Facebook Login for Business, server side: what proves a tenant controls a page."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, *, api_version: str = GRAPH_API_VERSION):
+        self.http = http
+        self.base_url = settings.facebook_graph_url.rstrip("/")
+        self.login_url = settings.facebook_login_url.rstrip("/")
+        self.api_version = api_version
+        self.app_id, self.app_secret = settings.facebook_app_id, settings.facebook_app_secret
+
+    def dialog_url(self, redirect_uri: str, state: str) -> str:
+        query = httpx.QueryParams(
+            client_id=self.app_id, redirect_uri=redirect_uri, state=state, response_type="code", scope=",".join(LOGIN_SCOPES)
+        )
+        return f"{self.login_url}/{self.api_version}/dialog/oauth?{query}"
+
+    async def exchange_code(self, code: str, redirect_uri: str) -> str:
+        """The user access token (short-lived) for the code the dialog gave the browser."""
+        form = {"client_id": self.app_id, "redirect_uri": redirect_uri, "client_secret": self.app_secret, "code": code}
+        return (await self._exchange(form))["access_token"]
+
+    async def long_lived(self, user_token: str) -> str:
+        """A long-lived (about 60 days) user token for a short-lived one."""
+        form = {
+            "grant_type": "fb_exchange_token",
+            "client_id": self.app_id,
+            "client_secret": self.app_secret,
+            "fb_exchange_token": user_token,
+        }
+        return (await self._exchange(form))["access_token"]
+
+    async def managed_pages(self, user_token: str) -> list[ManagedPage]:
+        """Every page the user manages (`/me/accounts`, following its pages), each with its page token."""
+        pages: list[ManagedPage] = []
+        url, params = f"{self.base_url}/{self.api_version}/me/accounts", self._proof(user_token)
+        for _ in range(MAX_ACCOUNT_PAGES):
+            body = await self._get_json("", params, user_token, url=url)
+            for entry in body.get("data") or ():
+                pages.append(
+                    ManagedPage(str(entry.get("id", "")), str(entry.get("name", "")), str(entry.get("access_token", "")),
+                                tuple(entry.get("tasks") or ()))
+                )  # fmt: skip
+            url = (body.get("paging") or {}).get("next")
+            if not url:
+                break
+            params = None  # the next URL carries its own query
+        return pages
+
+    async def subscribe_app(self, page_id: str, page_token: str, fields: tuple[str, ...] = WEBHOOK_FIELDS) -> None:
+        """Subscribes our app to the page's webhook fields (`POST /{page-id}/subscribed_apps`)."""
+        params = {"subscribed_fields": ",".join(fields), **(self._proof(page_token) or {})}
+        response = await self.http.post(
+            f"{self.base_url}/{self.api_version}/{page_id}/subscribed_apps",
+            params=params,
+            headers={"Authorization": f"Bearer {page_token}"},
+        )
+        body = _answer(response)
+        if not body.get("success"):
+            raise PermanentError("Graph API did not confirm the subscription", code="not_subscribed")
+
+    def _proof(self, token: str) -> dict[str, str] | None:
+        return {"appsecret_proof": appsecret_proof(self.app_secret, token)} if self.app_secret else None
+
+    async def _exchange(self, form: dict[str, str]) -> dict[str, Any]:
+        return _answer(await self.http.post(f"{self.base_url}/{self.api_version}/oauth/access_token", data=form))
+
+    async def _get_json(self, path: str, params: dict | None, token: str = "", *, url: str = "") -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        response = await self.http.get(url or f"{self.base_url}/{self.api_version}/{path}", params=params, headers=headers)
+        return _answer(response)
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise as_exception(classify_graph_error(response.status_code, response.content, response.headers, now=datetime.now(UTC)))
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetryableError("Graph API answered 200 without JSON", code="graph_transient") from None
+    if not isinstance(body, dict):
+        raise RetryableError("Graph API answered 200 without a JSON object", code="graph_transient")
+    return body
 
 
 def as_exception(failure: GraphFailure) -> SpokeError:

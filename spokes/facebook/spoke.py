@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import structlog
@@ -35,7 +37,8 @@ from infra.outage import PLATFORM_OUTAGE
 from infra.spoke import Outcome, PermanentError, RetryableError, SpokeCall, SpokeContext, SpokeSpec
 from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
 from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
-from spokes.facebook.policy import AT_MOST_ONCE, opened_policies
+from spokes.facebook.policy import AT_MOST_ONCE, DeliveryPolicies, opened_policies
+from spokes.facebook.tokens import PageTokens, opened_tokens
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +106,7 @@ class Message:
 async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at) -> Outcome:
     """Record the intent, send unless the message is already out (or its earlier
     attempt's outcome is unknown and the tenant wants it at most once), report."""
-    at_most_once = await ctx.resources.of(message.tenant_id) == AT_MOST_ONCE
+    at_most_once = await ctx.resources.policies.of(message.tenant_id) == AT_MOST_ONCE
     claim_id, refused = await _claim(ctx, message)
     if refused == "AlreadySent":
         return Outcome(SEND_MESSAGE, detail="already sent: not sent again", data={"page_id": page_id})
@@ -192,6 +195,20 @@ async def report_status(ctx: SpokeContext, outcome: Outcome, message: Message) -
         raise PermanentError(f"the Message hub refused the delivery status: {result.rejection}", code="status_refused")
 
 
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What the spoke keeps open for its lifetime (`ctx.resources`)."""
+
+    policies: DeliveryPolicies
+    tokens: PageTokens
+
+
+@asynccontextmanager
+async def opened_resources(ctx: SpokeContext) -> AsyncIterator[Resources]:
+    async with opened_policies(ctx.settings) as policies, opened_tokens(ctx.settings) as tokens:
+        yield Resources(policies, tokens)
+
+
 SPOKE = SpokeSpec(
     name=SPOKE_NAME,
     ops_index=1,
@@ -200,5 +217,5 @@ SPOKE = SpokeSpec(
     accepts=accepts,
     handle=handle,
     requests={"SendReply": send_replies},
-    resources=lambda ctx: opened_policies(ctx.settings),
+    resources=opened_resources,
 )

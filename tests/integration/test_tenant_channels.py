@@ -1,9 +1,10 @@
-"""The Tenant hub's channel registry on the real stack: an admin connects a page
+"""The Tenant hub's channel registry on the real stack: an admin connects an account
 over gRPC (TenantChannels), the account's events reach the `channel_accounts`
 read store, the router's ResolveChannel answers platform principals only, a
-second tenant cannot take the page (ChannelTaken, without learning who has it)
-nor disconnect it (NOT_FOUND, like a page nobody connected), and each tenant
-lists only its own accounts."""
+second tenant cannot take the account (ChannelTaken, without learning who has it)
+nor disconnect it (NOT_FOUND, like an account nobody connected), and each tenant
+lists only its own accounts. A Facebook page is never connected this way
+(ProofRequired: the connect flow of tests/integration/test_facebook_connect.py)."""
 
 from __future__ import annotations
 
@@ -57,39 +58,39 @@ async def test_a_connected_page_resolves_to_its_tenant_for_the_platform_only_and
     await member_of(running, globex, bob, "admin")
     await member_of(running, acme, vera, "viewer")
     page, other_page = "104857600123", "104857600456"
-    resolve = pb.ResolveChannelRequest(channel="facebook", account_id=page)
+    resolve = pb.ResolveChannelRequest(channel="telegram", account_id=page)
 
     async with Caller(settings, alice) as a, Caller(settings, bob) as b, Caller(settings, vera) as v, Caller(settings) as router:
         assert (await refused(router.query.ResolveChannel(resolve))).code() == grpc.StatusCode.NOT_FOUND
 
         viewer = await refused(
-            v.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="facebook", account_id=page))
+            v.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="telegram", account_id=page))
         )
         assert viewer.code() == grpc.StatusCode.PERMISSION_DENIED
 
-        connected = await a.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="facebook", account_id=page))
+        connected = await a.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="telegram", account_id=page))
         assert (connected.version, connected.projected, connected.tenant_id) == (1, True, acme)
 
         found = await router.query.ResolveChannel(resolve)
-        assert (found.tenant_id, found.connected, found.channel, found.account_id) == (acme, True, "facebook", page)
+        assert (found.tenant_id, found.connected, found.channel, found.account_id) == (acme, True, "telegram", page)
         for member in (a, b, v):  # members of tenants are not the platform, whatever their role
             assert (await refused(member.query.ResolveChannel(resolve))).code() == grpc.StatusCode.PERMISSION_DENIED
 
         taken = await refused(
-            b.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=globex, channel="facebook", account_id=page))
+            b.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=globex, channel="telegram", account_id=page))
         )
         assert taken.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert taken.details().startswith("ChannelTaken") and acme not in taken.details()
         not_yours = await refused(
-            b.channels.DisconnectChannel(pb.DisconnectChannelRequest(tenant_id=globex, channel="facebook", account_id=page))
+            b.channels.DisconnectChannel(pb.DisconnectChannelRequest(tenant_id=globex, channel="telegram", account_id=page))
         )
         nobodys = await refused(
-            b.channels.DisconnectChannel(pb.DisconnectChannelRequest(tenant_id=globex, channel="facebook", account_id=other_page))
+            b.channels.DisconnectChannel(pb.DisconnectChannelRequest(tenant_id=globex, channel="telegram", account_id=other_page))
         )
         assert not_yours.code() == nobodys.code() == grpc.StatusCode.NOT_FOUND
         assert not_yours.details().replace(page, "P") == nobodys.details().replace(other_page, "P")
         cross = await refused(
-            b.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="facebook", account_id=other_page))
+            b.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="telegram", account_id=other_page))
         )
         assert cross.code() == grpc.StatusCode.PERMISSION_DENIED
         assert (
@@ -97,7 +98,7 @@ async def test_a_connected_page_resolves_to_its_tenant_for_the_platform_only_and
         ).code() == grpc.StatusCode.PERMISSION_DENIED
 
         again = await refused(
-            a.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="facebook", account_id=page))
+            a.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="telegram", account_id=page))
         )
         assert again.details().startswith("AlreadyConnected")
         bad = await refused(
@@ -109,14 +110,14 @@ async def test_a_connected_page_resolves_to_its_tenant_for_the_platform_only_and
         listed = await v.query.ListChannels(pb.ListChannelsRequest(tenant_id=acme, page_size=1))
         rest = await v.query.ListChannels(pb.ListChannelsRequest(tenant_id=acme, page_token=listed.next_page_token))
         assert [(c.channel, c.account_id) for c in [*listed.channels, *rest.channels]] == [
-            ("facebook", page),
             ("instagram", page),
+            ("telegram", page),
         ]
         assert rest.next_page_token == ""
         assert (await b.query.ListChannels(pb.ListChannelsRequest(tenant_id=globex))).channels == []
 
         gone = await a.channels.DisconnectChannel(
-            pb.DisconnectChannelRequest(tenant_id=acme, channel="facebook", account_id=page, reason="page unpublished")
+            pb.DisconnectChannelRequest(tenant_id=acme, channel="telegram", account_id=page, reason="page unpublished")
         )
         assert gone.version == 2 and gone.projected
         found = await router.query.ResolveChannel(resolve)
@@ -124,16 +125,32 @@ async def test_a_connected_page_resolves_to_its_tenant_for_the_platform_only_and
 
     rows = await fetch(settings, settings.pg_schema("tenant"), "SELECT * FROM channel_accounts ORDER BY channel")
     assert [(r["channel"], r["tenant_id"], r["connected"], r["version"]) for r in rows] == [
-        ("facebook", acme, False, 2),
         ("instagram", acme, True, 1),
+        ("telegram", acme, False, 2),
     ]
     events = [
         r
         for r in await read_topic(settings, settings.topic("tenant.events"))
-        if r.key == channel_account_id("facebook", page).encode()
+        if r.key == channel_account_id("telegram", page).encode()
     ]
     assert [dict(r.headers)["event_type"].decode() for r in events] == [
         "poseidon.tenant.ChannelConnected",
         "poseidon.tenant.ChannelDisconnected",
     ]
     assert {dict(r.headers)["tenant_id"].decode() for r in events} == {acme}
+
+
+async def test_a_facebook_page_is_never_connected_without_proof_of_control(running):
+    settings = running.settings
+    acme = f"acme-{uuid.uuid4().hex[:6]}"
+    await member_of(running, acme, "alice-admin", "admin")
+
+    async with Caller(settings, "alice-admin") as a:
+        plain = await refused(
+            a.channels.ConnectChannel(pb.ConnectChannelRequest(tenant_id=acme, channel="facebook", account_id="104857600777"))
+        )
+        listed = await a.query.ListChannels(pb.ListChannelsRequest(tenant_id=acme))
+
+    assert plain.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert plain.details().startswith("ProofRequired") and "StartFacebookConnect" in plain.details()
+    assert listed.channels == []

@@ -1,8 +1,11 @@
 """A stand-in for Facebook's side of Messenger: the Graph API Send API (paths, token
 auth, appsecret_proof, body validation, the 24-hour window, error bodies and codes,
-rate-limit answers), a tiny CDN for attachment URLs, and signed webhook deliveries to
-our ingress. Builders of webhook bodies and their signatures live here too.
-Not Facebook: state is in memory, PSIDs are any digit strings, nothing is delivered."""
+rate-limit answers), Facebook Login's side of connecting a page (the OAuth dialog's
+redirect, the code and long-lived token exchanges, `/me/accounts`, the page's
+`subscribed_apps`, with Graph's error answers), a tiny CDN for attachment URLs, and
+signed webhook deliveries to our ingress. Builders of webhook bodies and their
+signatures live here too. Not Facebook: state is in memory, PSIDs are any digit
+strings, nothing is delivered."""
 
 from __future__ import annotations
 
@@ -36,6 +39,11 @@ HUMAN_AGENT_WINDOW_MS = 7 * 24 * 3600 * 1000
 APP_ID = "1517776481860111"
 """The app id the stand-in puts in echoes of messages sent through the Send API."""
 _VERSION = re.compile(r"^v\d+\.\d+$")
+LOGIN_PERMISSIONS = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
+"""What the connect flow asks for: list the pages, message as them, subscribe the app to them."""
+SHORT_LIVED_S = 2 * 3600
+LONG_LIVED_S = 60 * 24 * 3600
+CODE_TTL_S = 600.0
 _PSID = re.compile(r"^\d{1,30}$")
 
 FAULT_MODES = (
@@ -51,6 +59,7 @@ FAULT_MODES = (
     "outside_window",
     "slow",
     "timeout",
+    "missing_permission",
 )
 
 
@@ -95,6 +104,33 @@ class RecordedRequest:
 
 
 @dataclass
+class LoginUser:
+    """A Facebook user the Login dialog can log in: the pages they manage (id → name),
+    the permissions they grant, and their tasks on each page."""
+
+    user_id: str
+    pages: dict[str, str]
+    permissions: tuple[str, ...]
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class LoginCode:
+    user_id: str
+    redirect_uri: str
+    issued_at: float
+    used: bool = False
+
+
+@dataclass
+class UserToken:
+    user_id: str
+    expires_at: float
+    long_lived: bool = False
+    valid: bool = True
+
+
+@dataclass
 class FacebookState:
     """Everything the stand-in knows; tests read and steer it (or use /_control/*)."""
 
@@ -121,9 +157,55 @@ class FacebookState:
     """With a webhook: after each send, push its echo (the page subscribed to message_echoes)."""
     webhook_deliveries: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """(HTTP status our endpoint answered, or 0 if unreachable; the body pushed)."""
+    app_id: str = APP_ID
+    users: dict[str, LoginUser] = field(default_factory=dict)
+    """Facebook users who may log in through the dialog, by user id."""
+    logged_in: str = ""
+    """The user whose browser follows the Login dialog (what `dialog_redirect` answers for)."""
+    codes: dict[str, LoginCode] = field(default_factory=dict)
+    user_tokens: dict[str, UserToken] = field(default_factory=dict)
+    """User access tokens (short- and long-lived) → who and what they may do."""
+    subscriptions: dict[str, list[str]] = field(default_factory=dict)
+    """Page id → the webhook fields our app is subscribed to (POST /{page}/subscribed_apps)."""
+    page_token_users: dict[str, str] = field(default_factory=dict)
+    """Page token → the user whose login it was handed out for (their permissions apply to it)."""
+    short_lived_s: float = SHORT_LIVED_S
+    """Lifetime of the user tokens codes are exchanged for (≤ 0: born expired, as after a long wait)."""
 
     def add_page(self, page_id: str, token: str) -> None:
         self.pages[token] = page_id
+
+    def add_user(
+        self,
+        user_id: str,
+        pages: Mapping[str, str],
+        *,
+        permissions: Iterable[str] = LOGIN_PERMISSIONS,
+        tasks: Iterable[str] = ("ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE"),
+    ) -> LoginUser:
+        """A Facebook user who manages `pages` (page id → name) and grants `permissions`
+        when logging in. Each page gets a fresh page access token at every login."""
+        user = LoginUser(user_id, dict(pages), tuple(permissions), tuple(tasks))
+        self.users[user_id] = user
+        return user
+
+    def authorize(self, user_id: str, redirect_uri: str, *, age_s: float = 0.0) -> str:
+        """The user finished the Login dialog for `redirect_uri`: the code Facebook hands
+        the browser (single use, valid 10 minutes; `age_s` makes an old one)."""
+        code = "AQ" + secrets.token_urlsafe(48)
+        self.codes[code] = LoginCode(user_id, redirect_uri, time.time() - age_s)
+        return code
+
+    def page_token_of(self, page_id: str) -> str:
+        """The page access token most recently handed out for `page_id` ("" if none)."""
+        found = [token for token, page in self.pages.items() if page == page_id]
+        return found[-1] if found else ""
+
+    def expire_user_tokens(self, user_id: str) -> None:
+        """The user changed their password or logged out everywhere: every token of theirs dies (190/460)."""
+        for token in self.user_tokens.values():
+            if token.user_id == user_id:
+                token.valid = False
 
     def page_for(self, token: str) -> str:
         return self.pages.get(token) or str(int(hashlib.sha256(token.encode()).hexdigest()[:13], 16))
@@ -175,7 +257,17 @@ class FacebookState:
         return [r for r in self.requests if r.path.endswith("/messages") and (token is None or r.token == token)]
 
     def reset(self) -> None:
-        for name in ("pages", "sent", "last_inbound_ms", "files"):
+        for name in (
+            "pages",
+            "sent",
+            "last_inbound_ms",
+            "files",
+            "users",
+            "codes",
+            "user_tokens",
+            "subscriptions",
+            "page_token_users",
+        ):
             getattr(self, name).clear()
         self.faults, self.requests, self.webhook_deliveries = [], [], []
         self.unavailable.clear()
@@ -250,6 +342,9 @@ RATE_LIMIT_MESSAGES = {
 
 def _fault_error(fault: Fault) -> GraphError:
     mode = fault.mode
+    if mode == "missing_permission":
+        code = fault.code or 200
+        return GraphError(fault.status or 403, code, f"(#{code}) Requires pages_messaging permission to manage the object")
     if mode == "invalid_token":
         return GraphError(fault.status or 400, 190, "Invalid OAuth access token - Cannot parse access token")
     if mode == "expired_token":
@@ -459,6 +554,176 @@ def _json_param(params: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- Facebook Login (connecting a page)
+
+
+def _login_error(status: int, code: int, message: str, subcode: int | None = None) -> GraphError:
+    return GraphError(status, code, message, subcode=subcode)
+
+
+def _check_version(version: str, path: str) -> None:
+    if not _VERSION.match(version):
+        raise GraphError(400, 2500, f"Unknown path components: /{version}/{path}")
+
+
+def _take_login_fault(state: FacebookState, token: str) -> GraphError | None:
+    _, fault = state._take_faults(token)
+    return _fault_error(fault) if fault is not None else None
+
+
+def _user_token(state: FacebookState, token: str) -> UserToken:
+    found = state.user_tokens.get(token)
+    if not token:
+        raise GraphError(400, 2500, "An active access token must be used to query information about the current user.")
+    if found is None:
+        raise GraphError(400, 190, "Invalid OAuth access token - Cannot parse access token")
+    if not found.valid:
+        raise GraphError(
+            400,
+            190,
+            "Error validating access token: The session has been invalidated because the user changed their password "
+            "or Facebook has changed the session for security reasons.",
+            subcode=460,
+        )
+    if found.expires_at <= time.time():
+        raise GraphError(400, 190, "Error validating access token: Session has expired.", subcode=463)
+    return found
+
+
+def _new_user_token(state: FacebookState, user_id: str, *, long_lived: bool) -> dict[str, Any]:
+    token = "EAAB" + secrets.token_urlsafe(64)
+    lifetime = LONG_LIVED_S if long_lived else state.short_lived_s
+    state.user_tokens[token] = UserToken(user_id, time.time() + lifetime, long_lived)
+    return {"access_token": token, "token_type": "bearer", "expires_in": max(int(lifetime), 0)}
+
+
+async def _oauth_access_token(request: web.Request) -> web.Response:
+    """GET (or POST, form) /{version}/oauth/access_token: a code for a user token, or
+    (grant_type=fb_exchange_token) a short-lived user token for a long-lived one."""
+    state: FacebookState = request.app[STATE]
+    params = {**request.query, **(await _form_or_json(request))}
+    recorded = RecordedRequest(request.method, request.path, "", {k: v for k, v in params.items() if k == "grant_type"})
+    state.requests.append(recorded)
+    try:
+        _check_version(request.match_info["version"], "oauth/access_token")
+        if params.get("client_id") != state.app_id:
+            raise _login_error(400, 101, "Error validating application. Invalid application ID.")
+        if not hmac.compare_digest(str(params.get("client_secret", "")), state.app_secret):
+            raise _login_error(400, 1, "Error validating client secret.")
+        if params.get("grant_type") == "fb_exchange_token":
+            short = str(params.get("fb_exchange_token", ""))
+            if (fault := _take_login_fault(state, short)) is not None:
+                raise fault
+            answer = _new_user_token(state, _user_token(state, short).user_id, long_lived=True)
+        else:
+            code = str(params.get("code", ""))
+            if (fault := _take_login_fault(state, code)) is not None:
+                raise fault
+            answer = _exchange_code(state, code, str(params.get("redirect_uri", "")))
+    except GraphError as error:
+        recorded.status, recorded.error_code = error.status, error.code
+        return error.response()
+    recorded.status = 200
+    return web.json_response(answer)
+
+
+def _exchange_code(state: FacebookState, code: str, redirect_uri: str) -> dict[str, Any]:
+    if not code:
+        raise _login_error(400, 100, "Missing authorization code")
+    found = state.codes.get(code)
+    if found is None:
+        raise _login_error(400, 100, "Invalid verification code format.", 36007)
+    if found.used:
+        raise _login_error(400, 100, "This authorization code has been used.", 36009)
+    if time.time() - found.issued_at > CODE_TTL_S:
+        raise _login_error(400, 100, "This authorization code has expired.", 36007)
+    if redirect_uri != found.redirect_uri:
+        raise _login_error(
+            400,
+            100,
+            "Error validating verification code. Please make sure your redirect_uri is identical to the one you used "
+            "in the OAuth dialog request",
+            36008,
+        )
+    found.used = True
+    return _new_user_token(state, found.user_id, long_lived=False)
+
+
+async def _me_accounts(request: web.Request) -> web.Response:
+    """GET /{version}/me/accounts: the pages the user manages, each with a fresh page token."""
+    state: FacebookState = request.app[STATE]
+    token, params = _token_and_params(request, {})
+    recorded = RecordedRequest(request.method, request.path, token, {})
+    state.requests.append(recorded)
+    try:
+        _check_version(request.match_info["version"], "me/accounts")
+        if (fault := _take_login_fault(state, token)) is not None:
+            raise fault
+        user = state.users[_user_token(state, token).user_id]
+        if "pages_show_list" not in user.permissions:
+            raise _login_error(403, 200, "(#200) Requires pages_show_list permission to manage the object")
+        data = []
+        for page_id, name in sorted(user.pages.items()):
+            page_token = "EAAP" + secrets.token_urlsafe(64)
+            state.add_page(page_id, page_token)
+            state.page_token_users[page_token] = user.user_id
+            data.append({"access_token": page_token, "category": "Shopping & retail", "name": name, "id": page_id,
+                         "tasks": list(user.tasks)})  # fmt: skip
+    except GraphError as error:
+        recorded.status, recorded.error_code = error.status, error.code
+        return error.response()
+    recorded.status = 200
+    cursors = {"before": secrets.token_urlsafe(8), "after": secrets.token_urlsafe(8)}
+    return web.json_response({"data": data, "paging": {"cursors": cursors}})
+
+
+async def _subscribed_apps(request: web.Request) -> web.Response:
+    """POST /{version}/{page-id}/subscribed_apps?subscribed_fields=…: subscribes our app
+    to the page's webhook fields; needs that page's token and pages_manage_metadata."""
+    state: FacebookState = request.app[STATE]
+    page_id = request.match_info["page"]
+    token, params = _token_and_params(request, await _form_or_json(request))
+    recorded = RecordedRequest(request.method, request.path, token, {"subscribed_fields": params.get("subscribed_fields")})
+    state.requests.append(recorded)
+    try:
+        _check_version(request.match_info["version"], f"{page_id}/subscribed_apps")
+        if not token:
+            raise GraphError(400, 2500, "An active access token must be used to query information about the current user.")
+        if (fault := _take_login_fault(state, token)) is not None:
+            raise fault
+        if state.pages.get(token) != page_id:
+            raise GraphError(400, 190, "Invalid OAuth access token - Cannot parse access token")
+        user = state.users.get(state.page_token_users.get(token, ""))
+        if user is not None and "pages_manage_metadata" not in user.permissions:
+            raise _login_error(403, 200, "(#200) Requires pages_manage_metadata permission to manage the object")
+        fields = [f for f in str(params.get("subscribed_fields") or "").split(",") if f]
+        if not fields:
+            raise _invalid("The parameter subscribed_fields is required")
+        state.subscriptions[page_id] = fields
+    except GraphError as error:
+        recorded.status, recorded.error_code = error.status, error.code
+        return error.response()
+    recorded.status = 200
+    return web.json_response({"success": True})
+
+
+async def _dialog(request: web.Request) -> web.Response:
+    """GET /{version}/dialog/oauth (www.facebook.com's, served here too): the logged-in
+    user (`state.logged_in`) accepts at once; the browser is sent to redirect_uri with
+    the code and our state, as Facebook does (an error redirect when nobody is logged in)."""
+    state: FacebookState = request.app[STATE]
+    q = request.query
+    redirect_uri = q.get("redirect_uri", "")
+    if q.get("client_id") != state.app_id or not redirect_uri:
+        return web.Response(status=400, text="Invalid App ID or redirect_uri")
+    if not state.logged_in:
+        target = f"{redirect_uri}?error=access_denied&error_code=200&error_reason=user_denied&state={q.get('state', '')}"
+    else:
+        code = state.authorize(state.logged_in, redirect_uri)
+        target = f"{redirect_uri}?code={code}&state={q.get('state', '')}"
+    raise web.HTTPFound(target)
+
+
 # ---------------------------------------------------------------- CDN, control API
 
 
@@ -493,6 +758,10 @@ async def _control(request: web.Request) -> web.Response:
             state.reset()
         elif action == "pages":
             state.add_page(str(body["page_id"]), body["token"])
+        elif action == "users":
+            user = state.add_user(str(body["user_id"]), body["pages"], permissions=body.get("permissions", LOGIN_PERMISSIONS))
+            if body.get("log_in", True):
+                state.logged_in = user.user_id
         elif action == "user_wrote":
             state.user_wrote(str(body["psid"]), body.get("at_ms"))
         elif action == "unavailable":
@@ -717,6 +986,11 @@ def make_app(state: FacebookState) -> web.Application:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[STATE] = state
     app[TASKS] = set()
+    app.router.add_get("/{version}/oauth/access_token", _oauth_access_token)
+    app.router.add_post("/{version}/oauth/access_token", _oauth_access_token)
+    app.router.add_get("/{version}/dialog/oauth", _dialog)
+    app.router.add_get("/{version}/me/accounts", _me_accounts)
+    app.router.add_post("/{version}/{page}/subscribed_apps", _subscribed_apps)
     app.router.add_post("/{version}/{node}/messages", _send_api)
     app.router.add_post("/{node}/messages", _send_api)
     app.router.add_get("/cdn/{name}", _cdn)
