@@ -98,3 +98,13 @@ FROM channel_accounts WHERE channel = $1 AND account_id = $2"""
 async def channel_credentials(conn: Conn, channel: str, account_id: str) -> asyncpg.Record | None:
     """The owner of an account and its sealed token (for the spoke that sends with it; never shown)."""
     return await conn.fetchrow(CHANNEL_CREDENTIALS, channel, account_id)
+
+
+async def channels_needing_reauthorization(conn: Conn, schema: str, limit: int) -> list[asyncpg.Record]:
+    """Connected accounts whose stored token was refused, newest first, for the operators'
+    dashboard (which reaches this store with another search_path): never the token."""
+    return await conn.fetch(
+        f"""SELECT tenant_id, channel, account_id, reauthorization_reason, updated_at FROM "{schema}".channel_accounts
+        WHERE needs_reauthorization AND connected ORDER BY updated_at DESC LIMIT $1""",
+        limit,
+    )

@@ -57,6 +57,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 POLL_S = 0.5
 BATCH_LIMIT = 500
+CHANNELS_LIMIT = 200
+"""Channels needing reauthorization shown at most (newest first)."""
 # Rows are stamped by the projector with the event's time, which may be earlier
 # than the last poll when a transaction commits late: re-read this window and
 # drop what the stream already sent (by saga id and version).
@@ -462,6 +464,19 @@ async def dead_letters(request: web.Request) -> web.Response:
     )
 
 
+async def channels(request: web.Request) -> web.Response:
+    """Which tenants' channels need reauthorization: read from the Tenant read store (no token is ever selected)."""
+    deps = request.app[DEPS]
+    rows, problem = [], ""
+    try:
+        rows = await tenant_queries.channels_needing_reauthorization(
+            deps.tenant_pool or deps.pool, deps.settings.pg_schema("tenant"), CHANNELS_LIMIT
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.UndefinedColumnError):
+        problem = "the Tenant read store is not there yet"
+    return _html(pages.channels_page(rows, operator=request[PRINCIPAL].id, csrf=_csrf(request), problem=problem))
+
+
 async def redrive(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     form = await request.post()
@@ -557,6 +572,7 @@ def build_app(deps: Deps) -> web.Application:
     app.router.add_get("/sagas/{saga_id}/timeline", saga_timeline)
     app.router.add_post("/sagas/{saga_id}/actions", saga_action)
     app.router.add_get("/dead-letters", dead_letters)
+    app.router.add_get("/channels", channels)
     app.router.add_post("/dead-letters/redrive", redrive)
     app.router.add_get("/events/stream", event_stream)
     app.router.add_get("/healthz", healthz)

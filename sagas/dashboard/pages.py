@@ -105,3 +105,9 @@ def dead_letters_page(letters, *, operator: str, csrf: str, message: str = "", p
     return render(
         "dead_letters.html", title="Dead letters", letters=letters, operator=operator, csrf=csrf, message=message, problem=problem
     )
+
+
+def channels_page(channels, *, operator: str, csrf: str, problem: str = "") -> str:
+    """Channel accounts that need reauthorization (their stored token was refused)."""
+    return render("channels.html", title="Channels needing reauthorization", channels=channels, operator=operator, csrf=csrf,
+                  problem=problem)  # fmt: skip

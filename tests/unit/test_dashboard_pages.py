@@ -52,6 +52,11 @@ def hostile_pages() -> dict[str, str]:
             **who,
         ),
         "dead letters": pages.dead_letters_page([letter], message=HOSTILE, problem=HOSTILE, **who),
+        "channels": pages.channels_page(
+            [dict(tenant_id=HOSTILE, channel=HOSTILE, account_id=HOSTILE, reauthorization_reason=HOSTILE, updated_at=NOW)],
+            problem=HOSTILE,
+            **who,
+        ),
     }
 
 
@@ -133,3 +138,17 @@ def test_the_saga_page_offers_a_reset_with_a_step_picker_and_a_required_reason_o
     assert '<option value="open_wallet" selected>open_wallet</option>' in form
     assert 'name="reason" required minlength="3"' in form
     assert 'id="action-reset"' not in pages.saga_page(saga, [], None, operator="op", csrf="c" * 40)
+
+
+def test_the_channels_page_names_each_channel_that_needs_reauthorization_with_the_systems_answer():
+    row = dict(
+        tenant_id="acme", channel="facebook", account_id="104857600901", updated_at=NOW,
+        reauthorization_reason="Graph API HTTP 400, error 190/463: Session has expired",
+    )  # fmt: skip
+
+    html = pages.channels_page([row], operator="olga", csrf="c")
+    empty = pages.channels_page([], operator="olga", csrf="c")
+
+    assert 'class="needs-reauthorization"' in html and "acme" in html and "104857600901" in html
+    assert "error 190/463" in html and 'href="/channels"' in html
+    assert "every connected channel" in empty
