@@ -17,7 +17,10 @@ answers "outcome unknown" â€” a failed step with that reason, on the dashboard â
 and sends nothing; at least once sends again. Under at most once a call whose
 outcome is unknown is never retried, and the message stays `sending`.
 
-Delivery and read receipts come back through ingress and the router. It routes nothing."""
+Every send uses the tenant's own page token for the page (spokes/facebook/tokens.py,
+sealed in the Tenant read store); a token Facebook refuses puts the channel into
+"needs reauthorization" (spokes/facebook/actions.py). Delivery and read receipts come
+back through ingress and the router. It routes nothing."""
 
 from __future__ import annotations
 
