@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     """Every gRPC server serves TLS and every client verifies it (infra/tls.py); false: plaintext."""
     grpc_mtls: bool = False
     """Mutual TLS: servers also require a client certificate from the CA, clients present theirs."""
+    http_tls: bool = False
+    """The webhook ingress, the REST gateway and the dashboard serve HTTPS with the TLS certificate
+    (POSEIDON_TLS_CERT / _KEY; the development CA's by default). Off: plain HTTP, for a
+    TLS-terminating load balancer in front. Ops ports (metrics, probes) stay plain HTTP."""
     tls_dir: str = ""
     """Where `poseidon tls init` writes, and the TLS files are looked for; empty: `<state_dir>/tls`."""
     tls_cert: str = ""

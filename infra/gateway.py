@@ -122,7 +122,8 @@ class Gateway:
 
     @property
     def public_url(self) -> str:
-        return self.settings.gateway_public_url.rstrip("/") or f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+        own = f"{tls.http_scheme(self.settings)}://{self.settings.gateway_host}:{self.settings.gateway_port}"
+        return self.settings.gateway_public_url.rstrip("/") or own
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.gateway_max_body_bytes, middlewares=[self._middleware])
@@ -352,7 +353,7 @@ async def serve(settings: Settings, routes: Iterable[Route], extensions: Iterabl
     gateway = Gateway(settings, routes, TokenVerifier.of(settings), extensions)
     runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=settings.gateway_call_timeout_s)
     await runner.setup()
-    await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+    await web.TCPSite(runner, settings.gateway_host, settings.gateway_port, ssl_context=tls.http_server_context(settings)).start()
 
     async def identity_serving() -> bool:
         # Ready once sign-in can work; any other hub away answers its own requests with 503.

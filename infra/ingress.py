@@ -52,6 +52,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import Counter, Histogram
 
 from base.settings import Settings
+from infra import tls
 from infra.dlq import DeadLetters, Origin
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
@@ -463,10 +464,13 @@ async def serve(
     ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
     runner = web.AppRunner(make_app(ingress, routes, secrets), access_log=None, shutdown_timeout=produce_timeout_s + 1)
     await runner.setup()
-    await web.TCPSite(runner, settings.ingress_host, settings.ingress_port).start()
+    await web.TCPSite(runner, settings.ingress_host, settings.ingress_port, ssl_context=tls.http_server_context(settings)).start()
     ops = OpsServer(settings.ops_host, settings.ops_port_at("ingress", 0), PROCESS, {"kafka": ingress.kafka_reachable})
     await ops.start()
-    log.info("ingress listening", url=f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/facebook")
+    log.info(
+        "ingress listening",
+        url=f"{tls.http_scheme(settings)}://{settings.ingress_host}:{settings.ingress_port}/webhooks/facebook",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
 """TLS for the platform's gRPC wires: every gRPC server serves TLS and every client
-verifies the server against a CA, by default. Production points
+verifies the server against a CA, by default; with POSEIDON_HTTP_TLS the public HTTP
+servers (ingress, REST gateway, dashboard) serve HTTPS with the same certificate. Production points
 POSEIDON_TLS_CERT / _KEY / _CA at real files; development and the tests use a
 local CA that `poseidon tls init` (run by `make up`, and by the test harness for
 each test's state folder) writes to `<state dir>/tls/`: a CA, a server
@@ -14,6 +15,7 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,26 @@ def _read(path: Path, what: str) -> bytes:
             f"no {what} at {path}: run `poseidon tls init` for a development CA, or point POSEIDON_TLS_* at your "
             "certificates (POSEIDON_GRPC_TLS=false serves plaintext)"
         ) from None
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+def http_server_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the public HTTP servers (ingress, gateway, dashboard): TLS 1.2
+    or newer with the installation's server certificate; None when POSEIDON_HTTP_TLS is off."""
+    if not settings.http_tls:
+        return None
+    f = files(settings)
+    _read(f.cert, "TLS certificate"), _read(f.key, "TLS key")  # a clear error before the ssl module's
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(f.cert, f.key)
+    return context
+
+
+def http_scheme(settings: Settings) -> str:
+    return "https" if settings.http_tls else "http"
 
 
 # -- gRPC ------------------------------------------------------------------------------

@@ -4,17 +4,19 @@ tooling only; production uses each process's /healthz through its orchestrator."
 
 from __future__ import annotations
 
+import ssl
 import sys
 import time
 import urllib.request
 
 from base.settings import Settings
+from infra import tls
 from poseidon import bootstrap
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
+        with urllib.request.urlopen(url, timeout=2, context=context) as reply:
             return reply.status == 200
     except OSError:
         return False
@@ -27,11 +29,12 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
         for role in ("processor", "projector", "grpc"):
             serves = f"gRPC {s.grpc_host}:{s.grpc_port(hub)}" if role == "grpc" else ""
             rows.append((f"{hub}-{role}", f"http://{s.ops_host}:{s.ops_port_for(role, hub)}/healthz", serves))
+    web = tls.http_scheme(s)
     rows.append(
         (
             "ingress",
-            f"http://{s.ingress_host}:{s.ingress_port}/healthz",
-            f"webhooks http://{s.ingress_host}:{s.ingress_port}/webhooks/facebook",
+            f"{web}://{s.ingress_host}:{s.ingress_port}/healthz",
+            f"webhooks {web}://{s.ingress_host}:{s.ingress_port}/webhooks/facebook",
         )
     )
     rows.append(("router", f"http://{s.ops_host}:{s.ops_port_for('router', 'message')}/healthz", "routing decisions"))
@@ -39,15 +42,15 @@ def endpoints(s: Settings) -> list[tuple[str, str, str]]:
     rows.append(
         (
             "dashboard",
-            f"http://{s.ops_host}:{s.dashboard_port}/healthz",
-            f"operator dashboard http://{s.ops_host}:{s.dashboard_port}/",
+            f"{web}://{s.ops_host}:{s.dashboard_port}/healthz",
+            f"operator dashboard {web}://{s.ops_host}:{s.dashboard_port}/",
         )
     )
     rows.append(
         (
             "gateway",
             f"http://{s.ops_host}:{s.ops_port_at('gateway', 0)}/healthz",
-            f"REST API http://{s.gateway_host}:{s.gateway_port}/openapi.json",
+            f"REST API {web}://{s.gateway_host}:{s.gateway_port}/openapi.json",
         )
     )
     for name, spec in bootstrap.spokes().items():
@@ -90,8 +93,9 @@ def prometheus_config(s: Settings, rules: str, interval_s: int = 15) -> str:
 def main(timeout_s: float = 90.0) -> None:
     s = bootstrap.settings()
     deadline = time.time() + timeout_s
+    context = ssl.create_default_context(cafile=str(tls.files(s).ca)) if s.http_tls else None
     for name, url, serves in endpoints(s):
-        while not _healthy(url):
+        while not _healthy(url, context):
             if time.time() > deadline:
                 sys.exit(f"{name} not healthy at {url} after {timeout_s:.0f}s; see .run/{name}.log")
             time.sleep(0.5)

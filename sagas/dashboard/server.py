@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from base.settings import Settings
+from infra import tls
 from infra.command_client import CommandClient
 from infra.security import TokenVerifier
 from infra.stores import Stores
@@ -48,8 +49,8 @@ def deps_for(
 
 async def serve(settings: Settings, client: CommandClient, port: int | None = None) -> None:
     """`client` sends saga-hub commands (unstarted: it starts once the page is up)."""
-    check_served_securely(settings.ops_host, settings.dev_mode)
-    if not is_loopback(settings.ops_host):
+    check_served_securely(settings.ops_host, settings.dev_mode or settings.http_tls)
+    if not is_loopback(settings.ops_host) and not settings.http_tls:
         log.warning(
             "dashboard on a non-loopback address over plain HTTP (POSEIDON_DEV_MODE=1): "
             "browsers keep its Secure cookies only when it is reached over HTTPS or via localhost",
@@ -67,8 +68,8 @@ async def serve(settings: Settings, client: CommandClient, port: int | None = No
     runner = web.AppRunner(build_app(deps), access_log=None)
     await runner.setup()
     port = port if port is not None else settings.dashboard_port
-    await web.TCPSite(runner, settings.ops_host, port).start()
-    log.info("dashboard listening", url=f"http://{settings.ops_host}:{port}/")
+    await web.TCPSite(runner, settings.ops_host, port, ssl_context=tls.http_server_context(settings)).start()
+    log.info("dashboard listening", url=f"{tls.http_scheme(settings)}://{settings.ops_host}:{port}/")
     # After the page is up: without the saga topics the client waits, and actions with it.
     await client.start()
     try:

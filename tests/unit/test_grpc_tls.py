@@ -5,6 +5,8 @@ refused; a missing certificate is a SettingsError naming the fix."""
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -85,3 +87,12 @@ def test_processes_racing_to_make_the_development_ca_agree_on_one_complete_set(t
     assert made.count(True) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["ca.pem", "client-key.pem", "client.pem", "server-key.pem", "server.pem"]
     assert [p.name for p in folder.parent.iterdir()] == ["tls"]  # no private folder left behind
+
+
+def test_the_public_http_servers_use_tls_1_2_or_newer_with_the_installations_certificate_when_asked(dev, tmp_path):
+    assert tls.http_server_context(dev) is None  # POSEIDON_HTTP_TLS off: plain HTTP behind a terminating proxy
+    context = tls.http_server_context(dev.with_(http_tls=True))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2 and not context.check_hostname
+    assert tls.http_scheme(dev.with_(http_tls=True)) == "https" and tls.http_scheme(dev) == "http"
+    with pytest.raises(SettingsError, match="TLS certificate"):
+        tls.http_server_context(dev.with_(http_tls=True, tls_cert=str(tmp_path / "missing.pem")))
