@@ -17,11 +17,12 @@ _MESSAGE_COLUMNS = """message_id, conversation_id, sequence, direction, text, at
 
 CONVERSATION = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND conversation_id = $2"
 # Keyset pagination, newest activity first; the cursor is the last row's (last_activity_at, conversation_id).
-CONVERSATIONS_PAGE = f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations
+# The filters are fixed clauses with their own parameters (an empty one matches everything): no SQL is built from input.
+CONVERSATIONS_PAGE = f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations c
 WHERE tenant_id = $1 AND (last_activity_at, conversation_id) < ($2, $3)
-ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $4"""
-CHANNEL_CONVERSATIONS_PAGE = f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations
-WHERE tenant_id = $1 AND channel = $5 AND (last_activity_at, conversation_id) < ($2, $3)
+  AND ($5 = '' OR channel = $5) AND ($6 = '' OR contact_id = $6)
+  AND ($7 = '' OR EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
+                          AND m.conversation_id = c.conversation_id AND m.text ILIKE $7 ESCAPE '\\'))
 ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $4"""
 MESSAGES_PAGE = f"""SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4"""
@@ -43,10 +44,13 @@ async def conversations_page(
     channel: str | None,
     before: tuple[datetime, uuid.UUID],
     limit: int,
+    contact_id: str = "",
+    text: str = "",
 ) -> list[asyncpg.Record]:
-    if channel:
-        return await conn.fetch(CHANNEL_CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit, channel)
-    return await conn.fetch(CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit)
+    """A page of the tenant's conversations, optionally of one channel, one contact, or
+    with a message containing `text` (any case; LIKE's wildcards in it are literal)."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" if text else ""
+    return await conn.fetch(CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit, channel or "", contact_id, pattern)
 
 
 async def messages_page(

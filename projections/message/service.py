@@ -25,6 +25,10 @@ _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+MAX_CONTACT = 300
+MIN_SEARCH, MAX_SEARCH = 2, 200
+
+
 class MessageQueries(message_pb2_grpc.MessageQueryServicer):
     def __init__(self, deps: ServiceDeps):
         self.pool, self.authorizer = deps.pool, deps.authorizer
@@ -35,10 +39,16 @@ class MessageQueries(message_pb2_grpc.MessageQueryServicer):
         tenant_id = tenant(request.tenant_id)
         if request.channel and not _CHANNEL.match(request.channel):
             raise InvalidArgument("channel must be a lower-case name like facebook, or empty for every channel")
+        if len(request.contact_id) > MAX_CONTACT:
+            raise InvalidArgument(f"contact_id must be at most {MAX_CONTACT} characters")
+        if request.text and not MIN_SEARCH <= len(request.text) <= MAX_SEARCH:
+            raise InvalidArgument(f"text must be {MIN_SEARCH}..{MAX_SEARCH} characters, or empty")
         size = page_size(request.page_size)
         before = parse_token(request.page_token, _conversation_cursor, queries.FIRST_CURSOR, CONVERSATION_TOKEN)
         await self.authorizer.require(tenant_id, "viewer")
-        rows = await queries.conversations_page(self.pool, tenant_id, request.channel or None, before, size + 1)
+        rows = await queries.conversations_page(
+            self.pool, tenant_id, request.channel or None, before, size + 1, request.contact_id, request.text
+        )
         page, next_token = paginate(rows, size, _conversation_key, CONVERSATION_TOKEN)
         return message_pb2.ConversationPage(conversations=[_conversation(r) for r in page], next_page_token=next_token)
 
@@ -164,7 +174,12 @@ def _routes() -> tuple[Route, ...]:
     """The REST operations of this service (the API gateway answers them with these methods)."""
     m = methods(message_pb2, "MessageQuery")
     return (
-        Route("GET", "/v1/tenants/{tenant_id}/conversations", m.ListConversations, "The tenant's conversations, newest first."),
+        Route(
+            "GET",
+            "/v1/tenants/{tenant_id}/conversations",
+            m.ListConversations,
+            "The tenant's conversations, newest first; by channel, contact or text.",
+        ),
         Route("GET", "/v1/tenants/{tenant_id}/conversations/{conversation_id}", m.GetConversation, "One conversation."),
         Route(
             "GET",
@@ -187,5 +202,13 @@ SERVICE = QueryService(
     service_names=(message_pb2.DESCRIPTOR.services_by_name["MessageQuery"].full_name,),
     add_to_server=_add_to_server,
     http_routes=_routes(),
-    http_fields={"conversation_id": UUID_FIELD, "message_id": {"maxLength": 300}},
+    http_fields={
+        "conversation_id": UUID_FIELD,
+        "message_id": {"maxLength": 300},
+        "contact_id": {"maxLength": 300},
+        "text": {
+            "maxLength": 200,
+            "description": "Only conversations with a message containing it (any case), 2..200 characters",
+        },
+    },
 )

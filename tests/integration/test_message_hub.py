@@ -163,6 +163,18 @@ async def test_a_conversation_travels_to_events_the_read_store_and_grpc_answers_
         closed = await query.ListConversations(pb.ListConversationsRequest(tenant_id=TENANT, channel="instagram"))
         assert [(c.conversation_id, c.status) for c in closed.conversations] == [(other_channel.id, "closed")]
 
+        # Search: by contact, by a message's text in any case; LIKE's wildcards are literal.
+        def search(**by):
+            return query.ListConversations(pb.ListConversationsRequest(tenant_id=TENANT, **by))
+
+        assert [c.conversation_id for c in (await search(contact_id=talk.contact)).conversations] == [talk.id]
+        assert [c.conversation_id for c in (await search(text="AGENT WILL")).conversations] == [talk.id]
+        assert [c.conversation_id for c in (await search(text="still there", channel="facebook")).conversations] == [talk.id]
+        assert (await search(text="%%")).conversations == [] and (await search(text="a_ agent")).conversations == []
+        assert (await search(text="still there", channel="instagram")).conversations == []
+        with pytest.raises(grpc.aio.AioRpcError, match="text must be"):
+            await search(text="x")
+
         messages = await query.ListMessages(pb.ListMessagesRequest(tenant_id=TENANT, conversation_id=talk.id, page_size=2))
         rest = await query.ListMessages(
             pb.ListMessagesRequest(tenant_id=TENANT, conversation_id=talk.id, page_token=messages.next_page_token)
