@@ -285,8 +285,9 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
     async def StartFacebookConnect(
         self, request: tenant_pb2.StartFacebookConnectRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.FacebookConnectStart:
-        tenant_id, redirect_uri = tenant(request.tenant_id), _redirect_uri(request.redirect_uri)
-        await self.authorizer.require(tenant_id, "admin")
+        tenant_id = tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "admin")  # before the URL: another tenant learns nothing
+        redirect_uri = _redirect_uri(request.redirect_uri)
         control = self._control()
         expires = int(time.time()) + CONNECT_STATE_TTL_S
         claims = {"t": tenant_id, "p": current_principal().id, "r": redirect_uri, "e": expires, "n": uuid.uuid4().hex}
