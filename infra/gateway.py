@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +32,7 @@ from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
 from infra.rest import BadRequest, Problem, Route
 from infra.security import TokenVerifier, Unauthenticated
+from infra.service import serve_http_until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -351,23 +351,24 @@ def _wanted_version(request: web.Request, route: Route) -> int | None:
 async def serve(settings: Settings, routes: Iterable[Route], extensions: Iterable[Callable[[Gateway], Extension]] = ()) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish first."""
     gateway = Gateway(settings, routes, TokenVerifier.of(settings), extensions)
-    runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=settings.gateway_call_timeout_s)
-    await runner.setup()
-    await web.TCPSite(runner, settings.gateway_host, settings.gateway_port, ssl_context=tls.http_server_context(settings)).start()
 
     async def identity_serving() -> bool:
         # Ready once sign-in can work; any other hub away answers its own requests with 503.
         return await gateway.hubs.serving(["identity"])
 
+    async def close(_: web.Application) -> None:
+        await gateway.close()
+
+    app = gateway.app()
+    app.on_cleanup.append(close)
     ops = OpsServer(settings.ops_host, settings.ops_port_at("gateway", 0), PROCESS, {"identity": identity_serving})
-    await ops.start()
-    log.info("gateway listening", url=f"{gateway.public_url}{OPENAPI_PATH}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("gateway stopping")
-    await ops.stop()
-    await runner.cleanup()
-    await gateway.close()
+    await serve_http_until_stopped(
+        "gateway",
+        app,
+        settings,
+        settings.gateway_host,
+        settings.gateway_port,
+        ops,
+        shutdown_timeout=settings.gateway_call_timeout_s,
+        path=OPENAPI_PATH,
+    )

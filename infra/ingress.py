@@ -39,7 +39,6 @@ import collections
 import json
 import os
 import re
-import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -52,10 +51,10 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import Counter, Histogram
 
 from base.settings import Settings
-from infra import tls
 from infra.dlq import DeadLetters, Origin
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
+from infra.service import serve_http_until_stopped
 from schemas.codec import Codec, EncodeError
 
 log = structlog.get_logger(__name__)
@@ -462,21 +461,15 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests
     finish (each bounded by the produce timeout) and flush the producer."""
     ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
-    runner = web.AppRunner(make_app(ingress, routes, secrets), access_log=None, shutdown_timeout=produce_timeout_s + 1)
-    await runner.setup()
-    await web.TCPSite(runner, settings.ingress_host, settings.ingress_port, ssl_context=tls.http_server_context(settings)).start()
     ops = OpsServer(settings.ops_host, settings.ops_port_at("ingress", 0), PROCESS, {"kafka": ingress.kafka_reachable})
-    await ops.start()
-    log.info(
-        "ingress listening",
-        url=f"{tls.http_scheme(settings)}://{settings.ingress_host}:{settings.ingress_port}/webhooks/facebook",
+    app = make_app(ingress, routes, secrets)
+    await serve_http_until_stopped(
+        "ingress",
+        app,
+        settings,
+        settings.ingress_host,
+        settings.ingress_port,
+        ops,
+        shutdown_timeout=produce_timeout_s + 1,
+        path="/webhooks/facebook",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("ingress stopping")
-    await ops.stop()
-    await runner.cleanup()
-    log.info("ingress stopped")

@@ -1,6 +1,7 @@
 """The lifecycle every long-running consumer process shares (router, saga
 driver, spokes, projectors): serve its ops endpoint, run one lifetime, restart
-it with backoff when Kafka or PostgreSQL is away, stop cleanly on SIGTERM / SIGINT."""
+it with backoff when Kafka or PostgreSQL is away, stop cleanly on SIGTERM / SIGINT;
+and the one every public HTTP server shares (ingress, API gateway)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
+from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
+from base.settings import Settings
+from infra import tls
 from infra.ops import OpsServer
 
 log = structlog.get_logger(__name__)
@@ -77,3 +81,33 @@ async def serve_until_stopped(
         log.info(f"{name} stopped", **report())
     finally:
         await ops.stop()
+
+
+async def serve_http_until_stopped(
+    name: str,
+    app: web.Application,
+    settings: Settings,
+    host: str,
+    port: int,
+    ops: OpsServer,
+    *,
+    shutdown_timeout: float,
+    path: str = "/",
+) -> None:
+    """Serve a public aiohttp application (HTTPS when POSEIDON_HTTP_TLS is on) and its
+    ops endpoint until SIGTERM / SIGINT; then stop accepting, let in-flight requests
+    finish within `shutdown_timeout`, and run the application's cleanup hooks."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=tls.http_server_context(settings)).start()
+    await ops.start()
+    log.info(f"{name} listening", url=f"{tls.http_scheme(settings)}://{host}:{port}{path}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(f"{name} stopping")
+    await ops.stop()
+    await runner.cleanup()
+    log.info(f"{name} stopped")
