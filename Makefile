@@ -14,6 +14,13 @@ S3PROXY_LIB := .stack/s3proxy/lib-$(S3PROXY_VERSION)
 PROTOS := $(wildcard schemas/protos/*.proto)
 PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 PYTEST_ARGS ?=
+# The chart's validation (tests/unit/test_helm_chart.py): helm and kubeconform built from the Go module
+# proxy, and kubeconform's Kubernetes schemas made offline from the OpenAPI document of the k8s.io/kubernetes module.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+HELM_VERSION := v4.3.2
+KUBECONFORM_VERSION := v0.8.0
+K8S_VERSION := 1.37.2
+CHART_TOOLS := .stack/bin/.helm-$(HELM_VERSION) .stack/bin/.kubeconform-$(KUBECONFORM_VERSION) .stack/k8s-schemas/v$(K8S_VERSION)/.complete
 
 .PHONY: help setup protos up down logs run stop prometheus test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs
 
@@ -30,7 +37,7 @@ help:
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT) $(CHART_TOOLS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -72,6 +79,23 @@ $(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
 	else echo "installing Prometheus from Debian packages"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	  else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; fi; fi
+	touch $@
+
+# Go's build cache (~/.cache/go-build) makes a rebuild after `make clean` take seconds.
+.stack/bin/.helm-$(HELM_VERSION):
+	@mkdir -p .stack/bin
+	GOBIN=$(ROOT)/.stack/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	touch $@
+
+.stack/bin/.kubeconform-$(KUBECONFORM_VERSION):
+	@mkdir -p .stack/bin
+	GOBIN=$(ROOT)/.stack/bin $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	touch $@
+
+.stack/k8s-schemas/v$(K8S_VERSION)/.complete: infra/helm/k8s_schemas.py
+	@mkdir -p $(@D)
+	dir=$$($(GO) mod download -json k8s.io/kubernetes@v$(K8S_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$$/\1/p') \
+	  && python3 infra/helm/k8s_schemas.py "$$dir/api/openapi-spec/swagger.json" $(@D)
 	touch $@
 
 schemas/protos/%_pb2.py: schemas/protos/%.proto $(VENV)/.installed
@@ -140,6 +164,7 @@ prometheus: setup
 
 docs: setup
 	$(PY) -m poseidon.docs
+	$(PY) -m poseidon.deploy
 
 lint: setup
 	$(VENV)/bin/ruff check .
