@@ -288,6 +288,48 @@ async def fetch(settings: Settings, schema: str, sql: str, *args):
         await conn.close()
 
 
+async def connect_page_with_proof(
+    settings: Settings,
+    facebook,
+    tenant_id: str,
+    page_id: str,
+    principal_id: str,
+    *,
+    redirect_uri: str = "https://app.example.com/facebook/callback",
+    timeout: float = 60.0,
+):
+    """Connects (or reconnects, rotating its token) a tenant's Facebook page through the
+    product's connect flow — the Tenant gRPC server's StartFacebookConnect and
+    CompleteFacebookConnect, as `principal_id` (an admin of the tenant), against the
+    Facebook stand-in `facebook` (a RunningFacebook the gRPC server's
+    POSEIDON_FACEBOOK_GRAPH_URL points at), where a user who manages the page logs in.
+    Returns the FacebookConnectReply."""
+    from schemas.protos import tenant_pb2 as pb
+    from schemas.protos import tenant_pb2_grpc
+
+    user = f"fb-user-of-{tenant_id}"
+    facebook.state.add_user(user, {page_id: f"Page of {tenant_id}"})
+    ch = channel(settings, "tenant", bearer(mint_token(settings, principal_id)))
+    try:
+        stub = tenant_pb2_grpc.TenantChannelsStub(ch)
+        request = pb.StartFacebookConnectRequest(tenant_id=tenant_id, redirect_uri=redirect_uri)
+        deadline = time.monotonic() + timeout
+        while True:  # the principal's membership may not be in the read store yet
+            try:
+                start = await stub.StartFacebookConnect(request)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.PERMISSION_DENIED or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        code = facebook.state.authorize(user, redirect_uri)  # the admin's browser, back from the Login dialog
+        return await stub.CompleteFacebookConnect(
+            pb.CompleteFacebookConnectRequest(tenant_id=tenant_id, code=code, state=start.state, page_id=page_id)
+        )
+    finally:
+        await ch.close()
+
+
 async def provision_tenant(
     settings: Settings,
     client,

@@ -28,7 +28,7 @@ from poseidon import bootstrap, roles
 from sagas.inbound_message.definition import saga_id_of
 from spokes.minio.client import S3Store
 from spokes.minio.translate import bucket_for_tenant
-from tests.harness import eventually, fetch, free_port, provision_tenant, read_topic
+from tests.harness import connect_page_with_proof, eventually, fetch, free_port, provision_tenant, read_topic
 from tests.standins.botpress import running_botpress
 from tests.standins.facebook import attachment, message_event, running_facebook, signed_webhook, webhook_body
 from tests.standins.odoo import running_odoo
@@ -120,7 +120,7 @@ async def world(platform, request):
             await asyncio.to_thread(platform.wait_healthy, f"{hub}-processor")
         await asyncio.wait_for(asyncio.gather(*(r.assigned.wait() for r in runners.values())), 60)
         client = await stack.enter_async_context(CommandClient(settings, codec, list(bootstrap.hubs().values())))
-        await given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client)
+        await given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client, fb)
         try:
             yield World(settings, client, fb, bp, odoo, webhook_url, runners, spoke_tasks)
         finally:
@@ -134,9 +134,13 @@ async def world(platform, request):
                 await server.stop(grace=0)
 
 
-async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client: CommandClient) -> None:
+async def given_acme_connected_subscribed_and_entitled_and_globex_not_entitled(settings, client: CommandClient, fb) -> None:
     app_id = await provision_tenant(settings, client, ACME, PAGE, quota=1000, wallet_id=ACME_WALLET, funds=FUNDS)
     await provision_tenant(settings, client, GLOBEX, GLOBEX_PAGE, app_id=app_id, entitled=False)
+    # Acme's admin proves control of its page (the product's connect flow): its replies go
+    # out with acme's own page token from then on, not the shared development one.
+    connected = await connect_page_with_proof(settings, fb, ACME, PAGE, f"{ACME}-owner")
+    assert connected.projected and not connected.moved
 
 
 async def events_of(settings, topic: str) -> list[tuple[str, dict]]:
@@ -170,6 +174,8 @@ async def test_a_signed_webhook_becomes_a_bot_reply_a_crm_customer_a_stored_atta
 
     sent = await eventually(lambda: _sent(fb, psid), timeout=90)
     assert sent[0].message["text"] == "echo: Hello, call me on +33 6 12 34 56 78"
+    # Sent with acme's own page token (sealed in the Tenant read store), never the shared setting.
+    assert sent[0].token == fb.state.page_token_of(PAGE) != settings.facebook_page_token
     partners = await eventually(lambda: _async(odoo.state.find(x_facebook_psid=psid)), timeout=60)
     assert len(partners) == 1 and partners[0]["phone"] == "+33612345678"
 
