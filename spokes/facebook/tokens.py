@@ -64,10 +64,10 @@ class PageTokens:
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             # Never guess a token: wait for the store like for any platform dependency.
             raise RetryableError(f"tenant read store unavailable: {type(exc).__name__}", code="platform_unavailable") from None
+        if row is not None and row["tenant_id"] != tenant_id:
+            raise PermanentError(f"page {page_id} belongs to another tenant now", code="page_not_owned")
         if row is None or not row["sealed_token"]:
             return PageToken(self.fallback)
-        if row["tenant_id"] != tenant_id:
-            raise PermanentError(f"page {page_id} belongs to another tenant now", code="page_not_owned")
         try:
             clear = self.sealer.unseal(row["sealed_token"], page_token_context(tenant_id, page_id)).decode()
         except SealError as exc:
