@@ -56,7 +56,12 @@ def _renderer(fmt: str) -> list:
     if json_output:
         tracebacks = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
         return [tracebacks, structlog.processors.JSONRenderer()]
-    return [structlog.dev.ConsoleRenderer()]
+    # Never the locals of a failing frame: they hold tokens, secrets and people's messages.
+    try:
+        readable = structlog.dev.RichTracebackFormatter(show_locals=False)
+    except (AttributeError, ImportError, TypeError):  # rich not installed: structlog's plain tracebacks show no locals
+        return [structlog.dev.ConsoleRenderer()]
+    return [structlog.dev.ConsoleRenderer(exception_formatter=readable)]
 
 
 def dict_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:

@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     """The gateway's address as clients reach it (for the OAuth metadata); empty: http://host:port."""
     gateway_cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Web origins (comma-separated, `https://app.example.com`) whose browsers may call the REST API."""
+    gateway_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Load balancers in front of the gateway (comma-separated addresses): from them the client's
+    address is the last X-Forwarded-For entry that is not one of them (rate limits, login lockouts)."""
     gateway_rate_per_s_client: float = Field(20.0, gt=0)
     """REST requests per second per client (its principal, or its address before sign-in); bursts of 2x."""
     gateway_rate_per_s_tenant: float = Field(100.0, gt=0)
@@ -294,7 +297,12 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator(
-        "attachment_hosts", "attachment_allowed_addresses", "login_trusted_proxies", "gateway_cors_origins", mode="before"
+        "attachment_hosts",
+        "attachment_allowed_addresses",
+        "login_trusted_proxies",
+        "gateway_cors_origins",
+        "gateway_trusted_proxies",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

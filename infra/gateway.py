@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
-from aiohttp import web
+from aiohttp import web, web_protocol
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from base.logging import bind_correlation
@@ -41,7 +41,17 @@ API_TITLE = "Poseidon Hub API"
 OPENAPI_PATH = "/openapi.json"
 CORRELATION_HEADER = "X-Correlation-Id"
 CONSISTENCY_HEADER = "Poseidon-Consistency-Token"
-_EXPOSED = ("ETag", "X-Request-Id", CORRELATION_HEADER, CONSISTENCY_HEADER, "Retry-After", "Idempotent-Replayed")
+_EXPOSED = (
+    "ETag",
+    "X-Request-Id",
+    CORRELATION_HEADER,
+    CONSISTENCY_HEADER,
+    "Poseidon-Consistency",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "WWW-Authenticate",
+    "Allow",
+)
 _ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-Match", CONSISTENCY_HEADER, CORRELATION_HEADER)
 _CORRELATION = re.compile(r"^[\x21-\x7e]{1,200}$")
 _POLL_S = 0.05
@@ -108,6 +118,7 @@ class Gateway:
         self.per_client = TokenBuckets(settings.gateway_rate_per_s_client)
         self.per_tenant = TokenBuckets(settings.gateway_rate_per_s_tenant)
         self.cors_origins = frozenset(settings.gateway_cors_origins)
+        self.trusted_proxies = frozenset(settings.gateway_trusted_proxies)
         self.extensions = [make(self) for make in extensions]
         own_paths = dict(_OWN_PATHS)
         for extension in self.extensions:
@@ -129,7 +140,7 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.gateway_max_body_bytes, middlewares=[self._middleware])
         for route in self.routes:
             app.router.add_route(route.http_method, route.path, self._handler(route))
-        app.router.add_get(OPENAPI_PATH, self._openapi)
+        app.router.add_get(OPENAPI_PATH, operation("getOpenApi", self._openapi))
         for extension in self.extensions:
             extension.add_routes(app)
         return app
@@ -160,10 +171,11 @@ class Gateway:
             response = self.problem_response(request, Problem(500, "Internal error", "internal error", "Internal"))
         response.headers["X-Request-Id"] = request_id
         response.headers[CORRELATION_HEADER] = correlation_id
+        if self.cors_origins:
+            response.headers["Vary"] = "Origin"  # caches must not hand one origin's answer to another
         if origin is not None and origin.lower() in self.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = ", ".join(_EXPOSED)
-            response.headers["Vary"] = "Origin"
         metrics.HTTP_API_REQUESTS.labels(operation, str(response.status)).inc()
         metrics.HTTP_API_LATENCY.labels(operation).observe(time.perf_counter() - started)
         if response.status >= 500:
@@ -188,11 +200,11 @@ class Gateway:
         body = problem.body(request.path, request.get("request_id", ""))
         return web.json_response(body, status=problem.status, headers=problem.headers, content_type="application/problem+json")
 
-    def limit(self, request: web.Request, client: str) -> Problem | None:
+    def limit(self, request: web.Request, client: str, *, tenant_scoped: bool = True) -> Problem | None:
         """Per-client, then per-tenant token buckets: a 429 with Retry-After when empty."""
         wait = self.per_client.acquire(client)
         scope = "client"
-        tenant_id = request.match_info.get("tenant_id")
+        tenant_id = request.match_info.get("tenant_id") if tenant_scoped else None
         if wait == 0 and tenant_id:
             wait, scope = self.per_tenant.acquire(tenant_id), "tenant"
         if wait == 0:
@@ -206,40 +218,59 @@ class Gateway:
             {"Retry-After": str(seconds)},
         )
 
-    def grpc_metadata(self, request: web.Request) -> list[tuple[str, str]]:
+    def client_address(self, request: web.Request) -> str:
+        """The caller's address: the peer's, or — when the peer is one of the trusted proxies
+        (POSEIDON_GATEWAY_TRUSTED_PROXIES, a load balancer) — the last X-Forwarded-For entry
+        that is not a trusted proxy. Anything a client wrote further left is not believed."""
+        peer = request.remote or "unknown"
+        if peer not in self.trusted_proxies:
+            return peer
+        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in self.trusted_proxies:
+                return hop[:64]
+        return peer
+
+    def grpc_metadata(self, request: web.Request, *, bearer: bool = True) -> list[tuple[str, str]]:
+        """What a hub is told with a call: the ids, the client's address (Identity's login
+        limits and lockouts count per address, and believe it from the gateway, a trusted
+        proxy) and, when `bearer`, the caller's bearer token — never any other credential."""
         metadata = [
             ("x-correlation-id", request["correlation_id"]),
             ("x-request-id", request["request_id"]),
-            ("x-poseidon-client-address", request.remote or ""),
+            ("x-poseidon-client-address", self.client_address(request)),
         ]
-        if "Authorization" in request.headers:
-            metadata.append(("authorization", request.headers["Authorization"]))
+        authorization = request.headers.get("Authorization", "")
+        if bearer and authorization[:7].lower() == "bearer ":
+            metadata.append(("authorization", authorization))
         return metadata
 
     # -- routes -----------------------------------------------------------------------------
 
     def _handler(self, route: Route):
         async def handle(request: web.Request) -> web.StreamResponse:
-            client = request.remote or "unknown"
+            client = self.client_address(request)
             if not route.public:
                 try:
                     client = self.verifier.verify(_bearer(request)).id
                 except Unauthenticated as exc:
-                    return self.problem_response(request, rest.problem(401, "Unauthenticated", str(exc), _CHALLENGE))
+                    # Refused callers count against their address too: forged tokens cost a verification each.
+                    refused = self.limit(request, client, tenant_scoped=False)
+                    problem = refused or rest.problem(401, "Unauthenticated", str(exc), _CHALLENGE)
+                    return self.problem_response(request, problem)
             refused = self.limit(request, client)
             if refused is not None:
                 return self.problem_response(request, refused)
             try:
-                message = rest.build_request(
-                    route, request.match_info, _query(request), await _body(request, route), request.headers
-                )
+                body = await _body(request, route)
+                message = rest.build_request(route, request.match_info, _query(request), body, request.headers, client)
                 wanted = _wanted_version(request, route)
             except BadRequest as exc:
                 return self.problem_response(request, rest.problem(400, "InvalidArgument", str(exc)))
             except _MediaTypeError as exc:
                 return self.problem_response(request, rest.problem(415, "UnsupportedMediaType", str(exc)))
             try:
-                reply = await self._call(route, message, request, wanted)
+                reply = await self._call(route, message, request, wanted, client)
             except grpc.aio.AioRpcError as exc:
                 problem = rest.problem_of(exc.code(), exc.details() or "")
                 if problem.status >= 500:
@@ -250,21 +281,30 @@ class Gateway:
         handle.operation_id = route.operation_id  # type: ignore[attr-defined]  (the metrics label)
         return handle
 
-    async def _call(self, route: Route, message, request: web.Request, wanted: int | None):
-        """The hub's answer; a read given a consistency token is asked again (bounded)
-        while the read store does not show that write yet."""
+    async def _call(self, route: Route, message, request: web.Request, wanted: int | None, client: str):
+        """The hub's answer; a read given a consistency token is asked again while the read
+        store does not show that write yet: backing off (50, 100, 200… ms) within
+        POSEIDON_GATEWAY_CONSISTENCY_WAIT_S, each retry charged to the client's rate limit,
+        so a made-up token costs its sender, not the hub. A read still behind at the
+        deadline is answered as it is, marked `Poseidon-Consistency: stale`."""
         call = self.hubs.call(route)
         deadline = time.monotonic() + self.settings.gateway_consistency_wait_s
+        pause = _POLL_S
         while True:
             try:
-                reply = await call(message, metadata=self.grpc_metadata(request), timeout=self.settings.gateway_call_timeout_s)
+                metadata = self.grpc_metadata(request, bearer=not route.public)
+                reply = await call(message, metadata=metadata, timeout=self.settings.gateway_call_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if wanted is None or exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() >= deadline:
+                if wanted is None or exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() + pause >= deadline:
                     raise
             else:
-                if wanted is None or (rest.reply_version(reply) or 0) >= wanted or time.monotonic() >= deadline:
+                if wanted is None or (rest.reply_version(reply) or 0) >= wanted:
                     return reply
-            await asyncio.sleep(_POLL_S)
+                if time.monotonic() + pause >= deadline or self.per_client.acquire(client) > 0:
+                    request["stale"] = True
+                    return reply
+            await asyncio.sleep(pause)
+            pause *= 2
 
     def _reply(self, route: Route, request: web.Request, reply) -> web.Response:
         headers: dict[str, str] = {}
@@ -282,6 +322,8 @@ class Gateway:
                     pass
         if getattr(reply, "duplicate", False):
             headers["Idempotent-Replayed"] = "true"
+        if request.get("stale"):
+            headers["Poseidon-Consistency"] = "stale"
         return web.json_response(rest.reply_json(reply), status=route.status, headers=headers)
 
     async def _openapi(self, request: web.Request) -> web.Response:
@@ -303,6 +345,47 @@ _OWN_PATHS = {
         }
     }
 }
+
+
+class _ProblemHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering what its HTTP parser refuses (a request
+    line or header too long, a malformed request) as a problem like every other refusal
+    instead of plain text. Relies on aiohttp's RequestHandler.handle_error (pinned 3.14)."""
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None):
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        log.info("request refused by the HTTP parser", status=status, reason=(message or "")[:120])
+        rule = {400: "MalformedRequest", 413: "BodyTooLarge", 431: "HeadersTooLarge"}.get(status, "HttpError")
+        detail = "the request line or a header is too long, or the request is not valid HTTP"
+        body = {"type": f"/problems/{rule}", "title": "Invalid request", "status": status, "detail": detail, "rule": rule}
+        response = web.json_response(body, status=status, content_type="application/problem+json")
+        response.force_close()
+        return response
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _ProblemHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemRunner(web.AppRunner):
+    """An AppRunner whose connections answer HTTP-level refusals as problems (`_ProblemHandler`)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ProblemServer  # the same object, made by aiohttp, with our handler class
+        return server
+
+
+def operation(operation_id: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """`handler` under the operation id the gateway's metrics label its requests with."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    handle.operation_id = operation_id  # type: ignore[attr-defined]
+    return handle
 
 
 class _MediaTypeError(ValueError):
@@ -342,7 +425,7 @@ async def _body(request: web.Request, route: Route) -> Any:
 
 def _wanted_version(request: web.Request, route: Route) -> int | None:
     token = request.headers.get(CONSISTENCY_HEADER)
-    if token is None or route.http_method != "GET":
+    if token is None or route.http_method != "GET" or not rest.reply_has_version(route):
         return None
     path, version = rest.parse_consistency_token(token)
     return version if path == request.path else None
@@ -371,4 +454,5 @@ async def serve(settings: Settings, routes: Iterable[Route], extensions: Iterabl
         ops,
         shutdown_timeout=settings.gateway_call_timeout_s,
         path=OPENAPI_PATH,
+        runner_class=ProblemRunner,
     )

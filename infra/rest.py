@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -105,6 +106,7 @@ def methods(pb2_module, service: str) -> SimpleNamespace:
 
 def check_routes(routes: Iterable[Route]) -> None:
     """Declarations that cannot work fail at start, not on the first request."""
+    routes = list(routes)
     seen: set[tuple[str, str]] = set()
     for r in routes:
         names = {f.name for f in r.method.input_type.fields}
@@ -114,6 +116,18 @@ def check_routes(routes: Iterable[Route]) -> None:
         if (r.http_method, r.path) in seen:
             raise ValueError(f"{r.http_method} {r.path} is declared twice")
         seen.add((r.http_method, r.path))
+    reads = {r.path: r for r in routes if r.http_method == "GET"}
+    for r in routes:
+        if r.affects is None:
+            continue
+        read = reads.get(r.affects)
+        if read is None or not reply_has_version(read) or not reply_has_version(r):
+            raise ValueError(
+                f"{r.http_method} {r.path} affects {r.affects}: a consistency token needs a read of that path "
+                "and a version in both replies"
+            )
+        if missing := set(read.path_params) - set(r.path_params) - {f.name for f in r.method.output_type.fields}:
+            raise ValueError(f"{r.http_method} {r.path} affects {r.affects} but cannot fill {', '.join(sorted(missing))}")
 
 
 # -- request --------------------------------------------------------------------------------
@@ -125,8 +139,10 @@ def build_request(
     query: Mapping[str, list[str]],
     body: Any,
     headers: Mapping[str, str],
+    caller: str = "",
 ) -> Message:
-    """The method's request from the path, query string or JSON body, and headers."""
+    """The method's request from the path, query string or JSON body, and headers. The
+    Idempotency-Key becomes a command id of the `caller`'s own (`idempotency_id`)."""
     open_names = {f.name: f for f in route.open_fields()}
     values: dict[str, Any] = {}
     if route.takes_body:
@@ -143,10 +159,11 @@ def build_request(
         raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}")
     if not route.takes_body:
         for name, given in query.items():
-            values[name] = given if open_names[name].is_repeated else _single(name, given)
+            f = open_names[name]
+            values[name] = [_query_value(f, v) for v in given] if f.is_repeated else _query_value(f, _single(name, given))
     values.update(path_params)
     if route.idempotency_field and (key := headers.get("Idempotency-Key")) is not None:
-        values[route.idempotency_field] = _header_token("Idempotency-Key", key)
+        values[route.idempotency_field] = idempotency_id(caller, _header_token("Idempotency-Key", key))
     if route.version_field and (match := headers.get("If-Match")) is not None and match.strip() != "*":
         values[route.version_field] = parse_etag(match)
     request = route.request_class()()
@@ -155,6 +172,24 @@ def build_request(
     except json_format.ParseError as exc:
         raise BadRequest(_parse_error(str(exc))) from None
     return request
+
+
+def _query_value(f: FieldDescriptor, text: str) -> Any:
+    """A query string's value as the JSON value its field takes (`?active_only=true`)."""
+    if f.type == FieldDescriptor.TYPE_BOOL:
+        if text not in ("true", "false"):
+            raise BadRequest(f"query parameter {f.name} must be true or false")
+        return text == "true"
+    return text  # numbers, enums, timestamps: protobuf's JSON parser reads their text
+
+
+IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:poseidon:gateway:idempotency-key")
+
+
+def idempotency_id(caller: str, key: str) -> str:
+    """The command id an Idempotency-Key stands for: the caller's own, so two clients that
+    happen to pick one key never get each other's outcome (nor can one spoil another's key)."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{caller}\n{key}")) if caller else key
 
 
 def _single(name: str, given: list[str]) -> str:
@@ -259,7 +294,9 @@ _STATUS = {
     grpc.StatusCode.UNAVAILABLE: (503, "Unavailable", "Unavailable"),
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "No answer in time", "Timeout"),
 }
-PRECONDITION_RULES = frozenset({"VersionConflict", "StaleVersion"})
+_OWN_UNAVAILABLE = ("read store unavailable", "the hub did not answer in time")
+"""How our gRPC servers word UNAVAILABLE themselves (infra/grpc_server.py): passed on as they are."""
+PRECONDITION_RULES = frozenset({"VersionConflict"})
 """Rules that mean the If-Match version was not the current one: 412."""
 
 
@@ -269,6 +306,9 @@ def problem_of(code: grpc.StatusCode, details: str) -> Problem:
     detail = details or title
     if status == 502:
         detail = "the hub could not answer this request"  # never a hub's internal message
+    elif status in (503, 504) and not _RETRY_IN.search(detail) and not detail.startswith(_OWN_UNAVAILABLE):
+        # gRPC's own connection errors name addresses inside the platform: say what matters.
+        detail = "the hub is unavailable; retry" if status == 503 else "the hub did not answer in time; retry"
     elif m := _RULE.match(detail):
         rule, detail = m.group(1), m.group(2)
         if rule in PRECONDITION_RULES:
@@ -375,8 +415,8 @@ _PROBLEM_REF = {"application/problem+json": {"schema": {"$ref": "#/components/sc
 _REFUSALS = {
     400: "The request is malformed (the detail names the field)",
     401: "No valid bearer token (or, signing in, wrong credentials)",
-    403: "The caller's role does not allow this",
-    404: "Not found (another tenant's data looks missing too)",
+    403: "The caller's role does not allow this, or the tenant is not the caller's (exactly as if it did not exist)",
+    404: "Not found",
     409: "Refused by a rule (`rule` names it, e.g. InsufficientFunds, ChannelTaken)",
     429: "Too many requests: wait Retry-After seconds",
     503: "A hub or its read store is unavailable: retry after Retry-After seconds",
@@ -434,6 +474,10 @@ def operation(route: Route, refs: dict[str, Descriptor], links: dict[str, Any]) 
     responses: dict[str, Any] = {str(route.status): success}
     for status, why in _REFUSALS.items():  # a public method refuses wrong credentials with 401 too
         responses[str(status)] = {"description": why, "content": _PROBLEM_REF}
+    if route.takes_body:
+        responses["413"] = {"description": "The body is larger than the gateway accepts", "content": _PROBLEM_REF}
+        responses["415"] = {"description": "The body is not application/json", "content": _PROBLEM_REF}
+    responses["default"] = {"description": "An error on the platform's side", "content": _PROBLEM_REF}
     if route.version_field:
         responses["412"] = {
             "description": "If-Match names a version that is not the current one (VersionConflict)",
@@ -511,6 +555,9 @@ def openapi_document(
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(schemas.items())),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "client": {"type": "http", "scheme": "basic", "description": "An OAuth client's id and secret"},
+            },
         },
     }

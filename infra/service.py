@@ -93,11 +93,12 @@ async def serve_http_until_stopped(
     *,
     shutdown_timeout: float,
     path: str = "/",
+    runner_class: type[web.AppRunner] = web.AppRunner,
 ) -> None:
     """Serve a public aiohttp application (HTTPS when POSEIDON_HTTP_TLS is on) and its
     ops endpoint until SIGTERM / SIGINT; then stop accepting, let in-flight requests
     finish within `shutdown_timeout`, and run the application's cleanup hooks."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = runner_class(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=tls.http_server_context(settings)).start()
     await ops.start()

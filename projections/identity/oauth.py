@@ -16,14 +16,17 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import grpc
+import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from infra import rest
-from infra.gateway import Gateway
+from infra.gateway import Gateway, operation
 from infra.security import Unauthenticated
 from schemas.protos import identity_pb2, identity_pb2_grpc
+
+log = structlog.get_logger(__name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -71,9 +74,9 @@ class OAuth:
         return identity_pb2_grpc.IdentityStub(self.gateway.hubs.channel("identity"))
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get(JWKS_PATH, _named("getJwks", self.jwks))
-        app.router.add_get(METADATA_PATH, _named("getAuthorizationServerMetadata", self.metadata))
-        app.router.add_post(TOKEN_PATH, _named("issueToken", self.token))
+        app.router.add_get(JWKS_PATH, operation("getJwks", self.jwks))
+        app.router.add_get(METADATA_PATH, operation("getAuthorizationServerMetadata", self.metadata))
+        app.router.add_post(TOKEN_PATH, operation("issueToken", self.token))
 
     # -- JWKS and metadata ----------------------------------------------------------------
 
@@ -82,7 +85,7 @@ class OAuth:
         if self._jwks is None or now - self._jwks[0] > JWKS_CACHE_S:
             try:
                 keys = await self.stub().GetSigningKeys(
-                    identity_pb2.GetSigningKeysRequest(), metadata=self.gateway.grpc_metadata(request), timeout=5
+                    identity_pb2.GetSigningKeysRequest(), metadata=self.gateway.grpc_metadata(request, bearer=False), timeout=5
                 )
             except grpc.aio.AioRpcError as exc:
                 return self.gateway.problem_response(request, rest.problem_of(exc.code(), exc.details() or ""))
@@ -100,7 +103,6 @@ class OAuth:
                 "grant_types_supported": list(GRANTS),
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
                 "response_types_supported": [],
-                "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
                 "service_documentation": f"{base}/openapi.json",
                 "poseidon_audience": settings.jwt_audience,
                 "poseidon_sign_in": f"{base}/v1/sessions",
@@ -110,7 +112,7 @@ class OAuth:
     # -- the token endpoint ---------------------------------------------------------------
 
     async def token(self, request: web.Request) -> web.Response:
-        refused = self.gateway.limit(request, request.remote or "unknown")
+        refused = self.gateway.limit(request, self.gateway.client_address(request))
         if refused is not None:
             return _error(OAuthError(429, "temporarily_unavailable", refused.detail, refused.headers))
         try:
@@ -133,7 +135,9 @@ class OAuth:
     async def _refresh(self, request: web.Request, refresh_token: str) -> dict[str, Any]:
         try:
             pair = await self.stub().Refresh(
-                identity_pb2.RefreshRequest(refresh_token=refresh_token), metadata=self.gateway.grpc_metadata(request), timeout=30
+                identity_pb2.RefreshRequest(refresh_token=refresh_token),
+                metadata=self.gateway.grpc_metadata(request, bearer=False),
+                timeout=30,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
@@ -142,7 +146,7 @@ class OAuth:
         return {**_token_body(pair), "refresh_token": pair.refresh_token, "refresh_expires_in": pair.refresh_expires_in}
 
     async def _client_credentials(self, request: web.Request, client_id: str, client_secret: str) -> dict[str, Any]:
-        metadata = self.gateway.grpc_metadata(request)
+        metadata = self.gateway.grpc_metadata(request, bearer=False)  # the Basic credentials stay here
         try:
             pair = await self.stub().Login(
                 identity_pb2.LoginRequest(login=client_id, password=client_secret), metadata=metadata, timeout=30
@@ -157,7 +161,10 @@ class OAuth:
             kind = ""
         if kind != "service":  # a person's login is not a client: end the session it just opened
             own = [("authorization", f"Bearer {pair.access_token}")]
-            await self.stub().Revoke(identity_pb2.RevokeRequest(session_id=pair.session_id), metadata=own, timeout=30)
+            try:
+                await self.stub().Revoke(identity_pb2.RevokeRequest(session_id=pair.session_id), metadata=own, timeout=30)
+            except grpc.aio.AioRpcError as exc:  # the session expires by itself; the client is refused either way
+                log.warning("could not end the session a person's login opened at the token endpoint", code=exc.code().name)
             raise _invalid_client()
         return _token_body(pair)  # no refresh token for client credentials (RFC 6749 §4.4.3)
 
@@ -224,7 +231,7 @@ class OAuth:
                     "operationId": "issueToken",
                     "summary": "OAuth 2.0 token endpoint: client_credentials (service principals) and refresh_token (rotating).",
                     "tags": ["identity"],
-                    "security": [{"client": []}, {}],
+                    "security": [{"client": []}, {}],  # HTTP Basic, or the client's id and secret in the form
                     "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": form}}},
                     "responses": {
                         "200": {"description": "An access token", "content": {"application/json": {"schema": token}}},
@@ -239,14 +246,6 @@ class OAuth:
                 }
             },
         }
-
-
-def _named(operation_id: str, handler):
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    handle.operation_id = operation_id  # type: ignore[attr-defined]  (the gateway's metrics label)
-    return handle
 
 
 def _problem() -> dict:

@@ -60,6 +60,8 @@ from schemas.contracts import Command
 from schemas.protos import tenant_pb2, tenant_pb2_grpc
 
 COMMAND_TIMEOUT_S = 15.0
+NEW_TENANT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:poseidon:tenant:new")
+"""The id of a tenant created without one but with a command id: the same for a resend."""
 PROJECTION_WAIT_S = 3.0
 """How long a command reply waits for the read store to show its effect, so the
 caller's next query (and every role check) already sees it."""
@@ -192,7 +194,12 @@ class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
         self, request: tenant_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
     ) -> tenant_pb2.CommandReply:
         caller = current_principal()
-        tenant_id = _canonical_tenant(request.tenant_id) if request.tenant_id else str(uuid.uuid4())
+        if request.tenant_id:
+            tenant_id = _canonical_tenant(request.tenant_id)
+        elif request.command_id:  # a resend of the same command must name the same new tenant
+            tenant_id = str(uuid.uuid5(NEW_TENANT_NAMESPACE, f"{caller.id}\n{request.command_id}"))
+        else:
+            tenant_id = str(uuid.uuid4())
         if not request.name.strip() or len(request.name) > MAX_NAME:
             raise InvalidArgument(f"name must be 1 to {MAX_NAME} characters and not blank")
         if _is_platform(caller):
@@ -596,7 +603,6 @@ def _routes() -> tuple[Route, ...]:
             "Connect the Facebook page the admin proved control of (code and state from the Login redirect).",
             201,
             idempotency_field="command_id",
-            affects=tenant_path + "/channels",
         ),
     )
 

@@ -33,7 +33,10 @@ async def api(platform):
         for role in ("processor", "projector", "grpc"):
             await asyncio.to_thread(platform.wait_healthy, f"{hub}-{role}", 90)
     port = free_port([*platform.settings.grpc_ports.values(), *(p.ops_port for p in platform.procs.values())])
-    platform.launch("gateway", "gateway", env={"POSEIDON_GATEWAY_PORT": str(port)})
+    # The test client plays a load balancer too: X-Forwarded-For names the client behind it.
+    platform.launch(
+        "gateway", "gateway", env={"POSEIDON_GATEWAY_PORT": str(port), "POSEIDON_GATEWAY_TRUSTED_PROXIES": "127.0.0.1"}
+    )
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
         yield Api(http, platform)
 
@@ -129,12 +132,13 @@ async def test_an_admin_invites_an_agent_who_signs_in_and_reads_a_viewer_cannot_
 
 async def test_an_idempotency_key_resend_gets_the_first_outcome_and_applies_once(api):
     _, alice = await api.person(_login())
+    _, bob = await api.person(_login())
     tenant = f"idem-{uuid.uuid4().hex[:8]}"
     key = f"create-{uuid.uuid4()}"
     first = await api.call("POST", "/v1/tenants", alice, {"tenant_id": tenant, "name": "Once"}, {"Idempotency-Key": key})
     again = await api.call("POST", "/v1/tenants", alice, {"tenant_id": tenant, "name": "Once"}, {"Idempotency-Key": key})
     assert first[0] == again[0] == 201
-    assert first[1]["command_id"] == again[1]["command_id"] == key
+    assert first[1]["command_id"] == again[1]["command_id"]
     assert again[1]["duplicate"] is True and again[2]["Idempotent-Replayed"] == "true"
     assert again[1]["version"] == first[1]["version"]
     # Without the key, the same create is a new command, refused by the aggregate's rule.
@@ -143,6 +147,19 @@ async def test_an_idempotency_key_resend_gets_the_first_outcome_and_applies_once
     _problem(409, body, headers)
     events = await tenant_events(api.platform.settings, tenant)
     assert [d.name for d in events].count("poseidon.tenant.TenantCreated") == 1
+
+    # Another client's same key is its own: its write is decided, not answered with alice's outcome.
+    other = f"idem-{uuid.uuid4().hex[:8]}"
+    status, mine, headers = await api.call(
+        "POST", "/v1/tenants", bob, {"tenant_id": other, "name": "Mine"}, {"Idempotency-Key": key}
+    )
+    assert status == 201 and mine["tenant_id"] == other and not mine["duplicate"] and "Idempotent-Replayed" not in headers
+
+    # A create without a tenant id, resent with its key, names the same new tenant once.
+    unnamed = f"unnamed-{uuid.uuid4()}"
+    one = await api.call("POST", "/v1/tenants", alice, {"name": "Unnamed"}, {"Idempotency-Key": unnamed})
+    two = await api.call("POST", "/v1/tenants", alice, {"name": "Unnamed"}, {"Idempotency-Key": unnamed})
+    assert one[0] == two[0] == 201 and one[1]["tenant_id"] == two[1]["tenant_id"] and two[1]["duplicate"] is True
 
 
 async def test_if_match_with_a_stale_version_is_refused_with_412_and_the_current_version_wins(api):
@@ -181,6 +198,17 @@ async def test_a_read_given_the_consistency_token_of_a_write_shows_that_write(ap
     status, body, headers = await api.call("GET", f"/v1/tenants/{tenant}", alice, headers={"Poseidon-Consistency-Token": "%%%"})
     assert status == 400
     _problem(400, body, headers)
+
+    # A token naming a version the tenant never reaches: the read waits a bounded time, then
+    # answers what there is, marked stale (each retry charged to the caller, not free for the hub).
+    from infra import rest
+
+    ahead = rest.consistency_token(f"/v1/tenants/{tenant}", read["version"] + 1000)
+    started = asyncio.get_running_loop().time()
+    status, late, headers = await api.call("GET", f"/v1/tenants/{tenant}", alice, headers={"Poseidon-Consistency-Token": ahead})
+    waited = asyncio.get_running_loop().time() - started
+    assert status == 200 and headers["Poseidon-Consistency"] == "stale" and late["version"] == read["version"]
+    assert waited <= api.platform.settings.gateway_consistency_wait_s + 2
 
 
 async def test_the_request_and_correlation_ids_come_back_and_the_correlation_id_reaches_the_events(api):
@@ -273,6 +301,17 @@ async def test_the_oauth_token_endpoint_serves_client_credentials_to_services_an
     assert rotated["refresh_token"] != pair["refresh_token"]
     async with api.http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}) as r:
         assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate_limit(api, platform):
+    async def refresh(client: str) -> int:
+        headers = {"X-Forwarded-For": f"198.51.100.99, {client}"}  # the leftmost entry is the client's word: ignored
+        status, _, _ = await api.call("POST", "/v1/sessions/refresh", body={"refresh_token": "nope"}, headers=headers)
+        return status
+
+    statuses = [await refresh("203.0.113.7") for _ in range(int(platform.settings.gateway_rate_per_s_client * 2) + 10)]
+    assert statuses[0] == 401 and statuses[-1] == 429
+    assert await refresh("203.0.113.8") == 401  # another client behind the same proxy is not held back
 
 
 async def test_a_client_over_its_rate_gets_429_with_retry_after(api, platform):

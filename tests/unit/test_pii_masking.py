@@ -127,3 +127,22 @@ def test_a_dead_letter_summary_masks_the_whole_payload_before_cutting_it():
     )  # fmt: skip
     summary = payload_summary(codec, record)
     assert summary.startswith("CreditFunds ") and '"amount": 5' in summary and SECRET_LOCAL not in summary
+
+
+def test_a_console_traceback_never_prints_the_failing_frames_locals(capsys):
+    import structlog
+
+    from base import logging as platform_logging
+
+    platform_logging.configure("INFO", "console")
+
+    def token_endpoint():
+        client_secret = "-".join(("s3cr3t", "of", "a", "client"))  # noqa: F841  (a local: built, so the source line shows no value)
+        raise ValueError("the hub failed")
+
+    try:
+        token_endpoint()
+    except ValueError:
+        structlog.get_logger("test").exception("request failed")
+    printed = capsys.readouterr().err
+    assert "the hub failed" in printed and "s3cr3t-of-a-client" not in printed

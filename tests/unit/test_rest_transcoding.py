@@ -9,7 +9,7 @@ import pytest
 from infra import rest
 from infra.rest import BadRequest, Route, methods
 from poseidon import bootstrap
-from schemas.protos import config_pb2, tenant_pb2, wallet_pb2
+from schemas.protos import app_pb2, config_pb2, tenant_pb2, wallet_pb2
 
 CONFIG = methods(config_pb2, "ConfigService")
 TENANT = methods(tenant_pb2, "TenantMembership")
@@ -21,8 +21,8 @@ LEDGER = Route(
 )
 
 
-def build(route, path=None, query=None, body=None, headers=None):
-    return rest.build_request(route, path or {}, query or {}, body, headers or {})
+def build(route, path=None, query=None, body=None, headers=None, caller=""):
+    return rest.build_request(route, path or {}, query or {}, body, headers or {}, caller)
 
 
 def test_path_body_and_headers_fill_the_request_and_the_headers_fill_only_their_fields():
@@ -116,6 +116,9 @@ def test_the_document_has_one_operation_per_route_unique_ids_and_links_to_existi
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
     assert len(ids) == len(set(ids)) == len(bootstrap.http_routes()) + 4  # + openapi, JWKS, metadata, token
+    schemes = document["components"]["securitySchemes"]
+    for op in operations:
+        assert all(name in schemes for requirement in op.get("security", []) for name in requirement), op["operationId"]
     for op in operations:
         for response in op["responses"].values():
             for link in response.get("links", {}).values():
@@ -130,3 +133,36 @@ def test_the_document_has_one_operation_per_route_unique_ids_and_links_to_existi
     balance = document["components"]["schemas"]["poseidon.wallet.v1.Balance"]
     assert balance["properties"]["balance"]["type"] == ["integer", "string"]
     assert balance["properties"]["updated_at"] == {"type": "string", "format": "date-time"}
+
+
+def test_an_idempotency_key_is_the_callers_own_command_id():
+    alice = build(SET_VALUE, {"key": "k"}, body={}, headers={"Idempotency-Key": "k-1"}, caller="alice")
+    again = build(SET_VALUE, {"key": "k"}, body={}, headers={"Idempotency-Key": "k-1"}, caller="alice")
+    bob = build(SET_VALUE, {"key": "k"}, body={}, headers={"Idempotency-Key": "k-1"}, caller="bob")
+    assert alice.request_id == again.request_id != bob.request_id
+    assert "k-1" not in alice.request_id
+
+
+def test_a_boolean_query_parameter_is_true_or_false():
+    route = Route("GET", "/v1/tenants/{tenant_id}/subscriptions", methods(app_pb2, "AppQuery").ListSubscriptions, "Subs")
+    assert build(route, {"tenant_id": "t"}, {"active_only": ["true"]}).active_only is True
+    assert build(route, {"tenant_id": "t"}, {"active_only": ["false"]}).active_only is False
+    with pytest.raises(BadRequest, match="true or false"):
+        build(route, {"tenant_id": "t"}, {"active_only": ["yes"]})
+
+
+def test_a_write_may_hand_out_consistency_tokens_only_for_a_read_with_a_version():
+    channels = methods(tenant_pb2, "TenantQuery").ListChannels
+    connect = methods(tenant_pb2, "TenantChannels").ConnectChannel
+    read = Route("GET", "/v1/tenants/{tenant_id}/channels", channels, "Channels")
+    write = Route("POST", "/v1/tenants/{tenant_id}/channels", connect, "Connect", affects="/v1/tenants/{tenant_id}/channels")
+    with pytest.raises(ValueError, match="consistency token"):
+        rest.check_routes([read, write])
+
+
+def test_an_unavailable_hub_is_reported_without_the_platforms_inner_addresses():
+    inner = "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.3.7:50056: Connection refused"
+    p = rest.problem_of(grpc.StatusCode.UNAVAILABLE, inner)
+    assert p.status == 503 and "10.0.3.7" not in p.detail and p.headers["Retry-After"] == "1"
+    assert rest.problem_of(grpc.StatusCode.UNAVAILABLE, "read store unavailable, retry later").detail.startswith("read store")
+    assert "50056" not in rest.problem_of(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded at 10.0.3.7:50056").detail
