@@ -109,6 +109,11 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
     # -- sign-up ------------------------------------------------------------
 
     async def Register(self, request, context) -> identity_pb2.RegisterReply:
+        # Public, and it hashes a password: counted per address like a login, so sign-ups
+        # cannot starve the hash slots sign-ins share.
+        wait = self._attempts.acquire(self._client_address(context))
+        if wait > 0:
+            raise ResourceExhausted(f"too many attempts from this address; retry in {math.ceil(wait)} s")
         return await self._register(request, "user", "self-signup", context)
 
     async def RegisterService(self, request, context) -> identity_pb2.RegisterReply:
