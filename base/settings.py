@@ -159,8 +159,9 @@ class Settings(BaseSettings):
     """Login attempts per client address per minute (burst: the same number), counted before
     any password is hashed; beyond it the Identity hub answers RESOURCE_EXHAUSTED with the wait."""
     login_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1", "::1")
-    """Addresses whose `x-poseidon-client-address` metadata is believed (the dashboard, the API
-    gateway log in on behalf of browsers); any other caller's own address is its source."""
+    """Addresses or networks (`10.0.0.0/8`: a pod network) whose `x-poseidon-client-address` metadata
+    is believed (the dashboard, the API gateway log in on behalf of browsers); any other caller's own
+    address is its source."""
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
     token: str = Field("", repr=False)
@@ -174,7 +175,7 @@ class Settings(BaseSettings):
     gateway_cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Web origins (comma-separated, `https://app.example.com`) whose browsers may call the REST API."""
     gateway_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    """Load balancers in front of the gateway (comma-separated addresses): from them the client's
+    """Load balancers in front of the gateway (comma-separated addresses or networks): from them the client's
     address is the last X-Forwarded-For entry that is not one of them (rate limits, login lockouts)."""
     gateway_rate_per_s_client: float = Field(20.0, gt=0)
     """REST requests per second per client (its principal, or its address before sign-in); bursts of 2x."""
@@ -308,6 +309,16 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item).strip().lower().rstrip(".") for item in items if str(item).strip())
+
+    @field_validator("login_trusted_proxies", "gateway_trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+        return value
 
     @field_validator("inbound_saga_deadlines_s", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ roles; per-client and per-tenant rate limits; refusals as RFC 9457 problems."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import time
@@ -31,7 +32,7 @@ from infra.grpc_client import grpc_target
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
 from infra.rest import BadRequest, Problem, Route
-from infra.security import TokenVerifier, Unauthenticated
+from infra.security import AddressSet, TokenVerifier, Unauthenticated
 from infra.service import serve_http_until_stopped
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,7 @@ class Gateway:
         self.per_client = TokenBuckets(settings.gateway_rate_per_s_client)
         self.per_tenant = TokenBuckets(settings.gateway_rate_per_s_tenant)
         self.cors_origins = frozenset(settings.gateway_cors_origins)
-        self.trusted_proxies = frozenset(settings.gateway_trusted_proxies)
+        self.trusted_proxies = AddressSet(settings.gateway_trusted_proxies)
         self.extensions = [make(self) for make in extensions]
         own_paths = dict(_OWN_PATHS)
         for extension in self.extensions:
@@ -228,7 +229,10 @@ class Gateway:
         hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
         for hop in reversed(hops):
             if hop not in self.trusted_proxies:
-                return hop[:64]
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:  # not an address: the proxy chain cannot be believed past it
+                    return peer
         return peer
 
     def grpc_metadata(self, request: web.Request, *, bearer: bool = True) -> list[tuple[str, str]]:

@@ -162,6 +162,10 @@ def build_request(
             f = open_names[name]
             values[name] = [_query_value(f, v) for v in given] if f.is_repeated else _query_value(f, _single(name, given))
     values.update(path_params)
+    if route.http_method in WRITE_METHODS and not route.idempotency_field and "Idempotency-Key" in headers:
+        raise BadRequest("this operation takes no Idempotency-Key (it is safe to repeat, or has no command id)")
+    if not route.version_field and "If-Match" in headers:
+        raise BadRequest("this operation takes no If-Match (its hub checks no expected version)")
     if route.idempotency_field and (key := headers.get("Idempotency-Key")) is not None:
         values[route.idempotency_field] = idempotency_id(caller, _header_token("Idempotency-Key", key))
     if route.version_field and (match := headers.get("If-Match")) is not None and match.strip() != "*":
@@ -424,7 +428,9 @@ _REFUSALS = {
 }
 
 
-def operation(route: Route, refs: dict[str, Descriptor], links: dict[str, Any]) -> dict[str, Any]:
+def operation(
+    route: Route, refs: dict[str, Descriptor], links: dict[str, Any], affected: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The OpenAPI operation object of a route."""
     params: list[dict[str, Any]] = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, **route.fields.get(p, {})}}
@@ -536,8 +542,9 @@ def openapi_document(
     routes = list(routes)
     refs: dict[str, Descriptor] = {}
     paths: dict[str, dict[str, Any]] = {}
+    affected = frozenset(r.affects for r in routes if r.affects)
     for route in routes:
-        paths.setdefault(route.path, {})[route.http_method.lower()] = operation(route, refs, links_of(route, routes))
+        paths.setdefault(route.path, {})[route.http_method.lower()] = operation(route, refs, links_of(route, routes), affected)
     for path, item in (extra_paths or {}).items():
         paths.setdefault(path, {}).update(item)
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}

@@ -7,6 +7,7 @@ hub's memberships. It decides nothing about any hub's data."""
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import time
 import uuid
@@ -314,6 +315,24 @@ class TokenVerifier:
             id=str(claims["sub"]), kind=str(claims.get("kind", "user")), scopes=scopes, token_id=str(claims.get("jti", ""))
         )
         return principal, float(claims["exp"]), kid
+
+
+class AddressSet:
+    """Trusted proxies: exact addresses or networks (`10.0.0.0/8`, `fd00::/8`), as a
+    Kubernetes pod network needs. Anything that is not an IP address is in no set."""
+
+    def __init__(self, entries: Iterable[str]):
+        self.networks = tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+    def __contains__(self, address: object) -> bool:
+        try:
+            ip = ipaddress.ip_address(str(address).strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:

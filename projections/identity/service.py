@@ -71,7 +71,15 @@ from infra.command_client import CommandResult, new_meta
 from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ResourceExhausted, ServiceDeps
 from infra.ratelimit import TokenBuckets
 from infra.rest import Route, methods
-from infra.security import ALGORITHM, PLATFORM_SCOPE, PermissionDenied, TokenIssuer, Unauthenticated, current_principal
+from infra.security import (
+    ALGORITHM,
+    PLATFORM_SCOPE,
+    AddressSet,
+    PermissionDenied,
+    TokenIssuer,
+    Unauthenticated,
+    current_principal,
+)
 from projections.identity import PROJECTION, queries
 from schemas.contracts import Command, InvalidCommand
 from schemas.protos import identity_pb2, identity_pb2_grpc
@@ -103,7 +111,7 @@ class IdentityService(identity_pb2_grpc.IdentityServicer):
         self._decoy_hash = hash_password(secrets.token_urlsafe(24))
         per_minute = deps.settings.login_rate_per_min
         self._attempts = TokenBuckets(per_minute / 60.0, per_minute)
-        self._trusted = frozenset(deps.settings.login_trusted_proxies)
+        self._trusted = AddressSet(deps.settings.login_trusted_proxies)
         self._background: set[asyncio.Task] = set()
 
     # -- sign-up ------------------------------------------------------------

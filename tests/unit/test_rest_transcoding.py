@@ -166,3 +166,15 @@ def test_an_unavailable_hub_is_reported_without_the_platforms_inner_addresses():
     assert p.status == 503 and "10.0.3.7" not in p.detail and p.headers["Retry-After"] == "1"
     assert rest.problem_of(grpc.StatusCode.UNAVAILABLE, "read store unavailable, retry later").detail.startswith("read store")
     assert "50056" not in rest.problem_of(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded at 10.0.3.7:50056").detail
+
+
+def test_headers_an_operation_does_not_take_are_refused_not_ignored():
+    invite = Route("POST", "/v1/tenants/{tenant_id}/invitations", TENANT.InviteMember, "Invite", idempotency_field="command_id")
+    with pytest.raises(BadRequest, match="If-Match"):
+        build(invite, {"tenant_id": "t"}, body={}, headers={"If-Match": '"3"'})
+    check = Route("POST", "/v1/x/{tenant_id}", methods(app_pb2, "AppQuery").CheckGuards, "Check")
+    with pytest.raises(BadRequest, match="Idempotency-Key"):
+        build(check, {"tenant_id": "t"}, body={}, headers={"Idempotency-Key": "k"})
+    assert (
+        build(LEDGER, {"tenant_id": "t", "wallet_id": "w"}, headers={"Idempotency-Key": "k"}).tenant_id == "t"
+    )  # a read: harmless

@@ -192,3 +192,14 @@ def test_a_read_store_can_have_a_database_of_its_own_from_a_variable_or_a_secret
     assert settings.dsn_for("saga") == "postgresql://saga:s3cret@db2/sagas"
     assert settings.dsn_for("tenant") == settings.pg_dsn
     assert "s3cret" not in repr(settings)
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_anything_else_is_refused_by_name():
+    from infra.security import AddressSet
+
+    settings = Settings(login_trusted_proxies="10.0.0.0/8, ::1", gateway_trusted_proxies="192.0.2.10")
+    pods = AddressSet(settings.login_trusted_proxies)
+    assert "10.3.4.5" in pods and "::1" in pods and "11.0.0.1" not in pods and "not-an-ip" not in pods
+    assert "192.0.2.10" in AddressSet(settings.gateway_trusted_proxies) and not AddressSet(())
+    with pytest.raises(SettingsError, match="POSEIDON_GATEWAY_TRUSTED_PROXIES.*'lb.internal' is not an IP"):
+        bootstrap.settings({"POSEIDON_GATEWAY_TRUSTED_PROXIES": "lb.internal"})
