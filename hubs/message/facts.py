@@ -30,7 +30,7 @@ from hubs.message.routing import MESSAGING_FEATURE, BillingVerdict, ChannelOwner
 from hubs.tenant.aggregate import ACCOUNT_ID
 
 WANTED: Mapping[str, frozenset[str]] = {
-    "tenant.events": frozenset({"ChannelConnected", "ChannelReconnected", "ChannelDisconnected"}),
+    "tenant.events": frozenset({"ChannelConnected", "ChannelReconnected", "ChannelDisconnected", "ChannelMoved"}),
     "app.events": frozenset({"AppRegistered", "AppSubscribed", "AppResubscribed", "AppUnsubscribed", "SubscriptionGuardsSet"}),
     "billing.events": frozenset({"EntitlementGranted", "EntitlementChanged", "EntitlementCancelled", "UsageReported"}),
     "wallet.events": frozenset({"WalletOpened", "WalletClosed"}),
@@ -83,6 +83,10 @@ class RoutingView:
         tenant, aggregate = env["tenant_id"], env["aggregate_id"]
         if kind in ("ChannelConnected", "ChannelReconnected", "ChannelDisconnected"):
             self.channels[(record["channel"], record["account_id"])] = ChannelOwner(tenant, kind != "ChannelDisconnected")
+        elif kind == "ChannelMoved":
+            # Recorded under the old owner; the new owner's ChannelReconnected follows. In between
+            # the account is the new owner's, not connected yet: nothing routes to the old owner.
+            self.channels[(record["channel"], record["account_id"])] = ChannelOwner(record["to_tenant_id"], False)
         elif kind == "AppRegistered":
             facts = AppFacts(tenant, record["visibility"], frozenset(record["channels"]))
             self.apps[aggregate] = _App(facts, record["kind"])

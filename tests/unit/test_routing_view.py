@@ -81,6 +81,19 @@ def test_a_page_nobody_connected_has_no_owner_and_a_disconnected_one_says_so():
     assert view.owner("facebook", PAGE).connected is True
 
 
+def test_a_moved_page_routes_to_its_old_owner_no_more_and_to_the_new_one_once_it_is_reconnected_there():
+    view = acme()
+    moved = event(
+        "ChannelMoved", "acme", "ch-1", channel="facebook", account_id=PAGE, from_tenant_id="acme", to_tenant_id="zenith",
+        proof="facebook_login",
+    )  # fmt: skip
+    fold(view, "tenant.events", moved)
+    assert (view.owner("facebook", PAGE).tenant_id, view.owner("facebook", PAGE).connected) == ("zenith", False)
+    assert decide_route(item(), view.gather(item(), NOW)).tenant_id == "zenith"  # refused there, never acme's bot
+    fold(view, "tenant.events", event("ChannelReconnected", "zenith", "ch-1", channel="facebook", account_id=PAGE))
+    assert (view.owner("facebook", PAGE).tenant_id, view.owner("facebook", PAGE).connected) == ("zenith", True)
+
+
 def test_an_unsubscribed_app_is_not_a_candidate_and_a_resubscribed_one_is_again():
     view = fold(acme(), "app.events", event("AppUnsubscribed", "acme", "sub-bot"))
     assert view.gather(item(), NOW).subscriptions == ()
