@@ -11,11 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from hubs.message.commands import RecordOutboundMessage
 from infra.arguments import tenant, uuid_of
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.command_client import new_meta
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
 from infra.rest import UUID_FIELD, Route, methods
+from infra.security import current_principal
 from projections.message import PROJECTION, queries
+from schemas.contracts import InvalidCommand
 from schemas.protos import message_pb2, message_pb2_grpc
 
 # Page tokens keep the prefixes they had before infra.paging, so tokens already handed out still work.
@@ -166,13 +170,56 @@ def _conversation_cursor(key: str) -> tuple[datetime, uuid.UUID]:
     return _EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(conversation_id)
 
 
+MAX_REPLY = 2000
+"""Characters of an agent's reply: Messenger's limit for a text message."""
+COMMAND_TIMEOUT_S = 15.0
+REPLY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:poseidon:message:agent-reply")
+
+
+class MessageAgents(message_pb2_grpc.MessageAgentsServicer):
+    def __init__(self, deps: ServiceDeps):
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+
+    async def ReplyToConversation(
+        self, request: message_pb2.ReplyToConversationRequest, context: grpc.aio.ServicerContext
+    ) -> message_pb2.AgentReply:
+        tenant_id, conversation_id = tenant(request.tenant_id), _conversation_id(request.conversation_id)
+        if not request.text.strip() or len(request.text) > MAX_REPLY:
+            raise InvalidArgument(f"text must be 1 to {MAX_REPLY} characters and not blank")
+        if len(request.command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        await self.authorizer.require(tenant_id, "agent")
+        if await queries.conversation(self.pool, tenant_id, conversation_id) is None:
+            raise _conversation_not_found(tenant_id, conversation_id)
+        caller = current_principal()
+        command_id = request.command_id or str(uuid.uuid4())
+        # The message id follows from the command: a resend names the same message.
+        key = f"{caller.id}\n{command_id}"
+        message_id = f"agent-{uuid.uuid5(REPLY_NAMESPACE, key)}"
+        meta = new_meta(str(conversation_id), tenant_id, actor=caller.id, command_id=command_id)
+        command = RecordOutboundMessage(meta, message_id=message_id, text=request.text, in_reply_to="")
+        result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+        if not result.accepted:
+            if result.rejection == InvalidCommand.__name__:
+                raise InvalidArgument(result.reason)
+            raise FailedPrecondition(f"{result.rejection}: {result.reason}")
+        return message_pb2.AgentReply(
+            tenant_id=tenant_id,
+            conversation_id=str(conversation_id),
+            message_id=message_id,
+            version=result.version,
+            duplicate=result.duplicate,
+        )
+
+
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     message_pb2_grpc.add_MessageQueryServicer_to_server(MessageQueries(deps), server)
+    message_pb2_grpc.add_MessageAgentsServicer_to_server(MessageAgents(deps), server)
 
 
 def _routes() -> tuple[Route, ...]:
     """The REST operations of this service (the API gateway answers them with these methods)."""
-    m = methods(message_pb2, "MessageQuery")
+    m, agents = methods(message_pb2, "MessageQuery"), methods(message_pb2, "MessageAgents")
     return (
         Route(
             "GET",
@@ -193,14 +240,27 @@ def _routes() -> tuple[Route, ...]:
             m.GetMessage,
             "One message with its routing and delivery.",
         ),
+        Route(
+            "POST",
+            "/v1/tenants/{tenant_id}/conversations/{conversation_id}/messages",
+            agents.ReplyToConversation,
+            "An agent's reply: recorded, then sent on the conversation's channel (delivery on the message).",
+            201,
+            idempotency_field="command_id",
+            fields={"text": {"minLength": 1, "maxLength": MAX_REPLY}},
+        ),
     )
 
 
 SERVICE = QueryService(
     hub="message",
     read_model=PROJECTION,
-    service_names=(message_pb2.DESCRIPTOR.services_by_name["MessageQuery"].full_name,),
+    service_names=(
+        message_pb2.DESCRIPTOR.services_by_name["MessageQuery"].full_name,
+        message_pb2.DESCRIPTOR.services_by_name["MessageAgents"].full_name,
+    ),
     add_to_server=_add_to_server,
+    sends_commands=True,
     http_routes=_routes(),
     http_fields={
         "conversation_id": UUID_FIELD,

@@ -42,6 +42,7 @@ from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
 from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
 from spokes.facebook.policy import AT_MOST_ONCE, DeliveryPolicies, opened_policies
 from spokes.facebook.tokens import PageTokens, opened_tokens
+from spokes.facebook.translate import HUMAN_AGENT
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
         psid=record["contact_id"],
         text=record["text"],
         last_inbound_at=last_inbound if last_inbound and last_inbound.timestamp() > 0 else None,
+        tag=HUMAN_AGENT,  # a person wrote it (not the bot): Messenger allows it up to 7 days after the contact's message
     )  # fmt: skip
 
 
@@ -106,7 +108,9 @@ class Message:
     """What an attempt's status reports' ids derive from: its claim's command id."""
 
 
-async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at) -> Outcome:
+async def _deliver(
+    ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at, tag: str = ""
+) -> Outcome:
     """Record the intent, send unless the message is already out (or its earlier
     attempt's outcome is unknown and the tenant wants it at most once), report."""
     at_most_once = await ctx.resources.policies.of(message.tenant_id) == AT_MOST_ONCE
@@ -128,6 +132,7 @@ async def _deliver(ctx: SpokeContext, message: Message, *, page_id: str, psid: s
             text=text,
             last_inbound_at=last_inbound_at,
             now=datetime.now(UTC),
+            tag=tag,
             at_most_once=at_most_once,
         )
     except PermanentError as exc:  # e.g. re-authorisation needed: the message failed, say so
