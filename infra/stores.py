@@ -6,6 +6,8 @@ Queries through these pools name their schema (they set no search_path)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -42,3 +44,20 @@ class Stores:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
+
+
+@asynccontextmanager
+async def lazy_pool(settings: Settings, store: str, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on `store`'s read store (wherever its database is) that connects on
+    first use, so whoever holds it starts while PostgreSQL is away; closed on exit."""
+    pool = await asyncpg.create_pool(
+        settings.dsn_for(store),
+        min_size=0,
+        max_size=max_size,
+        server_settings={"search_path": settings.pg_schema(store)},
+        reset=keep_session,
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

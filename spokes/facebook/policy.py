@@ -18,7 +18,7 @@ import structlog
 
 from base.settings import Settings
 from hubs.config.resolve import ScopedValue, effective
-from infra.stores import keep_session
+from infra.stores import lazy_pool
 from projections.config.queries import values_of_key
 
 log = structlog.get_logger(__name__)
@@ -66,14 +66,5 @@ class DeliveryPolicies:
 async def opened_policies(settings: Settings) -> AsyncIterator[DeliveryPolicies]:
     """For the spoke's lifetime: a small pool on the Config read store (wherever its
     database is), connecting on first use, so the spoke starts while PostgreSQL is away."""
-    pool = await asyncpg.create_pool(
-        settings.dsn_for("config"),
-        min_size=0,
-        max_size=2,
-        server_settings={"search_path": settings.pg_schema("config")},
-        reset=keep_session,
-    )
-    try:
+    async with lazy_pool(settings, "config") as pool:
         yield DeliveryPolicies(pool, settings.facebook_delivery_policy)
-    finally:
-        await pool.close()

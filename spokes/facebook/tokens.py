@@ -23,7 +23,7 @@ from base.settings import Settings
 from hubs.tenant.proof import page_token_context
 from infra.sealing import Sealer, SealError, credential_keys_dir
 from infra.spoke import PermanentError, ReauthorizationRequired, RetryableError
-from infra.stores import keep_session
+from infra.stores import lazy_pool
 from projections.tenant.queries import channel_credentials
 
 log = structlog.get_logger(__name__)
@@ -80,14 +80,5 @@ class PageTokens:
 async def opened_tokens(settings: Settings) -> AsyncIterator[PageTokens]:
     """For the spoke's lifetime: a small pool on the Tenant read store (wherever its
     database is), connecting on first use, so the spoke starts while PostgreSQL is away."""
-    pool = await asyncpg.create_pool(
-        settings.dsn_for("tenant"),
-        min_size=0,
-        max_size=2,
-        server_settings={"search_path": settings.pg_schema("tenant")},
-        reset=keep_session,
-    )
-    try:
+    async with lazy_pool(settings, "tenant") as pool:
         yield PageTokens(pool, Sealer(credential_keys_dir(settings)), settings.facebook_page_token)
-    finally:
-        await pool.close()
