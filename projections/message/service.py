@@ -184,11 +184,11 @@ class MessageAgents(message_pb2_grpc.MessageAgentsServicer):
         self, request: message_pb2.ReplyToConversationRequest, context: grpc.aio.ServicerContext
     ) -> message_pb2.AgentReply:
         tenant_id, conversation_id = tenant(request.tenant_id), _conversation_id(request.conversation_id)
+        await self.authorizer.require(tenant_id, "agent")  # first: a stranger learns nothing, not even what is wrong
         if not request.text.strip() or len(request.text) > MAX_REPLY:
             raise InvalidArgument(f"text must be 1 to {MAX_REPLY} characters and not blank")
         if len(request.command_id) > 200:
             raise InvalidArgument("command_id must be at most 200 characters")
-        await self.authorizer.require(tenant_id, "agent")
         if await queries.conversation(self.pool, tenant_id, conversation_id) is None:
             raise _conversation_not_found(tenant_id, conversation_id)
         caller = current_principal()

@@ -12,9 +12,11 @@ refusal an RFC 9457 problem (the OAuth token endpoint answers RFC 6749 errors)."
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -62,8 +64,6 @@ async def gateway(platform):
 
 
 async def owner_token(base_url: str, platform) -> str:
-    import aiohttp
-
     async with aiohttp.ClientSession(base_url=base_url) as http:
         _, token = await Api(http, platform).person(f"fuzz{uuid.uuid4().hex[:10]}")
         tenant = f"fuzz-{uuid.uuid4().hex[:8]}"
@@ -141,8 +141,9 @@ async def test_following_the_links_from_writes_to_reads_holds_the_document(gatew
             calls.append((case.method, case.path, response.status_code))
             refusal_is_a_problem(case.path, response)
 
-    # Derandomized: the same scenarios every run (CI must not pass or fail by luck); 80 of them
-    # reach successful writes followed by their reads.
+    # Derandomized: the same scenarios every run. Whether a generated write succeeds depends on
+    # what the hubs hold by then, so the run's own checks are what must hold; the links are
+    # followed by hand below, where success is certain.
     run = settings(
         max_examples=80,
         stateful_step_count=6,
@@ -152,10 +153,17 @@ async def test_following_the_links_from_writes_to_reads_holds_the_document(gatew
         suppress_health_check=list(HealthCheck),
     )
     await asyncio.to_thread(Workflow.run, settings=run)
-    # The run did follow links: some read came right after a write that succeeded.
-    followed = [
-        (a, b) for a, b in zip(calls, calls[1:], strict=False) if a[0] != "GET" and a[2] < 300 and b[0] == "GET" and b[2] == 200
-    ]
-    from collections import Counter
+    assert len(calls) >= 80 and any(method != "GET" for method, _, _ in calls)
 
-    assert followed, Counter(calls).most_common()
+    # The create's link, followed as a client would: its parameters resolve from the reply
+    # and name the read of what was created.
+    document = json.loads(DOCUMENT.read_text())
+    link = document["paths"]["/v1/tenants"]["post"]["responses"]["201"]["links"]["GetTenant"]
+    read = next(path for path, item in document["paths"].items() if item.get("get", {}).get("operationId") == link["operationId"])
+    async with aiohttp.ClientSession(base_url=gateway, headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.post("/v1/tenants", json={"name": "Linked"}, headers={"Idempotency-Key": "linked-1"}) as r:
+            assert r.status == 201
+            created = await r.json()
+        values = {name: created[expr.removeprefix("$response.body#/")] for name, expr in link["parameters"].items()}
+        async with http.get(read.format(**values)) as r:
+            assert r.status == 200 and (await r.json())["tenant_id"] == created["tenant_id"]
