@@ -20,6 +20,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 HELM_VERSION := v4.3.2
 KUBECONFORM_VERSION := v0.8.0
 K8S_VERSION := 1.37.2
+NODE_CLIENTS := tests/standins/node/node_modules/.installed
 CHART_TOOLS := .stack/bin/.helm-$(HELM_VERSION) .stack/bin/.kubeconform-$(KUBECONFORM_VERSION) .stack/k8s-schemas/v$(K8S_VERSION)/.complete
 
 .PHONY: help setup protos up down logs run stop prometheus test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs
@@ -37,7 +38,7 @@ help:
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT) $(CHART_TOOLS)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT) $(CHART_TOOLS) $(NODE_CLIENTS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -96,6 +97,13 @@ $(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
 	@mkdir -p $(@D)
 	dir=$$($(GO) mod download -json k8s.io/kubernetes@v$(K8S_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$$/\1/p') \
 	  && python3 infra/helm/k8s_schemas.py "$$dir/api/openapi-spec/swagger.json" $(@D)
+	touch $@
+
+# Vendors' own client libraries run against the stand-ins (@botpress/chat: tests/integration/test_botpress_chat_library.py),
+# pinned by package-lock.json; needs Node.js 20+ and npm.
+$(NODE_CLIENTS): tests/standins/node/package.json tests/standins/node/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 20+ and npm are required for the stand-in client tests"; exit 1; }
+	npm ci --prefix tests/standins/node --no-audit --no-fund --loglevel=error
 	touch $@
 
 schemas/protos/%_pb2.py: schemas/protos/%.proto $(VENV)/.installed

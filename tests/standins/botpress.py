@@ -3,12 +3,19 @@ behind it: the paths, bodies, status codes, HS256 user keys and Botpress error b
 our client meets, plus the webhook push of signals. Not Botpress: memory only, one
 scripted bot per webhook id. Tests steer it through `BotpressState` or `/_control`.
 
-API (base `{url}/{webhook_id}`; every call but createUser needs `x-user-key`):
+API (base `{url}/{webhook_id}`; every call but createUser and the connection check needs `x-user-key`):
+  GET  /hello/                                            200 {} (the connection check @botpress/chat makes first)
   POST /users {id?, name?, pictureUrl?, profile?}          201 {"user", "key"}
+  POST /users/get-or-create {name?, pictureUrl?, profile?} 200 {"user"}: the key's user; with an encryption key
+                                                          set (manual authentication) a key signed by it makes its
+                                                          user on first use, as Botpress does
   GET  /users/me                                          200 {"user"}
   POST /conversations {id?}                               201 {"conversation"}
+  POST /conversations/get-or-create {id}                  200 {"conversation"} (201 when it made it)
+  GET  /conversations?nextToken=                          200 {"conversations" (newest first), "meta"}
   GET  /conversations/{id}                                200 {"conversation"}
   POST /messages {conversationId, payload, metadata?}     201 {"message"}
+  GET  /messages/{id}                                     200 {"message"}
   GET  /conversations/{id}/messages?nextToken=            200 {"messages" (newest first), "meta": {"nextToken"?}}
   GET  /conversations/{id}/listen                         200 text/event-stream: one `data: <signal JSON>` event per
                                                           message created in the conversation from then on (the
@@ -20,6 +27,11 @@ sends them; 429 also carries `Retry-After: <seconds>`. An unknown webhook id is 
 Push: with `push_url` set, every message_created signal is POSTed there as
 `{"type": "message_created", "data": {<message>, "isBot": bool}}` with the header
 `x-bp-secret: <push_secret>` (the Chat integration's "Webhook URL" / "Webhook Secret").
+
+The scripted bot answers a user message by its `value` (a chosen option: how a channel
+sends a quick reply or button, `{"type": "text", "text": <title>, "value": <payload>}`)
+if it has one, else by its text; replies are text or full Chat API payloads (choice,
+dropdown, card, carousel, image, file, audio, video, location, markdown, bloc).
 
 Control (`/_control/...`, JSON): POST fail {"mode", "count", "operation"?, "delay_s"?},
 POST script {"text": [replies]}, POST bot {"delay_s"?, "silent"?}, POST push {"url", "secret"},
@@ -106,6 +118,8 @@ class BotpressState:
     bot_silent: bool = False
     manual_auth: bool = False
     """As with an encryption key configured: createUser is refused (403 Forbidden)."""
+    encryption_key: str = ""
+    """The Chat integration's encryption key (manual authentication): user keys signed by it (HS256, `{"id"}`) are accepted."""
     page_size: int = 20
     retry_after_s: int = 1
     push_url: str = ""
@@ -198,6 +212,23 @@ def make_app(state: BotpressState) -> web.Application:
         key = jwt.encode({"id": user_id}, state._secret(webhook_id), algorithm="HS256")
         return _json({"user": user, "key": key}, status=201)
 
+    @routes.get("/{webhook_id}/hello{slash:/?}", name="hello")
+    async def hello(request: web.Request) -> web.Response:
+        return _json({})
+
+    @routes.post("/{webhook_id}/users/get-or-create", name="getOrCreateUser")
+    async def get_or_create_user(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or any(
+            k in body and not isinstance(body[k], str) for k in ("name", "pictureUrl", "profile")
+        ):
+            return _error(400, "body must be a JSON object; 'name', 'pictureUrl' and 'profile' must be strings")
+        user = _authenticate(state, request, create=True)
+        if isinstance(user, web.Response):
+            return user
+        user.update({k: body[k] for k in ("name", "pictureUrl", "profile") if k in body})
+        return _json({"user": _public(user)})
+
     @routes.get("/{webhook_id}/users/me", name="getUser")
     async def get_user(request: web.Request) -> web.Response:
         user = _authenticate(state, request)
@@ -220,6 +251,48 @@ def make_app(state: BotpressState) -> web.Application:
         state.conversations[conversation_id] = {**conversation, "participants": {user["id"]}, "webhook_id": user["webhook_id"]}
         state.messages[conversation_id] = []
         return _json({"conversation": conversation}, status=201)
+
+    @routes.post("/{webhook_id}/conversations/get-or-create", name="getOrCreateConversation")
+    async def get_or_create_conversation(request: web.Request) -> web.Response:
+        user = _authenticate(state, request)
+        if isinstance(user, web.Response):
+            return user
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
+            return _error(400, "'id' is required")
+        if body["id"] not in state.conversations:
+            conversation = _stamp({"id": body["id"]})
+            state.conversations[body["id"]] = {**conversation, "participants": {user["id"]}, "webhook_id": user["webhook_id"]}
+            state.messages[body["id"]] = []
+            return _json({"conversation": conversation}, status=201)
+        found = _conversation_of(state, request, body["id"], user=user)
+        if isinstance(found, web.Response):
+            return found
+        return _json({"conversation": _public(found[1])})
+
+    @routes.get("/{webhook_id}/conversations", name="listConversations")
+    async def list_conversations(request: web.Request) -> web.Response:
+        user = _authenticate(state, request)
+        if isinstance(user, web.Response):
+            return user
+        mine = [
+            _public(c)
+            for c in reversed(state.conversations.values())
+            if c["webhook_id"] == user["webhook_id"] and user["id"] in c["participants"]
+        ]
+        return _paged(state, request, "conversations", mine)
+
+    @routes.get("/{webhook_id}/messages/{id}", name="getMessage")
+    async def get_message(request: web.Request) -> web.Response:
+        user = _authenticate(state, request)
+        if isinstance(user, web.Response):
+            return user
+        for conversation_id, messages in state.messages.items():
+            for message in messages:
+                if message["id"] == request.match_info["id"]:
+                    found = _conversation_of(state, request, conversation_id, user=user)
+                    return found if isinstance(found, web.Response) else _json({"message": message})
+        return _error(404, f"Message {request.match_info['id']} not found", "ResourceNotFound")
 
     @routes.get("/{webhook_id}/conversations/{id}", name="getConversation")
     async def get_conversation(request: web.Request) -> web.Response:
@@ -260,17 +333,7 @@ def make_app(state: BotpressState) -> web.Application:
         if isinstance(found, web.Response):
             return found
         _, conversation = found
-        newest_first = list(reversed(state.messages.get(conversation["id"], [])))
-        token = request.query.get("nextToken")
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
-        except ValueError:
-            return _error(400, "nextToken is not a token this API gave", "InvalidQuery")
-        page = newest_first[start : start + state.page_size]
-        meta = {"nextToken": base64.urlsafe_b64encode(str(start + state.page_size).encode()).decode()}
-        if start + state.page_size >= len(newest_first):
-            meta = {}
-        return _json({"messages": page, "meta": meta})
+        return _paged(state, request, "messages", list(reversed(state.messages.get(conversation["id"], []))))
 
     @routes.get("/{webhook_id}/conversations/{id}/listen", name="listenConversation")
     async def listen_conversation(request: web.Request) -> web.StreamResponse:
@@ -416,19 +479,42 @@ def _record_and_fail(state: BotpressState):
     return middleware
 
 
-def _authenticate(state: BotpressState, request: web.Request) -> dict[str, Any] | web.Response:
+def _authenticate(state: BotpressState, request: web.Request, *, create: bool = False) -> dict[str, Any] | web.Response:
+    """The key's user. `create` (getOrCreateUser): a key signed with the encryption key makes its user."""
     key = request.headers.get("x-user-key")
     webhook_id = request.match_info["webhook_id"]
     if not key:
         return _error(401, "The x-user-key header is required", "Unauthorized")
-    try:
-        claims = jwt.decode(key, state._secret(webhook_id), algorithms=["HS256"])
-    except jwt.PyJWTError:
+    claims = None
+    for secret in (state._secret(webhook_id), state.encryption_key):
+        try:
+            claims = jwt.decode(key, secret, algorithms=["HS256"]) if secret else None
+        except jwt.PyJWTError:
+            continue
+        if claims is not None:
+            break
+    user_id = claims.get("id") if isinstance(claims, dict) else None
+    if not isinstance(user_id, str) or not user_id:
         return _error(401, "Invalid user key", "Unauthorized")
-    user = state.users.get(claims.get("id", ""))
+    user = state.users.get(user_id)
+    if user is None and create and state.encryption_key:
+        user = state.users[user_id] = {**_stamp({"id": user_id}), "webhook_id": webhook_id}
     if user is None or user["webhook_id"] != webhook_id:
         return _error(401, "Invalid user key", "Unauthorized")
     return user
+
+
+def _paged(state: BotpressState, request: web.Request, name: str, newest_first: list[dict[str, Any]]) -> web.Response:
+    token = request.query.get("nextToken")
+    try:
+        start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    except ValueError:
+        return _error(400, "nextToken is not a token this API gave", "InvalidQuery")
+    page = newest_first[start : start + state.page_size]
+    meta = {"nextToken": base64.urlsafe_b64encode(str(start + state.page_size).encode()).decode()}
+    if start + state.page_size >= len(newest_first):
+        meta = {}
+    return _json({name: page, "meta": meta})
 
 
 def _conversation_of(state: BotpressState, request: web.Request, conversation_id: str, *, user: dict | None = None):
@@ -463,6 +549,8 @@ async def _bot_answers(state: BotpressState, conversation: dict[str, Any], messa
     await asyncio.sleep(state.reply_delay_s)
     payload = message["payload"]
     said = payload.get("text", "") if payload.get("type") == "text" else f"<{payload.get('type')}>"
+    if isinstance(payload.get("value"), str) and payload["value"] in state.script:
+        said = payload["value"]  # a chosen option: the bot matches its value, not the title shown
     bot = state._bot_user(conversation["webhook_id"])
     if bot not in conversation["participants"]:
         conversation["participants"].add(bot)
