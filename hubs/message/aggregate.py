@@ -20,14 +20,26 @@ from eventsourcing.domain import Aggregate, event
 
 from hubs.message.commands import (
     CloseConversation,
+    HandBackToBot,
     RecordDeliveryReceipt,
     RecordInboundMessage,
     RecordOutboundMessage,
+    RequestAgent,
     RouteMessage,
     StartConversation,
+    TakeConversation,
     UpdateDeliveryStatus,
 )
 from hubs.message.delivery import ALREADY_SENT, DELIVERED, FAILED, QUEUED, READ, RECEIVED, SENDING, SENT, STATUSES, can_move
+from hubs.message.routing import (
+    AGENT,
+    AGENT_HANDLES,
+    AWAITING_AGENT,
+    BOT_HANDLES,
+    HANDLER_FACT,
+    asks_for_people,
+    hand_to_people,
+)
 from schemas.contracts import AggregateAlreadyExists, AggregateNotFound, Command, InvalidCommand, Rejected
 
 CONVERSATION_NAMESPACE = uuid.UUID("86ebb7cc-09fb-4f9d-8781-6db27f108fb1")
@@ -47,6 +59,7 @@ _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _PLATFORM_ID = re.compile(r"^[\x21-\x2e\x30-\x7e]{1,200}$")
 _MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,300}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_AGENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 _ATTACHMENT_FIELDS = ("kind", "key", "content_type", "size_bytes")
 _RULE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 _FACT_KEY = re.compile(r"^[a-z][a-z0-9_.:-]{0,99}$")
@@ -87,6 +100,18 @@ class AlreadySent(Rejected):
 
 class ConversationClosed(Rejected):
     """The conversation is closed: no replies, and it cannot be closed again."""
+
+
+class HeldByAnotherAgent(Rejected):
+    """Another agent holds the conversation: they hand it back first."""
+
+
+class NotWithAgent(Rejected):
+    """The bot handles the conversation: there is nothing to hand back."""
+
+
+class NotWithBot(Rejected):
+    """The conversation already awaits an agent or is held by one."""
 
 
 class ConversationAlreadyOpen(AggregateAlreadyExists):
@@ -131,6 +156,14 @@ class Conversation(Aggregate):
         self.sent: dict[str, list] = {}
         """Outbound message id → [platform message id, sent at (ms)], for those of
         `recent` that were reported sent: receipts name and date messages so."""
+        self.handler = BOT_HANDLES
+        """Who answers: bot, awaiting_agent or agent (hubs.message.routing.HANDLERS)."""
+        self.agent_id = ""
+        """The agent holding the conversation while `handler` is agent."""
+
+    def handled_by(self) -> tuple[str, str]:
+        # Conversations restored from snapshots older than the handoff lack both attributes.
+        return self.__dict__.get("handler", BOT_HANDLES), self.__dict__.get("agent_id", "")
 
     def reopen(self) -> None:
         if self.status == OPEN:
@@ -169,10 +202,18 @@ class Conversation(Aggregate):
         self._inbound_message_recorded(message_id, self.message_count + 1, text, attachments, received_at)
         facts = dict(sorted(decision.facts.items()))
         if decision.routed:
+            handler, agent_id = self.handled_by()
+            spoke, rule, reason = decision.spoke, decision.rule, decision.reason
+            if (held := hand_to_people(spoke, reason, handler, agent_id)) is not None:
+                spoke, (rule, reason) = AGENT, held
+                if len(facts) < MAX_FACTS:
+                    facts[HANDLER_FACT] = handler
             self._message_routed(
-                message_id, decision.app_id, decision.spoke, decision.rule, decision.reason,
+                message_id, decision.app_id, spoke, rule, reason,
                 self.channel, self.channel_account_id, self.contact_id, text, links, received_at, facts,
             )  # fmt: skip
+            if asks_for_people(spoke, handler):
+                self._agent_requested(f"routed to app {decision.app_id}, which is answered by people", message_id)
         else:
             self._message_rejected(message_id, decision.rule, decision.reason, facts)
 
@@ -234,7 +275,37 @@ class Conversation(Aggregate):
     def close(self, reason: str) -> None:
         check_reason(reason, required=False)
         check_is_open(self)
+        if self.handled_by()[0] != BOT_HANDLES:
+            # A conversation closed by the people is done with them: the contact's next message reaches the bot.
+            self._conversation_handed_back(self.handled_by()[1], "the conversation was closed")
         self._conversation_closed(reason)
+
+    def request_agent(self, reason: str) -> None:
+        check_reason(reason, required=True)
+        check_is_open(self)
+        handler, agent_id = self.handled_by()
+        if handler != BOT_HANDLES:
+            held = f"is held by agent {agent_id}" if handler == AGENT_HANDLES else "already awaits an agent"
+            raise NotWithBot(f"conversation {self.id} {held}")
+        self._agent_requested(reason, "")
+
+    def take(self, agent_id: str) -> None:
+        if not isinstance(agent_id, str) or not _AGENT_ID.match(agent_id):
+            raise InvalidCommand("agent_id must be 1 to 200 printable ASCII characters without spaces")
+        check_is_open(self)
+        handler, holder = self.handled_by()
+        if handler == AGENT_HANDLES and holder == agent_id:
+            return  # taken again by its holder: nothing changes (a resent or repeated take)
+        if handler == AGENT_HANDLES:
+            raise HeldByAnotherAgent(f"agent {holder} holds conversation {self.id}: they hand it back first")
+        self._conversation_taken(agent_id, handler)
+
+    def hand_back(self, reason: str) -> None:
+        check_reason(reason, required=False)
+        handler, agent_id = self.handled_by()
+        if handler == BOT_HANDLES:
+            raise NotWithAgent(f"the bot already handles conversation {self.id}")
+        self._conversation_handed_back(agent_id, reason)
 
     @event("ConversationReopened")
     def _conversation_reopened(self) -> None:
@@ -297,6 +368,18 @@ class Conversation(Aggregate):
     @event("ConversationClosed")
     def _conversation_closed(self, reason: str) -> None:
         self.status = CLOSED
+
+    @event("AgentRequested")
+    def _agent_requested(self, reason: str, message_id: str) -> None:
+        self.handler, self.agent_id = AWAITING_AGENT, ""
+
+    @event("ConversationTaken")
+    def _conversation_taken(self, agent_id: str, previous_handler: str) -> None:
+        self.handler, self.agent_id = AGENT_HANDLES, agent_id
+
+    @event("ConversationHandedBack")
+    def _conversation_handed_back(self, agent_id: str, reason: str) -> None:
+        self.handler, self.agent_id = BOT_HANDLES, ""
 
     def _remember(self, message_id: str, status: str) -> None:
         self.recent[message_id] = status
@@ -519,6 +602,12 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
         conversation.record_receipt(command.receipt, command.watermark, command.platform_message_ids, meta.issued_at)
     elif isinstance(command, CloseConversation):
         conversation.close(command.reason)
+    elif isinstance(command, RequestAgent):
+        conversation.request_agent(command.reason)
+    elif isinstance(command, TakeConversation):
+        conversation.take(command.agent_id)
+    elif isinstance(command, HandBackToBot):
+        conversation.hand_back(command.reason)
     else:
         raise InvalidCommand(f"the message hub has no handler for {type(command).__name__}")
     return conversation

@@ -92,6 +92,30 @@ class CloseConversation(MessageCommand):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class RequestAgent(MessageCommand):
+    """The conversation needs a person (the bot asked for one, or an operator or
+    agent says so): it waits for an agent, and the bot is no longer asked."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TakeConversation(MessageCommand):
+    """An agent takes the conversation: the bot is no longer asked; messages go to
+    the people until it is handed back. `agent_id` is the taker (a principal id,
+    or a platform's own inbox such as `facebook:page_inbox`)."""
+
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class HandBackToBot(MessageCommand):
+    """The people are done: the bot answers the conversation's next message again."""
+
+    reason: str = ""
+
+
 COMMANDS = (
     StartConversation,
     RecordInboundMessage,
@@ -100,4 +124,7 @@ COMMANDS = (
     UpdateDeliveryStatus,
     RecordDeliveryReceipt,
     CloseConversation,
+    RequestAgent,
+    TakeConversation,
+    HandBackToBot,
 )

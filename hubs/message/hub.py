@@ -1,7 +1,16 @@
 """The Message hub's declaration to the shared machinery (processor, CLI)."""
 
 from hubs.message.aggregate import Conversation, handle
-from hubs.message.commands import COMMANDS, CloseConversation, RecordOutboundMessage, StartConversation, UpdateDeliveryStatus
+from hubs.message.commands import (
+    COMMANDS,
+    CloseConversation,
+    HandBackToBot,
+    RecordOutboundMessage,
+    RequestAgent,
+    StartConversation,
+    TakeConversation,
+    UpdateDeliveryStatus,
+)
 from infra.hub import HubSpec
 
 HUB = HubSpec(
@@ -18,6 +27,9 @@ HUB = HubSpec(
         "reply": RecordOutboundMessage,
         "status": UpdateDeliveryStatus,
         "close": CloseConversation,
+        "request-agent": RequestAgent,
+        "take": TakeConversation,
+        "hand-back": HandBackToBot,
     },
     aggregate_option="conversation",
 )

@@ -17,6 +17,11 @@ The rules, in order — the first that applies decides:
 5. `Routed` — to the first app whose guards passed, bot apps first (then by
    app id): `botpress` acts next for a bot, `agent` (the human inbox, no spoke)
    for any other app.
+6. `HeldByAgent` — routed to a bot, but the conversation is with the people
+   (awaiting an agent, or taken by one): `agent` acts next, the bot is not asked.
+   The conversation's handler is the Message hub's own state, so this rule is
+   applied where that state is, by the Conversation aggregate (`hand_to_people`),
+   on the router's decision: still one decision, taken in the Message hub.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ NO_ACTIVE_SUBSCRIPTION = "NoActiveSubscription"
 GUARDS_REFUSED = "GuardsRefused"
 NOT_ENTITLED = "NotEntitled"
 QUOTA_EXHAUSTED = "QuotaExhausted"
+HELD_BY_AGENT = "HeldByAgent"
 RULES = (
     UNKNOWN_CHANNEL_ACCOUNT,
     CHANNEL_DISCONNECTED,
@@ -54,6 +60,7 @@ RULES = (
     NOT_ENTITLED,
     QUOTA_EXHAUSTED,
     ROUTED,
+    HELD_BY_AGENT,
 )
 """Every rule a decision may name, in the order they are tried."""
 ENTITLED = "ENTITLED"
@@ -188,6 +195,26 @@ def decide_route(item: InboundItem, facts: RoutingFacts) -> RoutingDecision:
     if len(allowed) > 1:
         reason += f"; {len(allowed) - 1} other app(s) passed too, bots first then by app id"
     return RoutingDecision(True, tenant, chosen.app_id, spoke, ROUTED, _short(reason), known)
+
+
+BOT_HANDLES, AWAITING_AGENT, AGENT_HANDLES = "bot", "awaiting_agent", "agent"
+HANDLERS = (BOT_HANDLES, AWAITING_AGENT, AGENT_HANDLES)
+"""Who answers a conversation: the bot, nobody yet (it awaits an agent), or an agent."""
+HANDLER_FACT = "handled_by"
+
+
+def hand_to_people(spoke: str, reason: str, handler: str, agent_id: str) -> tuple[str, str] | None:
+    """Rule 6: the (rule, reason) that sends a message routed to `spoke` to the people
+    instead, given who handles its conversation; None when the decision stands."""
+    if spoke != BOTPRESS or handler == BOT_HANDLES:
+        return None
+    who = f"agent {agent_id} took the conversation" if handler == AGENT_HANDLES else "the conversation awaits an agent"
+    return HELD_BY_AGENT, _short(f"{who}: {AGENT} acts next, not the bot; {reason}")
+
+
+def asks_for_people(spoke: str, handler: str) -> bool:
+    """Does a decision routing to `spoke` put a conversation the bot handles in the agents' queue?"""
+    return spoke == AGENT and handler == BOT_HANDLES
 
 
 def _preference(verdict: SubscriptionVerdict) -> tuple[bool, str]:

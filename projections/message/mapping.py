@@ -61,7 +61,7 @@ CONVERSATION_ROW = Update(
     "conversations",
     key={"tenant_id": 1, "conversation_id": 2},
     set={"status": Keep(3), "message_count": Keep(4), "last_message_at": Keep(5), "last_activity_at": Keep(5),
-         "version": 6, "updated_at": 7},
+         "version": 6, "updated_at": 7, "handled_by": Keep(8), "agent_id": Keep(9)},
     guard=6,
 )  # fmt: skip
 CONVERSATION = CONVERSATION_ROW.sql
@@ -81,10 +81,11 @@ def apply(event_type: str, record: dict) -> list[Statement]:
                 env["correlation_id"], at)  # fmt: skip
         return HISTORY_ENTRY.statement(args, phase=HISTORY)
 
-    def conversation(status: str | None = None, message_count: int | None = None, message_at=None) -> Statement:
-        return CONVERSATION_ROW.statement(
-            (tenant_id, conversation_id, status, message_count, message_at, version, at), phase=CONVERSATION_UPDATED
-        )
+    def conversation(
+        status: str | None = None, message_count: int | None = None, message_at=None, handled_by=None, agent_id=None
+    ) -> Statement:
+        args = (tenant_id, conversation_id, status, message_count, message_at, version, at, handled_by, agent_id)
+        return CONVERSATION_ROW.statement(args, phase=CONVERSATION_UPDATED)
 
     def message(direction: str, status: str, attachments: list, in_reply_to: str, received_at) -> Statement:
         args = (tenant_id, conversation_id, record["message_id"], record["sequence"], direction, record["text"],
@@ -122,6 +123,12 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         return [conversation(status="closed")]
     if kind == "ConversationReopened":
         return [conversation(status="open")]
+    if kind == "AgentRequested":
+        return [conversation(handled_by="awaiting_agent", agent_id="")]
+    if kind == "ConversationTaken":
+        return [conversation(handled_by="agent", agent_id=record["agent_id"])]
+    if kind == "ConversationHandedBack":
+        return [conversation(handled_by="bot", agent_id="")]
     raise ValueError(f"the message read model has no mapping for {event_type}")
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 _CONVERSATION_COLUMNS = """conversation_id, tenant_id, channel, channel_account_id, contact_id, status, message_count,
-    started_at, last_message_at, last_activity_at, version, updated_at"""
+    started_at, last_message_at, last_activity_at, version, updated_at, handled_by, agent_id"""
 _MESSAGE_COLUMNS = """message_id, conversation_id, sequence, direction, text, attachments::text AS attachments, in_reply_to,
     status, status_reason, received_at, created_at, updated_at,
     routing_rule, routing_reason, routed_app_id, routed_spoke, routing_facts::text AS routing_facts"""
@@ -23,6 +23,7 @@ WHERE tenant_id = $1 AND (last_activity_at, conversation_id) < ($2, $3)
   AND ($5 = '' OR channel = $5) AND ($6 = '' OR contact_id = $6)
   AND ($7 = '' OR EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = c.tenant_id
                           AND m.conversation_id = c.conversation_id AND m.text ILIKE $7 ESCAPE '\\'))
+  AND ($8 = '' OR handled_by = $8) AND ($9 = '' OR agent_id = $9)
 ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $4"""
 MESSAGES_PAGE = f"""SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE tenant_id = $1 AND conversation_id = $2 AND sequence > $3 ORDER BY sequence LIMIT $4"""
@@ -46,11 +47,16 @@ async def conversations_page(
     limit: int,
     contact_id: str = "",
     text: str = "",
+    handled_by: str = "",
+    agent_id: str = "",
 ) -> list[asyncpg.Record]:
-    """A page of the tenant's conversations, optionally of one channel, one contact, or
-    with a message containing `text` (any case; LIKE's wildcards in it are literal)."""
+    """A page of the tenant's conversations, optionally of one channel, one contact,
+    with a message containing `text` (any case; LIKE's wildcards in it are literal),
+    handled by the bot / awaiting an agent / held by an agent, or held by one agent."""
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" if text else ""
-    return await conn.fetch(CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit, channel or "", contact_id, pattern)
+    return await conn.fetch(
+        CONVERSATIONS_PAGE, tenant_id, before[0], before[1], limit, channel or "", contact_id, pattern, handled_by, agent_id
+    )
 
 
 async def messages_page(

@@ -14,11 +14,14 @@ import pytest
 from hubs.message.aggregate import MAX_ATTACHMENTS, MAX_TEXT, MESSAGE_WINDOW, NEVER, Conversation, conversation_id
 from hubs.message.commands import (
     CloseConversation,
+    HandBackToBot,
     RecordDeliveryReceipt,
     RecordInboundMessage,
     RecordOutboundMessage,
+    RequestAgent,
     RouteMessage,
     StartConversation,
+    TakeConversation,
     UpdateDeliveryStatus,
 )
 from hubs.message.delivery import STATUSES
@@ -681,6 +684,10 @@ COMMAND_SAMPLES = [
         facts={"tenant": "tenant-a"},
     ),
     RecordDeliveryReceipt(meta(Story(contact="psid-1").id), receipt="delivery", watermark=AT, platform_message_ids=["m_1"]),
+    # The handoff: its rules are in tests/unit/test_message_handoff.py.
+    RequestAgent(meta(Story(contact="psid-1").id), reason="the customer asked for a person"),
+    TakeConversation(meta(Story(contact="psid-1").id), agent_id="5a0e7c1e-1111-4c4c-9d9d-0123456789ab"),
+    HandBackToBot(meta(Story(contact="psid-1").id), reason="solved"),
 ]  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from hubs.message.commands import (
     RecordOutboundMessage,
     RouteMessage,
     StartConversation,
+    TakeConversation,
     UpdateDeliveryStatus,
 )
 from hubs.message.hub import HUB
@@ -55,7 +56,9 @@ HISTORY_COLUMNS = (
     "tenant_id", "conversation_id", "version", "message_id", "status", "previous_status", "reason",
     "event_id", "correlation_id", "occurred_at",
 )  # fmt: skip
-CONVERSATION_COLUMNS = ("tenant_id", "conversation_id", "status", "message_count", "message_at", "version", "updated_at")
+CONVERSATION_COLUMNS = (
+    "tenant_id", "conversation_id", "status", "message_count", "message_at", "version", "updated_at", "handled_by", "agent_id",
+)  # fmt: skip
 
 
 class Story:
@@ -144,7 +147,8 @@ def test_an_inbound_message_inserts_the_message_received_its_first_history_row_a
     }  # fmt: skip
     assert row(conversation, CONVERSATION, CONVERSATION_COLUMNS) == {
         "tenant_id": TENANT, "conversation_id": story.uuid, "status": None, "message_count": 1,
-        "message_at": env["occurred_at"], "version": 2, "updated_at": env["occurred_at"],
+        "message_at": env["occurred_at"], "version": 2, "updated_at": env["occurred_at"], "handled_by": None,
+        "agent_id": None,
     }  # fmt: skip
 
 
@@ -179,7 +183,9 @@ def test_a_delivery_status_update_adds_history_moves_the_message_status_and_only
         "previous_status": "failed", "reason": "retry 1", "event_id": None, "correlation_id": None, "occurred_at": None,
     }  # fmt: skip
     assert status == Statement(STATUS, (TENANT, story.uuid, "out-1", "queued", "retry 1", at, 4), phase=MESSAGE_UPDATED)
-    assert conversation == Statement(CONVERSATION, (TENANT, story.uuid, None, None, None, 4, at), phase=CONVERSATION_UPDATED)
+    assert conversation == Statement(
+        CONVERSATION, (TENANT, story.uuid, None, None, None, 4, at, None, None), phase=CONVERSATION_UPDATED
+    )
 
 
 def test_closing_and_reopening_only_set_the_conversation_status():
@@ -215,7 +221,10 @@ def test_every_statement_of_every_event_is_scoped_by_the_tenant_and_the_conversa
         spoke="agent",
     )
     story.do(RouteMessage, **route, message_id="mid.3", routed=False, rule="NoActiveSubscription", reason="none")
-    story.only(CloseConversation, reason="")
+    story.only(TakeConversation, agent_id="agent-1")  # routing to a people's app queued it; an agent takes it
+    assert [name.rsplit(".", 1)[1] for name, _ in story.do(CloseConversation, reason="")] == [
+        "ConversationHandedBack", "ConversationClosed",
+    ]  # fmt: skip
     story.do(StartConversation, channel="facebook", channel_account_id="page-1", contact_id=story.contact)
 
     kinds = set()
