@@ -67,8 +67,15 @@ def create_conversation_body() -> dict[str, Any]:
     return {}
 
 
-def create_message_body(conversation_id: str, text: str, *, message_id: str = "") -> dict[str, Any]:
-    body: dict[str, Any] = {"conversationId": conversation_id, "payload": {"type": "text", "text": text}}
+def create_message_body(conversation_id: str, text: str, *, message_id: str = "", choice: str = "") -> dict[str, Any]:
+    """A contact's message; `choice`: the value of the option they picked (a quick reply's
+    or button's payload), sent as Botpress's channels send a chosen option — a text
+    message with the title shown as `text` and the option's `value` — so the bot's
+    choice and capture cards match the value, and the history shows the title."""
+    payload: dict[str, Any] = {"type": "text", "text": text}
+    if choice:
+        payload["value"] = choice
+    body: dict[str, Any] = {"conversationId": conversation_id, "payload": payload}
     if message_id:
         body["metadata"] = {METADATA_KEY: message_id}
     return body
@@ -170,6 +177,74 @@ def reply_text(payload: Mapping[str, Any]) -> str | None:
         items = [reply_text(i) for i in _list(payload.get("items")) if isinstance(i, Mapping)]
         return "\n".join(i for i in items if i) or None
     return None
+
+
+@dataclass(frozen=True)
+class BotReply:
+    """One bot message for a chat channel: its text (always: what a channel that cannot
+    show `content` says instead), and its rich content when it has one."""
+
+    id: str
+    """The Botpress message id."""
+    text: str
+    content: Mapping[str, Any] | None = None
+    """Channel-neutral rich content (`reply_content`), None for plain text."""
+    degraded: str = ""
+    """Why a rich payload travels as text only; empty when nothing was lost."""
+
+
+MEDIA_TYPES = ("image", "audio", "video", "file")
+CARD_ACTIONS = ("postback", "url", "say")
+
+
+def reply_content(payload: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(channel-neutral content, why not) for a bot payload. The content is data the
+    Message hub records with the outbound message and a channel spoke maps to its own
+    shapes (spokes/facebook/translate.rich_message):
+
+    * `{"type": "choice", "text", "options": [{"label", "value"}]}` — choice and dropdown;
+    * `{"type": "cards", "cards": [{"title", "subtitle", "image_url", "buttons":
+      [{"action": postback|url|say, "label", "value"}]}]}` — card (one) and carousel;
+    * `{"type": "media", "media": image|audio|video|file, "url", "title"}`.
+
+    Text and markdown need none (None, ""); other types (location, bloc, unknown) and
+    malformed rich payloads get None with the reason they stay text."""
+    kind = payload.get("type")
+    if kind in ("text", "markdown"):
+        return None, ""
+    if kind in ("choice", "dropdown"):
+        options = [
+            {"label": _str(o.get("label")), "value": _str(o.get("value"))}
+            for o in _list(payload.get("options"))
+            if isinstance(o, Mapping)
+        ]
+        if not options or any(not o["label"] or not o["value"] for o in options):
+            return None, f"{kind} without options that each have a label and a value: sent as text"
+        return {"type": "choice", "text": _str(payload.get("text")), "options": options}, ""
+    if kind in ("card", "carousel"):
+        raw = [payload] if kind == "card" else [c for c in _list(payload.get("items")) if isinstance(c, Mapping)]
+        cards = [_card(c) for c in raw]
+        if not cards or any(c is None for c in cards):
+            return None, f"{kind} with a card without a title or with an unknown action: sent as text"
+        return {"type": "cards", "cards": cards}, ""
+    if kind in MEDIA_TYPES:
+        url = _str(payload.get(f"{kind}Url"))
+        if not url.startswith(("https://", "http://")):
+            return None, f"{kind} without an http(s) URL: sent as text"
+        content = {"type": "media", "media": kind, "url": url}
+        if _str(payload.get("title")):
+            content["title"] = _str(payload["title"])
+        return content, ""
+    return None, f"{str(kind)[:40]} has no rich form on chat channels: sent as text"
+
+
+def bot_reply(message: ChatMessage) -> BotReply | None:
+    """A bot message as a reply for a chat channel; None when it says nothing."""
+    text = reply_text(message.payload)
+    if not text:
+        return None
+    content, degraded = reply_content(message.payload)
+    return BotReply(message.id, text, content, degraded)
 
 
 def spoken_replies(replies: Sequence[ChatMessage]) -> list[tuple[str, str]]:
@@ -320,6 +395,22 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _card(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    title = _str(card.get("title"))
+    buttons = []
+    for action in _list(card.get("actions")):
+        if not isinstance(action, Mapping) or action.get("action") not in CARD_ACTIONS:
+            return None
+        buttons.append({"action": action["action"], "label": _str(action.get("label")), "value": _str(action.get("value"))})
+    if not title:
+        return None
+    found = {"title": title, "buttons": buttons}
+    for name, key in (("subtitle", "subtitle"), ("image_url", "imageUrl")):
+        if _str(card.get(key)):
+            found[name] = _str(card[key])
+    return found
 
 
 def _card_text(card: Mapping[str, Any]) -> str | None:

@@ -31,6 +31,18 @@ HUMAN_AGENT_WINDOW = timedelta(days=7)
 MAX_TEXT = 2000
 """Send API limit on message.text, in characters."""
 SENDABLE_ATTACHMENT_TYPES = ("image", "audio", "video", "file")
+# Send API limits of rich messages (Messenger Platform reference: quick replies, generic template, buttons).
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_TITLE = 20
+MAX_PAYLOAD = 1000
+"""A quick reply's or postback button's payload, in characters."""
+MAX_ELEMENTS = 10
+"""Generic template elements (a carousel)."""
+MAX_ELEMENT_TITLE = 80
+MAX_ELEMENT_SUBTITLE = 80
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+SENDER_ACTIONS = ("typing_on", "typing_off", "mark_seen")
 DEFAULT_RATE_LIMIT_WAIT_S = 5.0
 """Back-off after a rate-limit answer that names no wait (Graph usually names none)."""
 
@@ -105,7 +117,7 @@ class InboundItem:
     text: str = ""
     attachments: tuple[Attachment, ...] = ()
     payload: str = ""
-    """A postback's payload, or a quick reply's."""
+    """A postback's payload, or a quick reply's: the option the person chose (see `choice`)."""
     title: str = ""
     """A postback's button title."""
     reply_to: str = ""
@@ -125,6 +137,11 @@ class InboundItem:
     def psid(self) -> str:
         """The person's page-scoped id, whichever side of the item they are on."""
         return self.recipient_id if self.kind == ECHO else self.sender_id
+
+    @property
+    def choice(self) -> str:
+        """The value of the option the person picked (a quick reply or a button), "" for typed text."""
+        return self.payload if self.kind in (MESSAGE, POSTBACK) else ""
 
     @property
     def at(self) -> datetime:
@@ -343,6 +360,108 @@ def attachment_message(
     if reusable:
         payload["is_reusable"] = True
     return {**_envelope(psid, messaging_type, tag), "message": {"attachment": {"type": attachment_type, "payload": payload}}}
+
+
+class Unsupported(Exception):
+    """Rich content Messenger cannot show as such (a limit exceeded, a shape it lacks): sent as text."""
+
+
+def rich_message(
+    psid: str, text: str, content: Mapping[str, Any] | None, messaging_type: str = RESPONSE, tag: str = ""
+) -> tuple[dict[str, Any], str]:
+    """(Send API body, why it degraded) for a reply with channel-neutral `content`
+    (spokes/botpress/translate.reply_content): choice → text with quick replies, cards →
+    generic template, media → attachment by URL. Content Messenger cannot take within
+    its limits is sent as `text` instead, and the reason returned (never silently);
+    a reply Facebook would refuse either way raises InvalidOutbound."""
+    if not content:
+        return text_message(psid, text, messaging_type, tag), ""
+    try:
+        message = rich_content(content)
+    except Unsupported as exc:
+        return text_message(psid, text, messaging_type, tag), f"{exc}: sent as text"
+    return {**_envelope(psid, messaging_type, tag), "message": message}, ""
+
+
+def rich_content(content: Mapping[str, Any]) -> dict[str, Any]:
+    """The Send API `message` for channel-neutral content; Unsupported when Messenger cannot show it."""
+    kind = content.get("type")
+    if kind == "choice":
+        return _quick_replies(content)
+    if kind == "cards":
+        return _generic_template(content)
+    if kind == "media":
+        media, url = content.get("media"), content.get("url")
+        if media not in SENDABLE_ATTACHMENT_TYPES or not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise Unsupported(f"a {str(media)[:20]} attachment without an http(s) URL")
+        return {"attachment": {"type": media, "payload": {"url": url, "is_reusable": True}}}
+    raise Unsupported(f"content of type {str(kind)[:40]} has no Messenger shape")
+
+
+def _quick_replies(content: Mapping[str, Any]) -> dict[str, Any]:
+    options = list(content.get("options") or ())
+    text = content.get("text") or ""
+    if not text.strip() or len(text) > MAX_TEXT:
+        raise Unsupported(f"quick replies need a text of 1 to {MAX_TEXT} characters")
+    if not 1 <= len(options) <= MAX_QUICK_REPLIES:
+        raise Unsupported(f"{len(options)} options: Messenger shows 1 to {MAX_QUICK_REPLIES} quick replies")
+    for option in options:
+        if len(option["label"]) > MAX_QUICK_REPLY_TITLE:
+            raise Unsupported(
+                f"an option's label has {len(option['label'])} characters: a quick reply's title {MAX_QUICK_REPLY_TITLE} at most"
+            )
+        if not option["value"] or len(option["value"]) > MAX_PAYLOAD:
+            raise Unsupported(f"an option's value must have 1 to {MAX_PAYLOAD} characters")
+    replies = [{"content_type": "text", "title": o["label"], "payload": o["value"]} for o in options]
+    return {"text": text, "quick_replies": replies}
+
+
+def _generic_template(content: Mapping[str, Any]) -> dict[str, Any]:
+    cards = list(content.get("cards") or ())
+    if not 1 <= len(cards) <= MAX_ELEMENTS:
+        raise Unsupported(f"{len(cards)} cards: a generic template holds 1 to {MAX_ELEMENTS}")
+    elements = []
+    for card in cards:
+        title, subtitle = card.get("title") or "", card.get("subtitle") or ""
+        if not title or len(title) > MAX_ELEMENT_TITLE:
+            raise Unsupported(f"a card title has {len(title)} characters: 1 to {MAX_ELEMENT_TITLE} allowed")
+        if len(subtitle) > MAX_ELEMENT_SUBTITLE:
+            raise Unsupported(f"a card subtitle has {len(subtitle)} characters: {MAX_ELEMENT_SUBTITLE} at most")
+        buttons = list(card.get("buttons") or ())
+        if len(buttons) > MAX_BUTTONS:
+            raise Unsupported(f"a card has {len(buttons)} buttons: {MAX_BUTTONS} at most")
+        element: dict[str, Any] = {"title": title}
+        if subtitle:
+            element["subtitle"] = subtitle
+        if card.get("image_url"):
+            element["image_url"] = card["image_url"]
+        if buttons:
+            element["buttons"] = [_button(b) for b in buttons]
+        elements.append(element)
+    return {"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}
+
+
+def _button(button: Mapping[str, Any]) -> dict[str, Any]:
+    label, value = button.get("label") or "", button.get("value") or ""
+    if not label or len(label) > MAX_BUTTON_TITLE:
+        raise Unsupported(f"a button title has {len(label)} characters: 1 to {MAX_BUTTON_TITLE} allowed")
+    if button.get("action") == "url":
+        if not value.startswith(("https://", "http://")):
+            raise Unsupported("a link button without an http(s) URL")
+        return {"type": "web_url", "title": label, "url": value}
+    # postback, and "say" (the contact says the value): both come back as the button's payload.
+    if not value or len(value) > MAX_PAYLOAD:
+        raise Unsupported(f"a button's value must have 1 to {MAX_PAYLOAD} characters")
+    return {"type": "postback", "title": label, "payload": value}
+
+
+def sender_action_message(psid: str, action: str) -> dict[str, Any]:
+    """The Send API body of a sender action (typing_on…): no message, no messaging_type."""
+    if action not in SENDER_ACTIONS:
+        raise InvalidOutbound(f"sender_action must be one of {', '.join(SENDER_ACTIONS)}", code="invalid_sender_action")
+    if not isinstance(psid, str) or not psid.strip() or len(psid) > 200:
+        raise InvalidOutbound("recipient PSID must be a non-empty id", code="invalid_recipient")
+    return {"recipient": {"id": psid}, "sender_action": action}
 
 
 def _envelope(psid: str, messaging_type: str, tag: str) -> dict[str, Any]:
