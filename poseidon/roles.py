@@ -13,6 +13,7 @@ from aiohttp import web
 from base.settings import Settings
 from hubs.message.router import PROCESS as ROUTER_PROCESS
 from hubs.message.router import MessageRouter
+from hubs.tenant.erp import ODOO_CHECK
 from hubs.tenant.proof import FACEBOOK_PAGE_CONTROL
 from infra.command_client import CommandClient
 from infra.grpc_server import QueryService, RunningServer, start_server
@@ -29,6 +30,7 @@ from sagas.driver import SagaDriver
 from sagas.registry import DEFINITIONS
 from schemas.codec import Codec
 from spokes.facebook.connect import FacebookPageControl
+from spokes.odoo.connect import OdooConnectionCheck
 
 # -- gRPC query services ----------------------------------------------------------
 
@@ -37,12 +39,14 @@ def grpc_wiring(service: QueryService, settings: Settings, codec: Codec | None =
     """What a query service's server is handed: the Tenant read model's role lookup
     for its Authorizer, a command client when the service sends commands, and the
     Tenant service's proof of page control (the Facebook spoke's Graph calls, which
-    the read side may not import)."""
+    the read side may not import) and its Odoo connection check (the Odoo spoke's)."""
     commands = None
     if service.sends_commands:
         commands = CommandClient(settings, codec or bootstrap.codec(settings), bootstrap.hubs().values())
     tenant_schema = settings.pg_schema("tenant")
-    extensions = {FACEBOOK_PAGE_CONTROL: FacebookPageControl(settings)} if service.hub == "tenant" else {}
+    extensions = {}
+    if service.hub == "tenant":  # the connect flows' outside calls, which the read side may not import
+        extensions = {FACEBOOK_PAGE_CONTROL: FacebookPageControl(settings), ODOO_CHECK: OdooConnectionCheck(settings)}
     return {"role_lookup": lambda stores: role_lookup(stores, tenant_schema), "commands": commands, "extensions": extensions}
 
 

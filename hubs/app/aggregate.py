@@ -15,7 +15,8 @@ aggregate id. Hence:
 * `Subscription` — id = `"<tenant_id>/<app_id>"` (`subscription_id`), owned by the
   subscribing tenant, one per (tenant, app) by construction; mapped to a UUID with
   uuid5. `SubscribeApp` creates it (or resubscribes), `UnsubscribeApp`,
-  `SetSubscriptionGuards`.
+  `SetSubscriptionGuards`, `ConnectBot` (the tenant's own bot: webhook id and
+  sealed webhook secret; saving again rotates them).
 
 Both subclass `AppHubAggregate`, which is what `HubSpec.aggregate` declares. The
 shared processor never instantiates that class: it restores whatever class the
@@ -37,7 +38,9 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from hubs.app.bot import WEBHOOK_ID
 from hubs.app.commands import (
+    ConnectBot,
     RegisterApp,
     SetSubscriptionGuards,
     SubscribeApp,
@@ -45,13 +48,14 @@ from hubs.app.commands import (
     subscription_id,
 )
 from hubs.app.guards import PRIVATE, PUBLIC, GuardError, Guards, parse_channels
-from schemas.contracts import AggregateAlreadyExists, Command, InvalidCommand, Rejected
+from schemas.contracts import SEALED_PREFIX, AggregateAlreadyExists, Command, InvalidCommand, Rejected
 
 KINDS = ("bot", "integration")
 VISIBILITIES = (PRIVATE, PUBLIC)
 PLATFORM_TENANT = "platform"
 """The tenant that publishes first-party apps."""
 MAX_NAME = 100
+MAX_SEALED = 4096
 # Fixed forever: subscription UUIDs (eventsourcing ids) derive from it.
 SUBSCRIPTION_NAMESPACE = uuid.UUID("6f0f3c1e-52a4-5d0b-9b7e-2d1c8a7e4b10")
 
@@ -83,6 +87,10 @@ class App(AppHubAggregate):
 
 
 class Subscription(AppHubAggregate):
+    bot_webhook_id = ""
+    bot_sealed_secret = ""
+    """Class defaults: subscriptions snapshotted before bot connections existed had none."""
+
     @staticmethod
     def create_id(subscription_id: str, **_: object) -> uuid.UUID:
         return uuid.uuid5(SUBSCRIPTION_NAMESPACE, subscription_id)
@@ -114,6 +122,12 @@ class Subscription(AppHubAggregate):
         channels, page_ids, business_hours = guards.to_record()
         self._guards_set(channels, page_ids, business_hours)
 
+    def connect_bot(self, webhook_id: str, sealed_webhook_secret: str) -> None:
+        check_is_subscribed(self)
+        check_webhook_id(webhook_id)
+        check_sealed(sealed_webhook_secret, "sealed_webhook_secret")
+        self._bot_connected(webhook_id, sealed_webhook_secret)
+
     # Guards survive an unsubscription: resubscribing resumes with them, which is
     # what pausing an app and resuming it later wants.
     @event("AppResubscribed")
@@ -129,6 +143,21 @@ class Subscription(AppHubAggregate):
         self.channels = channels
         self.page_ids = page_ids
         self.business_hours = business_hours
+
+    @event("BotConnected")
+    def _bot_connected(self, webhook_id: str, sealed_webhook_secret: str) -> None:
+        self.bot_webhook_id, self.bot_sealed_secret = webhook_id, sealed_webhook_secret
+
+
+def check_webhook_id(webhook_id: str) -> None:
+    if not isinstance(webhook_id, str) or not WEBHOOK_ID.match(webhook_id):
+        raise InvalidCommand(f"webhook_id must be 1 to 128 of A-Z a-z 0-9 _ -, not {str(webhook_id)[:140]!r}")
+
+
+def check_sealed(value: str, field: str) -> None:
+    # Never a clear secret in the log: only what infra/sealing.py made.
+    if not isinstance(value, str) or not value.startswith(SEALED_PREFIX) or len(value) > MAX_SEALED:
+        raise InvalidCommand(f"{field} must be a sealed value ({SEALED_PREFIX}…), never a clear secret")
 
 
 def check_is_subscribed(subscription: Subscription) -> None:
@@ -197,7 +226,7 @@ def handle(aggregate: AppHubAggregate | None, command: Command) -> AppHubAggrega
         if aggregate is not None:
             raise AggregateAlreadyExists(f"app {meta.aggregate_id} is already registered")
         return register(command)
-    if not isinstance(command, SubscribeApp | UnsubscribeApp | SetSubscriptionGuards):
+    if not isinstance(command, SubscribeApp | UnsubscribeApp | SetSubscriptionGuards | ConnectBot):
         raise InvalidCommand(f"the app hub has no handler for {type(command).__name__}")
 
     check_uuid(command.app_id, "app_id")
@@ -213,6 +242,8 @@ def handle(aggregate: AppHubAggregate | None, command: Command) -> AppHubAggrega
         raise NotSubscribed(f"tenant {meta.tenant_id} is not subscribed to app {command.app_id}")
     if isinstance(command, UnsubscribeApp):
         aggregate.unsubscribe()
+    elif isinstance(command, ConnectBot):
+        aggregate.connect_bot(command.webhook_id, command.sealed_webhook_secret)
     else:
         try:
             guards = Guards.parse(command.channels, command.page_ids, command.business_hours)

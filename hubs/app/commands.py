@@ -1,6 +1,6 @@
 """App hub commands: what callers may ask — register an app (a bot, an
 integration), and, for a tenant, subscribe to an app, unsubscribe, and set the
-guards of its subscription."""
+guards of its subscription, and connect the subscription to the tenant's own bot."""
 
 from __future__ import annotations
 
@@ -51,10 +51,22 @@ class SetSubscriptionGuards(AppCommand):
     business_hours: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class ConnectBot(AppCommand):
+    """Aggregate id: `subscription_id(tenant_id, app_id)`. Sets (or rotates, by saving
+    again) the bot connection the subscription's messages are asked with: the Botpress
+    Chat integration's webhook id and its webhook secret, sealed for this tenant and
+    app (`hubs.app.bot.webhook_secret_context`) — never a clear secret."""
+
+    app_id: str
+    webhook_id: str
+    sealed_webhook_secret: str
+
+
 def subscription_id(tenant_id: str, app_id: str) -> str:
     """The aggregate id of `tenant_id`'s subscription to `app_id`: readable in the
     log and as the Kafka key, and one per (tenant, app) by construction."""
     return f"{tenant_id}/{app_id}"
 
 
-COMMANDS = (RegisterApp, SubscribeApp, UnsubscribeApp, SetSubscriptionGuards)
+COMMANDS = (RegisterApp, SubscribeApp, UnsubscribeApp, SetSubscriptionGuards, ConnectBot)

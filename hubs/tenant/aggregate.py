@@ -47,6 +47,7 @@ from hubs.tenant.commands import (
     ArchiveTenant,
     ChangeMemberRole,
     ConnectChannel,
+    ConnectOdoo,
     CreateTenant,
     DisconnectChannel,
     InviteMember,
@@ -93,6 +94,9 @@ the App hub's page guards, so every connected account can be named in a guard,
 and never a `/`, so a channel account id splits one way only."""
 MAX_REASON = 200
 MAX_SEALED = 4096
+ODOO_PROTOCOLS = ("xmlrpc", "json2")
+ODOO_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
+MAX_ODOO_FIELD = 500
 PROOFS = ("facebook_login",)
 """How a tenant may prove control of an account: `facebook_login` — the page was
 among those the Facebook user who logged in (Facebook Login for Business) manages."""
@@ -155,6 +159,8 @@ class TenantHubAggregate(Aggregate):
 class Tenant(TenantHubAggregate):
     archived = False
     """Class default: tenants snapshotted before archiving existed were all active."""
+    odoo: dict | None = None
+    """The tenant's own Odoo connection (url, database, login, sealed_api_key, protocol); None: none saved."""
 
     @staticmethod
     def create_id(tenant_id: str, **_: object) -> uuid.UUID:
@@ -239,6 +245,16 @@ class Tenant(TenantHubAggregate):
         check_not_archived(self)
         check_reason(reason)
         self._tenant_archived(reason)
+
+    def connect_odoo(self, url: str, database: str, login: str, sealed_api_key: str, protocol: str, actor: str) -> None:
+        check_not_archived(self)
+        check_actor_may_manage(self, actor)
+        check_odoo_connection(url, database, login, sealed_api_key, protocol)
+        self._odoo_connected(url, database, login, sealed_api_key, protocol)
+
+    @event("OdooConnected")
+    def _odoo_connected(self, url: str, database: str, login: str, sealed_api_key: str, protocol: str) -> None:
+        self.odoo = {"url": url, "database": database, "login": login, "sealed_api_key": sealed_api_key, "protocol": protocol}
 
     @event("TenantArchived")
     def _tenant_archived(self, reason: str) -> None:
@@ -408,6 +424,18 @@ def check_actor_is_owner_or_platform(tenant: Tenant, actor: str) -> None:
         raise InsufficientRole(f"{actor} is {role}; archiving a tenant needs owner")
 
 
+def check_odoo_connection(url: str, database: str, login: str, sealed_api_key: str, protocol: str) -> None:
+    if protocol not in ODOO_PROTOCOLS:
+        raise InvalidCommand(f"protocol must be one of {', '.join(ODOO_PROTOCOLS)}, not {str(protocol)[:40]!r}")
+    if not isinstance(url, str) or not ODOO_URL.match(url) or len(url) > MAX_ODOO_FIELD:
+        raise InvalidCommand("url must be an http(s) URL of the Odoo server, without a trailing slash, query or fragment")
+    for name, value in (("database", database), ("login", login)):
+        if not isinstance(value, str) or not value or len(value) > MAX_ODOO_FIELD or not value.isprintable():
+            raise InvalidCommand(f"{name} must be 1 to {MAX_ODOO_FIELD} printable characters")
+    if not isinstance(sealed_api_key, str) or not sealed_api_key.startswith(SEALED_PREFIX) or len(sealed_api_key) > MAX_SEALED:
+        raise InvalidCommand(f"sealed_api_key must be a sealed value ({SEALED_PREFIX}…), never a clear key")
+
+
 def check_channel(channel: str) -> None:
     if not isinstance(channel, str) or not CHANNEL.match(channel):
         raise InvalidCommand(
@@ -524,6 +552,8 @@ def handle_tenant(tenant: Tenant | None, command: Command) -> Tenant:
         tenant.change_role(command.principal_id, command.role, meta.actor)
     elif isinstance(command, RemoveMember):
         tenant.remove(command.principal_id, meta.actor)
+    elif isinstance(command, ConnectOdoo):
+        tenant.connect_odoo(command.url, command.database, command.login, command.sealed_api_key, command.protocol, meta.actor)
     elif isinstance(command, ArchiveTenant):
         check_actor_is_owner_or_platform(tenant, meta.actor)
         tenant.archive(command.reason)

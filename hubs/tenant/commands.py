@@ -96,6 +96,20 @@ class DisconnectChannel(TenantCommand):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ConnectOdoo(TenantCommand):
+    """Aggregate id: the tenant id. Sets (or rotates, by saving again) the tenant's own
+    Odoo connection, which the Odoo spoke uses on every call for the tenant. Sent only
+    after the platform authenticated against that Odoo with it (the Tenant gRPC
+    service); `sealed_api_key` is sealed for this tenant (`hubs.tenant.erp`), never clear."""
+
+    url: str
+    database: str
+    login: str
+    sealed_api_key: str
+    protocol: str = "xmlrpc"
+
+
 def channel_account_id(channel: str, account_id: str) -> str:
     """The aggregate id of a channel account: readable in the log and as the Kafka
     key, and one per (channel, account) on the whole platform by construction."""
@@ -113,4 +127,5 @@ COMMANDS = (
     ArchiveTenant,
     MoveChannel,
     RequireChannelReauthorization,
+    ConnectOdoo,
 )

@@ -43,6 +43,12 @@ SET_GUARDS_ROW = Update(
     guard=6,
 )
 SET_GUARDS = SET_GUARDS_ROW.sql
+SET_BOT_ROW = Update(
+    "subscriptions",
+    key={"subscription_id": 1, "tenant_id": 2},
+    set={"bot_webhook_id": 3, "bot_sealed_secret": 4, "version": 5, "updated_at": 6},
+    guard=5,
+)
 
 
 def apply(event_type: str, record: dict) -> list[Statement]:
@@ -72,4 +78,10 @@ def apply(event_type: str, record: dict) -> list[Statement]:
                 phase=UPDATED,
             )
         ]  # fmt: skip
+    if kind == "BotConnected":
+        return [
+            SET_BOT_ROW.statement(
+                (aggregate_id, tenant_id, record["webhook_id"], record["sealed_webhook_secret"], version, at), phase=UPDATED
+            )
+        ]
     raise ValueError(f"the app read model has no mapping for {event_type}")

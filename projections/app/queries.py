@@ -16,7 +16,7 @@ APPS_PAGE = f"SELECT {_APP_COLUMNS} FROM apps WHERE {_VISIBLE_TO} AND ($2::uuid 
 
 _SUBSCRIPTION_COLUMNS = (
     "tenant_id, app_id, subscription_id, active, channels, page_ids, business_hours::text AS business_hours, "
-    "version, subscribed_at, updated_at"
+    "version, subscribed_at, updated_at, bot_webhook_id"
 )
 SUBSCRIPTION = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND app_id = $2"
 SUBSCRIPTIONS_PAGE = f"""SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions
@@ -28,6 +28,26 @@ ROUTING = """SELECT s.active, s.channels, s.page_ids, s.business_hours::text AS 
 FROM subscriptions s
 LEFT JOIN apps a ON a.app_id = s.app_id AND (a.tenant_id = s.tenant_id OR a.visibility = 'public')
 WHERE s.tenant_id = $1 AND s.app_id = $2"""
+
+# The Botpress spoke's and ingress's view of a tenant's bots: sealed, opened only there.
+BOT_CONNECTION = """SELECT app_id, bot_webhook_id, bot_sealed_secret FROM subscriptions
+WHERE tenant_id = $1 AND active AND bot_webhook_id <> '' AND ($2::uuid IS NULL OR app_id = $2)
+ORDER BY subscribed_at, app_id LIMIT 1"""
+BOT_SECRETS = """SELECT app_id, bot_webhook_id, bot_sealed_secret FROM subscriptions
+WHERE tenant_id = $1 AND bot_webhook_id <> ''"""
+
+
+async def bot_connection(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, app_id: uuid.UUID | None
+) -> asyncpg.Record | None:
+    """The bot connection of the tenant's active subscription to `app_id` (None: its
+    oldest active subscription that has one). Secret sealed."""
+    return await conn.fetchrow(BOT_CONNECTION, tenant_id, app_id)
+
+
+async def bot_secrets(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
+    """Every bot connection the tenant saved (sealed secrets): what its bots' pushes may carry."""
+    return await conn.fetch(BOT_SECRETS, tenant_id)
 
 
 async def app(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, app_id: uuid.UUID) -> asyncpg.Record | None:

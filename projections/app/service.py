@@ -1,10 +1,15 @@
 """App gRPC queries (GetApp, ListApps, GetSubscription, ListSubscriptions,
-CheckGuards) over the app read store. Parsing, role checks and answering only:
-SQL lives in projections/app/queries.py, the routing decision in hubs/app/guards.py."""
+CheckGuards) over the app read store, and AppConnections.ConnectBot (a tenant
+admin connects its subscription to its own bot: the webhook secret is sealed for
+the tenant and app here, before it enters any command, and never answered back).
+Parsing, role checks and answering only: SQL lives in projections/app/queries.py,
+the routing decision in hubs/app/guards.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -12,16 +17,24 @@ import asyncpg
 import grpc
 
 from hubs.app.aggregate import PLATFORM_TENANT
+from hubs.app.bot import MAX_SECRET, MIN_SECRET, WEBHOOK_ID, webhook_secret_context
+from hubs.app.commands import ConnectBot, subscription_id
 from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evaluate_subscription
 from infra.arguments import tenant, uuid_of
-from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.command_client import new_meta
+from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
 from infra.paging import page_size, paginate, parse_token
 from infra.rest import UUID_FIELD, Route, methods
+from infra.sealing import Sealer, credential_keys_dir
+from infra.security import PermissionDenied, current_principal
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
 TOKEN_VERSION = "a1"
 READ_ROLE = "viewer"
+CONNECT_ROLE = "admin"
+COMMAND_TIMEOUT_S = 15.0
+PROJECTION_WAIT_S = 3.0
 
 
 class AppQueries(app_pb2_grpc.AppQueryServicer):
@@ -80,6 +93,64 @@ class AppQueries(app_pb2_grpc.AppQueryServicer):
         return app_pb2.GuardDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason, at=to_timestamp(at))
 
 
+class AppConnections(app_pb2_grpc.AppConnectionsServicer):
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the app service declares sends_commands"
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+        self.sealer = Sealer(credential_keys_dir(deps.settings))
+
+    async def ConnectBot(
+        self, request: app_pb2.ConnectBotRequest, context: grpc.aio.ServicerContext
+    ) -> app_pb2.BotConnectionReply:
+        tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
+        await self.authorizer.require(tenant_id, CONNECT_ROLE)  # before the request's fields: another tenant learns nothing
+        if not WEBHOOK_ID.match(request.webhook_id):
+            raise InvalidArgument(f"webhook_id must be 1 to 128 of A-Z a-z 0-9 _ -, not {request.webhook_id[:140]!r}")
+        secret = request.webhook_secret
+        if not MIN_SECRET <= len(secret) <= MAX_SECRET or not secret.isprintable():
+            raise InvalidArgument(f"webhook_secret must be {MIN_SECRET} to {MAX_SECRET} printable characters")
+        if len(request.command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        app = await queries.app(self.pool, tenant_id, app_id)
+        if app is None or app["kind"] != "bot":
+            raise NotFound(f"no bot app {app_id} for tenant {tenant_id}")
+        sealed = self.sealer.seal(secret.encode(), webhook_secret_context(tenant_id, str(app_id)))
+        del secret  # the clear secret goes no further than the seal
+        aggregate_id, caller = subscription_id(tenant_id, str(app_id)), current_principal()
+        meta = new_meta(aggregate_id, tenant_id, actor=caller.id, command_id=request.command_id or None)
+        command = ConnectBot(meta, app_id=str(app_id), webhook_id=request.webhook_id, sealed_webhook_secret=sealed)
+        result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+        if not result.accepted:
+            if result.rejection == "InvalidCommand":
+                raise InvalidArgument(result.reason)
+            if result.rejection in ("TenantMismatch", "InsufficientRole"):
+                raise PermissionDenied(result.reason)
+            raise FailedPrecondition(f"{result.rejection}: {result.reason}")
+        projected = await _projected(self.pool, tenant_id, app_id, result.version)
+        return app_pb2.BotConnectionReply(
+            tenant_id=tenant_id,
+            app_id=str(app_id),
+            webhook_id=request.webhook_id,
+            command_id=result.command_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=projected,
+        )
+
+
+async def _projected(pool, tenant_id: str, app_id: uuid.UUID, version: int) -> bool:
+    """Whether the read store shows the subscription at `version` within PROJECTION_WAIT_S, so
+    the caller's next query (and the spoke, within its cache's seconds) sees the connection."""
+    deadline = time.monotonic() + PROJECTION_WAIT_S
+    while True:
+        row = await queries.subscription(pool, tenant_id, app_id)
+        if row is not None and row["version"] >= version:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
 def _app(row: asyncpg.Record, tenant_id: str) -> app_pb2.App:
     return app_pb2.App(
         app_id=str(row["app_id"]),
@@ -107,6 +178,7 @@ def _subscription(row: asyncpg.Record) -> app_pb2.Subscription:
         version=row["version"],
         subscribed_at=to_timestamp(row["subscribed_at"]),
         updated_at=to_timestamp(row["updated_at"]),
+        bot_webhook_id=row["bot_webhook_id"],
     )
     if hours is not None:
         message.guards.business_hours.CopyFrom(
@@ -126,11 +198,12 @@ def _after(token: str) -> uuid.UUID | None:
 
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     app_pb2_grpc.add_AppQueryServicer_to_server(AppQueries(deps), server)
+    app_pb2_grpc.add_AppConnectionsServicer_to_server(AppConnections(deps), server)
 
 
 def _routes() -> tuple[Route, ...]:
     """The REST operations of this service (the API gateway answers them with these methods)."""
-    m = methods(app_pb2, "AppQuery")
+    m, connections = methods(app_pb2, "AppQuery"), methods(app_pb2, "AppConnections")
     return (
         Route("GET", "/v1/tenants/{tenant_id}/apps", m.ListApps, "The tenant's apps, a page at a time."),
         Route("GET", "/v1/tenants/{tenant_id}/apps/{app_id}", m.GetApp, "One app."),
@@ -147,14 +220,30 @@ def _routes() -> tuple[Route, ...]:
             m.CheckGuards,
             "Would the app's guards let a message through now (or at `at`)?",
         ),
+        Route(
+            "PUT",
+            "/v1/tenants/{tenant_id}/apps/{app_id}/subscription/bot",
+            connections.ConnectBot,
+            "Connect the subscription to the tenant's own bot (Botpress Chat integration), or rotate its secret.",
+            idempotency_field="command_id",
+            affects="/v1/tenants/{tenant_id}/apps/{app_id}/subscription",
+        ),
     )
 
 
 SERVICE = QueryService(
     hub="app",
     read_model=PROJECTION,
-    service_names=(app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,),
+    service_names=(
+        app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,
+        app_pb2.DESCRIPTOR.services_by_name["AppConnections"].full_name,
+    ),
     add_to_server=_add_to_server,
+    sends_commands=True,
     http_routes=_routes(),
-    http_fields={"app_id": UUID_FIELD},
+    http_fields={
+        "app_id": UUID_FIELD,
+        "webhook_id": {"pattern": WEBHOOK_ID.pattern},
+        "webhook_secret": {"minLength": MIN_SECRET, "maxLength": MAX_SECRET, "format": "password", "writeOnly": True},
+    },
 )

@@ -48,6 +48,17 @@ WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
 ARCHIVE = """UPDATE tenants SET version = $2::bigint, updated_at = $3::timestamptz, archived_at = $3::timestamptz
 WHERE tenant_id = $1::text AND version < $2::bigint"""
 REMOVE = _BUMP + """DELETE FROM memberships m USING bumped WHERE m.tenant_id = bumped.tenant_id AND m.principal_id = $4::text"""
+# One tenant's Odoo connection: the bump and the upsert in one statement, guarded by both versions.
+ODOO = (
+    _BUMP
+    + """INSERT INTO odoo_connections
+    (tenant_id, url, database, login, sealed_api_key, protocol, version, connected_at, updated_at)
+SELECT tenant_id, $4::text, $5::text, $6::text, $7::text, $8::text, $2::bigint, $3::timestamptz, $3::timestamptz FROM bumped
+ON CONFLICT (tenant_id) DO UPDATE SET url = EXCLUDED.url, database = EXCLUDED.database, login = EXCLUDED.login,
+    sealed_api_key = EXCLUDED.sealed_api_key, protocol = EXCLUDED.protocol, version = EXCLUDED.version,
+    updated_at = EXCLUDED.updated_at
+WHERE odoo_connections.version < EXCLUDED.version"""
+)
 
 # $1 channel, $2 account id, $3 owning tenant, $4 connected, $5 event version, $6 occurred at,
 # $7 proof, $8 sealed token, $9 needs reauthorization, $10 its reason, $11 keep the stored
@@ -113,4 +124,7 @@ def apply(event_type: str, record: dict) -> list[Statement]:
         return [Statement(REMOVE, (*guarded, record["principal_id"]), phase=CHANGED)]
     if kind == "TenantArchived":
         return [Statement(ARCHIVE, guarded, phase=CHANGED)]
+    if kind == "OdooConnected":
+        odoo = (record["url"], record["database"], record["login"], record["sealed_api_key"], record["protocol"])
+        return [Statement(ODOO, (*guarded, *odoo), phase=CHANGED)]
     raise ValueError(f"the tenant read model has no mapping for {event_type}")

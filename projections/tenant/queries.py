@@ -108,3 +108,12 @@ async def channels_needing_reauthorization(conn: Conn, schema: str, limit: int) 
         WHERE needs_reauthorization AND connected ORDER BY updated_at DESC LIMIT $1""",
         limit,
     )
+
+
+ODOO_CONNECTION = """SELECT tenant_id, url, database, login, sealed_api_key, protocol, version, connected_at, updated_at
+FROM odoo_connections WHERE tenant_id = $1"""
+
+
+async def odoo_connection(conn: Conn, tenant_id: str) -> asyncpg.Record | None:
+    """The tenant's own Odoo connection, its API key sealed (the Odoo spoke opens it; never shown)."""
+    return await conn.fetchrow(ODOO_CONNECTION, tenant_id)

@@ -26,11 +26,22 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from hubs.tenant.aggregate import ACCOUNT_ID, CHANNEL, MAX_NAME, MAX_REASON, ROLES, TENANT_ID
+from hubs.tenant.aggregate import (
+    ACCOUNT_ID,
+    CHANNEL,
+    MAX_NAME,
+    MAX_ODOO_FIELD,
+    MAX_REASON,
+    ODOO_PROTOCOLS,
+    ODOO_URL,
+    ROLES,
+    TENANT_ID,
+)
 from hubs.tenant.commands import (
     AcceptInvitation,
     ChangeMemberRole,
     ConnectChannel,
+    ConnectOdoo,
     CreateTenant,
     DisconnectChannel,
     InviteMember,
@@ -38,6 +49,7 @@ from hubs.tenant.commands import (
     RemoveMember,
     channel_account_id,
 )
+from hubs.tenant.erp import ODOO_CHECK, ODOO_UNAVAILABLE, OdooRefused, OdooSettings, odoo_key_context
 from hubs.tenant.proof import FACEBOOK_PAGE_CONTROL, RATE_LIMITED, UNAVAILABLE, ConnectRefused, page_token_context
 from infra.arguments import required, tenant
 from infra.command_client import CommandResult, new_meta
@@ -180,6 +192,25 @@ class TenantQueries(tenant_pb2_grpc.TenantQueryServicer):
         page, token = paginate(rows, size, lambda last: f"{last['channel']}/{last['account_id']}")
         return tenant_pb2.ChannelPage(channels=[_channel_account(r) for r in page], next_page_token=token)
 
+    async def GetOdooConnection(
+        self, request: tenant_pb2.GetOdooConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.OdooConnection:
+        tenant_id = tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "admin")
+        row = await queries.odoo_connection(self.pool, tenant_id)
+        if row is None:
+            raise NotFound(f"tenant {tenant_id} has no Odoo connection of its own")
+        return tenant_pb2.OdooConnection(
+            tenant_id=tenant_id,
+            url=row["url"],
+            database=row["database"],
+            login=row["login"],
+            protocol=row["protocol"],
+            version=row["version"],
+            connected_at=to_timestamp(row["connected_at"]),
+            updated_at=to_timestamp(row["updated_at"]),
+        )
+
 
 class TenantMembership(tenant_pb2_grpc.TenantMembershipServicer):
     """Sends tenant commands as the caller (the command's actor). The role check
@@ -287,6 +318,7 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
         assert deps.commands is not None, "the tenant service declares sends_commands"
         self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
         self.page_control = deps.extensions.get(FACEBOOK_PAGE_CONTROL)
+        self.odoo_check = deps.extensions.get(ODOO_CHECK)
         self.sealer = Sealer(credential_keys_dir(deps.settings))
 
     async def StartFacebookConnect(
@@ -402,6 +434,46 @@ class TenantChannels(tenant_pb2_grpc.TenantChannelsServicer):
             raise NotFound(f"tenant {tenant_id} has no {channel} account {account_id}")
         return await self._reply(result, tenant_id, channel, account_id)
 
+    async def ConnectOdoo(
+        self, request: tenant_pb2.ConnectOdooRequest, context: grpc.aio.ServicerContext
+    ) -> tenant_pb2.OdooConnectionReply:
+        tenant_id = tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, "admin")  # before anything about the request: another tenant learns nothing
+        odoo = _odoo_settings(request)
+        if self.odoo_check is None:
+            raise Unavailable(f"{ODOO_UNAVAILABLE}: checking Odoo connections is not configured on this server")
+        try:
+            learnt = await self.odoo_check.check(tenant_id, odoo)
+        except OdooRefused as refused:
+            if refused.rule == ODOO_UNAVAILABLE:
+                raise Unavailable(f"{refused.rule}: {refused.message}") from None
+            raise FailedPrecondition(f"{refused.rule}: {refused.message}") from None
+        sealed = self.sealer.seal(odoo.api_key.encode(), odoo_key_context(tenant_id))
+        if len(request.command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        meta = new_meta(tenant_id, tenant_id, actor=current_principal().id, command_id=request.command_id or None)
+        command = ConnectOdoo(
+            meta, url=odoo.url, database=odoo.database, login=odoo.login, sealed_api_key=sealed, protocol=odoo.protocol
+        )
+        del odoo  # the clear key goes no further than the seal
+        result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+        if not result.accepted:
+            raise _refusal(result, {})
+        projected = await _wait_until(
+            lambda: self.pool.fetchval("SELECT version FROM odoo_connections WHERE tenant_id = $1", tenant_id), result.version
+        )
+        return tenant_pb2.OdooConnectionReply(
+            tenant_id=tenant_id,
+            url=command.url,
+            database=command.database,
+            protocol=command.protocol,
+            authenticated=learnt,
+            command_id=result.command_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=projected,
+        )
+
     async def _reply(self, result: CommandResult, tenant_id: str, channel: str, account_id: str) -> tenant_pb2.CommandReply:
         if not result.accepted:
             raise _refusal(result, {})
@@ -420,6 +492,26 @@ def _channel_meta(tenant_id: str, channel: str, account_id: str, command_id: str
         raise InvalidArgument("command_id must be at most 200 characters")
     caller = current_principal()
     return new_meta(channel_account_id(channel, account_id), tenant_id, actor=caller.id, command_id=command_id or None)
+
+
+def _odoo_settings(request: tenant_pb2.ConnectOdooRequest) -> OdooSettings:
+    protocol = request.protocol or "xmlrpc"
+    if protocol not in ODOO_PROTOCOLS:
+        raise InvalidArgument(f"protocol must be one of {', '.join(ODOO_PROTOCOLS)}, not {protocol[:40]!r}")
+    url = request.url.rstrip("/")
+    parts = urlsplit(url) if ODOO_URL.match(url) and len(url) <= MAX_ODOO_FIELD else None
+    if (
+        parts is None
+        or not parts.hostname
+        or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS))
+    ):
+        # The key travels to that URL: never in clear over the network.
+        raise InvalidArgument("url must be the https URL of the Odoo server (http only on loopback), without query or fragment")
+    for name in ("database", "login", "api_key"):
+        value = getattr(request, name)
+        if not value or len(value) > MAX_ODOO_FIELD or not value.isprintable():
+            raise InvalidArgument(f"{name} must be 1 to {MAX_ODOO_FIELD} printable characters")
+    return OdooSettings(url, request.database, request.login, request.api_key, protocol)
 
 
 def _connect_refusal(refused: ConnectRefused) -> Exception:
@@ -604,6 +696,14 @@ def _routes() -> tuple[Route, ...]:
             201,
             idempotency_field="command_id",
         ),
+        Route("GET", tenant_path + "/odoo", q.GetOdooConnection, "The tenant's own Odoo connection (never its API key)."),
+        Route(
+            "PUT",
+            tenant_path + "/odoo",
+            channels.ConnectOdoo,
+            "Save the tenant's own Odoo connection, after authenticating against that Odoo with it.",
+            idempotency_field="command_id",
+        ),
     )
 
 
@@ -626,5 +726,10 @@ SERVICE = QueryService(
         "account_id": {"pattern": ACCOUNT_ID.pattern},
         "reason": {"maxLength": MAX_REASON},
         "owner_id": {"description": "Platform principals only: the new tenant's owner"},
+        "protocol": {"enum": list(ODOO_PROTOCOLS)},
+        "url": {"maxLength": MAX_ODOO_FIELD, "description": "The Odoo server's https URL"},
+        "database": {"minLength": 1, "maxLength": MAX_ODOO_FIELD},
+        "login": {"minLength": 1, "maxLength": MAX_ODOO_FIELD},
+        "api_key": {"minLength": 1, "maxLength": MAX_ODOO_FIELD, "format": "password", "writeOnly": True},
     },
 )

@@ -20,7 +20,7 @@ router's) is started by the saga driver after `lookup`. The saga id is derived
 from tenant and message id, so a decision read twice starts one saga.
 Input (from the routed message and the settings): {"tenant_id",
 "wallet_id", "charge_minor", "conversation_id", "message_id", "contact_id",
-"channel", "channel_account_id", "routed_to", "rule", "text", "attachments",
+"channel", "channel_account_id", "routed_to", "app_id", "rule", "text", "choice", "attachments",
 "received_at", "deadlines_s"?}. The message text travels in the saga's input as
 it does in `message.events` (the bot and the CRM need it); timeline summaries
 never show it, and erasing a contact's data covers `saga.events` too.
@@ -68,8 +68,11 @@ def start(record: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]
         "channel": record["channel"],
         "channel_account_id": record["channel_account_id"],
         "routed_to": record["spoke"],
+        # Which subscription's bot answers (the tenant's own: spokes/botpress/bots.py); never its secret.
+        "app_id": record.get("app_id") or "",
         "rule": record["rule"],
         "text": record.get("text") or "",
+        "choice": record.get("choice") or "",
         "attachments": [a["url"] for a in record.get("attachments", ()) if a.get("url")],
         "received_at": received.isoformat() if isinstance(received, datetime) else "",
     }
@@ -135,7 +138,16 @@ def capture_charge(s: SagaView) -> CaptureFunds:
 
 def ask_bot(s: SagaView) -> SpokeRequest:
     i = s.input
-    return spoke(s, BOT_SPOKE, "AskBot", channel=i["channel"], contact_id=i["contact_id"], text=i["text"])
+    return spoke(
+        s,
+        BOT_SPOKE,
+        "AskBot",
+        channel=i["channel"],
+        contact_id=i["contact_id"],
+        text=i["text"],
+        app_id=i.get("app_id", ""),
+        choice=i.get("choice", ""),
+    )
 
 
 def replies(s: SagaView) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ import pytest
 from hubs.app.aggregate import MAX_NAME, PLATFORM_TENANT, App, Subscription, handle
 from hubs.app.commands import (
     COMMANDS,
+    ConnectBot,
     RegisterApp,
     SetSubscriptionGuards,
     SubscribeApp,
@@ -75,6 +76,9 @@ class Publisher:
         )
 
 
+SEALED = "sealed.v1.s1-abc.AAAA"
+
+
 class Subscriber:
     """Builds subscription commands of one tenant for one app."""
 
@@ -91,6 +95,9 @@ class Subscriber:
 
     def unsubscribe(self, **m) -> UnsubscribeApp:
         return UnsubscribeApp(self._meta(m), app_id=self.app_id)
+
+    def connect_bot(self, webhook_id="bot-acme", sealed=SEALED, **m) -> ConnectBot:
+        return ConnectBot(self._meta(m), app_id=self.app_id, webhook_id=webhook_id, sealed_webhook_secret=sealed)
 
     def guard(self, channels=(), page_ids=(), business_hours=None, **m) -> SetSubscriptionGuards:
         return SetSubscriptionGuards(
@@ -112,6 +119,39 @@ class Subscriber:
 
 
 when = Hub(HUB).when
+
+
+# -- a subscription's own bot ----------------------------------------------------
+
+
+def test_connecting_a_bot_records_its_webhook_id_and_sealed_secret_on_the_subscription():
+    s = Subscriber()
+    decision = when(given(s.subscribed()), s.connect_bot())
+
+    assert HUB.event_name(only_event(decision)) == "poseidon.app.BotConnected"
+    assert (decision.aggregate.bot_webhook_id, decision.aggregate.bot_sealed_secret) == ("bot-acme", SEALED)
+
+
+def test_connecting_again_rotates_the_bot_connection():
+    s = Subscriber()
+    subscription = given(s.subscribed(), happened(Subscription.BotConnected, webhook_id="old", sealed_webhook_secret=SEALED))
+
+    decision = when(subscription, s.connect_bot("new", SEALED + "B"))
+
+    assert (decision.aggregate.bot_webhook_id, decision.aggregate.bot_sealed_secret) == ("new", SEALED + "B")
+
+
+def test_a_clear_secret_or_a_bad_webhook_id_is_never_recorded():
+    s = Subscriber()
+    then_rejected(when(given(s.subscribed()), s.connect_bot(sealed="hunter2-clear")), "InvalidCommand", "never a clear secret")
+    then_rejected(when(given(s.subscribed()), s.connect_bot(webhook_id="a/b")), "InvalidCommand", "webhook_id")
+
+
+def test_a_bot_is_connected_only_to_an_active_subscription_of_the_tenant_itself():
+    s = Subscriber()
+    then_rejected(when(None, s.connect_bot()), "NotSubscribed")
+    then_rejected(when(given(s.subscribed(), s.unsubscribed()), s.connect_bot()), "NotSubscribed")
+    then_rejected(when(given(s.subscribed()), s.connect_bot(tenant=OTHER_TENANT)), "TenantMismatch")
 
 
 # -- registering apps ----------------------------------------------------------
@@ -423,6 +463,7 @@ def test_every_command_survives_its_avro_record_through_the_codec():
         s.unsubscribe(),
         s.guard(channels=["sms"], page_ids=["1", "2"], business_hours=PARIS_OFFICE),
         s.guard(),
+        s.connect_bot(),
     ]
     assert {type(c) for c in commands} == set(COMMANDS)
 

@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
-from hubs.app.commands import RegisterApp, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
+from hubs.app.commands import ConnectBot, RegisterApp, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
 from hubs.app.hub import HUB
 from infra.hub import decide, event_payload
 from infra.projection import Statement
 from projections.app import PROJECTION
-from projections.app.mapping import CREATED, REGISTER, SET_ACTIVE, SET_GUARDS, SUBSCRIBE, UPDATED, apply
+from projections.app.mapping import CREATED, REGISTER, SET_ACTIVE, SET_BOT_ROW, SET_GUARDS, SUBSCRIBE, UPDATED, apply
 from schemas.codec import Catalog, Codec
 from schemas.contracts import CommandMeta
 
@@ -149,10 +149,23 @@ def test_guards_without_business_hours_store_null_and_empty_lists():
     assert statement.args[2:5] == ([], [], None)
 
 
+SEALED = "sealed.v1.s1-abc.AAAA"
+
+
+def test_bot_connected_sets_the_subscriptions_webhook_id_and_sealed_secret_at_its_version():
+    story, app_id = subscription_story()
+
+    event_type, record = story.only(ConnectBot, app_id=app_id, webhook_id="bot-1", sealed_webhook_secret=SEALED)
+
+    [statement] = apply(event_type, record)
+    assert statement.sql == SET_BOT_ROW.sql and statement.phase == UPDATED
+    assert statement.args[:5] == (story.aggregate_id, TENANT, "bot-1", SEALED, 2)
+
+
 def test_every_statement_is_idempotent_on_its_own_inserts_do_nothing_on_conflict_updates_need_a_newer_version():
     assert "ON CONFLICT (app_id) DO NOTHING" in REGISTER
     assert "ON CONFLICT DO NOTHING" in SUBSCRIBE
-    for update in (SET_ACTIVE, SET_GUARDS):
+    for update in (SET_ACTIVE, SET_GUARDS, SET_BOT_ROW.sql):
         assert "AND version < $" in update and "SET" in update
 
 
@@ -162,6 +175,7 @@ def test_every_app_event_in_the_catalog_has_a_mapping_and_each_statement_names_t
     publisher.only(RegisterApp, name="Bot", kind="bot", channels=["sms"], visibility="private")
     story, _ = subscription_story(app_id)
     story.only(SetSubscriptionGuards, app_id=app_id, channels=["sms"], page_ids=[], business_hours=HOURS)
+    story.only(ConnectBot, app_id=app_id, webhook_id="bot-1", sealed_webhook_secret=SEALED)
     story.only(UnsubscribeApp, app_id=app_id)
     story.only(SubscribeApp, app_id=app_id)
 

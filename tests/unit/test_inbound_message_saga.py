@@ -29,6 +29,7 @@ INPUT = {
     "channel": "facebook",
     "channel_account_id": "104857600777",
     "routed_to": "botpress",
+    "app_id": "app-1",
     "rule": "Routed",
     "text": "hello, call me on +33 6 12 34 56 78",
     "attachments": ["https://cdn.example/1.png"],
@@ -231,3 +232,11 @@ def test_a_tenant_without_a_wallet_gets_a_reservation_the_wallet_hub_refuses_not
     reserve = INBOUND_MESSAGE.step("reserve_charge").action(view)
     assert reserve.amount == 5 and uuid.UUID(reserve.meta.aggregate_id)
     assert reserve.meta.aggregate_id == view.derived_id("no-wallet")
+
+
+def test_the_bot_is_asked_for_the_routed_app_so_the_spoke_uses_that_subscriptions_own_bot():
+    s = MessageStory()
+    s.start()
+    s.succeed_until("ask_bot")
+    payload = json.loads(json.loads(s._last_request.command_json)["payload_json"])
+    assert payload["app_id"] == "app-1" and "secret" not in json.dumps(payload)

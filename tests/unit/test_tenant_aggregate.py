@@ -14,7 +14,7 @@ from hubs.tenant.aggregate import ROLES, Tenant
 from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
 from hubs.tenant.hub import HUB
 from infra.hub import SnapshotCodec
-from schemas.contracts import CommandMeta
+from schemas.contracts import CommandMeta, InvalidCommand
 from tests.unit.given_when_then import Fact, Hub, events_of, given, happened, then_rejected
 
 TENANT = "acme"
@@ -435,3 +435,58 @@ def test_only_an_owner_member_or_a_platform_principal_may_archive_a_tenant():
 
     then_rejected(when(tenant, archive(actor="bob")), "InsufficientRole")
     assert when(tenant, archive(actor="olga")).accepted
+
+
+# -- the tenant's own Odoo connection -------------------------------------------
+
+
+def _connect_odoo(actor: str, **changes):
+    from hubs.tenant.commands import ConnectOdoo
+
+    fields = {
+        "url": "https://acme.odoo.com",
+        "database": "acme",
+        "login": "bot@acme.example",
+        "sealed_api_key": "sealed.v1.s1-abc.AAAA",
+        "protocol": "xmlrpc",
+        **changes,
+    }
+    return ConnectOdoo(meta(actor=actor), **fields)
+
+
+def test_an_admin_saves_the_tenants_odoo_connection_with_its_key_sealed_and_saving_again_rotates_it():
+    from hubs.tenant.aggregate import Tenant, handle
+
+    tenant = Tenant.create("acme", "Acme", "olga")
+    handle(tenant, _connect_odoo("olga"))
+    assert tenant.odoo["sealed_api_key"] == "sealed.v1.s1-abc.AAAA" and tenant.odoo["protocol"] == "xmlrpc"
+    handle(tenant, _connect_odoo("olga", sealed_api_key="sealed.v1.s2-def.BBBB", protocol="json2"))
+    assert tenant.odoo["sealed_api_key"] == "sealed.v1.s2-def.BBBB" and tenant.odoo["protocol"] == "json2"
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"sealed_api_key": "clear-key"}, "never a clear key"),
+        ({"protocol": "jsonrpc"}, "protocol must be one of"),
+        ({"url": "ftp://acme.odoo.com"}, "url must be"),
+        ({"url": "https://acme.odoo.com/"}, "url must be"),
+        ({"database": ""}, "database must be"),
+    ],
+)
+def test_a_bad_odoo_connection_is_invalid_and_never_records_a_clear_key(changes, says):
+    from hubs.tenant.aggregate import Tenant, handle
+
+    tenant = Tenant.create("acme", "Acme", "olga")
+    with pytest.raises(InvalidCommand, match=says):
+        handle(tenant, _connect_odoo("olga", **changes))
+
+
+def test_a_member_below_admin_cannot_save_the_odoo_connection():
+    from hubs.tenant.aggregate import InsufficientRole, Tenant, handle
+
+    tenant = Tenant.create("acme", "Acme", "olga")
+    tenant._member_invited("ann", "agent")
+    tenant._member_joined("ann", "agent")
+    with pytest.raises(InsufficientRole):
+        handle(tenant, _connect_odoo("ann"))

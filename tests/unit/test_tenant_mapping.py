@@ -10,11 +10,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hubs.tenant.commands import AcceptInvitation, ArchiveTenant, ChangeMemberRole, CreateTenant, InviteMember, RemoveMember
+from hubs.tenant.commands import (
+    AcceptInvitation,
+    ArchiveTenant,
+    ChangeMemberRole,
+    ConnectOdoo,
+    CreateTenant,
+    InviteMember,
+    RemoveMember,
+)
 from hubs.tenant.hub import HUB
 from infra.hub import decide, event_payload
 from projections.tenant import PROJECTION
-from projections.tenant.mapping import CHANGE_ROLE, CHANGED, CREATE, CREATED, INVITE, JOIN, REMOVE, WITHDRAW, apply
+from projections.tenant.mapping import CHANGE_ROLE, CHANGED, CREATE, CREATED, INVITE, JOIN, ODOO, REMOVE, WITHDRAW, apply
 from schemas.codec import Catalog, Codec
 from schemas.contracts import CommandMeta
 
@@ -112,10 +120,31 @@ def test_every_tenant_event_schema_has_a_mapping():
     story.run(RemoveMember, principal_id="ann")
     story.run(InviteMember, principal_id="bob", role="agent")
     story.run(RemoveMember, principal_id="bob")
+    story.run(ConnectOdoo, **ODOO_FIELDS)
     story.run(ArchiveTenant, reason="onboarding compensated")
 
     assert sorted({name for name, _ in story.records}) == sorted(names)
     assert all(statements([r]) for r in story.records)
+
+
+ODOO_FIELDS = {
+    "url": "https://acme.odoo.com",
+    "database": "acme",
+    "login": "bot@acme.example",
+    "sealed_api_key": "sealed.v1.s1-abc.AAAA",
+    "protocol": "json2",
+}
+
+
+def test_an_odoo_connection_is_one_statement_bumping_the_tenant_and_keeping_the_key_sealed():
+    story = Story()
+    story.run(CreateTenant, name="Acme", owner_id="olga")
+
+    connected = statements(story.run(ConnectOdoo, actor="olga", **ODOO_FIELDS))
+
+    assert [(s.sql, s.phase) for s in connected] == [(ODOO, CHANGED)]
+    assert connected[0].args[0] == TENANT and connected[0].args[1] == 3
+    assert connected[0].args[3:] == tuple(ODOO_FIELDS.values())
 
 
 def test_an_event_the_read_model_does_not_know_is_refused_for_the_dead_letter_topic():
@@ -128,4 +157,4 @@ def test_an_event_the_read_model_does_not_know_is_refused_for_the_dead_letter_to
 def test_the_read_model_declares_its_tables_and_topic():
     assert PROJECTION.name == "tenant"
     assert PROJECTION.topics == ("tenant.events",)
-    assert set(PROJECTION.tables) == {"tenants", "memberships", "invitations", "channel_accounts"}
+    assert set(PROJECTION.tables) == {"tenants", "memberships", "invitations", "channel_accounts", "odoo_connections"}

@@ -1,0 +1,81 @@
+"""Checking a tenant's Odoo connection before it is saved, for the Tenant hub
+(`hubs.tenant.erp.OdooCheck`): authenticates against that Odoo with the given URL,
+database, login and API key over the chosen protocol — XML-RPC `common.authenticate`,
+or a JSON-2 `res.partner.search` with the key as bearer (JSON-2 has no login call) —
+and names what is wrong when it fails. One attempt under the spoke runtime's one
+policy (`SpokeContext.call`: the breaker of (odoo-connect, tenant)): an admin waits on
+the other end, and a failed check must not hold up the tenant's messages. Never logs
+a key."""
+
+from __future__ import annotations
+
+import structlog
+
+from base.settings import Settings
+from hubs.tenant.erp import (
+    ODOO_ACCESS_DENIED,
+    ODOO_NOT_ODOO,
+    ODOO_UNAVAILABLE,
+    ODOO_UNKNOWN_DATABASE,
+    ODOO_UNREACHABLE,
+    OdooRefused,
+    OdooSettings,
+)
+from infra.spoke import ReauthorizationRequired, RetryableError, SpokeContext, SpokeError
+from spokes.odoo.client import Json2Transport, OdooConnection, XmlRpcTransport
+from spokes.odoo.spoke import SPOKE
+from spokes.odoo.translate import PARTNER_MODEL
+
+log = structlog.get_logger(__name__)
+
+CHECK_SYSTEM = "odoo-connect"
+"""Breakers and metrics of the checks: apart from the spoke's own, so an admin's typos never open a tenant's breaker."""
+UNREACHABLE_CODES = frozenset({"odoo_unreachable", "odoo_timeout"})
+
+
+class OdooConnectionCheck:
+    """`OdooCheck` over Odoo's external API; one per Tenant gRPC server, for its lifetime."""
+
+    def __init__(self, settings: Settings):
+        self.ctx = SpokeContext(SPOKE, settings.with_(spoke_max_attempts=1), None, None)  # type: ignore[arg-type]
+
+    async def check(self, tenant_id: str, odoo: OdooSettings) -> str:
+        connection = OdooConnection(odoo.url, odoo.database, odoo.login, odoo.api_key, odoo.protocol)
+
+        async def authenticate() -> str:
+            if connection.protocol == "json2":
+                transport = Json2Transport(self.ctx.http, connection)
+                await transport.search(PARTNER_MODEL, [], limit=1)
+                return "json2: the API key reads res.partner"
+            uid = await XmlRpcTransport(self.ctx.http, connection).authenticate()
+            return f"xmlrpc: logged in as user {uid}"
+
+        try:
+            learnt = await self.ctx.call(tenant_id, "authenticate", authenticate, CHECK_SYSTEM, at_most_once=True)
+        except SpokeError as exc:
+            refused = refusal(exc)
+            log.info("odoo connection refused", tenant_id=tenant_id, protocol=odoo.protocol, rule=refused.rule, code=exc.code)
+            raise refused from None
+        log.info("odoo connection authenticated", tenant_id=tenant_id, protocol=odoo.protocol)
+        return learnt
+
+    async def close(self) -> None:
+        await self.ctx.http.aclose()
+
+
+def refusal(exc: SpokeError) -> OdooRefused:
+    """The answer for a failed check (its reason is Odoo's or the transport's, never a key)."""
+    if isinstance(exc, ReauthorizationRequired) or exc.code == "odoo_access_denied":
+        return OdooRefused(ODOO_ACCESS_DENIED, f"{exc.reason}; check the login and API key")
+    if exc.code == "odoo_unknown_database":
+        return OdooRefused(ODOO_UNKNOWN_DATABASE, f"{exc.reason}; check the database name")
+    if exc.code in UNREACHABLE_CODES:
+        return OdooRefused(ODOO_UNREACHABLE, f"{exc.reason}; check the URL")
+    if exc.code in ("odoo_not_found", "odoo_bad_response"):
+        return OdooRefused(
+            ODOO_NOT_ODOO,
+            f"{exc.reason}; check the URL, the protocol (json2 needs Odoo 19+) and, for json2, the database name",
+        )
+    if isinstance(exc, RetryableError):
+        return OdooRefused(ODOO_UNAVAILABLE, exc.reason)
+    return OdooRefused(ODOO_NOT_ODOO, exc.reason)
