@@ -201,6 +201,8 @@ BOT_HANDLES, AWAITING_AGENT, AGENT_HANDLES = "bot", "awaiting_agent", "agent"
 HANDLERS = (BOT_HANDLES, AWAITING_AGENT, AGENT_HANDLES)
 """Who answers a conversation: the bot, nobody yet (it awaits an agent), or an agent."""
 HANDLER_FACT = "handled_by"
+OTHER_APP_PREFIX = "facebook-app:"
+"""Agent id of a conversation another Messenger app (the Page Inbox) holds: this and its app id."""
 
 
 def hand_to_people(spoke: str, reason: str, handler: str, agent_id: str) -> tuple[str, str] | None:

@@ -82,17 +82,27 @@ class FacebookClient:
 
     async def send(self, page_token: str, body: dict[str, Any]) -> SendResult:
         """POSTs a Send API body (built by translate) to /{version}/me/messages."""
+        return _sent(await self._post_as_page("messages", page_token, body))
+
+    async def take_thread_control(self, page_token: str, psid: str, metadata: str = "") -> None:
+        """Messenger's Handover Protocol: take the person's thread back from the app
+        holding it (the Page Inbox), so this app's messages reach them again."""
+        body = {"recipient": {"id": psid}, **({"metadata": metadata[:1000]} if metadata else {})}
+        await self._post_as_page("take_thread_control", page_token, body)
+
+    async def _post_as_page(self, edge: str, page_token: str, body: dict[str, Any]) -> httpx.Response:
+        """POSTs `body` to /{version}/me/{edge} as the page; a refusal is raised as the spoke exception it means."""
         if not page_token:
             raise ReauthorizationRequired("no page access token for this channel", code="reauthorization_required")
         params = {"appsecret_proof": appsecret_proof(self.app_secret, page_token)} if self.app_secret else None
         response = await self.http.post(
-            f"{self.base_url}/{self.api_version}/me/messages",
+            f"{self.base_url}/{self.api_version}/me/{edge}",
             params=params,
             json=body,
             headers={"Authorization": f"Bearer {page_token}"},
         )
         if response.status_code == 200:
-            return _sent(response)
+            return response
         raise as_exception(
             classify_graph_error(
                 response.status_code,
@@ -116,7 +126,7 @@ class ManagedPage:
 
 LOGIN_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
 """What connecting a page asks the user for: list their pages, message as one, subscribe our app to it."""
-WEBHOOK_FIELDS = ("messages", "messaging_postbacks")
+WEBHOOK_FIELDS = ("messages", "messaging_postbacks", "messaging_handovers")
 MAX_ACCOUNT_PAGES = 20
 """`/me/accounts` pages followed at most (25 entries each by default)."""
 

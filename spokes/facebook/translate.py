@@ -20,6 +20,11 @@ from schemas.contracts import OUTCOME_UNKNOWN
 # Kinds of inbound item. An echo is a message the page sent (by us, another app or a
 # human in the Page inbox) that Facebook reports back; receipts refer to outbound mids.
 MESSAGE, POSTBACK, DELIVERY, READ_RECEIPT, ECHO, UNSUPPORTED = "message", "postback", "delivery", "read", "echo", "unsupported"
+HANDOVER = "handover"
+"""Thread control changed hands (Messenger's Handover Protocol, `messaging_handovers`)."""
+THREAD_CONTROLS = ("pass_thread_control", "take_thread_control")
+PAGE_INBOX_APP_ID = "263902037430900"
+"""The Page Inbox's app id: where a page's people answer in Facebook's own inbox."""
 
 RESPONSE, UPDATE, MESSAGE_TAG = "RESPONSE", "UPDATE", "MESSAGE_TAG"
 MESSAGING_TYPES = (RESPONSE, UPDATE, MESSAGE_TAG)
@@ -127,7 +132,8 @@ class InboundItem:
     watermark_ms: int = 0
     """Receipts: every message sent before this instant is delivered / read."""
     app_id: str = ""
-    """Echo: the app that sent the message (empty when a human sent it from the Page inbox)."""
+    """Echo: the app that sent the message (empty when a human sent it from the Page inbox).
+    Handover: the app that holds the thread now (`new_owner_app_id`)."""
     standby: bool = False
     """Came on the standby channel: another app holds the thread (handover protocol)."""
     event: str = ""
@@ -262,6 +268,12 @@ def _item(event: Any, page_id: str, entry_time: int | None, standby: bool, where
     if "read" in event:
         read = _field(event, "read", where)
         return InboundItem(kind=READ_RECEIPT, watermark_ms=_int(read.get("watermark"), f"{where}.read.watermark"), **common)
+    for control in THREAD_CONTROLS:
+        if control in event:
+            # pass_thread_control reaches the app given the thread, take_thread_control the app it was taken from.
+            handover = _field(event, control, where)
+            owner = _id(handover.get("new_owner_app_id"), f"{where}.{control}.new_owner_app_id")
+            return InboundItem(kind=HANDOVER, app_id=owner, **common)
     # Reactions, opt-ins, referrals...: well-formed, just not ours to act on yet.
     others = sorted(k for k in event if k not in ("sender", "recipient", "timestamp"))
     return InboundItem(kind=UNSUPPORTED, event=others[0] if others else "", **common)

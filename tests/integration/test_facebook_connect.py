@@ -149,7 +149,7 @@ async def test_a_page_is_connected_with_proof_rotated_on_reconnect_moved_with_pr
 
         assert (connected.tenant_id, connected.page_id, connected.page_name) == (acme, PAGE, "Acme Shop")
         assert (connected.version, connected.projected, connected.moved) == (1, True, False)
-        assert facebook.state.subscriptions[PAGE] == ["messages", "messaging_postbacks"]
+        assert facebook.state.subscriptions[PAGE] == ["messages", "messaging_postbacks", "messaging_handovers"]
         row = await channel_row(settings)
         assert (row["tenant_id"], row["connected"], row["proof"], row["needs_reauthorization"]) == (
             acme,

@@ -15,7 +15,9 @@ from spokes.facebook.translate import (
     DEFAULT_RATE_LIMIT_WAIT_S,
     DELIVERY,
     ECHO,
+    HANDOVER,
     MESSAGE,
+    PAGE_INBOX_APP_ID,
     PERMANENT,
     POSTBACK,
     RATE_LIMITED,
@@ -592,3 +594,31 @@ def test_a_zero_or_garbled_hint_falls_back_to_the_default():
     assert classify_graph_error(429, b"", {"Retry-After": "0"}).retry_after == DEFAULT_RATE_LIMIT_WAIT_S
     assert classify_graph_error(429, b"", {"Retry-After": "soon"}).retry_after == DEFAULT_RATE_LIMIT_WAIT_S
     assert classify_graph_error(429, b"", {"X-Business-Use-Case-Usage": "{"}).retry_after == DEFAULT_RATE_LIMIT_WAIT_S
+
+
+# Handover Protocol, as Facebook sends it to the app whose thread was taken (take) or that is given it (pass).
+TAKEN_BY_INBOX = (
+    '{"object":"page","entry":[{"id":"112233445566778","time":1732233600123,"messaging":[{"sender":{"id":"6543210987654321"},'
+    '"recipient":{"id":"112233445566778"},"timestamp":1732233600000,"take_thread_control":{"previous_owner_app_id":'
+    '"1517776481860111","new_owner_app_id":"263902037430900","metadata":"admin took over"}}]}]}'
+)
+
+
+def test_a_thread_taken_or_passed_is_a_handover_naming_the_app_that_holds_it_now():
+    [taken] = parse(TAKEN_BY_INBOX)
+    assert (taken.kind, taken.app_id, taken.psid, taken.page_id) == (HANDOVER, PAGE_INBOX_APP_ID, PSID, PAGE)
+    passed = json.loads(TAKEN_BY_INBOX)
+    event = passed["entry"][0]["messaging"][0]
+    event["pass_thread_control"] = {"new_owner_app_id": 1517776481860111, "metadata": ""}  # an id sent as a number
+    del event["take_thread_control"]
+    [back] = parse_webhook(passed)
+    assert (back.kind, back.app_id) == (HANDOVER, "1517776481860111")
+    del event["pass_thread_control"]["new_owner_app_id"]
+    with pytest.raises(InvalidWebhook, match="new_owner_app_id"):
+        parse_webhook(passed)
+
+
+def test_the_stand_in_builds_the_handover_facebook_sends():
+    event = fb.handover_event(PAGE, PSID, "take_thread_control", fb.PAGE_INBOX_APP_ID, fb.APP_ID)
+    [item] = parse_webhook(fb.webhook_body(event))
+    assert (item.kind, item.app_id) == (HANDOVER, PAGE_INBOX_APP_ID)

@@ -15,6 +15,7 @@ from base.settings import Settings
 from poseidon import bootstrap
 from spokes.facebook.translate import InvalidWebhook
 from spokes.facebook.webhook import expected_signature, records_of, verify_signature, verify_subscription
+from tests.standins import facebook as fb
 
 SECRET = "app-secret"
 PAGE, OTHER_PAGE = "1067280970047460", "2098765432101234"
@@ -216,3 +217,11 @@ def test_bodies_that_are_not_messenger_webhooks_are_refused_with_a_reason(body):
     with pytest.raises(InvalidWebhook) as refused:
         records_of(body, request_id="r", now=NOW)
     assert refused.value.reason
+
+
+def test_a_handover_is_recorded_with_the_app_that_holds_the_thread_as_its_text():
+    event = fb.handover_event(PAGE, PSID, "take_thread_control", fb.PAGE_INBOX_APP_ID, fb.APP_ID, timestamp_ms=1763812800300)
+    [record], skipped = records_of(fb.webhook_body(event), request_id="req-1", now=NOW)
+    assert skipped == [] and record["kind"] == "handover"
+    assert (record["text"], record["message_id"]) == (fb.PAGE_INBOX_APP_ID, f"handover:{PSID}:1763812800300")
+    assert record["envelope"]["aggregate_id"] == f"facebook/{PAGE}/{PSID}"

@@ -14,7 +14,7 @@ from hubs.message.hub import HUB
 from hubs.message.routing import HELD_BY_AGENT, RULES
 from projections.message.mapping import apply
 from tests.unit.given_when_then import events_of, given, happened, then_rejected
-from tests.unit.test_message_routing_records import APP, AT, TENANT, Talk, when
+from tests.unit.test_message_routing_records import APP, AT, PAGE, TENANT, Talk, when
 
 AGENT_ID = "5a0e7c1e-1111-4c4c-9d9d-0123456789ab"
 OTHER_AGENT = "6b1f8d2f-2222-4d4d-8e8e-0123456789ab"
@@ -36,8 +36,9 @@ def requested(reason: str = "the bot asked for a person", message_id: str = ""):
     return happened(Conversation.AgentRequested, reason=reason, message_id=message_id)
 
 
-def handed_back(agent: str = AGENT_ID, reason: str = "solved"):
-    return happened(Conversation.ConversationHandedBack, agent_id=agent, reason=reason)
+def handed_back(agent: str = AGENT_ID, reason: str = "solved", talk: Talk | None = None):
+    where = {"channel": "facebook", "channel_account_id": PAGE, "contact_id": talk.contact if talk else "psid-1"}
+    return happened(Conversation.ConversationHandedBack, agent_id=agent, reason=reason, **where)
 
 
 def test_a_conversation_the_bot_handles_is_taken_by_an_agent_and_handed_back():
@@ -50,7 +51,10 @@ def test_a_conversation_the_bot_handles_is_taken_by_an_agent_and_handed_back():
     assert decision.aggregate.handled_by() == ("agent", AGENT_ID)
 
     back = when(decision.aggregate, hand_back(talk))
-    assert events_of(HUB, back) == [("ConversationHandedBack", {"agent_id": AGENT_ID, "reason": "solved"})]
+    assert events_of(HUB, back) == [
+        ("ConversationHandedBack", {"agent_id": AGENT_ID, "reason": "solved", "channel": "facebook",
+                                    "channel_account_id": PAGE, "contact_id": talk.contact}),
+    ]  # fmt: skip
     assert back.aggregate.handled_by() == ("bot", "")
 
 
@@ -163,7 +167,9 @@ def test_the_read_model_shows_who_handles_each_conversation():
 
     [statement] = apply(f"poseidon.message.{name}", {"envelope": envelope, **payload})
     assert "handled_by" in statement.sql and "agent" in statement.args and AGENT_ID in statement.args
-    [back] = apply("poseidon.message.ConversationHandedBack", {"envelope": envelope, "agent_id": AGENT_ID, "reason": ""})
+    back_record = {"envelope": envelope, "agent_id": AGENT_ID, "reason": "", "channel": "facebook", "channel_account_id": PAGE,
+                   "contact_id": talk.contact}  # fmt: skip
+    [back] = apply("poseidon.message.ConversationHandedBack", back_record)
     assert "bot" in back.args and AGENT_ID not in back.args
     [queued] = apply("poseidon.message.AgentRequested", {"envelope": envelope, "reason": "r", "message_id": ""})
     assert "awaiting_agent" in queued.args

@@ -268,6 +268,35 @@ async def test_receipts_of_unknown_pages_or_conversations_are_counted_and_droppe
     assert not setup.dead
 
 
+OUR_APP, INBOX = "1517776481860111", "263902037430900"
+
+
+async def test_a_thread_the_page_inbox_takes_is_held_by_it_and_passing_it_back_returns_it_to_the_bot():
+    setup = Setup()
+    setup.router.own_app_id = OUR_APP
+    await setup.handle(inbound())
+
+    taken = await setup.handle(inbound("handover", message_id="handover:psid-1:1", text=INBOX))
+    assert taken == "handover_recorded"
+    assert setup.hub.sent[-1].agent_id == f"facebook-app:{INBOX}" and setup.hub.sent[-1].meta.tenant_id == "acme"
+    assert await setup.handle(inbound(message_id="mid.2")) == "routed"
+    assert setup.hub.sent[-1].spoke == "botpress"  # the router's decision; the hub records it HeldByAgent
+    assert setup.hub.event_names()[-1] == "MessageRouted"
+
+    back = await setup.handle(inbound("handover", message_id="handover:psid-1:2", text=OUR_APP))
+    assert back == "handover_recorded" and setup.hub.event_names()[-1] == "ConversationHandedBack"
+    again = await setup.handle(inbound("handover", message_id="handover:psid-1:3", text=OUR_APP))
+    assert again == "handover_unchanged" and not setup.dead  # the bot has it already: NotWithAgent changes nothing
+
+
+async def test_a_handover_on_an_unknown_page_or_conversation_changes_nothing():
+    setup = Setup()
+    setup.router.own_app_id = OUR_APP
+    assert await setup.handle(inbound("handover", account=UNKNOWN_PAGE, text=INBOX)) == "unknown_account"
+    assert await setup.handle(inbound("handover", text=INBOX)) == "handover_unchanged"  # no conversation yet
+    assert not setup.dead
+
+
 async def test_an_echo_of_our_own_message_is_ignored_without_asking_anyone():
     setup = Setup()
 
