@@ -9,6 +9,7 @@ they cover (`RecordDeliveryReceipt`); it does not decide routes itself."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -188,6 +189,7 @@ class Conversation(Aggregate):
         links: list[Mapping[str, Any]],
         received_at: datetime,
         decision: RoutingRecord,
+        choice: str = "",
     ) -> None:
         """Record an inbound message and the router's decision about it, together."""
         check_message_id(message_id, "message_id")
@@ -195,6 +197,7 @@ class Conversation(Aggregate):
         links = check_links(links)
         check_timestamp(received_at, "received_at")
         check_decision(decision)
+        check_choice(choice)
         check_is_new(self, message_id)
         if self.status == CLOSED:
             self._conversation_reopened()
@@ -210,16 +213,17 @@ class Conversation(Aggregate):
                     facts[HANDLER_FACT] = handler
             self._message_routed(
                 message_id, decision.app_id, spoke, rule, reason,
-                self.channel, self.channel_account_id, self.contact_id, text, links, received_at, facts,
+                self.channel, self.channel_account_id, self.contact_id, text, links, received_at, facts, choice,
             )  # fmt: skip
             if asks_for_people(spoke, handler):
                 self._agent_requested(f"routed to app {decision.app_id}, which is answered by people", message_id)
         else:
             self._message_rejected(message_id, decision.rule, decision.reason, facts)
 
-    def record_outbound(self, message_id: str, text: str, in_reply_to: str) -> None:
+    def record_outbound(self, message_id: str, text: str, in_reply_to: str, content: str = "") -> None:
         check_message_id(message_id, "message_id")
         check_text(text, required=True)
+        check_content(content)
         if in_reply_to != "":
             check_message_id(in_reply_to, "in_reply_to")
             if in_reply_to == message_id:
@@ -228,7 +232,7 @@ class Conversation(Aggregate):
         check_is_new(self, message_id)
         self._outbound_message_recorded(
             message_id, self.message_count + 1, text, in_reply_to,
-            self.channel, self.channel_account_id, self.contact_id, getattr(self, "last_inbound_at", NEVER),
+            self.channel, self.channel_account_id, self.contact_id, getattr(self, "last_inbound_at", NEVER), content,
         )  # fmt: skip
 
     def update_delivery_status(
@@ -334,6 +338,7 @@ class Conversation(Aggregate):
         attachments: list[dict[str, str]],
         received_at: datetime,
         facts: dict[str, str],
+        choice: str = "",
     ) -> None:
         pass  # a fact for the spokes and the audit; the conversation's state is unchanged
 
@@ -352,6 +357,7 @@ class Conversation(Aggregate):
         channel_account_id: str,
         contact_id: str,
         last_inbound_at: datetime,
+        content: str = "",
     ) -> None:
         self.message_count = sequence
         self._remember(message_id, QUEUED)
@@ -422,6 +428,33 @@ def check_text(text: str, *, required: bool) -> None:
         raise InvalidCommand("text must not be empty (an inbound message needs text or attachments)")
     if len(text) > MAX_TEXT:
         raise InvalidCommand(f"text must be at most {MAX_TEXT} characters, not {len(text)}")
+
+
+MAX_CHOICE = 1000
+"""A quick reply's or postback's payload, in characters (Messenger's own limit)."""
+
+
+def check_choice(choice: str) -> None:
+    if not isinstance(choice, str) or len(choice) > MAX_CHOICE:
+        raise InvalidCommand(f"choice must be a string of at most {MAX_CHOICE} characters")
+
+
+MAX_CONTENT = 64_000
+"""Rich content's JSON, in characters (ten cards with three buttons each fit many times over)."""
+
+
+def check_content(content: str) -> None:
+    """Rich content is a JSON object naming its type, or empty (plain text)."""
+    if not isinstance(content, str) or len(content) > MAX_CONTENT:
+        raise InvalidCommand(f"content must be a JSON string of at most {MAX_CONTENT} characters")
+    if not content:
+        return
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        raise InvalidCommand("content must be JSON") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+        raise InvalidCommand("content must be a JSON object with a type")
 
 
 def check_attachments(attachments: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -571,7 +604,7 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
                 channel_account_id=command.channel_account_id,
                 contact_id=command.contact_id,
             )
-        conversation.route(command.message_id, command.text, command.attachments, command.received_at, decision)
+        conversation.route(command.message_id, command.text, command.attachments, command.received_at, decision, command.choice)
         return conversation
     if isinstance(command, StartConversation):
         check_channel(command.channel)
@@ -593,7 +626,7 @@ def handle(conversation: Conversation | None, command: Command) -> Conversation:
     if isinstance(command, RecordInboundMessage):
         conversation.record_inbound(command.message_id, command.text, command.attachments, command.received_at)
     elif isinstance(command, RecordOutboundMessage):
-        conversation.record_outbound(command.message_id, command.text, command.in_reply_to)
+        conversation.record_outbound(command.message_id, command.text, command.in_reply_to, command.content)
     elif isinstance(command, UpdateDeliveryStatus):
         conversation.update_delivery_status(
             command.message_id, command.status, command.reason, command.platform_message_id, meta.issued_at

@@ -36,6 +36,8 @@ class RecordOutboundMessage(MessageCommand):
     message_id: str
     text: str
     in_reply_to: str = ""
+    content: str = ""
+    """Rich content (choices, cards, media) as channel-neutral JSON; `text` is its text form."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class RouteMessage(MessageCommand):
     """The platform's attachments as `{"type": "image", "url": "https://…"}`."""
     facts: dict[str, str] = field(default_factory=dict)
     """What the decision was taken on, for the operator who asks why."""
+    choice: str = ""
+    """The value of the option the contact picked (quick reply, button); `text` is its title."""
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,7 @@ class Router:
             spoke=decision.spoke,
             attachments=[{"type": a["type"], "url": a["url"]} for a in item.attachments],
             facts={**decision.facts, **self.facts.recorded_positions()},
+            choice=item.record.get("choice", ""),
         )
         result = await self._send(command)
         if result.accepted:

@@ -21,7 +21,7 @@ from infra.spoke import Outcome, PermanentError, ReauthorizationRequired, Retrya
 from spokes.botpress import translate
 from spokes.botpress.client import BotpressChat, StaleMapping
 from spokes.botpress.mapping_store import ContactMapping, MappingStore, SentRecord
-from spokes.botpress.translate import ChatMessage
+from spokes.botpress.translate import BotReply, ChatMessage
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +56,34 @@ async def ask_bot(
     message_id: str = "",
     poll: PollPolicy = PollPolicy(),
 ) -> tuple[Outcome, list[str]]:
+    """As `ask_bot_replies`, with the replies' texts only."""
+    outcome, replies = await ask_bot_replies(
+        ctx, store, tenant_id=tenant_id, channel=channel, contact_id=contact_id, text=text, wait_s=wait_s,
+        webhook_id=webhook_id, message_id=message_id, poll=poll,
+    )  # fmt: skip
+    return outcome, [reply.text for reply in replies]
+
+
+async def ask_bot_replies(
+    ctx: SpokeContext,
+    store: MappingStore,
+    *,
+    tenant_id: str,
+    channel: str,
+    contact_id: str,
+    text: str,
+    choice: str = "",
+    wait_s: float = 10.0,
+    webhook_id: str = translate.DEFAULT_WEBHOOK_ID,
+    message_id: str = "",
+    poll: PollPolicy = PollPolicy(),
+) -> tuple[Outcome, list[BotReply]]:
     """Ask the bot behind `webhook_id` (the tenant's Chat integration) and return the
-    outcome with the reply texts, oldest first ([] if the bot said nothing within `wait_s`).
+    outcome with its replies, oldest first ([] if the bot said nothing within `wait_s`): each
+    with its text and, for choices, cards and media, its channel-neutral rich content
+    (translate.reply_content; what stays text says why in `degraded`, and the outcome's
+    `data["degraded"]` sums it up). `choice`: the value of the option the contact picked
+    (a quick reply, a button), sent with `text` (its title) as Botpress expects it.
     With `message_id` (our message's id) a repeated call does not ask twice; it reads
     the replies again, with the same Botpress ids (`data["reply_ids"]`, comma-separated,
     in the order of the texts): derive outbound message ids from them so the Message
@@ -80,19 +106,22 @@ async def ask_bot(
         asking.how = "already_sent"
         replies = await asking.replies(mapping, sent, _deadline(wait_s), poll)
     else:
+        asking.choice = choice
         mapping, sent, replies = await asking.ask(mapping, text, message_id, record is not None, wait_s, poll)
-    said = translate.spoken_replies(replies)
-    texts = [text for _, text in said]
-    detail = f"bot answered with {len(texts)} message(s)" if texts else f"bot sent no reply within {wait_s:g}s"
+    said = [reply for reply in map(translate.bot_reply, replies) if reply is not None]
+    detail = f"bot answered with {len(said)} message(s)" if said else f"bot sent no reply within {wait_s:g}s"
     data = {
         "conversation_id": mapping.conversation_id,
-        "replies": str(len(texts)),
-        "reply_ids": ",".join(reply_id for reply_id, _ in said),
+        "replies": str(len(said)),
+        "reply_ids": ",".join(reply.id for reply in said),
         "mapping": asking.how,
         "heard_by": asking.heard_by,
         "webhook_id": webhook_id,
     }
-    return Outcome(operation=OPERATION, succeeded=True, detail=detail, external_id=sent.id, data=data), texts
+    degraded = [f"reply {i + 1}: {reply.degraded}" for i, reply in enumerate(said) if reply.degraded]
+    if degraded:
+        data["degraded"] = "; ".join(degraded)[:500]
+    return Outcome(operation=OPERATION, succeeded=True, detail=detail, external_id=sent.id, data=data), said
 
 
 class _Asking:
@@ -103,6 +132,7 @@ class _Asking:
         self.tenant_id, self.channel, self.contact_id, self.webhook_id = tenant_id, channel, contact_id, webhook_id
         self.how = "reused"
         self.heard_by = "polling"
+        self.choice = ""
 
     async def mapping(self) -> ContactMapping:
         stored = await self.store.get(self.tenant_id, self.channel, self.contact_id)
@@ -223,7 +253,9 @@ class _Asking:
                 found = translate.find_sent(listed, user_id=mapping.user_id, message_id=message_id)
                 if found:
                     return found
-            return await self.chat.create_message(mapping.user_key, mapping.conversation_id, text, message_id=message_id)
+            return await self.chat.create_message(
+                mapping.user_key, mapping.conversation_id, text, message_id=message_id, choice=self.choice
+            )
 
         return _refused_if_stale(send) if fresh else send
 

@@ -66,13 +66,15 @@ class BotpressChat:
         )
         return _parsed(translate.CREATE_CONVERSATION, translate.parse_conversation, body)
 
-    async def create_message(self, user_key: str, conversation_id: str, text: str, *, message_id: str = "") -> ChatMessage:
+    async def create_message(
+        self, user_key: str, conversation_id: str, text: str, *, message_id: str = "", choice: str = ""
+    ) -> ChatMessage:
         body = await self._request(
             translate.CREATE_MESSAGE,
             "POST",
             "/messages",
             user_key=user_key,
-            json=translate.create_message_body(conversation_id, text, message_id=message_id),
+            json=translate.create_message_body(conversation_id, text, message_id=message_id, choice=choice),
         )
         return _parsed(translate.CREATE_MESSAGE, translate.parse_message_created, body)
 

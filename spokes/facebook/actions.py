@@ -7,6 +7,8 @@ needs reauthorization (RequireChannelReauthorization, once per stored token)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from datetime import datetime
 
@@ -17,7 +19,7 @@ from infra.command_client import new_meta
 from infra.spoke import Outcome, ReauthorizationRequired, SpokeContext
 from schemas.contracts import spoke_actor
 from spokes.facebook.client import FacebookClient
-from spokes.facebook.translate import Refusal, attachment_message, messaging_type_for, text_message
+from spokes.facebook.translate import Refusal, attachment_message, messaging_type_for, rich_message
 
 SPOKE_NAME = "facebook"
 SYSTEM = "facebook-graph"
@@ -39,18 +41,37 @@ async def send_reply(
     tag: str = "",
     page_token: str = "",
     at_most_once: bool = False,
+    content: str = "",
 ) -> Outcome:
     """Sends `text` to the person `psid` of `page_id` as a RESPONSE within 24 h of their
     last message, as a MESSAGE_TAG with an allowed `tag` after that, or refuses (failed
     Outcome, no HTTP call). `page_token`: the tenant's page access token (default: the
     settings' development token). Failures of the call itself are raised (SpokeError);
-    `at_most_once`: a call whose outcome is unknown is not retried."""
+    `at_most_once`: a call whose outcome is unknown is not retried. `content`: rich
+    content (JSON, spokes/botpress/translate.reply_content) sent as quick replies, a
+    template or an attachment; what Messenger cannot take goes as `text`, and the
+    outcome's `data["degraded"]` says why."""
     try:
         messaging_type, tag = messaging_type_for(last_inbound_at, now, tag)
-        body = text_message(psid, text, messaging_type, tag)
+        body, degraded = rich_message(psid, text, _content(content), messaging_type, tag)
     except Refusal as refused:
         return _refused(refused, page_id)
-    return await _send(ctx, tenant_id, page_id, page_token, body, messaging_type, tag, at_most_once)
+    outcome = await _send(ctx, tenant_id, page_id, page_token, body, messaging_type, tag, at_most_once)
+    if degraded:
+        log.info("rich reply sent as text", tenant_id=tenant_id, page_id=page_id, reason=degraded)
+        return dataclasses.replace(outcome, data={**outcome.data, "degraded": degraded[:500]})
+    return outcome
+
+
+def _content(content: str) -> dict | None:
+    """Recorded rich content; content that does not read as such is reported by rich_message as degraded."""
+    if not content:
+        return None
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        return {"type": "unreadable"}
+    return parsed if isinstance(parsed, dict) else {"type": "unreadable"}
 
 
 async def send_attachment_reply(

@@ -43,6 +43,7 @@ from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
 from spokes.facebook.policy import AT_MOST_ONCE, DeliveryPolicies, opened_policies
 from spokes.facebook.tokens import PageTokens, opened_tokens
 from spokes.facebook.translate import HUMAN_AGENT
+from spokes.facebook.typing_indicator import show_typing, wants_typing
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,8 @@ REPORT_PATIENCE_S = 120.0
 
 
 def accepts(event_type: str, record: dict) -> bool:
+    if wants_typing(event_type, record):
+        return True
     return (
         event_type == OUTBOUND_RECORDED
         and record.get("channel") == "facebook"
@@ -63,6 +66,8 @@ def accepts(event_type: str, record: dict) -> bool:
 
 
 async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
+    if wants_typing(event_type, record):
+        return await show_typing(ctx, record)
     envelope = record["envelope"]
     last_inbound = record.get("last_inbound_at")
     return await _deliver(
@@ -72,6 +77,7 @@ async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
         page_id=record["channel_account_id"],
         psid=record["contact_id"],
         text=record["text"],
+        content=record.get("content", ""),
         last_inbound_at=last_inbound if last_inbound and last_inbound.timestamp() > 0 else None,
         tag=HUMAN_AGENT,  # a person wrote it (not the bot): Messenger allows it up to 7 days after the contact's message
     )  # fmt: skip
@@ -83,16 +89,23 @@ async def send_replies(ctx: SpokeContext, call: SpokeCall) -> Outcome:
     p = call.payload
     last_inbound = datetime.fromisoformat(p["last_inbound_at"]) if p.get("last_inbound_at") else None
     sent: list[str] = []
+    degraded: list[str] = []
     outcome = Outcome("send_message", detail="no reply to send")
     for reply in p["replies"]:
         message = Message(p["conversation_id"], call.tenant_id, reply["message_id"], call.correlation_id, call.event_id)
         outcome = await _deliver(
-            ctx, message, page_id=p["page_id"], psid=p["psid"], text=reply["text"], last_inbound_at=last_inbound
-        )
+            ctx, message, page_id=p["page_id"], psid=p["psid"], text=reply["text"], last_inbound_at=last_inbound,
+            content=reply.get("content", ""),
+        )  # fmt: skip
         if not outcome.succeeded:
             return outcome
         sent.append(outcome.external_id)
-    return dataclasses.replace(outcome, detail=f"{len(sent)} reply(ies) sent", result={"sent": sent})
+        # Rich content that went out as text, the bot's side (no rich form) or Messenger's (a limit): on the outcome.
+        why = reply.get("degraded") or outcome.data.get("degraded", "")
+        if why:
+            degraded.append(f"reply {len(sent)}: {why}")
+    data = {**outcome.data, "degraded": "; ".join(degraded)[:500]} if degraded else outcome.data
+    return dataclasses.replace(outcome, detail=f"{len(sent)} reply(ies) sent", data=data, result={"sent": sent})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +122,15 @@ class Message:
 
 
 async def _deliver(
-    ctx: SpokeContext, message: Message, *, page_id: str, psid: str, text: str, last_inbound_at, tag: str = ""
+    ctx: SpokeContext,
+    message: Message,
+    *,
+    page_id: str,
+    psid: str,
+    text: str,
+    last_inbound_at,
+    tag: str = "",
+    content: str = "",
 ) -> Outcome:
     """Record the intent, send unless the message is already out (or its earlier
     attempt's outcome is unknown and the tenant wants it at most once), report."""
@@ -130,6 +151,7 @@ async def _deliver(
             page_id=page_id,
             psid=psid,
             text=text,
+            content=content,
             last_inbound_at=last_inbound_at,
             now=datetime.now(UTC),
             tag=tag,

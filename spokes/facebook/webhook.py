@@ -106,6 +106,7 @@ def inbound_record(
         # its payload, like a quick reply's, is in `raw`.
         "text": (item.title or item.payload) if item.kind == POSTBACK else item.text,
         "attachments": [{"type": a.type, "url": a.url} for a in item.attachments],
+        "choice": item.choice,
         "mids": list(item.mids),
         "watermark": item.watermark_ms,
         "sent_at": item.at,

@@ -1,6 +1,7 @@
 """A stand-in for Facebook's side of Messenger: the Graph API Send API (paths, token
-auth, appsecret_proof, body validation, the 24-hour window, error bodies and codes,
-rate-limit answers), Facebook Login's side of connecting a page (the OAuth dialog's
+auth, appsecret_proof, body validation — quick replies, generic templates, buttons,
+attachments and sender actions within Graph's limits, refused with its (#100) errors —
+the 24-hour window, error bodies and codes, rate-limit answers), Facebook Login's side of connecting a page (the OAuth dialog's
 redirect, the code and long-lived token exchanges, `/me/accounts`, the page's
 `subscribed_apps`, with Graph's error answers), a tiny CDN for attachment URLs, and
 signed webhook deliveries to our ingress. Builders of webhook bodies and their
@@ -34,6 +35,16 @@ RETIRED_TAGS = ("ISSUE_RESOLUTION", "APPLICATION_UPDATE", "PERSONAL_FINANCE_UPDA
 SENDER_ACTIONS = ("typing_on", "typing_off", "mark_seen")
 ATTACHMENT_TYPES = ("image", "audio", "video", "file", "template")
 MAX_TEXT = 2000
+# The Send API's limits on rich messages (quick replies, generic template, buttons), refused with (#100) as Graph does.
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_TITLE = 20
+MAX_PAYLOAD = 1000
+MAX_ELEMENTS = 10
+MAX_ELEMENT_TEXT = 80
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+BUTTON_TYPES = ("postback", "web_url", "phone_number")
+TEMPLATE_TYPES = ("generic", "button", "media")
 WINDOW_MS = 24 * 3600 * 1000
 HUMAN_AGENT_WINDOW_MS = 7 * 24 * 3600 * 1000
 APP_ID = "1517776481860111"
@@ -143,6 +154,8 @@ class FacebookState:
     faults: list[Fault] = field(default_factory=list)
     sent: dict[str, list[SentMessage]] = field(default_factory=dict)
     """PSID → messages sent to them, in order."""
+    sender_actions: list[tuple[str, str, int]] = field(default_factory=list)
+    """(PSID, typing_on | typing_off | mark_seen, when in epoch ms) of every sender action accepted."""
     requests: list[RecordedRequest] = field(default_factory=list)
     last_inbound_ms: dict[str, int] = field(default_factory=dict)
     """PSID → when they last wrote. Known PSIDs get the 24-hour window enforced; unknown ones do not."""
@@ -267,6 +280,7 @@ class FacebookState:
             "user_tokens",
             "subscriptions",
             "page_token_users",
+            "sender_actions",
         ):
             getattr(self, name).clear()
         self.faults, self.requests, self.webhook_deliveries = [], [], []
@@ -458,6 +472,7 @@ def _accept(state: FacebookState, page_id: str, token: str, params: Mapping[str,
     if action is not None:
         if action not in SENDER_ACTIONS:
             raise _invalid(f'Param sender_action must be one of {{{", ".join(SENDER_ACTIONS)}}} - got "{action}".')
+        state.sender_actions.append((psid, action, _now_ms()))
         return {"recipient_id": psid}
 
     messaging_type, tag = params.get("messaging_type"), params.get("tag")
@@ -498,6 +513,7 @@ def _check_message(message: Any) -> None:
             raise _invalid("param message[text] must be a non-empty UTF-8 encoded string")
         if len(text) > MAX_TEXT:
             raise _invalid(f"Length of param message[text] must be less than or equal to {MAX_TEXT}")
+        _check_quick_replies(message.get("quick_replies"))
         return
     if not isinstance(attachment, Mapping) or attachment.get("type") not in ATTACHMENT_TYPES:
         raise _invalid(f"param message[attachment][type] must be one of {{{', '.join(ATTACHMENT_TYPES)}}}")
@@ -506,6 +522,72 @@ def _check_message(message: Any) -> None:
         raise _invalid("The parameter message[attachment][payload] is required")
     if attachment["type"] != "template" and not (payload.get("url") or payload.get("attachment_id")):
         raise _invalid("Param message[attachment][payload] must contain url or attachment_id")
+    if attachment["type"] == "template":
+        _check_template(payload)
+    _check_quick_replies(message.get("quick_replies"))
+
+
+def _check_quick_replies(replies: Any) -> None:
+    if replies is None:
+        return
+    at = "message[quick_replies]"
+    if not isinstance(replies, list) or not replies:
+        raise _invalid(f"param {at} must be a non-empty array")
+    if len(replies) > MAX_QUICK_REPLIES:
+        raise _invalid(f"Length of param {at} must be less than or equal to {MAX_QUICK_REPLIES}")
+    for i, reply in enumerate(replies):
+        where = f"{at}[{i}]"
+        if not isinstance(reply, Mapping) or reply.get("content_type") not in ("text", "user_phone_number", "user_email"):
+            raise _invalid(f"param {where}[content_type] must be one of {{text, user_phone_number, user_email}}")
+        if reply["content_type"] != "text":
+            continue
+        _check_length(reply.get("title"), f"{where}[title]", MAX_QUICK_REPLY_TITLE, required=not reply.get("image_url"))
+        _check_length(reply.get("payload"), f"{where}[payload]", MAX_PAYLOAD, required=True)
+
+
+def _check_template(payload: Mapping[str, Any]) -> None:
+    at = "message[attachment][payload]"
+    if payload.get("template_type") not in TEMPLATE_TYPES:
+        raise _invalid(f"param {at}[template_type] must be one of {{{', '.join(TEMPLATE_TYPES)}}}")
+    if payload["template_type"] != "generic":
+        return
+    elements = payload.get("elements")
+    if not isinstance(elements, list) or not elements:
+        raise _invalid(f"param {at}[elements] must be a non-empty array")
+    if len(elements) > MAX_ELEMENTS:
+        raise _invalid(f"Length of param {at}[elements] must be less than or equal to {MAX_ELEMENTS}")
+    for i, element in enumerate(elements):
+        where = f"{at}[elements][{i}]"
+        if not isinstance(element, Mapping):
+            raise _invalid(f"param {where} must be an object")
+        _check_length(element.get("title"), f"{where}[title]", MAX_ELEMENT_TEXT, required=True)
+        _check_length(element.get("subtitle"), f"{where}[subtitle]", MAX_ELEMENT_TEXT)
+        buttons = element.get("buttons", [])
+        if not isinstance(buttons, list) or len(buttons) > MAX_BUTTONS:
+            raise _invalid(f"Length of param {where}[buttons] must be less than or equal to {MAX_BUTTONS}")
+        for j, button in enumerate(buttons):
+            _check_button(button, f"{where}[buttons][{j}]")
+
+
+def _check_button(button: Any, where: str) -> None:
+    if not isinstance(button, Mapping) or button.get("type") not in BUTTON_TYPES:
+        raise _invalid(f"param {where}[type] must be one of {{{', '.join(BUTTON_TYPES)}}}")
+    _check_length(button.get("title"), f"{where}[title]", MAX_BUTTON_TITLE, required=True)
+    if button["type"] == "web_url":
+        url = button.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise _invalid(f"param {where}[url] must be a valid URL")
+    else:
+        _check_length(button.get("payload"), f"{where}[payload]", MAX_PAYLOAD, required=True)
+
+
+def _check_length(value: Any, where: str, limit: int, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value):
+        raise _invalid(f"The parameter {where} is required" if value is None else f"param {where} must be a non-empty string")
+    if len(value) > limit:
+        raise _invalid(f"Length of param {where} must be less than or equal to {limit}")
 
 
 def _check_appsecret_proof(state: FacebookState, token: str, proof: Any) -> None:

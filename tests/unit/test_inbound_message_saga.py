@@ -32,6 +32,7 @@ INPUT = {
     "app_id": "app-1",
     "rule": "Routed",
     "text": "hello, call me on +33 6 12 34 56 78",
+    "choice": "",
     "attachments": ["https://cdn.example/1.png"],
     "received_at": "2026-11-22T03:00:00+00:00",
 }

@@ -111,6 +111,7 @@ class Story:
             channel_account_id=self.account,
             contact_id=self.contact,
             last_inbound_at=last_inbound_at,
+            content="",
         )
 
     def status_updated(self, message_id: str, status: str, previous: str, reason: str = "", at=AT) -> Fact:

@@ -117,6 +117,7 @@ class Talk:
                 attachments=[],
                 received_at=received_at,
                 facts={"tenant": self.tenant},
+                choice="",
             ),
         ]
 
@@ -125,7 +126,7 @@ class Talk:
         return happened(
             Conversation.OutboundMessageRecorded,
             message_id=message_id, sequence=sequence, text=text, in_reply_to="",
-            channel="facebook", channel_account_id=PAGE, contact_id=self.contact, last_inbound_at=last_inbound_at,
+            channel="facebook", channel_account_id=PAGE, contact_id=self.contact, last_inbound_at=last_inbound_at, content="",
         )  # fmt: skip
 
     def moved(
@@ -168,7 +169,7 @@ def test_the_first_message_of_a_contact_starts_the_conversation_records_it_and_t
     assert routed == {
         "message_id": "mid.1", "app_id": APP, "spoke": "botpress", "rule": "Routed", "reason": "bot app passed its guards",
         "channel": "facebook", "channel_account_id": PAGE, "contact_id": talk.contact, "text": "where is my order?",
-        "attachments": [LINK], "received_at": AT, "facts": {"tenant": TENANT},
+        "attachments": [LINK], "received_at": AT, "facts": {"tenant": TENANT}, "choice": "",
     }  # fmt: skip
     assert decision.aggregate.recent == {"mid.1": "received"} and decision.aggregate.last_inbound_at == AT
 
