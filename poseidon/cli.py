@@ -146,6 +146,19 @@ def dashboard() -> None:
     asyncio.run(roles.dashboard(_settings()))
 
 
+@main.command()
+@click.argument("specs", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every role `make run` starts (stand-ins aside).")
+def together(specs: tuple[str, ...], every: bool) -> None:
+    """Run several roles in one process: processor:<hub>, projector:<hub>, grpc:<hub>,
+    spoke:<name>, ingress, router, saga-driver, gateway, dashboard (the small layout
+    of one machine; production runs one role per process)."""
+    try:
+        asyncio.run(roles.together([*(roles.every_role() if every else ()), *specs], _settings()))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @main.command("spoke")
 @click.argument("name")
 def run_spoke(name: str) -> None:
@@ -264,9 +277,11 @@ def _command_cli(hub, verb: str, command_cls) -> click.Command:
 
 def _add_operator_commands() -> None:
     from poseidon.audit_cli import audit
+    from poseidon.connect_cli import connect
     from poseidon.replay_cli import replay
 
     main.add_command(audit)
+    main.add_command(connect)
     main.add_command(replay)
 
 

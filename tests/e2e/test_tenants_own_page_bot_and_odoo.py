@@ -14,6 +14,7 @@ any topic of the run (raw records, commands included) nor in any log line."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from contextlib import AsyncExitStack
 
@@ -31,9 +32,11 @@ from poseidon import bootstrap, roles
 from schemas.protos import app_pb2, app_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 from spokes.botpress.translate import DEFAULT_WEBHOOK_ID
 from tests.harness import (
+    POSEIDON,
     bearer,
     channel,
     connect_page_with_proof,
+    env_for,
     eventually,
     free_port,
     mint_token,
@@ -131,10 +134,12 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
                 assert reply.projected and reply.webhook_id == bots[tenant]
 
             await connect_odoo_refusals(settings, odoos[ACME], odoo_keys[ACME], nowhere)
-            protocols = {ACME: "xmlrpc", GLOBEX: "json2"}
-            for tenant, odoo in odoos.items():
-                reply = await connect_odoo(settings, tenant, odoo.url, f"{tenant}-db", odoo_keys[tenant], protocols[tenant])
-                assert reply.projected and reply.authenticated.startswith(protocols[tenant])
+            reply = await connect_odoo(settings, ACME, odoos[ACME].url, "acme-db", odoo_keys[ACME], "xmlrpc")
+            assert reply.projected and reply.authenticated.startswith("xmlrpc")
+            # Globex's admin uses the operator CLI (the same gRPC command), the key from the environment.
+            cli = await connect_odoo_with_cli(settings, GLOBEX, odoos[GLOBEX].url, "globex-db", odoo_keys[GLOBEX], "json2")
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            assert '"authenticated": "json2' in cli.stdout and odoo_keys[GLOBEX] not in cli.stdout + cli.stderr
             shown = await odoo_connection_of(settings, ACME)
             assert (shown.url, shown.database, shown.protocol) == (odoos[ACME].url, "acme-db", "xmlrpc")
 
@@ -211,6 +216,20 @@ async def connect_odoo(settings, tenant: str, url: str, database: str, key: str,
             tenant_id=tenant, url=url, database=database, login=f"bot@{tenant}.example", api_key=key, protocol=protocol
         )
         return await tenant_pb2_grpc.TenantChannelsStub(ch).ConnectOdoo(request, timeout=30)
+
+
+async def connect_odoo_with_cli(settings, tenant: str, url: str, database: str, key: str, protocol: str):
+    env = env_for(settings, POSEIDON_TOKEN=mint_token(settings, owner(tenant)), POSEIDON_CONNECT_ODOO_API_KEY=key)
+    args = ["connect", "odoo", "--tenant", tenant, "--url", url, "--database", database, "--login", f"bot@{tenant}.example"]
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*POSEIDON, *args, "--protocol", protocol],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 async def odoo_connection_of(settings, tenant: str):
