@@ -40,7 +40,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -428,18 +428,27 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
-def make_app(ingress: Ingress, routes: Iterable[web.RouteDef], secrets: Iterable[str] = ()) -> web.Application:
+def make_app(
+    ingress: Ingress,
+    routes: Iterable[web.RouteDef],
+    secrets: Iterable[str] = (),
+    setups: Iterable[Callable[[web.Application], None]] = (),
+) -> web.Application:
     """The ingress application: the webhook routes it is given (every spoke's, from
     the composition root) and /healthz. Starting it connects the producer; cleaning
     it up flushes it. `secrets` names the settings the routes verify requests with:
     an empty one, or a built-in default outside development mode, is a SettingsError
-    here, before anything listens. /metrics is not on this public port: it is on the
-    ops port (POSEIDON_OPS_PORT), which stays on loopback or the cluster network."""
+    here, before anything listens. `setups` let a webhook give the application what
+    its routes need for its lifetime (keys, cleanup contexts), before it is frozen.
+    /metrics is not on this public port: it is on the ops port (POSEIDON_OPS_PORT),
+    which stays on loopback or the cluster network."""
     ingress.settings.require_secrets(secrets, "ingress")
     app = web.Application(client_max_size=ingress.settings.ingress_max_body_bytes, middlewares=[observe])
     app[INGRESS] = ingress
     app.add_routes(list(routes))
     app.router.add_get("/healthz", _health)
+    for setup in setups:
+        setup(app)
 
     async def producer(_: web.Application):
         await ingress.start()
@@ -456,13 +465,14 @@ async def serve(
     routes: Iterable[web.RouteDef],
     secrets: Iterable[str] = (),
     *,
+    setups: Iterable[Callable[[web.Application], None]] = (),
     produce_timeout_s: float = PRODUCE_TIMEOUT_S,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests
     finish (each bounded by the produce timeout) and flush the producer."""
     ingress = Ingress(settings, codec, produce_timeout_s=produce_timeout_s)
     ops = OpsServer(settings.ops_host, settings.ops_port_at("ingress", 0), PROCESS, {"kafka": ingress.kafka_reachable})
-    app = make_app(ingress, routes, secrets)
+    app = make_app(ingress, routes, secrets, setups)
     await serve_http_until_stopped(
         "ingress",
         app,

@@ -151,6 +151,11 @@ def webhook_secrets() -> list[str]:
     return [name for names in _discover("spokes", "webhook", "SECRETS") for name in names]
 
 
+def webhook_setups() -> list:
+    """What spokes' webhooks give the ingress application for its lifetime (`setup` in their webhook.py)."""
+    return _discover("spokes", "webhook", "setup")
+
+
 def webhook_routes() -> list:
     """Every spoke's webhook routes (`spokes/<name>/webhook.py` declaring `routes()`)."""
     return [route for routes in _discover("spokes", "webhook", "routes") for route in routes()]

@@ -9,9 +9,11 @@ Push body (the Chat API's signal, as tests/standins/botpress.py sends it):
 "payload": {"type": "text", "text": ...}, "metadata"?, "isBot": true}}`.
 The push names neither the bot nor our contact: the record's account id is the
 tenant (its callback URL stands for its bot) and its contact id is the Botpress
-conversation id, which the Botpress spoke maps to our contact. The secret is one
-for the platform (POSEIDON_BOTPRESS_WEBHOOK_SECRET), so the path's tenant is trusted
-as far as that secret is."""
+conversation id, which the Botpress spoke maps to our contact. The secret authenticates
+the tenant in the path: a tenant that connected bots of its own (ConnectBot) is pushed
+to with one of their webhook secrets (read sealed from the App read store, opened for
+that tenant, kept 10 s: spokes/botpress/bots.py) and nothing else; a tenant without one
+with the platform's (POSEIDON_BOTPRESS_WEBHOOK_SECRET, the development bot's)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from aiohttp import web
 
 from infra.hub import envelope
 from infra.ingress import INGRESS, error, new_id, request_id
+from infra.spoke import RetryableError
+from spokes.botpress.bots import BotConnections, opened_bots
 from spokes.botpress.translate import PUSH_SECRET_HEADER, ChatMessage, MalformedAnswer, parse_push, push_is_authentic, reply_text
 
 PLATFORM = "botpress"
@@ -86,7 +90,11 @@ async def receive(request: web.Request) -> web.Response:
     if not secret:
         ingress.signature_failed(request, "missing")
         return error(401, f"{PUSH_SECRET_HEADER} is missing")
-    if not push_is_authentic(secret, ingress.settings.botpress_webhook_secret):
+    try:
+        expected = await _push_secrets(request, tenant_id)
+    except RetryableError:
+        return error(503, "cannot check the push's secret now; send it again")
+    if not any(push_is_authentic(secret, s) for s in expected):
         ingress.signature_failed(request, "invalid")
         return error(403, f"{PUSH_SECRET_HEADER} is not ours")
     if not _TENANT_ID.match(tenant_id):
@@ -105,6 +113,40 @@ async def receive(request: web.Request) -> web.Response:
         return await ingress.accept(request, [])
     record = inbound_record(message, decoded["data"], tenant_id=tenant_id, request_id=request_id(request), now=datetime.now(UTC))
     return await ingress.accept(request, [record])
+
+
+async def _push_secrets(request: web.Request, tenant_id: str) -> list[str]:
+    """The secrets a push for `tenant_id` may carry: its own bots' if it has any, else the platform's."""
+    platform = [request.app[INGRESS].settings.botpress_webhook_secret]
+    holder = request.app.get(BOTS)  # absent: an application made without the webhooks' setups
+    bots = holder.connections if holder is not None else None
+    if bots is None or not _TENANT_ID.match(tenant_id):
+        return platform
+    own = await bots.push_secrets(tenant_id)
+    return platform if own is None else own
+
+
+class _Bots:
+    """The tenants' bot connections, for the ingress application's lifetime."""
+
+    connections: BotConnections | None = None
+
+
+BOTS = web.AppKey("botpress_bots", _Bots)
+
+
+def setup(app: web.Application) -> None:
+    """Gives the ingress application the tenants' bots (a small pool on the App read
+    store, connecting on first use, closed with the application)."""
+    bots = app[BOTS] = _Bots()
+
+    async def opened(app: web.Application):
+        async with opened_bots(app[INGRESS].settings) as connections:
+            bots.connections = connections
+            yield
+            bots.connections = None
+
+    app.cleanup_ctx.append(opened)
 
 
 SECRETS = ("botpress_webhook_secret",)

@@ -14,6 +14,7 @@ any topic of the run (raw records, commands included) nor in any log line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import uuid
 from contextlib import AsyncExitStack
@@ -132,6 +133,14 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
             for tenant in bots:
                 reply = await connect_bot(settings, tenant, app_id, bots[tenant], bot_secrets[tenant])
                 assert reply.projected and reply.webhook_id == bots[tenant]
+
+            # The bots' pushes: a tenant with its own bot is pushed to with that bot's secret only.
+            push_url = f"http://127.0.0.1:{ingress_port}/webhooks/botpress"
+            assert await push(f"{push_url}/{ACME}", bot_secrets[ACME]) == 200
+            assert await push(f"{push_url}/{ACME}", bot_secrets[GLOBEX]) == 403
+            assert await push(f"{push_url}/{ACME}", settings.botpress_webhook_secret) == 403
+            assert await push(f"{push_url}/{GLOBEX}", bot_secrets[GLOBEX]) == 200
+            assert await push(f"{push_url}/tenant-without-a-bot", settings.botpress_webhook_secret) == 200  # the dev bot's
 
             await connect_odoo_refusals(settings, odoos[ACME], odoo_keys[ACME], nowhere)
             reply = await connect_odoo(settings, ACME, odoos[ACME].url, "acme-db", odoo_keys[ACME], "xmlrpc")
@@ -323,6 +332,12 @@ async def post(url: str, body: bytes, headers: dict) -> int:
     async with aiohttp.ClientSession() as session:
         async with session.post(url, data=body, headers=headers) as reply:
             return reply.status
+
+
+async def push(url: str, secret: str) -> int:
+    """A Chat integration's push of a signal (our own user's message: accepted, nothing stored)."""
+    signal = {"type": "message_created", "data": {"id": "m1", "conversationId": "c1", "userId": "u1", "isBot": False}}
+    return await post(url, json.dumps(signal).encode(), {"Content-Type": "application/json", "x-bp-secret": secret})
 
 
 async def _sent(fb, psid: str):
