@@ -281,7 +281,7 @@ class Conversation(Aggregate):
         check_is_open(self)
         if self.handled_by()[0] != BOT_HANDLES:
             # A conversation closed by the people is done with them: the contact's next message reaches the bot.
-            self._conversation_handed_back(self.handled_by()[1], "the conversation was closed")
+            self._handed_back(self.handled_by()[1], "the conversation was closed")
         self._conversation_closed(reason)
 
     def request_agent(self, reason: str) -> None:
@@ -309,7 +309,11 @@ class Conversation(Aggregate):
         handler, agent_id = self.handled_by()
         if handler == BOT_HANDLES:
             raise NotWithAgent(f"the bot already handles conversation {self.id}")
-        self._conversation_handed_back(agent_id, reason)
+        self._handed_back(agent_id, reason)
+
+    def _handed_back(self, agent_id: str, reason: str) -> None:
+        # The channel's spoke reads where the conversation is (a thread a platform's inbox held is taken back).
+        self._conversation_handed_back(agent_id, reason, self.channel, self.channel_account_id, self.contact_id)
 
     @event("ConversationReopened")
     def _conversation_reopened(self) -> None:
@@ -384,7 +388,9 @@ class Conversation(Aggregate):
         self.handler, self.agent_id = AGENT_HANDLES, agent_id
 
     @event("ConversationHandedBack")
-    def _conversation_handed_back(self, agent_id: str, reason: str) -> None:
+    def _conversation_handed_back(
+        self, agent_id: str, reason: str, channel: str, channel_account_id: str, contact_id: str
+    ) -> None:
         self.handler, self.agent_id = BOT_HANDLES, ""
 
     def _remember(self, message_id: str, status: str) -> None:

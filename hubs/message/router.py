@@ -43,9 +43,15 @@ from prometheus_client import Counter
 from base.logging import bind_correlation
 from base.settings import Settings
 from hubs.message.aggregate import conversation_id
-from hubs.message.commands import RecordDeliveryReceipt, RecordOutboundMessage, RouteMessage
+from hubs.message.commands import (
+    HandBackToBot,
+    RecordDeliveryReceipt,
+    RecordOutboundMessage,
+    RouteMessage,
+    TakeConversation,
+)
 from hubs.message.feed import FactsFeed
-from hubs.message.routing import GUARD_CHANNEL_OF, InboundItem, decide_route
+from hubs.message.routing import GUARD_CHANNEL_OF, OTHER_APP_PREFIX, InboundItem, decide_route
 from infra.command_client import CommandClient, CommandResult, new_meta
 from infra.consumers import group_consumer
 from infra.dlq import DeadLetters
@@ -75,6 +81,7 @@ MAX_RECEIPT_IDS = 100
 BOT_REPLY_PREFIX = "botpress:"
 """Outbound message id of a bot reply: this prefix and Botpress's message id."""
 MESSAGE_KINDS = ("message", "postback")
+HANDOVER = "handover"
 RECEIPT_KINDS = {"delivery": "delivery", "read": "read"}
 ROUTING_DECISIONS = Counter("poseidon_routing_decisions_total", "Routing decisions recorded, by the rule that decided.", ["rule"])
 ROUTER_ITEMS = Counter(
@@ -131,8 +138,11 @@ class Router:
         facts: FactsFeed,
         commands: CommandClient,
         dead_letter_sink: Callable[[Any, str, str], Awaitable[None]],
+        own_app_id: str = "",
     ):
         self.codec, self.facts, self.commands, self.dead_letter = codec, facts, commands, dead_letter_sink
+        self.own_app_id = own_app_id
+        """Our Facebook app's id: a thread passed to it is back with the bot."""
 
     async def handle(self, record: Any) -> str:
         """Handle one Kafka record completely; returns its outcome (a metric label).
@@ -146,7 +156,7 @@ class Router:
             await self.dead_letter(record, f"{decoded.name} is not {INBOUND_SCHEMA}", "UnexpectedSchema")
             return self._count("unknown", "dead_lettered")
         item = Inbound(decoded.record)
-        kind = item.kind if item.kind in (*MESSAGE_KINDS, *RECEIPT_KINDS, "echo", "bot_reply") else "unknown"
+        kind = item.kind if item.kind in (*MESSAGE_KINDS, *RECEIPT_KINDS, "echo", "bot_reply", HANDOVER) else "unknown"
         bind_correlation(item.correlation_id, inbound_event_id=item.event_id, kind=kind, platform=item.platform)
         try:
             if kind in MESSAGE_KINDS:
@@ -155,6 +165,8 @@ class Router:
                 outcome = await self.apply_receipt(item)
             elif kind == "bot_reply":
                 outcome = await self.record_bot_reply(item)
+            elif kind == HANDOVER:
+                outcome = await self.apply_handover(item)
             elif kind == "echo":
                 log.debug("echo of our own outbound message ignored")
                 outcome = "ignored"
@@ -232,6 +244,31 @@ class Router:
                 raise Unhandleable(f"RecordDeliveryReceipt refused: {result.rejection}: {result.reason}")
             moved += len(result.event_ids)
         return "receipt_applied" if moved else "receipt_unchanged"
+
+    async def apply_handover(self, item: Inbound) -> str:
+        """Messenger's Handover Protocol: another app (the Page Inbox, where the page's
+        people answer) took the thread → the people hold the conversation and the bot is
+        not asked; the thread came back to this app → the bot answers again. The item's
+        text is the app that holds the thread now."""
+        channel = _channel(item)
+        owner = await self.facts.owner(channel, item.account_id)
+        if owner is None or not owner.connected:
+            log.debug("handover on a channel account no tenant has connected", account_id=item.account_id)
+            return "unknown_account"
+        conversation = conversation_id(owner.tenant_id, channel, item.account_id, item.contact_id)
+        meta = self._meta(item, "handover", conversation, owner.tenant_id)
+        if self.own_app_id and item.text == self.own_app_id:
+            command: TakeConversation | HandBackToBot = HandBackToBot(meta, reason="the thread came back to this app")
+        else:
+            command = TakeConversation(meta, agent_id=f"{OTHER_APP_PREFIX}{item.text}")
+        result = await self._send(command)
+        if result.accepted:
+            log.info("handover recorded", command=type(command).__name__, changed=bool(result.event_ids))
+            return "handover_recorded" if result.event_ids else "handover_unchanged"
+        if result.rejection in ("AggregateNotFound", "NotWithAgent", "HeldByAnotherAgent", "ConversationClosed"):
+            log.info("handover changes nothing here", rejection=result.rejection)
+            return "handover_unchanged"
+        raise Unhandleable(f"{type(command).__name__} refused: {result.rejection}: {result.reason}")
 
     async def record_bot_reply(self, item: Inbound) -> str:
         tenant_id, conversation = item.tenant_hint, item.contact_id
@@ -318,7 +355,7 @@ class MessageRouter:
         self.facts = FactsFeed(s, self.codec)
         await self.facts.start()
         dead_letters = DeadLetters(self.producer, self.codec, PROCESS, s.topic(DLQ_TOPIC), event="inbound item dead-lettered")
-        self.router = Router(self.codec, self.facts, self.commands, dead_letters.publish)
+        self.router = Router(self.codec, self.facts, self.commands, dead_letters.publish, s.facebook_app_id)
         self.consumer = group_consumer(s, [SOURCE_TOPIC], CONSUMER_GROUP)
         await self.consumer.start()
         # The ingress key is the conversation's platform/account/contact: its items stay in order.

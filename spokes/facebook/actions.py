@@ -24,6 +24,7 @@ from spokes.facebook.translate import Refusal, attachment_message, messaging_typ
 SPOKE_NAME = "facebook"
 SYSTEM = "facebook-graph"
 SEND_MESSAGE = "send_message"
+TAKE_THREAD_CONTROL = "take_thread_control"
 _REAUTHORIZATION_IDS = uuid.UUID("0b7c8e43-3f0e-5d5e-a1f4-6d1c2b9e7a10")
 
 log = structlog.get_logger(__name__)
@@ -107,27 +108,50 @@ async def _send(
     at_most_once: bool = False,
 ) -> Outcome:
     client = FacebookClient.for_context(ctx)
-    tokens = getattr(ctx.resources, "tokens", None)
-    sealed = ""
-    if page_token:
-        token = page_token
-    elif tokens is not None:
-        found = await tokens.of(tenant_id, page_id)
-        token, sealed = found.token, found.sealed
-    else:
-        token = ctx.settings.facebook_page_token
+    token, sealed = await _page_token(ctx, tenant_id, page_id, page_token)
     try:
         sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body), at_most_once=at_most_once)
     except ReauthorizationRequired as exc:
-        if tokens is not None:
-            tokens.forget(tenant_id, page_id)
-        if sealed:  # the tenant's own token, not the development fallback
-            await report_reauthorization(ctx, tenant_id, page_id, sealed, exc.reason)
+        await _token_refused(ctx, tenant_id, page_id, sealed, exc)
         raise
     data = {"page_id": page_id, "messaging_type": messaging_type}
     if tag:
         data["tag"] = tag
     return Outcome(SEND_MESSAGE, detail=f"sent as {messaging_type}", external_id=sent.message_id, data=data)
+
+
+async def take_thread_back(ctx: SpokeContext, *, tenant_id: str, page_id: str, psid: str, reason: str) -> Outcome:
+    """Messenger's Handover Protocol: take the person's thread back from the app that
+    holds it (the Page Inbox), because the conversation was handed back to the bot here."""
+    client = FacebookClient.for_context(ctx)
+    token, sealed = await _page_token(ctx, tenant_id, page_id, "")
+    metadata = f"handed back to the bot: {reason}"[:1000]
+    try:
+        await ctx.call(tenant_id, TAKE_THREAD_CONTROL, lambda: client.take_thread_control(token, psid, metadata))
+    except ReauthorizationRequired as exc:
+        await _token_refused(ctx, tenant_id, page_id, sealed, exc)
+        raise
+    return Outcome(TAKE_THREAD_CONTROL, detail="thread control taken back from the app that held it", data={"page_id": page_id})
+
+
+async def _page_token(ctx: SpokeContext, tenant_id: str, page_id: str, page_token: str) -> tuple[str, str]:
+    """(token, sealed form) of the tenant's page: `page_token` when given, else the
+    tenant's own (sealed form non-empty), else the settings' development token."""
+    tokens = getattr(ctx.resources, "tokens", None)
+    if page_token:
+        return page_token, ""
+    if tokens is not None:
+        found = await tokens.of(tenant_id, page_id)
+        return found.token, found.sealed
+    return ctx.settings.facebook_page_token, ""
+
+
+async def _token_refused(ctx: SpokeContext, tenant_id: str, page_id: str, sealed: str, exc: ReauthorizationRequired) -> None:
+    tokens = getattr(ctx.resources, "tokens", None)
+    if tokens is not None:
+        tokens.forget(tenant_id, page_id)
+    if sealed:  # the tenant's own token, not the development fallback
+        await report_reauthorization(ctx, tenant_id, page_id, sealed, exc.reason)
 
 
 async def report_reauthorization(ctx: SpokeContext, tenant_id: str, page_id: str, sealed: str, reason: str) -> None:

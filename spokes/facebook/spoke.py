@@ -17,6 +17,11 @@ answers "outcome unknown" â€” a failed step with that reason, on the dashboard â
 and sends nothing; at least once sends again. Under at most once a call whose
 outcome is unknown is never retried, and the message stays `sending`.
 
+Messenger's Handover Protocol: when the Page Inbox (another app) takes a thread,
+the router records the conversation as held by it (`facebook-app:<app id>`) and
+the bot is not asked; when such a conversation is handed back to the bot here,
+this spoke takes thread control back (`take_thread_control`).
+
 Every send uses the tenant's own page token for the page (spokes/facebook/tokens.py,
 sealed in the Tenant read store); a token Facebook refuses puts the channel into
 "needs reauthorization" (spokes/facebook/actions.py). Delivery and read receipts come
@@ -35,11 +40,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from hubs.message.commands import UpdateDeliveryStatus
 from hubs.message.delivery import SENDING
+from hubs.message.events import CONVERSATION_HANDED_BACK
+from hubs.message.router import ACTOR as ROUTER_ACTOR
+from hubs.message.routing import OTHER_APP_PREFIX
 from infra.command_client import new_meta
 from infra.outage import PLATFORM_OUTAGE
 from infra.spoke import Outcome, PermanentError, RetryableError, SpokeCall, SpokeContext, SpokeSpec
 from schemas.contracts import OUTCOME_UNKNOWN, spoke_actor
-from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply
+from spokes.facebook.actions import SEND_MESSAGE, SPOKE_NAME, SYSTEM, send_reply, take_thread_back
 from spokes.facebook.policy import AT_MOST_ONCE, DeliveryPolicies, opened_policies
 from spokes.facebook.tokens import PageTokens, opened_tokens
 from spokes.facebook.translate import HUMAN_AGENT
@@ -48,6 +56,7 @@ from spokes.facebook.typing_indicator import show_typing, wants_typing
 log = structlog.get_logger(__name__)
 
 OUTBOUND_RECORDED = "poseidon.message.OutboundMessageRecorded"
+HANDED_BACK = CONVERSATION_HANDED_BACK
 SAGA_DELIVERED_ACTORS = frozenset({spoke_actor("botpress")})
 """Outbound messages recorded by these actors are delivered by the inbound-message saga."""
 _STATUS_IDS = uuid.UUID("6f1c1a52-4c4e-5b1e-9d35-0c6f2a3b7e11")
@@ -56,19 +65,29 @@ REPORT_PATIENCE_S = 120.0
 
 
 def accepts(event_type: str, record: dict) -> bool:
+    if record.get("channel") != "facebook":
+        return False
     if wants_typing(event_type, record):
         return True
-    return (
-        event_type == OUTBOUND_RECORDED
-        and record.get("channel") == "facebook"
-        and record["envelope"].get("actor") not in SAGA_DELIVERED_ACTORS
-    )
+    if event_type == HANDED_BACK:
+        # A thread another app (the Page Inbox) held, handed back here rather than passed
+        # back by that app (the router records those, and the thread is ours already).
+        return record["agent_id"].startswith(OTHER_APP_PREFIX) and record["envelope"].get("actor") != ROUTER_ACTOR
+    return event_type == OUTBOUND_RECORDED and record["envelope"].get("actor") not in SAGA_DELIVERED_ACTORS
 
 
 async def handle(ctx: SpokeContext, event_type: str, record: dict) -> Outcome:
     if wants_typing(event_type, record):
         return await show_typing(ctx, record)
     envelope = record["envelope"]
+    if event_type == HANDED_BACK:
+        return await take_thread_back(
+            ctx,
+            tenant_id=envelope["tenant_id"],
+            page_id=record["channel_account_id"],
+            psid=record["contact_id"],
+            reason=record["reason"],
+        )
     last_inbound = record.get("last_inbound_at")
     return await _deliver(
         ctx,

@@ -16,6 +16,7 @@ from aiohttp import web
 from infra.hub import envelope
 from infra.ingress import INGRESS, error, new_id, request_id
 from spokes.facebook.translate import (
+    HANDOVER,
     POSTBACK,
     UNSUPPORTED,
     InboundItem,
@@ -70,8 +71,8 @@ def message_id_of(item: InboundItem) -> str:
     """The platform message id the Message hub deduplicates on. Postbacks have no
     stable mid on every API version: 'postback:<psid>:<timestamp>' is the same
     on every re-delivery of the same tap."""
-    if item.kind == POSTBACK:
-        return f"postback:{item.psid}:{item.timestamp_ms}"
+    if item.kind in (POSTBACK, HANDOVER):
+        return f"{item.kind}:{item.psid}:{item.timestamp_ms}"
     return item.mid
 
 
@@ -104,7 +105,8 @@ def inbound_record(
         "message_id": message_id_of(item),
         # A postback's text is its button title (what the person saw and "said");
         # its payload, like a quick reply's, is in `raw`.
-        "text": (item.title or item.payload) if item.kind == POSTBACK else item.text,
+        # A handover's text is the app that holds the thread now (the router needs no more of it).
+        "text": (item.title or item.payload) if item.kind == POSTBACK else item.app_id if item.kind == HANDOVER else item.text,
         "attachments": [{"type": a.type, "url": a.url} for a in item.attachments],
         "choice": item.choice,
         "mids": list(item.mids),

@@ -23,7 +23,7 @@ from infra.sealing import Sealer, credential_keys_dir
 from poseidon import bootstrap
 from tests.harness import eventually, free_port
 from tests.integration.test_gateway import Api, _login, _problem
-from tests.standins.facebook import running_facebook
+from tests.standins.facebook import PAGE_INBOX_APP_ID, push_inbox, running_facebook
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +219,56 @@ async def test_agents_take_a_conversation_from_the_bot_and_hand_it_back_and_rout
     assert status == 200 and taken["agent_id"] == ids["bo"]
     assert (await api.call("POST", path + "/take", tokens["viewer"], {}))[0] == 403
     assert facebook.state.sent_to(psid) == []
+
+
+async def test_the_page_inbox_takes_a_thread_over_messenger_handover_and_handing_it_back_here_takes_it_back(people, platform):
+    """Messenger's Handover Protocol through real ingress and router: a page admin takes
+    the thread in the Page Inbox (our app gets take_thread_control) → the conversation is
+    held by that app and the bot is not asked; our agent hands it back → the Facebook
+    spoke calls take_thread_control with the tenant's page token; the Page Inbox passing
+    a thread back (pass_thread_control) returns it to the bot with no call."""
+    api, facebook = people
+    psid = f"25000000{uuid.uuid4().int % 10**8:08d}"
+    tenant, tokens, ids, conversation = await _tenant_with_people(
+        api, platform, facebook, psid, datetime.now(UTC), {"ann": "agent"}
+    )
+    port = free_port([*platform.settings.grpc_ports.values(), *(p.ops_port for p in platform.procs.values())])
+    platform.launch("ingress", "ingress", env={"POSEIDON_INGRESS_PORT": str(port)}, wait=False)
+    platform.launch("router", "router", env={"POSEIDON_FACEBOOK_APP_ID": facebook.state.app_id}, wait=False)
+    for name in ("ingress", "router"):
+        await asyncio.to_thread(platform.wait_healthy, name, 90)
+    facebook.state.webhook_url = f"http://127.0.0.1:{port}/webhooks/facebook"
+    path = f"/v1/tenants/{tenant}/conversations/{conversation}"
+    inbox = f"facebook-app:{PAGE_INBOX_APP_ID}"
+
+    async def handled_by(expected: tuple[str, str]):
+        status, body, _ = await api.call("GET", path, tokens["ann"])
+        return body if status == 200 and (body.get("handled_by"), body.get("agent_id")) == expected else None
+
+    await eventually(lambda: handled_by(("bot", "")))
+    assert await push_inbox(facebook.app, PAGE, psid, True) == 200
+    await eventually(lambda: handled_by(("agent", inbox)))
+    assert facebook.state.handovers == []  # Facebook told us; nothing to call
+
+    # Our agent cannot take it while the Page Inbox has it; handing it back takes the thread back.
+    status, body, _ = await api.call("POST", path + "/take", tokens["ann"], {})
+    assert status == 409 and body["rule"] == "HeldByAnotherAgent" and PAGE_INBOX_APP_ID in body["detail"]
+    status, back, _ = await api.call("POST", path + "/hand-back", tokens["ann"], {"reason": "the bot knows this one"})
+    assert status == 200 and back["handled_by"] == "bot"
+
+    async def taken_back():
+        return facebook.state.handovers or None
+
+    [(action, to, owner, metadata)] = await eventually(taken_back)
+    assert (action, to, owner) == ("take_thread_control", psid, facebook.state.app_id)
+    assert "the bot knows this one" in metadata
+    take = [r for r in facebook.state.requests if r.path.endswith("/me/take_thread_control")]
+    assert [r.token for r in take] == [PAGE_TOKEN] and take[0].status == 200
+
+    # The Page Inbox takes it again and then passes it back itself: the bot has it, no call of ours.
+    assert await push_inbox(facebook.app, PAGE, psid, True) == 200
+    await eventually(lambda: handled_by(("agent", inbox)))
+    assert await push_inbox(facebook.app, PAGE, psid, False) == 200
+    await eventually(lambda: handled_by(("bot", "")))
+    await asyncio.sleep(1)
+    assert len(facebook.state.handovers) == 1 and facebook.state.sent_to(psid) == []

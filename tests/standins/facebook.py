@@ -49,6 +49,8 @@ WINDOW_MS = 24 * 3600 * 1000
 HUMAN_AGENT_WINDOW_MS = 7 * 24 * 3600 * 1000
 APP_ID = "1517776481860111"
 """The app id the stand-in puts in echoes of messages sent through the Send API."""
+PAGE_INBOX_APP_ID = "263902037430900"
+"""The Page Inbox's app id (the secondary receiver where a page's people answer)."""
 _VERSION = re.compile(r"^v\d+\.\d+$")
 LOGIN_PERMISSIONS = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
 """What the connect flow asks for: list the pages, message as them, subscribe the app to them."""
@@ -184,6 +186,13 @@ class FacebookState:
     """Page token → the user whose login it was handed out for (their permissions apply to it)."""
     short_lived_s: float = SHORT_LIVED_S
     """Lifetime of the user tokens codes are exchanged for (≤ 0: born expired, as after a long wait)."""
+    thread_owners: dict[str, str] = field(default_factory=dict)
+    """PSID → the app holding their thread (Handover Protocol); absent: our app, the primary receiver."""
+    handovers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(pass_thread_control | take_thread_control, PSID, new owner app id, metadata) our app asked for."""
+
+    def thread_owner(self, psid: str) -> str:
+        return self.thread_owners.get(psid, self.app_id)
 
     def add_page(self, page_id: str, token: str) -> None:
         self.pages[token] = page_id
@@ -789,6 +798,50 @@ async def _subscribed_apps(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
+async def _thread_control(request: web.Request) -> web.Response:
+    """POST /{version}/me/pass_thread_control (recipient, target_app_id, metadata) and
+    /{version}/me/take_thread_control (recipient, metadata): the Handover Protocol
+    calls of our app, the page's primary receiver, with Graph's answers and errors."""
+    state: FacebookState = request.app[STATE]
+    action, node, version = request.match_info["action"], request.match_info["node"], request.match_info["version"]
+    token, params = _token_and_params(request, await _form_or_json(request))
+    recorded = RecordedRequest(request.method, request.path, token, params)
+    state.requests.append(recorded)
+    try:
+        _check_version(version, f"{node}/{action}")
+        if not token:
+            raise GraphError(400, 2500, "An active access token must be used to query information about the current user.")
+        _check_appsecret_proof(state, token, params.get("appsecret_proof"))
+        page_id = state.page_for(token)
+        if node not in ("me", page_id):
+            raise _invalid(f"Unsupported post request. Object with ID '{node}' does not exist", subcode=33)
+        recipient = _json_param(params, "recipient")
+        if not isinstance(recipient, Mapping) or not isinstance(recipient.get("id"), str | int):
+            raise _invalid("The parameter recipient is required")
+        psid = str(recipient["id"])
+        if not _PSID.match(psid):
+            raise _invalid("No matching user found", subcode=2018001)
+        metadata = str(params.get("metadata") or "")
+        if len(metadata) > 1000:
+            raise _invalid("Param metadata must be at most 1000 characters long")
+        if action == "pass_thread_control":
+            target = str(params.get("target_app_id") or "")
+            if not target.isdigit():
+                raise _invalid("The parameter target_app_id is required")
+            if state.thread_owner(psid) != state.app_id:
+                raise _invalid("(#10) Only the thread owner can pass thread control", subcode=2018300)
+            owner = target
+        else:
+            owner = state.app_id
+        state.thread_owners[psid] = owner
+        state.handovers.append((action, psid, owner, metadata))
+    except GraphError as error:
+        recorded.status, recorded.error_code = error.status, error.code
+        return error.response()
+    recorded.status = 200
+    return web.json_response({"success": True})
+
+
 async def _dialog(request: web.Request) -> web.Response:
     """GET /{version}/dialog/oauth (www.facebook.com's, served here too): the logged-in
     user (`state.logged_in`) accepts at once; the browser is sent to redirect_uri with
@@ -854,6 +907,11 @@ async def _control(request: web.Request) -> web.Response:
             state.echoes = bool(body.get("echoes", False))
         elif action == "push":
             return web.json_response({"status": await push(request.app, *body["events"])})
+        elif action == "inbox":
+            # A page admin takes the thread in the Page Inbox (`takes`), or marks it done there.
+            return web.json_response(
+                {"status": await push_inbox(request.app, str(body["page_id"]), str(body["psid"]), body["takes"])}
+            )
         elif action == "read":
             return web.json_response({"status": await push_read(request.app, str(body["page_id"]), str(body["psid"]))})
         elif action == "sent":
@@ -898,6 +956,19 @@ async def push(app: web.Application, *events: Mapping[str, Any]) -> int:
         status = 0
     state.webhook_deliveries.append((status, body))
     return status
+
+
+async def push_inbox(app: web.Application, page_id: str, psid: str, takes: bool) -> int:
+    """The Page Inbox takes the person's thread from our app (`takes`: our app gets
+    take_thread_control) or passes it back when the admin marks it done (pass_thread_control)."""
+    state: FacebookState = app[STATE]
+    if takes:
+        state.thread_owners[psid] = PAGE_INBOX_APP_ID
+        event = handover_event(page_id, psid, "take_thread_control", PAGE_INBOX_APP_ID, state.app_id)
+    else:
+        state.thread_owners.pop(psid, None)
+        event = handover_event(page_id, psid, "pass_thread_control", state.app_id, PAGE_INBOX_APP_ID)
+    return await push(app, event)
 
 
 async def push_read(app: web.Application, page_id: str, psid: str) -> int:
@@ -1003,6 +1074,22 @@ def echo_event(
     return _event(page_id, psid, timestamp_ms, message=message)
 
 
+def handover_event(
+    page_id: str,
+    psid: str,
+    control: str,
+    new_owner_app_id: str,
+    previous_owner_app_id: str,
+    *,
+    metadata: str = "",
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """Thread control changed hands (`messaging_handovers`): pass_thread_control reaches
+    the app given the thread, take_thread_control the app it was taken from."""
+    handover = {"previous_owner_app_id": previous_owner_app_id, "new_owner_app_id": new_owner_app_id, "metadata": metadata}
+    return _event(psid, page_id, timestamp_ms, **{control: handover})
+
+
 def webhook_body(*events: Mapping[str, Any], time_ms: int | None = None) -> dict[str, Any]:
     """The POST body Facebook sends: one entry per event (its `messaging` array holds
     exactly one), the entry id being the page's."""
@@ -1073,6 +1160,7 @@ def make_app(state: FacebookState) -> web.Application:
     app.router.add_get("/{version}/dialog/oauth", _dialog)
     app.router.add_get("/{version}/me/accounts", _me_accounts)
     app.router.add_post("/{version}/{page}/subscribed_apps", _subscribed_apps)
+    app.router.add_post("/{version}/{node}/{action:(pass|take)_thread_control}", _thread_control)
     app.router.add_post("/{version}/{node}/messages", _send_api)
     app.router.add_post("/{node}/messages", _send_api)
     app.router.add_get("/cdn/{name}", _cdn)
