@@ -22,8 +22,15 @@ log = structlog.get_logger(__name__)
 HealthCheck = Callable[[], Awaitable[bool] | bool]
 
 
+_metrics_port: int | None = None
+"""The ops port that serves this process's metrics: the first one started. A process
+running several roles (`poseidon together`) has one ops endpoint per role (each with
+its own health checks) but one metrics registry: served once, never counted twice
+by a Prometheus scraping every role's port."""
+
+
 class OpsServer:
-    """Serves metrics and health for one process; checks are named callables."""
+    """Serves metrics and health for one role of a process; checks are named callables."""
 
     def __init__(self, host: str, port: int, process: str, checks: Mapping[str, HealthCheck] | None = None):
         self.host, self.port, self.process = host, port, process
@@ -39,6 +46,9 @@ class OpsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
+        global _metrics_port
+        if _metrics_port is None:
+            _metrics_port = self.port
         log.info("ops endpoint listening", process=self.process, url=f"http://{self.host}:{self.port}/healthz")
 
     async def stop(self) -> None:
@@ -46,6 +56,9 @@ class OpsServer:
             await self._runner.cleanup()
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        if _metrics_port not in (None, self.port):
+            body = f"# this process's metrics are served on its ops port {_metrics_port}\n".encode()
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _live(self, _: web.Request) -> web.Response:

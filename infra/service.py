@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -19,6 +20,22 @@ from infra import tls
 from infra.ops import OpsServer
 
 log = structlog.get_logger(__name__)
+
+_on_stop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Callable[[], Any]]] = weakref.WeakKeyDictionary()
+"""Per event loop, what SIGTERM / SIGINT set off: one entry per role the loop runs."""
+
+
+def on_stop_signal(callback: Callable[[], Any]) -> None:
+    """Call `callback` on SIGTERM / SIGINT. Every role registers its own: a process
+    running several roles (`poseidon together`) stops each of them, where a plain
+    `loop.add_signal_handler` would keep only the last role's handler."""
+    loop = asyncio.get_running_loop()
+    callbacks = _on_stop.get(loop)
+    if callbacks is None:
+        callbacks = _on_stop[loop] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: [stop() for stop in list(callbacks)])
+    callbacks.append(callback)
 
 
 class Component(Protocol):
@@ -55,9 +72,7 @@ async def serve_until_stopped(
     restarts it after an exponential, jittered pause — nothing else does. `report`
     adds what the process did to its "stopped" log line."""
     task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+    on_stop_signal(task.cancel)
 
     def restarts(error: BaseException) -> bool:
         # A CancelledError nobody aimed at this task (aiokafka cancels a pending
@@ -104,9 +119,7 @@ async def serve_http_until_stopped(
     await ops.start()
     log.info(f"{name} listening", url=f"{tls.http_scheme(settings)}://{host}:{port}{path}")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signal(stop.set)
     await stop.wait()
     log.info(f"{name} stopping")
     await ops.stop()
