@@ -166,4 +166,3 @@ async def dashboard(settings: Settings, port: int | None = None) -> None:
     from sagas.dashboard.server import serve
 
     await serve(settings, saga_commands(settings, bootstrap.codec(settings)), port)
-
