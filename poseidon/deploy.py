@@ -79,7 +79,8 @@ def roles(settings: Settings | None = None) -> list[Role]:
         keys = [JWT_PUBLIC_KEYS]
         if bootstrap.query_service(hub).issues_tokens:
             keys.append(JWT_KEYS)
-        keys += {"identity": [IDENTITY_SEALING], "tenant": [CREDENTIAL_SEALING]}.get(hub, [])
+        # The Tenant service seals page tokens and Odoo keys, the App service bots' webhook secrets.
+        keys += {"identity": [IDENTITY_SEALING], "tenant": [CREDENTIAL_SEALING], "app": [CREDENTIAL_SEALING]}.get(hub, [])
         found.append(
             Role(
                 f"{hub}-grpc",
@@ -94,9 +95,15 @@ def roles(settings: Settings | None = None) -> list[Role]:
     found.append(Role("router", "router", ("router",), s.ops_port_for("router", "message"), event_keys=_hubs_of(ROUTING_TOPICS)))
     found.append(Role("saga-driver", "saga-driver", ("saga-driver",), s.ops_port_for("router", "saga")))
     for name, spec in bootstrap.spokes().items():
-        keys = (CREDENTIAL_SEALING,) if name == "facebook" else ()
+        # Those that open a tenant's own credentials: page tokens, bots' secrets, Odoo keys.
+        keys = (CREDENTIAL_SEALING,) if name in ("facebook", "botpress", "odoo") else ()
         found.append(Role(f"spoke-{name}", "spoke", ("spoke", name), s.ops_port_at("spoke", spec.ops_index), keys=keys))
-    found.append(Role("ingress", "ingress", ("ingress",), s.ops_port_at("ingress", 0), http_port=s.ingress_port))
+    found.append(
+        # It opens the tenants' bots' webhook secrets to authenticate their pushes.
+        Role(
+            "ingress", "ingress", ("ingress",), s.ops_port_at("ingress", 0), http_port=s.ingress_port, keys=(CREDENTIAL_SEALING,)
+        )
+    )
     found.append(
         Role(
             "gateway",

@@ -180,7 +180,8 @@ def test_the_chart_holds_no_secret_and_mounts_each_key_only_where_it_is_used(def
     assert signing == ["identity-grpc"]
     assert "POSEIDON_JWT_PUBLIC_KEYS_DIR" in env(chart["gateway"]) and "POSEIDON_JWT_PUBLIC_KEYS_DIR" in env(chart["wallet-grpc"])
     sealing = sorted(name for name, d in chart.items() if "POSEIDON_CREDENTIAL_SEALING_KEYS_DIR" in env(d))
-    assert sealing == ["spoke-facebook", "tenant-grpc"]
+    # Where tenants' credentials are sealed (tenant, app services) or opened (the spokes using them, ingress for bot pushes).
+    assert sealing == ["app-grpc", "ingress", "spoke-botpress", "spoke-facebook", "spoke-odoo", "tenant-grpc"]
     event_secrets = {
         v["secret"]["secretName"]
         for v in chart["wallet-processor"]["spec"]["template"]["spec"]["volumes"]
