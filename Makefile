@@ -22,8 +22,13 @@ KUBECONFORM_VERSION := v0.8.0
 K8S_VERSION := 1.37.2
 NODE_CLIENTS := tests/standins/node/node_modules/.installed
 CHART_TOOLS := .stack/bin/.helm-$(HELM_VERSION) .stack/bin/.kubeconform-$(KUBECONFORM_VERSION) .stack/k8s-schemas/v$(K8S_VERSION)/.complete
+# Jaeger (the tracing test's trace store and `make jaeger`): built from the Go module proxy, its version pinned by
+# the tool module infra/jaeger/go.mod (a `tool` directive), so go.sum checks every module it is built from.
+JAEGER := .stack/bin/jaeger
+JAEGER_UI_PORT ?= 16686
+JAEGER_OTLP_PORT ?= 4317
 
-.PHONY: help setup protos up down logs run stop prometheus test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs
+.PHONY: help setup protos up down logs run stop prometheus test test-unit test-integration test-attacks test-chaos bench bench-smoke lint format clean status docs jaeger
 
 help:
 	@echo "make run     start Kafka + PostgreSQL + the platform, print where everything listens"
@@ -35,10 +40,11 @@ help:
 	@echo "make test-chaos  kill processes, restart Kafka/PostgreSQL (a private stack), fail the outside systems;"
 	@echo "                 check nothing is lost or doubled (report in bench/results/chaos.md; ~12 min)"
 	@echo "make prometheus  Prometheus on :9090 scraping the running platform, with the alert rules"
+	@echo "make jaeger  Jaeger on 127.0.0.1 (OTLP :4317, query API :16686) for POSEIDON_OTLP_ENDPOINT (README, Tracing)"
 	@echo "make logs    tail the stack and platform logs | make lint | make format"
 
 ## setup: virtualenv + project, Kafka jars from Maven Central, PostgreSQL from Debian, generated gRPC code
-setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT) $(CHART_TOOLS) $(NODE_CLIENTS)
+setup: $(VENV)/.installed $(KAFKA_LIB)/.complete $(S3PROXY_LIB)/.complete .stack/.postgres-installed .stack/.chromium-installed .stack/.prometheus-installed $(PROTO_OUT) $(CHART_TOOLS) $(JAEGER) $(NODE_CLIENTS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -92,6 +98,17 @@ $(S3PROXY_LIB)/.complete: infra/local/s3proxy-pom.xml
 	@mkdir -p .stack/bin
 	GOBIN=$(ROOT)/.stack/bin $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
 	touch $@
+
+$(JAEGER): infra/jaeger/go.mod infra/jaeger/go.sum
+	@mkdir -p .stack/bin
+	cd infra/jaeger && $(GO) build -o $(ROOT)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+	touch $@
+
+## Jaeger in the foreground (in-memory; OTLP/gRPC on :$(JAEGER_OTLP_PORT), its HTTP query API on :$(JAEGER_UI_PORT)):
+## run the platform with POSEIDON_OTLP_ENDPOINT=http://127.0.0.1:$(JAEGER_OTLP_PORT), then read /api/traces/<trace id>
+## (the Go module carries no built UI: README, Tracing)
+jaeger: $(JAEGER)
+	JAEGER_OTLP_PORT=$(JAEGER_OTLP_PORT) JAEGER_QUERY_PORT=$(JAEGER_UI_PORT) $(JAEGER) --config infra/jaeger/config.yaml
 
 .stack/k8s-schemas/v$(K8S_VERSION)/.complete: infra/helm/k8s_schemas.py
 	@mkdir -p $(@D)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from base.pii import mask_fields, mask_text
 
@@ -42,8 +43,18 @@ def redact(_logger: object, _method: str, event_dict: dict) -> dict:
     return event_dict
 
 
+def add_trace_id(_logger: object, _method: str, event_dict: dict) -> dict:
+    """structlog processor: the current OpenTelemetry trace's id (when tracing is on
+    and a span is current), so a log line leads to its trace and back."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+    return event_dict
+
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
+    add_trace_id,
     redact,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

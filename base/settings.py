@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     """One ops port for whatever this process is (0: any free port); unset: the role's base + the index."""
     log_format: str = "auto"
     log_level: str = "INFO"
+    otlp_endpoint: str = ""
+    """OTLP/gRPC endpoint every process exports its trace spans to (`http://127.0.0.1:4317`: `make jaeger`);
+    empty: the standard OTEL_EXPORTER_OTLP_ENDPOINT if set, else tracing is off (no SDK loaded)."""
+    trace_url_template: str = ""
+    """A trace viewer's page for one trace, `{trace_id}` in it (`http://127.0.0.1:16686/trace/{trace_id}`):
+    the dashboard's saga page links the saga's trace there; empty: the trace id is shown without a link."""
     processor_batch_max: int = 1000
     """Most command records one processor decides in one transaction per partition."""
     replay_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)

@@ -28,6 +28,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from base.logging import configure
 from base.settings import Settings
 from bench import commands, e2e, gateway, ingress, procs, provenance, query, replay, report
+from bench import tracing as bench_tracing
 from bench.profile import PROFILES, py_spy, summarise
 from infra import tls
 from infra.command_client import CommandClient
@@ -175,6 +176,11 @@ class Run:
         cpu_us = busy / 100 * ours["seconds"] / ours["accepted"] * 1e6 if busy and ours["accepted"] else None
         self.results["commands"]["event_signing"] = signing = await provenance.measure(self.settings, cpu_us)
         show(signing)
+
+        step("command processing: what tracing costs the deciding (CPU per command, off and on with every span exported)")
+        # Off is the default; on, every command is a span (bench/tracing.py; no broker: the deciding alone).
+        self.results["commands"]["tracing"] = traced = bench_tracing.measure(max(min(s.commands, 20_000), 2_000))
+        show(traced)
 
         step("command processing: raw consume -> produce the processor's fan-out -> commit loop (baseline)")
         consumed, outputs = await commands.processor_fan_out(self.settings)

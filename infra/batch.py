@@ -17,6 +17,7 @@ import structlog
 from eventsourcing.domain import Aggregate
 
 from base.logging import bind_correlation
+from infra import tracing
 from infra.dlq import DeadLetters, Origin
 from infra.hub import (
     DISPATCHED,
@@ -237,7 +238,14 @@ class BatchDecider:
                 self._reply(batch, item)
                 batch.count("duplicate")
                 continue
-            self._decide_one(memory, batch, applied, item)
+            if tracing.enabled():
+                # Each command its own span, in its sender's trace: its events, outbox records and
+                # result carry this span's context (`tracing.headers()` in the header builders below).
+                attributes = {"poseidon.hub": self.hub.name, "poseidon.aggregate_id": item.command.meta.aggregate_id}
+                with tracing.span(f"{self.hub.name} {type(item.command).__name__}", item.record.headers, attributes=attributes):
+                    self._decide_one(memory, batch, applied, item)
+            else:
+                self._decide_one(memory, batch, applied, item)
         return batch
 
     def _decide_one(self, memory: PartitionMemory, batch: BatchDecision, applied: dict[bytes, list[Any]], item: Parsed) -> None:
@@ -396,6 +404,7 @@ class BatchDecider:
         sent = []
         for dispatch, value in zip(dispatches, values, strict=True):
             headers = [("content-type", CONTENT_TYPE), ("correlation_id", record["envelope"]["correlation_id"].encode())]
+            headers += tracing.headers()
             if dispatch.reply_ref is not None:
                 headers += [(REPLY_TO, self.commands_topic.encode()), (REPLY_KEY, key), (REPLY_REF, dispatch.reply_ref)]
             sent.append(Outgoing(self.topic_of(dispatch.topic), dispatch.key.encode(), value, headers, keyed=True))
@@ -408,6 +417,7 @@ class BatchDecider:
             ("correlation_id", record["correlation_id"].encode()),
             ("outcome", record["outcome"].encode()),
             (AGGREGATE_HEADER, record["aggregate_id"].encode()),
+            *tracing.headers(),
         ]
         return Outgoing(self.results_topic, record["command_id"].encode(), value, headers)
 
@@ -435,6 +445,7 @@ class BatchDecider:
             ("event_type", event_type.encode()),
             ("correlation_id", meta.correlation_id.encode()),
             ("tenant_id", meta.tenant_id.encode()),
+            *tracing.headers(),
         ]
 
     def _dead_letter(self, record: Incoming, reason: str, error_type: str) -> Outgoing:

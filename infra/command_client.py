@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from base.settings import Settings
+from infra import tracing
 from infra.consumers import fetch_options
 from infra.hub import HubSpec, command_to_record
 from schemas.codec import Codec, DecodeError
@@ -184,7 +185,11 @@ class CommandClient:
         if watch:
             await self._watch(TopicPartition(self.settings.topic(hub.topic("command-results")), partition))
         await self._producer.send_and_wait(
-            topic, value, key=key, partition=partition, headers=[("correlation_id", command.meta.correlation_id.encode())]
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            headers=[("correlation_id", command.meta.correlation_id.encode()), *tracing.headers()],
         )
 
     async def _watch(self, tp: TopicPartition) -> None:

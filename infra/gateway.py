@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from base.logging import bind_correlation
 from base.settings import Settings
-from infra import metrics, rest, tls
+from infra import metrics, rest, tls, tracing
 from infra.grpc_client import grpc_target
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
@@ -76,7 +76,8 @@ class HubCalls:
 
     def channel(self, hub: str) -> grpc.aio.Channel:
         if hub not in self._channels:
-            self._channels[hub] = tls.channel(self.settings, grpc_target(self.settings, hub))
+            interceptors = [tracing.ClientTracing()] if tracing.enabled() else None
+            self._channels[hub] = tls.channel(self.settings, grpc_target(self.settings, hub), interceptors=interceptors)
         return self._channels[hub]
 
     def call(self, route: Route) -> grpc.aio.UnaryUnaryMultiCallable:
@@ -150,6 +151,15 @@ class Gateway:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        if not tracing.enabled():
+            return await self._serve(request, handler)
+        operation = getattr(request.match_info.handler, "operation_id", "unmatched")
+        # The client's trace (traceparent) continues through the gRPC call the request becomes.
+        attributes = {"http.method": request.method}
+        with tracing.span(f"gateway {operation}", request.headers, kind=tracing.SERVER, attributes=attributes):
+            return await self._serve(request, handler)
+
+    async def _serve(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         given = request.headers.get(CORRELATION_HEADER, "")

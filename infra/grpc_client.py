@@ -10,7 +10,7 @@ import time
 import grpc
 
 from base.settings import Settings
-from infra import tls
+from infra import tls, tracing
 from infra.security import PLATFORM_SCOPE, Keyring, TokenIssuer
 
 
@@ -52,4 +52,5 @@ def operator_token(settings: Settings) -> PlatformToken:
 
 def channel(settings: Settings, hub: str, token: PlatformToken) -> grpc.aio.Channel:
     """A channel to `hub`'s gRPC server that carries `token` on every call."""
-    return tls.channel(settings, grpc_target(settings, hub), interceptors=[token])
+    interceptors = [token, tracing.ClientTracing()] if tracing.enabled() else [token]
+    return tls.channel(settings, grpc_target(settings, hub), interceptors=interceptors)

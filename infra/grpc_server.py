@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from base.settings import Settings
-from infra import metrics, tls
+from infra import metrics, tls, tracing
 from infra.command_client import CommandClient, CommandTimeout, set_current_correlation
 from infra.migrations import migrate
 from infra.ops import OpsServer
@@ -196,8 +196,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 metrics.GRPC_REQUESTS.labels(method, code.name).inc()
                 metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
 
+        async def traced(request, context: grpc.aio.ServicerContext):
+            # The caller's trace (traceparent in the metadata) continues through the call and what it sends.
+            with tracing.span(f"grpc {method}", metadata, kind=tracing.SERVER, attributes={"rpc.method": method}):
+                return await guarded(request, context)
+
         return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            traced if tracing.enabled() else guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
 
 

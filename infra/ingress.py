@@ -51,6 +51,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import Counter, Histogram
 
 from base.settings import Settings
+from infra import tracing
 from infra.dlq import DeadLetters, Origin
 from infra.ops import OpsServer
 from infra.ratelimit import TokenBuckets
@@ -242,6 +243,14 @@ class Ingress:
         all are durable, 429 over the account's rate, 503 when Kafka cannot confirm."""
         if not records:
             return accepted(0)
+        if tracing.enabled():
+            # A trace starts here (or continues the caller's traceparent): every record stored carries it.
+            attributes = {"poseidon.route": route_of(request), "poseidon.items": len(records)}
+            with tracing.span("ingress accept webhook", request.headers, kind=tracing.SERVER, attributes=attributes):
+                return await self._accept(request, records)
+        return await self._accept(request, records)
+
+    async def _accept(self, request: web.Request, records: Sequence[Mapping[str, Any]]) -> web.Response:
         try:
             encoded = [
                 (self.inbound_topic, r["envelope"]["aggregate_id"].encode(), self.codec.encode(INBOUND_SCHEMA, r), _headers(r))
@@ -355,6 +364,7 @@ def _headers(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         ("event_type", envelope["event_type"].encode()),
         ("correlation_id", envelope["correlation_id"].encode()),
         ("tenant_id", envelope["tenant_id"].encode()),
+        *tracing.headers(),
     ]
 
 

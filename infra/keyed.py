@@ -17,7 +17,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
-from infra import metrics
+from infra import metrics, tracing
 from infra.dlq import DeadLetters
 
 log = structlog.get_logger(__name__)
@@ -283,6 +283,20 @@ class KeyedConsumer:
             await asyncio.gather(self._offsets.committing, return_exceptions=True)
 
     async def _until_done(self, record: ConsumerRecord) -> None:
+        if not tracing.enabled():
+            await self._handle(record)
+            return
+        # The record's trace continues here (the router's decision, a saga driver's or a
+        # spoke's handling): what the handler sends carries this span. Its outcome is the
+        # handler's (routed, rejected, answered, dead_lettered…).
+        attributes = self._span_attributes(record)
+        with tracing.span(f"{self.process} handle", record.headers, kind=tracing.CONSUMER, attributes=attributes) as span:
+            span.set_attribute("poseidon.outcome", await self._handle(record))
+
+    def _span_attributes(self, record: ConsumerRecord) -> dict:
+        return {"messaging.destination.name": record.topic, "messaging.kafka.offset": record.offset, "poseidon.hub": self.hub}
+
+    async def _handle(self, record: ConsumerRecord) -> str:
         def retrying(exc: BaseException) -> None:
             metrics.RETRIES.labels(self.process, self.hub, type(exc).__name__).inc()
             if self.on_retry is not None:
@@ -318,3 +332,4 @@ class KeyedConsumer:
             await self.dead_letters.publish(record, f"{type(exc).__name__}: {exc}", self.error_type)
             outcome = "dead_lettered"
         metrics.RECORDS_PROCESSED.labels(self.process, self.hub, outcome).inc()
+        return outcome

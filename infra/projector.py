@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from base.logging import bind_correlation
 from base.settings import Settings
-from infra import metrics
+from infra import metrics, tracing
 from infra.bulk import BulkLoad, cycle_collection_paused
 from infra.consumers import fetch_options
 from infra.dlq import DeadLetters
@@ -206,6 +206,17 @@ class Projector:
         if self._bulk is not None:
             await self._fold_batch(conn, producer, batch)
             return
+        if tracing.enabled():
+            # One span per batch: in the first record's trace, linked to the others'.
+            headers = [r.headers for records in batch.values() for r in records]
+            with tracing.batch_span(f"{self.spec.name} projection batch", headers, records=len(headers)):
+                await self._apply(conn, producer, batch)
+        else:
+            await self._apply(conn, producer, batch)
+
+    async def _apply(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
         started = time.perf_counter()
         # Decoded and mapped (dead letters sent) before the positions are locked: the
         # lock is held for the SQL only. A batch whose position moved meanwhile is

@@ -39,6 +39,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from base.logging import bind_correlation
 from base.settings import Settings
+from infra import tracing
 from infra.command_client import CommandClient
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
@@ -288,6 +289,14 @@ class SpokeContext:
         `at_most_once`: a failure whose outcome is unknown (OUTCOME_UNKNOWN: the
         request left, no answer came) is raised at once, never retried."""
         system = system or self.spec.system
+        if tracing.enabled():
+            # The outside call as a span of the record's trace (each try, breaker refusals included).
+            attributes = {"peer.service": system, "poseidon.operation": operation, "poseidon.spoke": self.spec.name}
+            with tracing.span(f"{self.spec.name} call {system} {operation}", kind=tracing.CLIENT, attributes=attributes):
+                return await self._call(tenant_id, operation, fn, system, at_most_once)
+        return await self._call(tenant_id, operation, fn, system, at_most_once)
+
+    async def _call(self, tenant_id: str, operation: str, fn: Callable[[], Awaitable[T]], system: str, at_most_once: bool) -> T:
         breaker = self.breaker(tenant_id, system)
         self.attempts = 0
 
@@ -609,12 +618,12 @@ class SpokeRunner:
         key = str(source.get("aggregate_id", "")).encode()
         value = self.codec.encode(OUTCOME_SCHEMA, record)
         if reply is None:
-            await producer.send_and_wait(self.events_topic, value, key=key)
+            await producer.send_and_wait(self.events_topic, value, key=key, headers=list(tracing.headers()))
             return
         topic, reply_key, _ = reply
         sent = [
-            await producer.send(topic, value, key=reply_key),
-            await producer.send(self.events_topic, value, key=key, headers=[(REPLIED, b"1")]),
+            await producer.send(topic, value, key=reply_key, headers=list(tracing.headers())),
+            await producer.send(self.events_topic, value, key=key, headers=[(REPLIED, b"1"), *tracing.headers()]),
         ]
         await asyncio.gather(*sent)
 

@@ -59,6 +59,7 @@ from hubs.saga.dispatch import (
     start_command,
 )
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
+from infra import tracing
 from infra.command_client import CommandClient, CommandResult, CommandTimeout
 from infra.consumers import group_consumer, pin_positions
 from infra.dlq import DeadLetters
@@ -280,7 +281,7 @@ class SagaDriver:
         env = event["envelope"]
         topic = self.settings.topic(f"spoke.{spoke}.requests")
         value = self.codec.encode(REQUEST_SCHEMA, spoke_request(event, spoke, kind))
-        await self.producer.send_and_wait(topic, value, key=env["aggregate_id"].encode())
+        await self.producer.send_and_wait(topic, value, key=env["aggregate_id"].encode(), headers=list(tracing.headers()))
         log.info("step sent to spoke", spoke=spoke, saga=env["aggregate_id"], step=event["step"], attempt=event["attempt"])
 
     async def record_spoke_answer(self, outcome: dict) -> str:
@@ -296,7 +297,7 @@ class SagaDriver:
         body = trigger.start(record, facts)
         if body is None:
             return "ignored"
-        command = start_command(definition, record, body, ACTOR)
+        command = start_command(definition, record, body, ACTOR, tracing.current_trace_id())
         # Durable is enough: the saga id and the command id are derived from the record, so
         # a trigger read twice starts one saga, and waiting for the saga hub's answer would
         # hold every later record of this partition behind it (the keyed consumer's order).

@@ -95,6 +95,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         POSEIDON_ATTACHMENT_HOSTS=",".join(settings.attachment_hosts),
         POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES=",".join(settings.attachment_allowed_addresses),
     )
+    if settings.otlp_endpoint:  # the tracing test: every process exports its spans to its Jaeger
+        env["POSEIDON_OTLP_ENDPOINT"] = settings.otlp_endpoint
     env.update({f"POSEIDON_GRPC_PORT_{hub.upper()}": str(port) for hub, port in settings.grpc_ports.items()})
     env.update({f"POSEIDON_PG_DSN_{store.upper()}": dsn for store, dsn in settings.pg_dsns.items()})
     env.update(extra)

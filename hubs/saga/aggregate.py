@@ -84,14 +84,16 @@ class Saga(Aggregate):
     # Always replaced, never changed in place.
     attempts = MappingProxyType({})
     counted_from = MappingProxyType({})
+    trace_id = ""  # a saga started before traces were recorded (SagaStarted v1)
 
     @staticmethod
     def create_id(saga_id: str, **_: object) -> uuid.UUID:
         return uuid.UUID(saga_id)
 
     @event("SagaStarted")
-    def __init__(self, saga_id: str, tenant_id: str, saga_type: str, input_json: str, correlation_id: str):
+    def __init__(self, saga_id: str, tenant_id: str, saga_type: str, input_json: str, correlation_id: str, trace_id: str = ""):
         self.saga_id = saga_id
+        self.trace_id = trace_id
         self.tenant_id = tenant_id
         self.saga_type = saga_type
         self.input_json = input_json
@@ -256,6 +258,7 @@ def handle(definitions: Mapping[str, SagaDefinition], saga: Saga | None, command
             saga_type=command.saga_type,
             input_json=command.input_json,
             correlation_id=meta.correlation_id,
+            trace_id=command.trace_id,
         )
         saga.react(definitions[command.saga_type], Started(), now)
         return saga

@@ -18,6 +18,7 @@ class SagaCommand(Command):
 class StartSaga(SagaCommand):
     saga_type: str
     input_json: str
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any
 from hubs.saga.commands import RecordStepResult, StartSaga
 from hubs.saga.definition import ACTION, COMPENSATION, SAGA_NAMESPACE, SagaDefinition
 from hubs.saga.events import COMPENSATION_REQUESTED, REQUESTS
+from infra import tracing
 from infra.hub import OUTCOME_SCHEMA, REPLY_REF, REQUEST_SCHEMA, RESULT_SCHEMA, Dispatch, command_to_record, envelope
 from schemas.contracts import CommandMeta
 
@@ -196,9 +197,12 @@ class Outbox:
         return []
 
 
-def start_command(definition: SagaDefinition, record: Mapping[str, Any], body: Mapping[str, Any], actor: str) -> StartSaga:
+def start_command(
+    definition: SagaDefinition, record: Mapping[str, Any], body: Mapping[str, Any], actor: str, trace_id: str = ""
+) -> StartSaga:
     """The StartSaga a trigger record asks for: its ids derived from the record, so
-    whoever sends it (a hub's outbox, the driver) sends the same command."""
+    whoever sends it (a hub's outbox, the driver) sends the same command. `trace_id`:
+    the trace the trigger is handled in, recorded with the saga (the dashboard's link)."""
     env = record["envelope"]
     saga_id = definition.trigger.saga_id(record)
     meta = CommandMeta(
@@ -209,7 +213,7 @@ def start_command(definition: SagaDefinition, record: Mapping[str, Any], body: M
         causation_id=env["event_id"],
         actor=actor,
     )
-    return StartSaga(meta, definition.name, json.dumps(body, sort_keys=True))
+    return StartSaga(meta, definition.name, json.dumps(body, sort_keys=True), trace_id)
 
 
 class Starts:
@@ -235,7 +239,7 @@ class Starts:
             body = trigger.start(record, facts) if facts is not None else None
             if body is None:
                 continue
-            command = start_command(definition, record, body, PROCESS_MANAGER)
+            command = start_command(definition, record, body, PROCESS_MANAGER, tracing.current_trace_id())
             sent.append(Dispatch("saga.commands", command.meta.aggregate_id, StartSaga.avro_name(), command_to_record(command)))
         return sent
 

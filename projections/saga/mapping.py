@@ -21,7 +21,7 @@ START_ROW = Insert(
     "sagas",
     {"saga_id": 1, "tenant_id": 2, "saga_type": 3, "state": Const("'running'", "running"), "current_step": Const("''", ""),
      "correlation_id": 4, "started_at": 5, "updated_at": 5, "version": 6, "error": Const("''", ""), "input_json": 7,
-     "message_id": 8, "contact_id": 9},
+     "message_id": 8, "contact_id": 9, "trace_id": 10},
     key=("saga_id",),
 )  # fmt: skip
 START = START_ROW.sql
@@ -131,7 +131,8 @@ def apply(event_type: str, record: dict) -> list[Statement]:
     statements = []
     if kind == "SagaStarted":
         message_id, contact_id = searchable_ids(r["input_json"])
-        row = (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"], message_id, contact_id)
+        row = (saga_id, tenant, r["saga_type"], r["correlation_id"], at, version, r["input_json"], message_id, contact_id,
+               r.get("trace_id", ""))  # fmt: skip
         statements.append(START_ROW.statement(row, phase=STARTED))
     step = payload.get("step", "")
     timeline = (saga_id, version, tenant, kind, step, summary(kind, r)[:1000], json.dumps(payload, sort_keys=True), at,

@@ -47,6 +47,7 @@ from sagas.dashboard.rules import (
     is_operator,
     new_csrf_token,
     reset_choices,
+    trace_link,
 )
 from sagas.dashboard.sessions import Session, SessionStore
 from sagas.dashboard.store import SagaStore
@@ -347,6 +348,7 @@ async def saga_detail(request: web.Request) -> web.Response:
             csrf=_csrf(request),
             message=request.query.get("msg", ""),
             reset_steps=steps,
+            trace_url=trace_link(deps.settings.trace_url_template, saga["trace_id"]),
         )
     )
 

@@ -82,9 +82,10 @@ def timeline_fragment(events) -> str:
     return render("timeline.html", events=events)
 
 
-def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str = "", reset_steps=()) -> str:
+def saga_page(saga, events, routing, *, operator: str, csrf: str, message: str = "", reset_steps=(), trace_url: str = "") -> str:
     return render(
         "saga.html",
+        trace_url=trace_url,
         title=f"Saga {saga['saga_id']}",
         saga=saga,
         events=events,

@@ -154,6 +154,17 @@ def check_find(raw: str) -> str:
     return raw
 
 
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def trace_link(template: str, trace_id: str) -> str:
+    """The trace viewer's page of a saga's trace (POSEIDON_TRACE_URL_TEMPLATE with
+    `{trace_id}` replaced), or "" without a template or a well-formed trace id."""
+    if not template or not TRACE_ID.fullmatch(trace_id or ""):
+        return ""
+    return template.replace("{trace_id}", trace_id)
+
+
 def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)

@@ -12,7 +12,8 @@ from projections.message import queries as message_queries
 from sagas.dashboard.rules import STATES, SagaFilter, StatsWindow, TypeStats, is_uuid, type_stats
 
 SAGA_COLUMNS = (
-    "saga_id::text AS saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at, version, error"
+    "saga_id::text AS saga_id, tenant_id, saga_type, state, current_step, correlation_id, started_at, updated_at, version, "
+    "error, trace_id"
 )
 
 

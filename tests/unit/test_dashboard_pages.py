@@ -11,7 +11,7 @@ import pytest
 
 from sagas.dashboard import pages
 from sagas.dashboard.deadletters import DeadLetterView
-from sagas.dashboard.rules import SagaFilter, StatsWindow, TypeStats
+from sagas.dashboard.rules import SagaFilter, StatsWindow, TypeStats, trace_link
 
 SCRIPT = "<script>alert(1)</script>"
 ATTRIBUTE = '"onmouseover=alert(1) x="'
@@ -138,6 +138,25 @@ def test_the_saga_page_offers_a_reset_with_a_step_picker_and_a_required_reason_o
     assert '<option value="open_wallet" selected>open_wallet</option>' in form
     assert 'name="reason" required minlength="3"' in form
     assert 'id="action-reset"' not in pages.saga_page(saga, [], None, operator="op", csrf="c" * 40)
+
+
+def test_the_saga_page_shows_its_trace_id_linked_to_the_trace_viewer_when_one_is_configured():
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    saga = {
+        "saga_id": "3f2b8c1e-0000-4000-8000-00000000000b", "saga_type": "inbound_message", "tenant_id": "acme",
+        "state": "completed", "current_step": "", "correlation_id": "c", "started_at": NOW, "updated_at": NOW,
+        "version": 9, "error": "", "trace_id": trace_id,
+    }  # fmt: skip
+    url = trace_link("http://jaeger.example:16686/trace/{trace_id}", trace_id)
+    linked = pages.saga_page(saga, [], None, operator="op", csrf="c" * 40, trace_url=url)
+    link = f'<a href="http://jaeger.example:16686/trace/{trace_id}" rel="noopener noreferrer" target="_blank">'
+    assert f"{link}<code>{trace_id}</code></a>" in linked
+    plain = pages.saga_page(saga, [], None, operator="op", csrf="c" * 40, trace_url=trace_link("", trace_id))
+    assert f'<dd id="saga-trace"><code>{trace_id}</code></dd>' in plain
+    untraced = pages.saga_page({**saga, "trace_id": ""}, [], None, operator="op", csrf="c" * 40)
+    assert "none recorded (tracing off)" in untraced
+    # Only a well-formed trace id is ever put into a link.
+    assert trace_link("http://x/{trace_id}", "javascript:alert(1)") == trace_link("http://x/{trace_id}", "") == ""
 
 
 def test_the_channels_page_names_each_channel_that_needs_reauthorization_with_the_systems_answer():

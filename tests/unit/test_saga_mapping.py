@@ -107,8 +107,16 @@ def test_a_started_saga_row_carries_its_inputs_message_and_contact_ids_for_the_d
     started = dict(recs[0][1])
     started["input_json"] = '{"message_id": "m-1", "contact_id": "psid-9", "text": "hello"}'
     row = apply("poseidon.saga.SagaStarted", started)[0]
-    assert row.args[7:] == ("m-1", "psid-9")
+    assert row.args[7:9] == ("m-1", "psid-9")
     assert "message_id, contact_id" in row.sql
+
+
+def test_a_started_saga_row_keeps_the_trace_it_started_in_and_an_older_start_has_none():
+    _, recs = compensation_story()
+    traced = {**recs[0][1], "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    assert apply("poseidon.saga.SagaStarted", traced)[0].args[9] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    v1 = {k: v for k, v in recs[0][1].items() if k != "trace_id"}
+    assert apply("poseidon.saga.SagaStarted", v1)[0].args[9] == ""
 
 
 @pytest.mark.parametrize(
