@@ -87,6 +87,9 @@ class Fault:
     retry_after: float | None = None
     status: int | None = None
     code: int | None = None
+    sender_actions: bool = False
+    """Whether sender actions (typing_on…) meet it too; by default only messages do, so a
+    test's fault is not used up by the best-effort typing indicator sent before a reply."""
 
 
 @dataclass
@@ -242,6 +245,7 @@ class FacebookState:
         retry_after: float | None = None,
         status: int | None = None,
         code: int | None = None,
+        sender_actions: bool = False,
     ) -> Fault:
         """From now on, answer Send API calls (with `token`, if given) with `mode`, `count`
         times (None: until clear_faults). Modes: see FAULT_MODES; slow/timeout delay the
@@ -250,7 +254,7 @@ class FacebookState:
             raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}, not {mode!r}")
         if count is not None and count < 1:
             raise ValueError("count must be at least 1 (or None: until cleared)")
-        fault = Fault(mode, count, token, delay_s, retry_after, status, code)
+        fault = Fault(mode, count, token, delay_s, retry_after, status, code, sender_actions)
         self.faults.append(fault)
         return fault
 
@@ -295,10 +299,10 @@ class FacebookState:
         self.faults, self.requests, self.webhook_deliveries = [], [], []
         self.unavailable.clear()
 
-    def _take_faults(self, token: str) -> tuple[float, Fault | None]:
+    def _take_faults(self, token: str, *, sender_action: bool = False) -> tuple[float, Fault | None]:
         delay, error = 0.0, None
         for fault in list(self.faults):
-            if fault.token is not None and fault.token != token:
+            if (fault.token is not None and fault.token != token) or (sender_action and not fault.sender_actions):
                 continue
             slow = fault.mode in ("slow", "timeout")
             if not slow and error is not None:
@@ -439,7 +443,7 @@ async def _send_api(request: web.Request) -> web.Response:
         if not token:
             raise GraphError(400, 2500, "An active access token must be used to query information about the current user.")
         _check_appsecret_proof(state, token, params.get("appsecret_proof"))
-        delay, fault = state._take_faults(token)
+        delay, fault = state._take_faults(token, sender_action=params.get("sender_action") is not None)
         if delay:
             await asyncio.sleep(delay)
         if fault is not None:
