@@ -279,6 +279,37 @@ def memory_row(process: str, peak_mb: float | None) -> Row:
     return Row(f"memory: {process}", f"{peak_mb:.0f} MB peak", "-", "-", target, "PASS" if peak_mb < RSS_LIMIT_MB else "MISS")
 
 
+FOOTPRINT_RSS_LIMIT_MB, FOOTPRINT_CPU_LIMIT_PERCENT = 1536.0, 5.0
+"""The one-machine layout's targets (issue 16): idle at ≤ 1.5 GB and ≤ 5 % of a core."""
+
+
+def footprint_rows(footprint: dict) -> list[Row]:
+    """The platform idle: every role in one process (judged), beside one process per role (production's layout)."""
+    one, per_role = footprint.get("one_process"), footprint.get("process_per_role")
+    target = f"≤ {FOOTPRINT_RSS_LIMIT_MB:g} MB, ≤ {FOOTPRINT_CPU_LIMIT_PERCENT:g} % CPU"
+
+    def shown(f: dict) -> str:
+        return f"{f['rss_mb']:.0f} MB, {f['idle_cpu_percent']:.1f} % CPU ({f['processes']} proc.)"
+
+    if not one:
+        return [Row("footprint idle: every role in one process", "-", "-", "-", target, "ERROR")]
+    within = one["rss_mb"] <= FOOTPRINT_RSS_LIMIT_MB and one["idle_cpu_percent"] <= FOOTPRINT_CPU_LIMIT_PERCENT
+    ratio = f"{one['rss_mb'] / per_role['rss_mb']:.1%} of RSS" if per_role and per_role.get("rss_mb") else "-"
+    rows = [
+        Row(
+            "footprint idle: every role in one process (make run)",
+            shown(one),
+            f"one process per role: {shown(per_role)}" if per_role else "-",
+            ratio,
+            target,
+            "PASS" if within else "MISS",
+        )
+    ]
+    if per_role:
+        rows.append(Row("footprint idle: one process per role (production)", shown(per_role), "-", "-", NO_TARGET, NO_TARGET))
+    return rows
+
+
 def rows_for(results: dict) -> list[Row]:
     """The rows of the stages that ran (all of them unless `--only`)."""
     commands, replay, query, memory = (results.get(k) or {} for k in ("commands", "replay", "query", "memory"))
@@ -308,6 +339,8 @@ def rows_for(results: dict) -> list[Row]:
             *e2e_rows(results.get("e2e") or {}),
             memory_row(f"{largest} (largest on the path)" if largest else "e2e path", memory.get(largest)),
         ]
+    if "footprint" in stages:
+        rows += footprint_rows(results.get("footprint") or {})
     return rows
 
 

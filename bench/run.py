@@ -27,11 +27,12 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from base.logging import configure
 from base.settings import Settings
-from bench import commands, e2e, gateway, ingress, procs, provenance, query, replay, report
+from bench import commands, e2e, footprint, gateway, ingress, procs, provenance, query, replay, report
 from bench import tracing as bench_tracing
 from bench.profile import PROFILES, py_spy, summarise
 from infra import tls
 from infra.command_client import CommandClient
+from infra.topics import ensure_topics
 from poseidon import bootstrap
 
 
@@ -88,7 +89,7 @@ SMOKE = Sizes(
 )  # fmt: skip
 """Every stage once, as small as still exercises it: for CI, so a broken benchmark fails
 the build. Its figures are neither judged nor recorded."""
-STAGES = ("commands", "gateway", "ingress", "e2e")
+STAGES = ("commands", "gateway", "ingress", "e2e", "footprint")
 """`commands` also runs replay and gRPC (they use its events and wallets); `gateway` reads
 the wallets `commands` made, or opens its own when run without it."""
 
@@ -503,6 +504,7 @@ class Run:
             "gateway": self.bench_gateway,
             "ingress": self.bench_ingress,
             "e2e": self.bench_e2e,
+            "footprint": self.bench_footprint,
         }
         try:
             for name in self.stages:
@@ -514,6 +516,12 @@ class Run:
                     traceback.print_exc()
         finally:
             await self.clean_up()
+
+    async def bench_footprint(self) -> None:
+        step("footprint: the platform idle, every role in one process, then one process per role")
+        await ensure_topics(self.settings, bootstrap.all_topics())
+        self.results["footprint"] = figures = await footprint.measure(self.env, self.dir, smoke=self.mode == "smoke")
+        show(figures)
 
     async def bench_wallet(self) -> None:
         wallets = await self.bench_commands()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from infra.security import (
     bearer_token,
     set_current_principal,
 )
+from infra.service import on_stop_signal
 from infra.stores import Stores, keep_session
 
 log = structlog.get_logger(__name__)
@@ -318,9 +318,7 @@ async def serve(
     )
     await ops.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signal(stop.set)
     watcher = asyncio.create_task(_watch_health(read_store_ok, running.health, service.service_names, stop))
     await stop.wait()
     log.info("gRPC stopping", hub=service.hub)

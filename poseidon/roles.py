@@ -166,3 +166,80 @@ async def dashboard(settings: Settings, port: int | None = None) -> None:
     from sagas.dashboard.server import serve
 
     await serve(settings, saga_commands(settings, bootstrap.codec(settings)), port)
+
+
+# -- several roles in one process ---------------------------------------------------------
+
+
+def processor(hub_name: str, settings: Settings):
+    """A hub's aggregate processor (its `serve()` runs it until stopped)."""
+    from infra.hub import answer_topics
+    from infra.processor import AggregateProcessor
+
+    answers = answer_topics(bootstrap.hubs().values(), settings.topic)
+    return AggregateProcessor(bootstrap.processor_hub(hub_name, settings), settings, bootstrap.codec(settings), answers)
+
+
+def projector(name: str, settings: Settings):
+    """A read model's projector (its `serve()` runs it until stopped)."""
+    from infra.projector import Projector
+
+    return Projector(bootstrap.projection(name), settings, bootstrap.codec(settings))
+
+
+ROLES_WITH_A_NAME = ("processor", "projector", "grpc", "spoke")
+"""Roles `poseidon together` names as `role:name` (a hub, a read model, a spoke)."""
+SINGLE_ROLES = ("ingress", "router", "saga-driver", "gateway", "dashboard")
+
+
+def every_role() -> list[str]:
+    """The roles `make run` starts, as `poseidon together` names them."""
+    specs = [f"{role}:{hub}" for hub in bootstrap.hubs() for role in ("processor", "projector", "grpc")]
+    return [*specs, *SINGLE_ROLES, *(f"spoke:{name}" for name in bootstrap.spokes())]
+
+
+def role_coroutine(spec: str, settings: Settings):
+    """The coroutine that runs one role `spec` (`processor:wallet`, `router`, `spoke:facebook`…)
+    until it is stopped; raises ValueError naming what is wrong with the spec."""
+    role, _, name = spec.partition(":")
+    if role in SINGLE_ROLES and not name:
+        single = {"ingress": ingress, "router": router, "saga-driver": saga_driver, "gateway": gateway, "dashboard": dashboard}
+        return single[role](settings)
+    if role not in ROLES_WITH_A_NAME or not name:
+        raise ValueError(
+            f"{spec!r} is not a role: one of {', '.join(SINGLE_ROLES)}, or {', '.join(ROLES_WITH_A_NAME)} with :<name>"
+        )
+    known = bootstrap.spokes() if role == "spoke" else bootstrap.hubs()
+    if name not in known:
+        raise ValueError(f"{spec!r}: no {'spoke' if role == 'spoke' else 'hub'} {name!r} (known: {', '.join(known)})")
+    if role == "processor":
+        return processor(name, settings).serve()
+    if role == "projector":
+        return projector(name, settings).serve()
+    return grpc(name, settings) if role == "grpc" else spoke(name, settings)
+
+
+async def together(specs: Iterable[str], settings: Settings) -> None:
+    """Run several roles in this one process, each as it runs alone: its own ops port
+    (with POSEIDON_OPS_PORT=P, P + its position among `specs`) and health checks, its
+    own restarts when Kafka or PostgreSQL is away. One interpreter and one set of
+    libraries instead of one per role: the small footprint of one machine. SIGTERM
+    stops every role; a role that fails for good stops them all (the supervisor
+    restarts the process). Production runs one role per pod."""
+    import asyncio
+
+    specs = list(dict.fromkeys(specs))
+    if not specs:
+        raise ValueError("name at least one role (or --all)")
+    # Every spec is checked before anything starts. POSEIDON_OPS_PORT=P: the n-th role's ops port is P + n
+    # (unset: each role's own default port; 0: any free port each).
+    coroutines = [role_coroutine(spec, _ops_port_shifted(settings, n)) for n, spec in enumerate(specs)]
+    async with asyncio.TaskGroup() as roles:
+        for spec, coroutine in zip(specs, coroutines, strict=True):
+            roles.create_task(coroutine, name=spec)
+
+
+def _ops_port_shifted(settings: Settings, n: int) -> Settings:
+    if not settings.ops_port:
+        return settings
+    return settings.with_(ops_port=settings.ops_port + n)

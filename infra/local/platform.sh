@@ -5,7 +5,10 @@
 # local stand-ins of Facebook, Botpress and Odoo. Background processes with PID
 # files and logs under .run/. Touches only processes whose PID files it wrote.
 #
-# POSEIDON_INSTANCES=N (default 1) starts N of every role that shares its work
+# POSEIDON_LAYOUT=small (the default) runs every role in one process (`poseidon
+# together --all`, the small footprint of one machine); POSEIDON_LAYOUT=roles runs
+# one process per role, as production does (one role per pod).
+# POSEIDON_INSTANCES=N (default 1; N > 1 implies LAYOUT=roles) starts N of every role that shares its work
 # through Kafka consumer groups (processors, projectors, router, saga driver,
 # spokes), and N ingresses and N API gateways on consecutive ports from
 # POSEIDON_INGRESS_PORT and POSEIDON_GATEWAY_PORT (put a load balancer in front). Instance 2 and up take any free ops port (see their
@@ -59,6 +62,13 @@ start() {
     export POSEIDON_ATTACHMENT_HOSTS=${POSEIDON_ATTACHMENT_HOSTS:-127.0.0.1}
     export POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES=${POSEIDON_ATTACHMENT_ALLOWED_ADDRESSES:-127.0.0.1}
     for name in facebook botpress odoo; do launch "standin-$name" "$PY" -m "tests.standins.$name"; done
+  fi
+  if [ "${POSEIDON_LAYOUT:-small}" = small ] && [ "${POSEIDON_INSTANCES:-1}" = 1 ]; then
+    # Every role in one process (`poseidon together --all`): one interpreter and one copy of
+    # the libraries instead of 36; each role keeps its own ops port, health and restarts.
+    launch platform "$POSEIDON" together --all
+    "$PY" -m poseidon.devstack
+    return
   fi
   for hub in $("$POSEIDON" hubs); do
     for role in processor projector; do instances "$hub-$role" "$POSEIDON" "$role" "$hub"; done
