@@ -108,7 +108,7 @@ async def _send(
     at_most_once: bool = False,
 ) -> Outcome:
     client = FacebookClient.for_context(ctx)
-    token, sealed = await _page_token(ctx, tenant_id, page_id, page_token)
+    token, sealed = await resolve_page_token(ctx, tenant_id, page_id, page_token)
     try:
         sent = await ctx.call(tenant_id, SEND_MESSAGE, lambda: client.send(token, body), at_most_once=at_most_once)
     except ReauthorizationRequired as exc:
@@ -124,7 +124,7 @@ async def take_thread_back(ctx: SpokeContext, *, tenant_id: str, page_id: str, p
     """Messenger's Handover Protocol: take the person's thread back from the app that
     holds it (the Page Inbox), because the conversation was handed back to the bot here."""
     client = FacebookClient.for_context(ctx)
-    token, sealed = await _page_token(ctx, tenant_id, page_id, "")
+    token, sealed = await resolve_page_token(ctx, tenant_id, page_id, "")
     metadata = f"handed back to the bot: {reason}"[:1000]
     try:
         await ctx.call(tenant_id, TAKE_THREAD_CONTROL, lambda: client.take_thread_control(token, psid, metadata))
@@ -134,12 +134,12 @@ async def take_thread_back(ctx: SpokeContext, *, tenant_id: str, page_id: str, p
     return Outcome(TAKE_THREAD_CONTROL, detail="thread control taken back from the app that held it", data={"page_id": page_id})
 
 
-async def _page_token(ctx: SpokeContext, tenant_id: str, page_id: str, page_token: str) -> tuple[str, str]:
-    """(token, sealed form) of the tenant's page: `page_token` when given, else the
+async def resolve_page_token(ctx: SpokeContext, tenant_id: str, page_id: str, given: str = "") -> tuple[str, str]:
+    """(token, sealed form) of the tenant's page: `given` when there is one, else the
     tenant's own (sealed form non-empty), else the settings' development token."""
     tokens = getattr(ctx.resources, "tokens", None)
-    if page_token:
-        return page_token, ""
+    if given:
+        return given, ""
     if tokens is not None:
         found = await tokens.of(tenant_id, page_id)
         return found.token, found.sealed

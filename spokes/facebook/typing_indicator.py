@@ -16,6 +16,7 @@ import httpx
 import structlog
 
 from infra.spoke import Outcome, SpokeContext, SpokeError
+from spokes.facebook.actions import resolve_page_token
 from spokes.facebook.client import FacebookClient
 from spokes.facebook.translate import InvalidOutbound, sender_action_message
 
@@ -47,7 +48,7 @@ async def show_typing(ctx: SpokeContext, record: Mapping[str, Any], *, now: date
     try:
         body = sender_action_message(record["contact_id"], "typing_on")
         async with asyncio.timeout(TIMEOUT_S):
-            token = await _page_token(ctx, tenant_id, page_id)
+            token, _ = await resolve_page_token(ctx, tenant_id, page_id)
             await FacebookClient.for_context(ctx).send(token, body)
     except (SpokeError, InvalidOutbound, httpx.HTTPError, TimeoutError) as exc:
         code = getattr(exc, "code", "") or type(exc).__name__
@@ -57,9 +58,3 @@ async def show_typing(ctx: SpokeContext, record: Mapping[str, Any], *, now: date
         )
     return Outcome(OPERATION, detail="typing indicator shown", data=data)
 
-
-async def _page_token(ctx: SpokeContext, tenant_id: str, page_id: str) -> str:
-    tokens = getattr(ctx.resources, "tokens", None)
-    if tokens is None:
-        return ctx.settings.facebook_page_token
-    return (await tokens.of(tenant_id, page_id)).token
