@@ -15,22 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import uuid
 from contextlib import AsyncExitStack
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
+from hubs.tenant.aggregate import PLATFORM_ACTOR
+from hubs.tenant.commands import CreateTenant
 from infra.command_client import CommandClient, new_meta
 from infra.ingress import Ingress
 from infra.projector import Projector
 from infra.spoke import SpokeRunner
 from poseidon import bootstrap, roles
-from schemas.protos import app_pb2, app_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from sagas.dashboard.app import build_app
+from sagas.dashboard.rules import OPERATOR_TENANT
+from sagas.dashboard.server import deps_for
+from sagas.inbound_message.definition import saga_id_of
+from schemas.protos import app_pb2, app_pb2_grpc, identity_pb2, identity_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 from spokes.botpress.translate import DEFAULT_WEBHOOK_ID
 from tests.harness import (
     POSEIDON,
@@ -53,7 +61,8 @@ pytestmark = pytest.mark.integration
 APP_SECRET = "two-tenants-app-secret"
 ACME, GLOBEX, INITECH = "acme", "globex", "initech"
 PAGES = {ACME: "104857601001", GLOBEX: "104857601002"}
-HUBS = ("tenant", "app", "billing", "message", "wallet", "saga")
+HUBS = ("tenant", "app", "billing", "message", "wallet", "saga", "identity")
+PASSWORD = "correct horse battery staple"
 REDIRECT = "https://app.example.com/facebook/callback"
 
 
@@ -158,10 +167,11 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
             # -- messages to both pages at once --
             psids = {ACME: "24000000000001001", GLOBEX: "24000000000001002"}
             texts = {ACME: "Hello Acme, call me on +33 6 11 11 11 11", GLOBEX: "Hi Globex, my number is +33 6 22 22 22 22"}
-            posts = []
+            posts, mids = [], {}
             for tenant in bots:
                 fb.state.user_wrote(psids[tenant])
                 event = message_event(PAGES[tenant], psids[tenant], texts[tenant])
+                mids[tenant] = event["message"]["mid"]
                 body, headers = signed_webhook(webhook_body(event), APP_SECRET)
                 posts.append(post(f"http://127.0.0.1:{ingress_port}/webhooks/facebook", body, headers))
             assert await asyncio.gather(*posts) == [200, 200]
@@ -186,8 +196,12 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
             assert {c.method for c in odoos[ACME].state.calls} >= {"authenticate"}  # XML-RPC for acme
             assert any(c.method == "search_read" for c in odoos[GLOBEX].state.calls)
 
-            # -- no secret anywhere: every topic of this run (raw bytes), every log line --
+            # -- no secret anywhere: every topic of this run (raw bytes), every log line, the dashboard's pages --
             secrets = [*bot_secrets.values(), *odoo_keys.values(), *page_tokens.values()]
+            saga_ids = [saga_id_of({"envelope": {"tenant_id": t}, "message_id": mids[t]}) for t in bots]
+            pages = await dashboard_pages(settings, client, stack, saga_ids)
+            assert all(saga_id in pages for saga_id in saga_ids)  # the pages are these messages' sagas' (never their text)
+            assert not [s for s in secrets if s in pages]
             topics = await topics_of(settings)
             assert any(t.endswith("app.events") for t in topics) and any(t.endswith("tenant.commands") for t in topics)
             for topic in topics:
@@ -208,6 +222,45 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
             await driver.stop()
             for server in servers:
                 await server.stop(grace=0)
+
+
+async def dashboard_pages(settings, client: CommandClient, stack: AsyncExitStack, saga_ids: list[str]) -> str:
+    """Every page an operator opens about these sagas and the platform, as one text."""
+    login = f"ops-{uuid.uuid4().hex[:8]}@platform.example"
+    async with channel(settings, "identity", ()) as ch:
+        registered = await identity_pb2_grpc.IdentityStub(ch).Register(
+            identity_pb2.RegisterRequest(login=login, password=PASSWORD), timeout=90
+        )
+    team = CreateTenant(
+        new_meta(OPERATOR_TENANT, OPERATOR_TENANT, actor=PLATFORM_ACTOR), name="Operators", owner_id=registered.principal_id
+    )
+    assert (await client.send(team, timeout=90)).accepted
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
+    stack.push_async_callback(pool.close)
+    runner = web.AppRunner(build_app(deps_for(settings, pool, client)), access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    paths = ["/", "/channels", "/dead-letters", "/stats", *(f"/sagas/{s}" for s in saga_ids)]
+    paths += [f"/sagas/{s}/timeline" for s in saga_ids]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=url)) as session:
+
+        async def logged_in():  # the operator's membership reaches the read store first
+            async with session.get(f"{url}/login") as form:
+                csrf = re.search(r'name="csrf_token" value="([^"]+)"', await form.text())[1]
+            data = {"login": login, "password": PASSWORD, "csrf_token": csrf}
+            async with session.post(f"{url}/login", data=data, allow_redirects=False) as reply:
+                return reply.status == 303 or None
+
+        await eventually(logged_in, timeout=60)
+        texts = []
+        for path in paths:
+            async with session.get(url + path) as page:
+                assert page.status == 200, (path, page.status)
+                texts.append(await page.text())
+    return "\n".join(texts)
 
 
 # -- the product's commands, as a tenant admin calls them ------------------------------------
@@ -289,8 +342,6 @@ async def connect_odoo_refusals(settings, odoo, key: str, nowhere: str) -> None:
 
 
 async def third_tenant_claim_is_refused(settings, client: CommandClient, fb, page_id: str) -> None:
-    from hubs.tenant.commands import CreateTenant
-
     create = CreateTenant(new_meta(INITECH, INITECH, actor="operator"), name="Initech", owner_id=owner(INITECH))
     result = await client.send(create)
     assert result.accepted, result.reason
