@@ -11,9 +11,11 @@ input is in `saga.events` for ever (a secret does not belong there, sealed or no
 once it is rotated), and the router's facts would put every app's connection on the
 routing path that does not need it. The saga carries only the app id.
 
-The development default: a subscription without a bot of its own (tests, benchmarks,
-`make run` by hand) asks the shared stand-in bot (`translate.DEFAULT_WEBHOOK_ID` on
-POSEIDON_BOTPRESS_URL). A subscription with its own never does. Never logs a secret."""
+The development default: with POSEIDON_DEV_MODE (tests, benchmarks, `make run`), a
+subscription without a bot of its own asks the shared stand-in bot
+(`translate.DEFAULT_WEBHOOK_ID` on POSEIDON_BOTPRESS_URL). Outside it, such a message's
+`AskBot` fails `no_bot_connection`: another tenant's bot, or the platform's, is never an
+answer. A subscription with its own bot never falls back. Never logs a secret."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from base.settings import Settings
 from hubs.app.bot import webhook_secret_context
 from infra.credentials import CredentialCache
 from infra.sealing import Sealer, SealError, credential_keys_dir
-from infra.spoke import ReauthorizationRequired, RetryableError
+from infra.spoke import PermanentError, ReauthorizationRequired, RetryableError
 from infra.stores import lazy_pool
 from projections.app.queries import bot_connection, bot_secrets
 from spokes.botpress import translate
@@ -50,8 +52,8 @@ DEV_DEFAULT = BotConnection(translate.DEFAULT_WEBHOOK_ID, own=False)
 
 
 class BotConnections:
-    def __init__(self, pool: asyncpg.Pool | None, sealer: Sealer):
-        self.pool, self.sealer = pool, sealer
+    def __init__(self, pool: asyncpg.Pool | None, sealer: Sealer, *, dev_default: bool = True):
+        self.pool, self.sealer, self.dev_default = pool, sealer, dev_default
         self._cache: CredentialCache[tuple[str, str], BotConnection] = CredentialCache(self._read)
         self._secrets: CredentialCache[str, list[str] | None] = CredentialCache(self._read_secrets)
 
@@ -74,9 +76,14 @@ class BotConnections:
         except ValueError:
             app = None
         row = await self._query(lambda pool: bot_connection(pool, tenant_id, app))
-        if row is None:
-            return DEV_DEFAULT
-        return BotConnection(row["bot_webhook_id"], self._open(tenant_id, row))
+        if row is not None:
+            return BotConnection(row["bot_webhook_id"], self._open(tenant_id, row))
+        if not self.dev_default:
+            raise PermanentError(
+                f"tenant {tenant_id} connected no bot of its own to app {app_id or '(any)'}: connect one (ConnectBot)",
+                code="no_bot_connection",
+            )
+        return DEV_DEFAULT
 
     async def _read_secrets(self, tenant_id: str) -> list[str] | None:
         rows = await self._query(lambda pool: bot_secrets(pool, tenant_id))
@@ -123,7 +130,7 @@ class BotpressResources:
 async def opened_bots(settings: Settings) -> AsyncIterator[BotConnections]:
     """A small pool on the App read store, connecting on first use."""
     async with lazy_pool(settings, "app") as pool:
-        yield BotConnections(pool, Sealer(credential_keys_dir(settings)))
+        yield BotConnections(pool, Sealer(credential_keys_dir(settings)), dev_default=settings.dev_mode)
 
 
 @asynccontextmanager

@@ -70,6 +70,15 @@ async def test_without_a_store_the_development_defaults_answer(tmp_path):
     assert await bots.push_secrets("acme") is None  # the platform's development secret applies
 
 
+async def test_outside_development_a_tenant_without_its_own_bot_or_odoo_is_refused_never_given_a_default(tmp_path):
+    with pytest.raises(PermanentError) as no_odoo:
+        await OdooConnections(None, Sealer(tmp_path), None).of("acme")
+    assert no_odoo.value.code == "no_odoo_connection" and "ConnectOdoo" in no_odoo.value.reason
+    with pytest.raises(PermanentError) as no_bot:
+        await BotConnections(None, Sealer(tmp_path), dev_default=False).of("acme", str(uuid.uuid4()))
+    assert no_bot.value.code == "no_bot_connection" and "ConnectBot" in no_bot.value.reason
+
+
 def test_a_bot_secret_opens_only_for_the_tenant_and_app_it_was_sealed_for(tmp_path):
     sealer, app_id = Sealer(tmp_path), str(uuid.uuid4())
     sealed = sealer.seal(b"whsec-acme", webhook_secret_context("acme", app_id))
