@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
+from infra.outage import PLATFORM_OUTAGE
 from infra.spoke import Outcome, SpokeContext, SpokeError
 from spokes.facebook.actions import resolve_page_token
 from spokes.facebook.client import FacebookClient
@@ -50,11 +51,11 @@ async def show_typing(ctx: SpokeContext, record: Mapping[str, Any], *, now: date
         async with asyncio.timeout(TIMEOUT_S):
             token, _ = await resolve_page_token(ctx, tenant_id, page_id)
             await FacebookClient.for_context(ctx).send(token, body)
-    except (SpokeError, InvalidOutbound, httpx.HTTPError, TimeoutError) as exc:
+    except (SpokeError, InvalidOutbound, httpx.HTTPError, TimeoutError, *PLATFORM_OUTAGE) as exc:
+        # The read store of page tokens away too: the reply's own path waits for it, not this.
         code = getattr(exc, "code", "") or type(exc).__name__
         log.info("typing indicator not shown", tenant_id=tenant_id, page_id=page_id, code=code)
         return Outcome(
             OPERATION, succeeded=False, detail=f"not shown (best effort): {code}"[:200], error_code=str(code), data=data
         )
     return Outcome(OPERATION, detail="typing indicator shown", data=data)
-
