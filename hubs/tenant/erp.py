@@ -21,6 +21,9 @@ ODOO_UNKNOWN_DATABASE = "OdooDatabaseNotFound"
 """The Odoo server has no database of that name: check the database."""
 ODOO_ACCESS_DENIED = "OdooAccessDenied"
 """Odoo refused the login or API key: check both, or make a new API key."""
+ODOO_ADDRESS_REFUSED = "OdooAddressRefused"
+"""The URL's host resolves to an address the platform does not call for a tenant (loopback,
+private, link-local, cloud metadata…): an Odoo must be reachable on the internet."""
 ODOO_UNAVAILABLE = "OdooUnavailable"
 """Odoo answered with a server error or rate limit: try again later."""
 

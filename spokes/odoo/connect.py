@@ -2,18 +2,24 @@
 (`hubs.tenant.erp.OdooCheck`): authenticates against that Odoo with the given URL,
 database, login and API key over the chosen protocol — XML-RPC `common.authenticate`,
 or a JSON-2 `res.partner.search` with the key as bearer (JSON-2 has no login call) —
-and names what is wrong when it fails. One attempt under the spoke runtime's one
-policy (`SpokeContext.call`: the breaker of (odoo-connect, tenant)): an admin waits on
+and names what is wrong when it fails. Outside POSEIDON_DEV_MODE the URL's host must
+resolve to public addresses only (the attachment fetcher's one address check,
+`spokes.minio.translate.address_refusal`): a tenant admin may not make the platform
+probe its own network or the cloud's metadata service. One attempt under the spoke
+runtime's one policy (`SpokeContext.call`: the breaker of (odoo-connect, tenant)): an admin waits on
 the other end, and a failed check must not hold up the tenant's messages. Never logs
 a key."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import structlog
 
 from base.settings import Settings
 from hubs.tenant.erp import (
     ODOO_ACCESS_DENIED,
+    ODOO_ADDRESS_REFUSED,
     ODOO_NOT_ODOO,
     ODOO_UNAVAILABLE,
     ODOO_UNKNOWN_DATABASE,
@@ -22,6 +28,8 @@ from hubs.tenant.erp import (
     OdooSettings,
 )
 from infra.spoke import ReauthorizationRequired, RetryableError, SpokeContext, SpokeError
+from spokes.minio.client import resolve_host
+from spokes.minio.translate import address_refusal
 from spokes.odoo.client import Json2Transport, OdooConnection, XmlRpcTransport
 from spokes.odoo.spoke import SPOKE
 from spokes.odoo.translate import PARTNER_MODEL
@@ -36,10 +44,13 @@ UNREACHABLE_CODES = frozenset({"odoo_unreachable", "odoo_timeout"})
 class OdooConnectionCheck:
     """`OdooCheck` over Odoo's external API; one per Tenant gRPC server, for its lifetime."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, resolve=resolve_host):
         self.ctx = SpokeContext(SPOKE, settings.with_(spoke_max_attempts=1), None, None)  # type: ignore[arg-type]
+        self.dev_mode, self.resolve = settings.dev_mode, resolve
 
     async def check(self, tenant_id: str, odoo: OdooSettings) -> str:
+        if not self.dev_mode:  # development: the stand-ins listen on loopback
+            await self._check_address(odoo.url)
         connection = OdooConnection(odoo.url, odoo.database, odoo.login, odoo.api_key, odoo.protocol)
 
         async def authenticate() -> str:
@@ -58,6 +69,20 @@ class OdooConnectionCheck:
             raise refused from None
         log.info("odoo connection authenticated", tenant_id=tenant_id, protocol=odoo.protocol)
         return learnt
+
+    async def _check_address(self, url: str) -> None:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = await self.resolve(host, port)
+        except OSError:
+            addresses = []
+        if not addresses:
+            raise OdooRefused(ODOO_UNREACHABLE, f"{host} does not resolve; check the URL")
+        for address in addresses:
+            kind = address_refusal(address)
+            if kind is not None:
+                raise OdooRefused(ODOO_ADDRESS_REFUSED, f"{host} resolves to a {kind} address; an Odoo must be public")
 
     async def close(self) -> None:
         await self.ctx.http.aclose()

@@ -89,3 +89,21 @@ def test_a_bot_secret_opens_only_for_the_tenant_and_app_it_was_sealed_for(tmp_pa
     with pytest.raises(ReauthorizationRequired):
         bots._open("acme", {"app_id": str(uuid.uuid4()), "bot_sealed_secret": sealed})  # or another app's
     assert odoo_key_context("acme") != odoo_key_context("globex")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1"])
+async def test_outside_development_an_odoo_on_a_non_public_address_is_refused_before_any_call(address):
+    from base.settings import Settings
+    from hubs.tenant.erp import ODOO_ADDRESS_REFUSED, OdooRefused, OdooSettings
+    from spokes.odoo.connect import OdooConnectionCheck
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return [address]
+
+    check = OdooConnectionCheck(Settings(dev_mode=False), resolve=resolve)
+    try:
+        with pytest.raises(OdooRefused) as refused:
+            await check.check("acme", OdooSettings("https://odoo.acme.example", "acme", "bot", "key"))
+    finally:
+        await check.close()
+    assert refused.value.rule == ODOO_ADDRESS_REFUSED and "odoo.acme.example" in refused.value.message
