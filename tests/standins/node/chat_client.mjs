@@ -33,10 +33,13 @@ const { message } = await client.createMessage({
   payload: { type: 'text', text: 'Pizza', value: 'PIZZA' },
 })
 out.sent = message.payload
+let timer
 const reply = await Promise.race([
   botSaid,
-  new Promise((_, reject) => setTimeout(() => reject(new Error('no bot message on the listen stream within 10 s')), 10000)),
-])
+  new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error('no bot message on the listen stream within 10 s')), 10000)
+  }),
+]).finally(() => clearTimeout(timer))
 out.heard = reply.payload
 await listener.disconnect()
 
