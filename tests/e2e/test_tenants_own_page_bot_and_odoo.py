@@ -139,9 +139,22 @@ async def test_two_tenants_are_each_answered_by_their_own_bot_page_token_and_odo
             assert len(set(page_tokens.values())) == 2 and settings.facebook_page_token not in page_tokens.values()
 
             await connect_bot_refusals(settings, app_id, bots[ACME])
-            for tenant in bots:
-                reply = await connect_bot(settings, tenant, app_id, bots[tenant], bot_secrets[tenant])
-                assert reply.projected and reply.webhook_id == bots[tenant]
+            reply = await connect_bot(settings, ACME, app_id, bots[ACME], bot_secrets[ACME])
+            assert reply.projected and reply.webhook_id == bots[ACME]
+            # Globex's admin uses the operator CLI (the same gRPC command), the secret from the environment.
+            cli = await run_cli(
+                settings,
+                GLOBEX,
+                {"POSEIDON_CONNECT_WEBHOOK_SECRET": bot_secrets[GLOBEX]},
+                ["connect", "bot", "--tenant", GLOBEX, "--app", app_id, "--webhook-id", bots[GLOBEX]],
+            )
+            assert cli.returncode == 0, cli.stderr[-2000:]
+            assert '"projected": true' in cli.stdout and bot_secrets[GLOBEX] not in cli.stdout + cli.stderr
+            async with channel(settings, "app", bearer(mint_token(settings, owner(GLOBEX)))) as ch:
+                shown = await app_pb2_grpc.AppQueryStub(ch).GetSubscription(
+                    app_pb2.GetSubscriptionRequest(tenant_id=GLOBEX, app_id=app_id), timeout=10
+                )
+            assert shown.bot_webhook_id == bots[GLOBEX]
 
             # The bots' pushes: a tenant with its own bot is pushed to with that bot's secret only.
             push_url = f"http://127.0.0.1:{ingress_port}/webhooks/botpress"
@@ -281,11 +294,16 @@ async def connect_odoo(settings, tenant: str, url: str, database: str, key: str,
 
 
 async def connect_odoo_with_cli(settings, tenant: str, url: str, database: str, key: str, protocol: str):
-    env = env_for(settings, POSEIDON_TOKEN=mint_token(settings, owner(tenant)), POSEIDON_CONNECT_ODOO_API_KEY=key)
     args = ["connect", "odoo", "--tenant", tenant, "--url", url, "--database", database, "--login", f"bot@{tenant}.example"]
+    return await run_cli(settings, tenant, {"POSEIDON_CONNECT_ODOO_API_KEY": key}, [*args, "--protocol", protocol])
+
+
+async def run_cli(settings, tenant: str, secrets: dict[str, str], args: list[str]):
+    """`poseidon <args>` as the tenant's owner (POSEIDON_TOKEN), secrets from the environment."""
+    env = env_for(settings, POSEIDON_TOKEN=mint_token(settings, owner(tenant)), **secrets)
     return await asyncio.to_thread(
         subprocess.run,
-        [*POSEIDON, *args, "--protocol", protocol],
+        [*POSEIDON, *args],
         env=env,
         capture_output=True,
         text=True,
