@@ -1,0 +1,80 @@
+"""A tenant admin connects the tenant's own bot and Odoo through the REST API (the
+gateway's transcoding of AppConnections.ConnectBot and TenantChannels.ConnectOdoo), on
+the real stack: the secrets go in once and never come back in any answer; a wrong
+Odoo key is a problem naming OdooAccessDenied; another tenant's member can do neither."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import pytest
+
+from hubs.app.commands import RegisterApp, SubscribeApp, subscription_id
+from infra.command_client import CommandClient, new_meta
+from poseidon import bootstrap
+from tests.harness import eventually, free_port
+from tests.integration.test_gateway import Api, _login, _problem
+from tests.standins.odoo import running_odoo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def api(platform):
+    for hub in ("identity", "tenant", "app"):
+        for role in ("processor", "projector", "grpc"):
+            platform.start(role, hub, wait=False)
+    for name in list(platform.procs):
+        await asyncio.to_thread(platform.wait_healthy, name, 90)
+    port = free_port([*platform.settings.grpc_ports.values(), *(p.ops_port for p in platform.procs.values())])
+    platform.launch("gateway", "gateway", env={"POSEIDON_GATEWAY_PORT": str(port)})
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+        yield Api(http, platform)
+
+
+async def test_an_admin_connects_the_tenants_bot_and_odoo_over_rest_and_no_answer_carries_a_secret(api):
+    settings = api.platform.settings
+    _, admin = await api.person(_login())
+    _, stranger = await api.person(_login())
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    assert (await api.call("POST", "/v1/tenants", admin, {"tenant_id": tenant, "name": "Acme"}))[0] == 201
+    app_id = str(uuid.uuid4())
+    async with CommandClient(settings, bootstrap.codec(settings), list(bootstrap.hubs().values())) as client:
+        register = RegisterApp(new_meta(app_id, "platform"), name="Bot", kind="bot", channels=["messenger"], visibility="public")
+        assert (await client.send(register)).accepted
+        assert (await client.send(SubscribeApp(new_meta(subscription_id(tenant, app_id), tenant), app_id=app_id))).accepted
+
+    secret = f"whsec-{uuid.uuid4().hex}"
+    bot_path = f"/v1/tenants/{tenant}/apps/{app_id}/subscription/bot"
+
+    async def connected_bot():
+        status, body, _ = await api.call("PUT", bot_path, admin, {"webhook_id": "bot-acme", "webhook_secret": secret})
+        return (status, body) if status == 200 else None  # the subscription reaches the read store first
+
+    status, body = await eventually(connected_bot, timeout=60)
+    assert body["webhook_id"] == "bot-acme" and secret not in str(body)
+    status, shown, _ = await api.call("GET", f"/v1/tenants/{tenant}/apps/{app_id}/subscription", admin)
+    assert status == 200 and shown["bot_webhook_id"] == "bot-acme" and secret not in str(shown)
+    status, body, headers = await api.call("PUT", bot_path, stranger, {"webhook_id": "bot-x", "webhook_secret": secret})
+    assert status in (403, 404), body
+    _problem(status, body, headers)
+
+    async with running_odoo() as odoo:
+        key = f"odoo-key-{uuid.uuid4().hex}"
+        odoo.state.add_user("bot@acme.example", "unused", api_key=key)
+        odoo_path = f"/v1/tenants/{tenant}/odoo"
+        fields = {"url": odoo.url, "database": "poseidon", "login": "bot@acme.example", "protocol": "xmlrpc"}
+        status, body, headers = await api.call("PUT", odoo_path, admin, {**fields, "api_key": "wrong-key"})
+        _problem(status, body, headers, "OdooAccessDenied")  # the rule says what to fix; FAILED_PRECONDITION is a 4xx
+        assert 400 <= status < 500 and "wrong-key" not in str(body)
+        status, body, _ = await api.call("PUT", odoo_path, admin, {**fields, "api_key": key})
+        assert status == 200, body
+        assert body["authenticated"].startswith("xmlrpc") and key not in str(body)
+        status, shown, _ = await api.call("GET", odoo_path, admin)
+        assert status == 200 and shown["url"] == odoo.url and shown["login"] == "bot@acme.example" and key not in str(shown)
+        status, body, headers = await api.call("PUT", odoo_path, stranger, {**fields, "api_key": key})
+        assert status in (403, 404), body
+        status, body, headers = await api.call("GET", odoo_path, stranger)
+        assert status in (403, 404), body
