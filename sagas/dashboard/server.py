@@ -14,6 +14,7 @@ from base.settings import Settings
 from infra import tls
 from infra.command_client import CommandClient
 from infra.security import TokenVerifier
+from infra.service import on_stop_signal
 from infra.stores import Stores
 from sagas.dashboard.actions import CommandSagaActions
 from sagas.dashboard.app import Deps, build_app
@@ -72,8 +73,11 @@ async def serve(settings: Settings, client: CommandClient, port: int | None = No
     log.info("dashboard listening", url=f"{tls.http_scheme(settings)}://{settings.ops_host}:{port}/")
     # After the page is up: without the saga topics the client waits, and actions with it.
     await client.start()
+    stop = asyncio.Event()
+    on_stop_signal(stop.set)  # SIGTERM stops it, alone or among other roles (`poseidon together`)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("dashboard stopping")
     finally:
         await runner.cleanup()
         await client.stop()

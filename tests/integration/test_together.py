@@ -16,6 +16,7 @@ import pytest
 from hubs.wallet.commands import CreditFunds, OpenWallet
 from infra.command_client import CommandClient, new_meta
 from poseidon import bootstrap
+from tests.harness import free_port
 from tests.integration.test_wallet_slice import TENANT, balance_when_version
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,17 @@ async def test_a_processor_projector_and_grpc_server_in_one_process_carry_a_comm
     log = platform.tail("wallet-together", 200)
     for stopped in ("wallet-processor stopped", "projector stopped", "gRPC stopping"):
         assert stopped in log, log
+
+
+async def test_every_role_stops_on_sigterm_even_one_that_only_serves_pages(platform):
+    # The dashboard alone relied on SIGTERM's default action; among other roles it must stop on its own.
+    env = {"POSEIDON_DASHBOARD_PORT": str(free_port([p.ops_port for p in platform.procs.values()]))}
+    proc = platform.launch("pages-together", "together", "router", "dashboard", env=env, wait=False)
+    platform.wait_healthy("pages-together", 90)
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(30) == 0
+    log = platform.tail("pages-together", 200)
+    assert "dashboard stopping" in log and "router stopped" in log, log
 
 
 def test_a_spec_that_names_no_role_is_refused_before_anything_starts(platform):
