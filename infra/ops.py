@@ -52,6 +52,9 @@ class OpsServer:
         log.info("ops endpoint listening", process=self.process, url=f"http://{self.host}:{self.port}/healthz")
 
     async def stop(self) -> None:
+        global _metrics_port
+        if _metrics_port == self.port:
+            _metrics_port = None  # the next ops endpoint started in this process serves them
         if self._runner is not None:
             await self._runner.cleanup()
 
