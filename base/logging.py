@@ -46,6 +46,8 @@ def redact(_logger: object, _method: str, event_dict: dict) -> dict:
 def add_trace_id(_logger: object, _method: str, event_dict: dict) -> dict:
     """structlog processor: the current OpenTelemetry trace's id (when tracing is on
     and a span is current), so a log line leads to its trace and back."""
+    if "trace_id" in event_dict:
+        return event_dict  # a line about one record of a batch names that record's own trace
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event_dict["trace_id"] = format(context.trace_id, "032x")

@@ -339,6 +339,12 @@ class Settings(BaseSettings):
     def check(self) -> None:
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(f"POSEIDON_LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
+        template = self.trace_url_template
+        if template and (not template.startswith(("http://", "https://")) or "{trace_id}" not in template):
+            raise SettingsError(
+                "POSEIDON_TRACE_URL_TEMPLATE must be an http(s) URL with {trace_id} in it (the dashboard links it), "
+                f"not {template[:80]!r}"
+            )
         if self.topic_partitions < 1 or self.topic_replication < 1 or self.topic_min_isr < 1:
             raise SettingsError("POSEIDON_TOPIC_PARTITIONS, _REPLICATION and _MIN_ISR must be at least 1")
         if self.facebook_delivery_policy not in ("at_most_once", "at_least_once"):

@@ -154,9 +154,9 @@ class Gateway:
         if not tracing.enabled():
             return await self._serve(request, handler)
         operation = getattr(request.match_info.handler, "operation_id", "unmatched")
-        # The client's trace (traceparent) continues through the gRPC call the request becomes.
+        # A trace of our own (a client's traceparent is only linked) continues through the gRPC call the request becomes.
         attributes = {"http.method": request.method}
-        with tracing.span(f"gateway {operation}", request.headers, kind=tracing.SERVER, attributes=attributes):
+        with tracing.public_span(f"gateway {operation}", request.headers, kind=tracing.SERVER, attributes=attributes):
             return await self._serve(request, handler)
 
     async def _serve(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):

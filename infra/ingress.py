@@ -244,9 +244,9 @@ class Ingress:
         if not records:
             return accepted(0)
         if tracing.enabled():
-            # A trace starts here (or continues the caller's traceparent): every record stored carries it.
+            # A trace of our own starts here (a caller's traceparent is only linked): every record stored carries it.
             attributes = {"poseidon.route": route_of(request), "poseidon.items": len(records)}
-            with tracing.span("ingress accept webhook", request.headers, kind=tracing.SERVER, attributes=attributes):
+            with tracing.public_span("ingress accept webhook", request.headers, kind=tracing.SERVER, attributes=attributes):
                 return await self._accept(request, records)
         return await self._accept(request, records)
 

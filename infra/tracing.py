@@ -11,6 +11,7 @@ is handled the same with or without a trace."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -62,6 +63,8 @@ def configure(settings: Settings, service: str, exporter: Any = None) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    # A malformed traceparent from outside is no context (context_of); the library's warning would quote it.
+    logging.getLogger("opentelemetry.trace").setLevel(logging.ERROR)
     provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=True)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -106,7 +109,9 @@ def context_of(headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None) ->
             carrier[lowered] = _text(value)
     if TRACEPARENT not in carrier:
         return None
-    return _PROPAGATOR.extract(carrier)
+    extracted = _PROPAGATOR.extract(carrier)
+    # A malformed traceparent carries no context: None, so the caller's own span stays the parent.
+    return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
 
 
 def span(
@@ -121,7 +126,37 @@ def span(
     headers or metadata) when it carries one, else of the current span. Off: a shared no-op."""
     if not _switch.on:
         return _NO_SPAN
-    return _tracer().start_as_current_span(name, context=context_of(parent), kind=kind, attributes=attributes, links=links)
+    return _span(name, context_of(parent), kind, attributes, links)
+
+
+@contextmanager
+def _span(name: str, context, kind: SpanKind, attributes, links) -> Iterator[Any]:
+    # An exception's text is not exported (it may carry what logs mask: an outside system's answer, a
+    # refusal's words): the span records its type only, as the logs do.
+    with _tracer().start_as_current_span(
+        name, context=context, kind=kind, attributes=attributes, links=links, record_exception=False,
+        set_status_on_exception=False,
+    ) as current:  # fmt: skip
+        try:
+            yield current
+        except BaseException as exc:
+            current.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+def public_span(name: str, untrusted: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, **options: Any) -> Any:
+    """A span at a public entry point (a webhook, a REST call): a trace of our own, never
+    the caller's — whoever sends a traceparent would otherwise choose our trace id,
+    switch sampling off or fill every record downstream with its tracestate. The
+    caller's context, if valid, is linked (its trace id and span id only)."""
+    if not _switch.on:
+        return _NO_SPAN
+    caller = context_of(untrusted)
+    links = list(options.pop("links", None) or ())
+    if caller is not None:
+        sc = trace.get_current_span(caller).get_span_context()
+        links.append(Link(trace.SpanContext(sc.trace_id, sc.span_id, is_remote=True)))
+    return _span(name, otel_context.Context(), options.pop("kind", SERVER), options.pop("attributes", None), links)
 
 
 @contextmanager
@@ -139,7 +174,7 @@ def batch_span(name: str, headers_of_records: Iterable[Iterable[tuple[str, Any]]
         if sc.trace_id != spans[0].trace_id and sc.trace_id not in seen:
             seen.add(sc.trace_id)
             links.append(Link(sc))
-    with _tracer().start_as_current_span(name, context=first, attributes=attributes, links=links):
+    with _span(name, first, INTERNAL, attributes, links):
         yield
 
 
@@ -186,4 +221,6 @@ class ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         with span(f"grpc call {method}", kind=CLIENT, attributes={"rpc.method": method}):
             details = details._replace(metadata=(*(details.metadata or ()), *metadata()))
-            return await continuation(details, request)
+            call = await continuation(details, request)
+            await call  # the span lasts until the answer (or the error) is in
+            return call

@@ -21,10 +21,20 @@ def cli_settings() -> Settings:
     return settings
 
 
+ROLE_ARGUMENTS = ("hub_name", "name")
+"""The only arguments a trace service name takes (a hub, a read model, a spoke): never
+an option's value, which may be a secret (`poseidon connect bot`'s webhook secret), a
+tenant or an id — a service name goes out with every span."""
+
+
 def _service_name() -> str:
-    """The trace service of this process: the command and its arguments (`poseidon-processor-message`)."""
+    """The trace service of this process: the command and its role argument (`poseidon-processor-message`)."""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return "poseidon"
-    words = [ctx.info_name or "", *(v for v in ctx.params.values() if isinstance(v, str))]
+    words, at = [], ctx
+    while at.parent is not None:  # the command's path below the root (`connect bot`), whatever ran the root
+        words.insert(0, at.info_name or "")
+        at = at.parent
+    words += [str(ctx.params[name]) for name in ROLE_ARGUMENTS if isinstance(ctx.params.get(name), str)]
     return "-".join(["poseidon", *words])

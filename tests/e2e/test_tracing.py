@@ -1,8 +1,9 @@
 """One webhook to its reply is ONE trace in a real Jaeger (built from the Go module
 proxy by `make setup`): the main path's world (tests/e2e/test_webhook_to_reply.py)
 runs with every process exporting OTLP to a Jaeger started here on free loopback
-ports; the webhook comes with a W3C traceparent, and Jaeger's HTTP query API must
-show that trace holding a span of every hop, each span's parent in the trace. A hop
+ports; the webhook comes with a caller's W3C traceparent (only linked: a public entry
+point starts a trace of its own), and Jaeger's HTTP query API must show our trace
+holding a span of every hop, each span's parent in the trace. A hop
 that drops the context starts a trace of its own, and its spans are missing here."""
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ class Jaeger:
         except OSError:
             return None  # 404 until the first span of the trace arrives
         return data[0] if data else None
+
+    def trace_linked_to(self, caller_trace_id: str) -> str | None:
+        """The id of our trace whose ingress span links the caller's trace (a public entry
+        point starts a trace of its own and only links the caller's)."""
+        query = "service=poseidon-e2e&operation=ingress%20accept%20webhook&lookback=1h&limit=100"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.query_port}/api/traces?{query}", timeout=5) as reply:
+                found = json.load(reply)["data"] or []
+        except OSError:
+            return None
+        for candidate in found:
+            for span in candidate["spans"]:
+                if any(r["refType"] == "FOLLOWS_FROM" and r["traceID"] == caller_trace_id for r in span["references"]):
+                    return candidate["traceID"]
+        return None
+
+
+async def _async(value):
+    return value
 
 
 @pytest.fixture
@@ -113,12 +133,17 @@ async def test_one_webhook_to_its_reply_is_one_trace_with_every_hop_in_jaeger(wo
     fb = world.fb
     psid = "24000000000000077"
     fb.state.user_wrote(psid)
-    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     event = message_event(PAGE, psid, "trace me")
     body, headers = signed_webhook(webhook_body(event), APP_SECRET)
-    assert await world.post(body, {**headers, "traceparent": f"00-{trace_id}-{caller_span}-01"}) == 200
+    # The caller's traceparent asks for no sampling and brings a tracestate: neither is obeyed nor carried on.
+    hostile = {"traceparent": f"00-{caller_trace}-{caller_span}-00", "tracestate": "evil=" + "x" * 200}
+    assert await world.post(body, {**headers, **hostile}) == 200
     sent = await eventually(lambda: _sent(fb, psid), timeout=90)
     assert sent[0].message["text"] == "echo: trace me"
+    # A public entry point starts a trace of its own and links the caller's: the caller chooses nothing.
+    trace_id = await eventually(lambda: _async(jaeger.trace_linked_to(caller_trace)), timeout=60, interval=1)
+    assert trace_id != caller_trace
 
     def problems(found: dict | None) -> list[str]:
         """What the trace still lacks: a hop, or a span's parent (spans arrive as they end, in batches)."""
@@ -129,11 +154,16 @@ async def test_one_webhook_to_its_reply_is_one_trace_with_every_hop_in_jaeger(wo
         missing = [f"no {hop} span" for hop, matches in EXPECTED_SPANS.items() if not any(matches(n) for n in names)]
         for span in spans.values():
             parents = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
-            if len(parents) != 1:
+            if span["operationName"] == "ingress accept webhook" and not parents:
+                links = [(r["traceID"], r["spanID"]) for r in span["references"] if r["refType"] == "FOLLOWS_FROM"]
+                if links != [(caller_trace, caller_span)]:
+                    missing.append(f"ingress span links {links}, not the caller's context")
+                if any(t["key"] == "w3c.tracestate" for t in span.get("tags", [])) or "evil" in json.dumps(span):
+                    missing.append("the caller's tracestate was carried into our trace")
+            elif len(parents) != 1:
                 missing.append(f"{span['operationName']}: references {span['references']}")
             elif span["operationName"] == "ingress accept webhook":
-                if parents != [caller_span]:  # the webhook caller's traceparent continued
-                    missing.append(f"ingress span's parent {parents[0]}, not the caller's {caller_span}")
+                missing.append(f"ingress span has a parent {parents}: it must start our trace")
             elif parents[0] not in spans:
                 missing.append(f"{span['operationName']}: parent {parents[0]} not in the trace")
         return missing
@@ -151,6 +181,7 @@ async def test_one_webhook_to_its_reply_is_one_trace_with_every_hop_in_jaeger(wo
 
     spans = {s["spanID"]: s for s in found["spans"]}
     assert {s["traceID"] for s in spans.values()} == {trace_id}
+    assert "evil=" not in json.dumps(found)
     # Spans come from the processors' own processes too (the context crossed Kafka between processes).
     services = {found["processes"][s["processID"]]["serviceName"] for s in spans.values()}
     assert {"poseidon-e2e", "poseidon-processor-message", "poseidon-processor-saga"} <= services, services

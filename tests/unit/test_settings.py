@@ -203,3 +203,10 @@ def test_trusted_proxies_are_addresses_or_networks_and_anything_else_is_refused_
     assert "192.0.2.10" in AddressSet(settings.gateway_trusted_proxies) and not AddressSet(())
     with pytest.raises(SettingsError, match="POSEIDON_GATEWAY_TRUSTED_PROXIES.*'lb.internal' is not an IP"):
         bootstrap.settings({"POSEIDON_GATEWAY_TRUSTED_PROXIES": "lb.internal"})
+
+
+@pytest.mark.parametrize("template", ["javascript:alert(1)//{trace_id}", "http://jaeger/trace/", "ftp://x/{trace_id}"])
+def test_a_trace_viewer_link_must_be_an_http_url_naming_the_trace(template):
+    with pytest.raises(SettingsError, match="POSEIDON_TRACE_URL_TEMPLATE"):
+        Settings(trace_url_template=template)
+    assert Settings(trace_url_template="https://jaeger.example/trace/{trace_id}").trace_url_template

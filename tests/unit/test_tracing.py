@@ -92,3 +92,59 @@ async def test_a_grpc_calls_context_reaches_the_servers_span_through_the_metadat
     assert {format(s.context.trace_id, "032x") for s in by_name.values()} == {TRACE_ID}
     assert served.parent.span_id == client.context.span_id
     assert client.parent.span_id == by_name["gateway GetHealth"].context.span_id
+
+
+def test_a_service_name_is_the_command_and_its_role_never_an_options_value():
+    import click
+    from click.testing import CliRunner
+
+    from poseidon.cli_settings import _service_name
+
+    seen = []
+
+    @click.group()
+    def root() -> None: ...
+
+    @root.group()
+    def connect() -> None: ...
+
+    @connect.command()
+    @click.option("--webhook-secret")
+    @click.option("--tenant")
+    def bot(webhook_secret: str, tenant: str) -> None:
+        seen.append(_service_name())
+
+    @root.command()
+    @click.argument("hub_name")
+    def processor(hub_name: str) -> None:
+        seen.append(_service_name())
+
+    runner = CliRunner()
+    assert runner.invoke(root, ["connect", "bot", "--webhook-secret", "TOPSECRET", "--tenant", "acme"]).exit_code == 0
+    assert runner.invoke(root, ["processor", "message"]).exit_code == 0
+    assert seen == ["poseidon-connect-bot", "poseidon-processor-message"]
+
+
+def test_a_malformed_traceparent_is_no_context_and_a_public_span_only_links_a_valid_one():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from base.settings import Settings
+
+    assert tracing.context_of([("traceparent", b"00-zzzz-1234-01")]) is None
+    assert tracing.context_of({"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}) is None
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(), "test", exporter=exporter)
+    try:
+        caller = {"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00", "tracestate": "evil=1"}
+        with tracing.public_span("ingress accept webhook", caller):
+            ours = tracing.current_trace_id()
+            carried = dict(tracing.metadata())
+        assert ours and ours != "ab" * 16
+        assert "tracestate" not in carried and ours in carried["traceparent"]
+        with tracing.public_span("ingress accept webhook", {"traceparent": "garbage"}):
+            assert tracing.current_trace_id()
+    finally:
+        tracing.disable()
+    [linked, unlinked] = exporter.get_finished_spans()
+    assert linked.parent is None and [format(link.context.trace_id, "032x") for link in linked.links] == ["ab" * 16]
+    assert unlinked.parent is None and not unlinked.links
