@@ -791,7 +791,10 @@ async def _subscribed_apps(request: web.Request) -> web.Response:
         user = state.users.get(state.page_token_users.get(token, ""))
         if user is not None and "pages_manage_metadata" not in user.permissions:
             raise _login_error(403, 200, "(#200) Requires pages_manage_metadata permission to manage the object")
-        fields = [f for f in str(params.get("subscribed_fields") or "").split(",") if f]
+        # Graph takes a comma-separated list or a JSON array (what the Business SDK sends).
+        given = params.get("subscribed_fields") or ""
+        listed = _json_param(params, "subscribed_fields") if str(given).startswith("[") else str(given).split(",")
+        fields = [str(f).strip() for f in (listed if isinstance(listed, list) else [listed]) if str(f).strip()]
         if not fields:
             raise _invalid("The parameter subscribed_fields is required")
         state.subscriptions[page_id] = fields
@@ -844,6 +847,30 @@ async def _thread_control(request: web.Request) -> web.Response:
         return error.response()
     recorded.status = 200
     return web.json_response({"success": True})
+
+
+async def _thread_owner(request: web.Request) -> web.Response:
+    """GET /{version}/me/thread_owner?recipient=<PSID>: which app holds the person's thread."""
+    state: FacebookState = request.app[STATE]
+    node, version = request.match_info["node"], request.match_info["version"]
+    token, params = _token_and_params(request, {})
+    recorded = RecordedRequest(request.method, request.path, token, params)
+    state.requests.append(recorded)
+    try:
+        _check_version(version, f"{node}/thread_owner")
+        if not token:
+            raise GraphError(400, 2500, "An active access token must be used to query information about the current user.")
+        page_id = state.page_for(token)
+        if node not in ("me", page_id):
+            raise _invalid(f"Unsupported get request. Object with ID '{node}' does not exist", subcode=33)
+        psid = str(params.get("recipient") or "")
+        if not _PSID.match(psid):
+            raise _invalid("The parameter recipient is required" if not psid else "No matching user found", subcode=2018001)
+    except GraphError as error:
+        recorded.status, recorded.error_code = error.status, error.code
+        return error.response()
+    recorded.status = 200
+    return web.json_response({"data": [{"thread_owner": {"app_id": state.thread_owner(psid)}}]})
 
 
 async def _dialog(request: web.Request) -> web.Response:
@@ -1165,6 +1192,7 @@ def make_app(state: FacebookState) -> web.Application:
     app.router.add_get("/{version}/me/accounts", _me_accounts)
     app.router.add_post("/{version}/{page}/subscribed_apps", _subscribed_apps)
     app.router.add_post("/{version}/{node}/{action:(pass|take)_thread_control}", _thread_control)
+    app.router.add_get("/{version}/{node}/thread_owner", _thread_owner)
     app.router.add_post("/{version}/{node}/messages", _send_api)
     app.router.add_post("/{node}/messages", _send_api)
     app.router.add_get("/cdn/{name}", _cdn)
