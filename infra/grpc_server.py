@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from base.settings import Settings
 from infra import metrics, tls, tracing
-from infra.command_client import CommandClient, CommandTimeout, set_current_correlation
+from infra.command_client import CommandClient, CommandResult, CommandTimeout, set_current_correlation
 from infra.migrations import migrate
 from infra.ops import OpsServer
 from infra.outage import STORE_AWAY
@@ -61,6 +61,22 @@ class NotFound(LookupError):
 
 class FailedPrecondition(Exception):
     """The request is well-formed but the state does not allow it (a command was rejected)."""
+
+
+def refusal(result: CommandResult, not_found: Mapping[str, str] | None = None) -> Exception:
+    """The error a hub's refusal of a command becomes, for every service that sends one:
+    InvalidCommand → INVALID_ARGUMENT, a role or tenant refusal → PERMISSION_DENIED, a
+    missing aggregate (or a rule in `not_found`, with its words) → NOT_FOUND, any other
+    rule → FAILED_PRECONDITION "<Rule>: reason" (the REST API names the rule from it)."""
+    if not_found and result.rejection in not_found:
+        return NotFound(not_found[result.rejection])
+    if result.rejection == "InvalidCommand":
+        return InvalidArgument(result.reason)
+    if result.rejection in ("InsufficientRole", "TenantMismatch"):
+        return PermissionDenied(result.reason)
+    if result.rejection == "AggregateNotFound":
+        return NotFound(result.reason)
+    return FailedPrecondition(f"{result.rejection}: {result.reason}")
 
 
 class ResourceExhausted(Exception):

@@ -18,15 +18,15 @@ import grpc
 
 from hubs.app.aggregate import PLATFORM_TENANT
 from hubs.app.bot import MAX_SECRET, MIN_SECRET, WEBHOOK_ID, webhook_secret_context
-from hubs.app.commands import ConnectBot, subscription_id
+from hubs.app.commands import ConnectBot, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
 from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evaluate_subscription
 from infra.arguments import tenant, uuid_of
 from infra.command_client import new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, refusal, to_timestamp
 from infra.paging import page_size, paginate, parse_token
 from infra.rest import UUID_FIELD, Route, methods
 from infra.sealing import Sealer, credential_keys_dir
-from infra.security import PermissionDenied, current_principal
+from infra.security import current_principal
 from projections.app import PROJECTION, queries
 from schemas.protos import app_pb2, app_pb2_grpc
 
@@ -105,7 +105,8 @@ class AppConnections(app_pb2_grpc.AppConnectionsServicer):
         tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
         await self.authorizer.require(tenant_id, CONNECT_ROLE)  # before the request's fields: another tenant learns nothing
         if not WEBHOOK_ID.match(request.webhook_id):
-            raise InvalidArgument(f"webhook_id must be 1 to 128 of A-Z a-z 0-9 _ -, not {request.webhook_id[:140]!r}")
+            # The value is not echoed: pasted in the wrong field, it would be the secret.
+            raise InvalidArgument("webhook_id must be 1 to 128 of A-Z a-z 0-9 _ -")
         secret = request.webhook_secret
         if not MIN_SECRET <= len(secret) <= MAX_SECRET or not secret.isprintable():
             raise InvalidArgument(f"webhook_secret must be {MIN_SECRET} to {MAX_SECRET} printable characters")
@@ -121,11 +122,7 @@ class AppConnections(app_pb2_grpc.AppConnectionsServicer):
         command = ConnectBot(meta, app_id=str(app_id), webhook_id=request.webhook_id, sealed_webhook_secret=sealed)
         result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
         if not result.accepted:
-            if result.rejection == "InvalidCommand":
-                raise InvalidArgument(result.reason)
-            if result.rejection in ("TenantMismatch", "InsufficientRole"):
-                raise PermissionDenied(result.reason)
-            raise FailedPrecondition(f"{result.rejection}: {result.reason}")
+            raise refusal(result)
         projected = await _projected(self.pool, tenant_id, app_id, result.version)
         return app_pb2.BotConnectionReply(
             tenant_id=tenant_id,
@@ -135,6 +132,56 @@ class AppConnections(app_pb2_grpc.AppConnectionsServicer):
             version=result.version,
             duplicate=result.duplicate,
             projected=projected,
+        )
+
+
+class AppSubscriptions(app_pb2_grpc.AppSubscriptionsServicer):
+    """A tenant admin's subscription writes: each an App hub command on the subscription."""
+
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the app service declares sends_commands"
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+
+    async def Subscribe(self, request: app_pb2.SubscriptionRequest, context) -> app_pb2.SubscriptionChange:
+        tenant_id, app_id = await self._visible_app(request)
+        return await self._decide(tenant_id, app_id, SubscribeApp, request.command_id)
+
+    async def Unsubscribe(self, request: app_pb2.SubscriptionRequest, context) -> app_pb2.SubscriptionChange:
+        tenant_id, app_id = await self._visible_app(request)
+        return await self._decide(tenant_id, app_id, UnsubscribeApp, request.command_id)
+
+    async def SetGuards(self, request: app_pb2.SetGuardsRequest, context) -> app_pb2.SubscriptionChange:
+        tenant_id, app_id = await self._visible_app(request)
+        g = request.guards
+        hours = None
+        if g.HasField("business_hours"):
+            windows = [{"day": w.day, "opens": w.opens, "closes": w.closes} for w in g.business_hours.windows]
+            hours = {"timezone": g.business_hours.timezone, "windows": windows}
+        fields = {"channels": list(g.channels), "page_ids": list(g.page_ids), "business_hours": hours}
+        return await self._decide(tenant_id, app_id, SetSubscriptionGuards, request.command_id, **fields)
+
+    async def _visible_app(self, request) -> tuple[str, uuid.UUID]:
+        tenant_id, app_id = tenant(request.tenant_id), uuid_of(request.app_id, "app_id")
+        await self.authorizer.require(tenant_id, CONNECT_ROLE)  # before the request's fields: another tenant learns nothing
+        if len(request.command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        if await queries.app(self.pool, tenant_id, app_id) is None:
+            raise NotFound(f"no app {app_id} for tenant {tenant_id}")
+        return tenant_id, app_id
+
+    async def _decide(self, tenant_id: str, app_id: uuid.UUID, command_type, command_id: str, **fields):
+        aggregate_id = subscription_id(tenant_id, str(app_id))
+        meta = new_meta(aggregate_id, tenant_id, actor=current_principal().id, command_id=command_id or None)
+        result = await self.commands.send(command_type(meta, app_id=str(app_id), **fields), timeout=COMMAND_TIMEOUT_S)
+        if not result.accepted:
+            raise refusal(result)
+        return app_pb2.SubscriptionChange(
+            tenant_id=tenant_id,
+            app_id=str(app_id),
+            subscription_id=aggregate_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=await _projected(self.pool, tenant_id, app_id, result.version),
         )
 
 
@@ -199,11 +246,15 @@ def _after(token: str) -> uuid.UUID | None:
 def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     app_pb2_grpc.add_AppQueryServicer_to_server(AppQueries(deps), server)
     app_pb2_grpc.add_AppConnectionsServicer_to_server(AppConnections(deps), server)
+    app_pb2_grpc.add_AppSubscriptionsServicer_to_server(AppSubscriptions(deps), server)
 
 
 def _routes() -> tuple[Route, ...]:
     """The REST operations of this service (the API gateway answers them with these methods)."""
     m, connections = methods(app_pb2, "AppQuery"), methods(app_pb2, "AppConnections")
+    subscriptions = methods(app_pb2, "AppSubscriptions")
+    subscription = "/v1/tenants/{tenant_id}/apps/{app_id}/subscription"
+    write = {"idempotency_field": "command_id", "affects": subscription}
     return (
         Route("GET", "/v1/tenants/{tenant_id}/apps", m.ListApps, "The tenant's apps, a page at a time."),
         Route("GET", "/v1/tenants/{tenant_id}/apps/{app_id}", m.GetApp, "One app."),
@@ -228,6 +279,15 @@ def _routes() -> tuple[Route, ...]:
             idempotency_field="command_id",
             affects="/v1/tenants/{tenant_id}/apps/{app_id}/subscription",
         ),
+        Route("PUT", subscription, subscriptions.Subscribe, "Subscribe the tenant to the app (admin).", **write),
+        Route("DELETE", subscription, subscriptions.Unsubscribe, "End the tenant's subscription to the app (admin).", **write),
+        Route(
+            "PUT",
+            subscription + "/guards",
+            subscriptions.SetGuards,
+            "Replace the subscription's guards: channels, pages, business hours (admin).",
+            **write,
+        ),
     )
 
 
@@ -237,6 +297,7 @@ SERVICE = QueryService(
     service_names=(
         app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,
         app_pb2.DESCRIPTOR.services_by_name["AppConnections"].full_name,
+        app_pb2.DESCRIPTOR.services_by_name["AppSubscriptions"].full_name,
     ),
     add_to_server=_add_to_server,
     sends_commands=True,

@@ -15,12 +15,11 @@ from hubs.message.commands import HandBackToBot, MessageCommand, RecordOutboundM
 from hubs.message.routing import AGENT_HANDLES, AWAITING_AGENT, BOT_HANDLES, HANDLERS
 from infra.arguments import tenant, uuid_of
 from infra.command_client import new_meta
-from infra.grpc_server import FailedPrecondition, InvalidArgument, NotFound, QueryService, ServiceDeps, to_timestamp
+from infra.grpc_server import InvalidArgument, NotFound, QueryService, ServiceDeps, refusal, to_timestamp
 from infra.paging import page_size, paginate, parse_token
 from infra.rest import UUID_FIELD, Route, methods
 from infra.security import current_principal
 from projections.message import PROJECTION, queries
-from schemas.contracts import InvalidCommand
 from schemas.protos import message_pb2, message_pb2_grpc
 
 # Page tokens keep the prefixes they had before infra.paging, so tokens already handed out still work.
@@ -264,9 +263,7 @@ class MessageAgents(message_pb2_grpc.MessageAgentsServicer):
         """Send the command and wait for the hub's decision; a refusal becomes the gRPC error that names its rule."""
         result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
         if not result.accepted:
-            if result.rejection == InvalidCommand.__name__:
-                raise InvalidArgument(result.reason)
-            raise FailedPrecondition(f"{result.rejection}: {result.reason}")
+            raise refusal(result)
         return result
 
 

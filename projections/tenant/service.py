@@ -61,6 +61,7 @@ from infra.grpc_server import (
     ResourceExhausted,
     ServiceDeps,
     Unavailable,
+    refusal,
     to_timestamp,
 )
 from infra.paging import decode_token, page_size, paginate
@@ -499,6 +500,9 @@ def _odoo_settings(request: tenant_pb2.ConnectOdooRequest) -> OdooSettings:
     if protocol not in ODOO_PROTOCOLS:
         raise InvalidArgument(f"protocol must be one of {', '.join(ODOO_PROTOCOLS)}, not {protocol[:40]!r}")
     url = request.url.rstrip("/")
+    if "@" in urlsplit(url).netloc:
+        # A user:password in the URL would be kept in clear in events and answers: the key goes in api_key.
+        raise InvalidArgument("url must not carry a user or password (user@host): give the login and api_key instead")
     parts = urlsplit(url) if ODOO_URL.match(url) and len(url) <= MAX_ODOO_FIELD else None
     if (
         parts is None
@@ -538,15 +542,7 @@ def _redirect_uri(value: str) -> str:
 
 
 def _refusal(result: CommandResult, not_found: dict[str, str]) -> Exception:
-    if result.rejection in not_found:
-        return NotFound(not_found[result.rejection])
-    if result.rejection == "InvalidCommand":
-        return InvalidArgument(result.reason)
-    if result.rejection == "InsufficientRole":
-        return PermissionDenied(result.reason)
-    if result.rejection == "AggregateNotFound":
-        return NotFound(result.reason)
-    return FailedPrecondition(f"{result.rejection}: {result.reason}")
+    return refusal(result, not_found)
 
 
 async def _wait_until_projected(pool, tenant_id: str, version: int) -> bool:

@@ -78,3 +78,61 @@ async def test_an_admin_connects_the_tenants_bot_and_odoo_over_rest_and_no_answe
         assert status in (403, 404), body
         status, body, headers = await api.call("GET", odoo_path, stranger)
         assert status in (403, 404), body
+
+
+async def test_an_admin_subscribes_sets_guards_and_unsubscribes_over_rest_and_a_viewer_cannot(api):
+    settings = api.platform.settings
+    admin_id, admin = await api.person(_login())
+    viewer_id, viewer = await api.person(_login())
+    _, stranger = await api.person(_login())
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    assert (await api.call("POST", "/v1/tenants", admin, {"tenant_id": tenant, "name": "Acme"}))[0] == 201
+    assert (await api.call("POST", f"/v1/tenants/{tenant}/invitations", admin, {"principal_id": viewer_id, "role": "viewer"}))[
+        0
+    ] == 201
+    assert (await api.call("POST", f"/v1/tenants/{tenant}/invitations/accept", viewer))[0] == 200
+    public, private = str(uuid.uuid4()), str(uuid.uuid4())
+    async with CommandClient(settings, bootstrap.codec(settings), list(bootstrap.hubs().values())) as client:
+        for app_id, owner, visibility in ((public, "platform", "public"), (private, "globex", "private")):
+            register = RegisterApp(new_meta(app_id, owner), name="Bot", kind="bot", channels=["messenger"], visibility=visibility)
+            assert (await client.send(register)).accepted
+    path = f"/v1/tenants/{tenant}/apps/{public}/subscription"
+
+    async def subscribed():
+        status, body, headers = await api.call("PUT", path, admin, {}, {"Idempotency-Key": "subscribe-1"})
+        return (body, headers) if status == 200 else None  # the app reaches the read store first
+
+    body, headers = await eventually(subscribed, timeout=60)
+    assert body["subscription_id"] == f"{tenant}/{public}" and body["projected"] is True
+    status, shown, _ = await api.call(
+        "GET", path, viewer, headers={"Poseidon-Consistency-Token": headers["Poseidon-Consistency-Token"]}
+    )
+    assert status == 200 and shown["active"] is True
+    again = await api.call("PUT", path, admin, {}, {"Idempotency-Key": "subscribe-1"})
+    assert again[0] == 200 and again[1]["duplicate"] is True  # the resend is answered, not applied twice
+
+    hours = {"timezone": "Europe/Paris", "windows": [{"day": "mon", "opens": "09:00", "closes": "17:00"}]}
+    guards = {"channels": ["messenger"], "page_ids": ["104857600123"], "business_hours": hours}
+    status, body, _ = await api.call("PUT", path + "/guards", admin, {"guards": guards})
+    assert status == 200 and body["projected"] is True, body
+    status, shown, _ = await api.call("GET", path, admin)
+    assert shown["guards"]["page_ids"] == ["104857600123"] and shown["guards"]["business_hours"]["timezone"] == "Europe/Paris"
+    bad = {"guards": {**guards, "business_hours": {"timezone": "Nowhere/Atlantis", "windows": []}}}
+    status, body, headers = await api.call("PUT", path + "/guards", admin, bad)
+    assert status == 400 and "timezone" in body["detail"], body
+
+    # A viewer cannot write; a stranger is refused as if the tenant did not exist; another tenant's private app looks missing.
+    status, body, headers = await api.call("DELETE", path, viewer)
+    assert status == 403
+    _problem(403, body, headers, "PermissionDenied")
+    assert (await api.call("DELETE", path, stranger))[0] in (403, 404)
+    status, body, _ = await api.call("PUT", f"/v1/tenants/{tenant}/apps/{private}/subscription", admin, {})
+    assert status == 404 and body["rule"] == "NotFound"
+
+    status, body, _ = await api.call("DELETE", path, admin)
+    assert status == 200 and body["projected"] is True
+    status, shown, _ = await api.call("GET", path, admin)
+    assert shown["active"] is False
+    status, body, headers = await api.call("DELETE", path, admin)
+    assert status == 409
+    _problem(409, body, headers)
