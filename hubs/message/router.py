@@ -42,7 +42,7 @@ from prometheus_client import Counter
 
 from base.logging import bind_correlation
 from base.settings import Settings
-from hubs.message.aggregate import conversation_id
+from hubs.message.aggregate import MAX_CHOICE, conversation_id
 from hubs.message.commands import (
     HandBackToBot,
     RecordDeliveryReceipt,
@@ -201,7 +201,7 @@ class Router:
             spoke=decision.spoke,
             attachments=[{"type": a["type"], "url": a["url"]} for a in item.attachments],
             facts={**decision.facts, **self.facts.recorded_positions()},
-            choice=item.record.get("choice", ""),
+            choice=_choice(item),
         )
         result = await self._send(command)
         if result.accepted:
@@ -313,6 +313,16 @@ class Router:
     def _count(kind: str, outcome: str) -> str:
         ROUTER_ITEMS.labels(kind, outcome).inc()
         return outcome
+
+
+def _choice(item: Inbound) -> str:
+    """The option the person picked; one longer than the hub keeps (Messenger caps payloads at
+    1,000 characters) is left out, so the message itself is still recorded and answered."""
+    choice = item.record.get("choice") or ""
+    if len(choice) > MAX_CHOICE:
+        log.warning("choice longer than the hub keeps: left out", length=len(choice))
+        return ""
+    return choice
 
 
 def _channel(item: Inbound) -> str:

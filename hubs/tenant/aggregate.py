@@ -95,7 +95,8 @@ and never a `/`, so a channel account id splits one way only."""
 MAX_REASON = 200
 MAX_SEALED = 4096
 ODOO_PROTOCOLS = ("xmlrpc", "json2")
-ODOO_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
+ODOO_URL = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*[^\s/?#])?$")
+"""No user:password@ part: a credential in the URL would be kept in clear in the events."""
 MAX_ODOO_FIELD = 500
 PROOFS = ("facebook_login",)
 """How a tenant may prove control of an account: `facebook_login` — the page was

@@ -34,7 +34,7 @@ BOT_CONNECTION = """SELECT app_id, bot_webhook_id, bot_sealed_secret FROM subscr
 WHERE tenant_id = $1 AND active AND bot_webhook_id <> '' AND ($2::uuid IS NULL OR app_id = $2)
 ORDER BY subscribed_at, app_id LIMIT 1"""
 BOT_SECRETS = """SELECT app_id, bot_webhook_id, bot_sealed_secret FROM subscriptions
-WHERE tenant_id = $1 AND bot_webhook_id <> ''"""
+WHERE tenant_id = $1 AND active AND bot_webhook_id <> ''"""
 
 
 async def bot_connection(
@@ -46,7 +46,7 @@ async def bot_connection(
 
 
 async def bot_secrets(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
-    """Every bot connection the tenant saved (sealed secrets): what its bots' pushes may carry."""
+    """The bot connections of the tenant's active subscriptions (sealed secrets): what its bots' pushes may carry."""
     return await conn.fetch(BOT_SECRETS, tenant_id)
 
 

@@ -116,8 +116,12 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def _push_secrets(request: web.Request, tenant_id: str) -> list[str]:
-    """The secrets a push for `tenant_id` may carry: its own bots' if it has any, else the platform's."""
-    platform = [request.app[INGRESS].settings.botpress_webhook_secret]
+    """The secrets a push for `tenant_id` may carry: its own bots' if it has any, else the
+    platform's development bot's — in development mode only: in production a tenant
+    without a bot of its own has no bot that could push (the one shared secret must not
+    open every such tenant)."""
+    settings = request.app[INGRESS].settings
+    platform = [settings.botpress_webhook_secret] if settings.dev_mode else []
     holder = request.app.get(BOTS)  # absent: an application made without the webhooks' setups
     bots = holder.connections if holder is not None else None
     if bots is None or not _TENANT_ID.match(tenant_id):

@@ -392,6 +392,8 @@ def rich_message(
         message = rich_content(content)
     except Unsupported as exc:
         return text_message(psid, text, messaging_type, tag), f"{exc}: sent as text"
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # content that is an object but not of its shape
+        return text_message(psid, text, messaging_type, tag), f"malformed content ({type(exc).__name__}): sent as text"
     return {**_envelope(psid, messaging_type, tag), "message": message}, ""
 
 

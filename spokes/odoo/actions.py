@@ -5,8 +5,9 @@ shared retry and breaker policy). Decides nothing about routing."""
 from __future__ import annotations
 
 from infra.spoke import Outcome, PermanentError, SpokeContext
+from spokes.minio.client import resolve_host
 from spokes.odoo import translate
-from spokes.odoo.client import OdooClient, OdooConnection
+from spokes.odoo.client import OdooClient, OdooConnection, public_only
 
 RECORD_CUSTOMER = "odoo.record_customer"
 ARCHIVE_PARTNER = "odoo.archive_partner"
@@ -15,13 +16,16 @@ ARCHIVE_PARTNER = "odoo.archive_partner"
 def odoo_client(ctx: SpokeContext, connection: OdooConnection | None = None) -> OdooClient:
     """The client of one Odoo connection (the settings' when none is given), kept with the
     context so that XML-RPC logs in once per connection, not once per message."""
+    # A tenant's own Odoo is called at checked public addresses only (its admin chose the
+    # URL); the settings' development connection and development mode's stand-ins are not.
+    pin = None if connection is None or ctx.settings.dev_mode else public_only(resolve_host)
     connection = connection or OdooConnection.from_settings(ctx.settings)
     # SpokeContext has no slot for a spoke's own clients; its instance dict serves, so the
     # cache lives and dies with the context instead of in module state.
     clients: dict[OdooConnection, OdooClient] = vars(ctx).setdefault("_odoo_clients", {})
     client = clients.get(connection)
     if client is None:
-        client = clients[connection] = OdooClient(ctx.http, connection)
+        client = clients[connection] = OdooClient(ctx.http, connection, pin)
     return client
 
 

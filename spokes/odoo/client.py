@@ -6,7 +6,7 @@ Every method raises infra.spoke's exceptions; nothing here logs keys, names or p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,17 +66,59 @@ class OdooTransport(Protocol):
     async def write(self, model: str, ids: Sequence[int], values: Mapping[str, Any]) -> bool: ...
 
 
+class AddressRefused(PermanentError):
+    """A tenant's Odoo name resolves to an address the platform may not call (loopback,
+    private, link-local, cloud metadata…): never called, whatever the URL said when saved."""
+
+    code = "odoo_address_refused"
+
+
+Pin = Callable[[httpx.URL], Awaitable[tuple[httpx.URL, dict[str, str], dict[str, Any]]]]
+"""URL → (the URL to call, headers to add, request extensions): where a request really goes."""
+
+
+def public_only(resolve: Callable[[str, int], Awaitable[Sequence[str]]]) -> Pin:
+    """A Pin for a tenant's own Odoo: its host is resolved at each call and refused if ANY
+    address is not public; the request then goes to that checked address itself, the
+    name only in the Host header and as TLS server name, so a later DNS answer (a
+    rebinding, a name re-pointed at 10.x or 169.254.169.254 after it was saved) never
+    gets a connection. The attachment fetcher checks its addresses the same way."""
+    from spokes.minio.translate import address_refusal
+
+    async def pin(url: httpx.URL) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        host = url.raw_host.decode("ascii")
+        try:
+            addresses = list(await resolve(host, url.port or (443 if url.scheme == "https" else 80)))
+        except OSError:
+            addresses = []
+        if not addresses:
+            raise RetryableError(f"Odoo host {host} does not resolve", code="odoo_unreachable")
+        for address in addresses:
+            if (kind := address_refusal(address)) is not None:
+                raise AddressRefused(f"Odoo host {host} resolves to a {kind} address: not called", code=AddressRefused.code)
+        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+        return url.copy_with(host=addresses[0]), {"Host": url.netloc.decode("ascii")}, extensions
+
+    return pin
+
+
 class _Http:
-    """One request, with transport failures turned into RetryableError."""
+    """One request, with transport failures turned into RetryableError; `pin`: where the
+    request really goes (a tenant's own Odoo outside development: public addresses only)."""
 
     protocol = ""
 
-    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection):
-        self.http, self.connection = http, connection
+    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection, pin: Pin | None = None):
+        self.http, self.connection, self.pin = http, connection, pin
 
     async def send(self, method: str, path: str, call: str, **kwargs: Any) -> httpx.Response:
+        url = httpx.URL(f"{self.connection.url}{path}")
+        if self.pin is not None:
+            url, headers, extensions = await self.pin(url)
+            kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
+            kwargs["extensions"] = {**kwargs.get("extensions", {}), **extensions}
         try:
-            response = await self.http.request(method, f"{self.connection.url}{path}", **kwargs)
+            response = await self.http.request(method, url, **kwargs)
         except httpx.TimeoutException:
             raise RetryableError(f"{call}: Odoo did not answer in time", code="odoo_timeout") from None
         except httpx.TransportError as exc:
@@ -96,8 +138,8 @@ class XmlRpcTransport(_Http):
 
     protocol = "xmlrpc"
 
-    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection):
-        super().__init__(http, connection)
+    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection, pin: Pin | None = None):
+        super().__init__(http, connection, pin)
         self.uid: int | None = None
         self._login = asyncio.Lock()
 
@@ -216,12 +258,12 @@ def _named(**params: Any) -> dict[str, Any]:
 class OdooClient:
     """A tenant's Odoo, whichever protocol it is reached by."""
 
-    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection):
+    def __init__(self, http: httpx.AsyncClient, connection: OdooConnection, pin: Pin | None = None):
         self.connection = connection
         if connection.protocol == "xmlrpc":
-            self.transport: OdooTransport = XmlRpcTransport(http, connection)
+            self.transport: OdooTransport = XmlRpcTransport(http, connection, pin)
         elif connection.protocol == "json2":
-            self.transport = Json2Transport(http, connection)
+            self.transport = Json2Transport(http, connection, pin)
         else:
             raise ValueError(f"Odoo protocol must be xmlrpc or json2, not {connection.protocol!r}")
 

@@ -30,7 +30,7 @@ from hubs.tenant.erp import (
 from infra.spoke import ReauthorizationRequired, RetryableError, SpokeContext, SpokeError
 from spokes.minio.client import resolve_host
 from spokes.minio.translate import address_refusal
-from spokes.odoo.client import Json2Transport, OdooConnection, XmlRpcTransport
+from spokes.odoo.client import AddressRefused, Json2Transport, OdooConnection, XmlRpcTransport, public_only
 from spokes.odoo.spoke import SPOKE
 from spokes.odoo.translate import PARTNER_MODEL
 
@@ -53,12 +53,15 @@ class OdooConnectionCheck:
             await self._check_address(odoo.url)
         connection = OdooConnection(odoo.url, odoo.database, odoo.login, odoo.api_key, odoo.protocol)
 
+        # Outside development the check's own calls go to the addresses just checked (no rebinding between).
+        pin = None if self.dev_mode else public_only(self.resolve)
+
         async def authenticate() -> str:
             if connection.protocol == "json2":
-                transport = Json2Transport(self.ctx.http, connection)
+                transport = Json2Transport(self.ctx.http, connection, pin)
                 await transport.search(PARTNER_MODEL, [], limit=1)
                 return "json2: the API key reads res.partner"
-            uid = await XmlRpcTransport(self.ctx.http, connection).authenticate()
+            uid = await XmlRpcTransport(self.ctx.http, connection, pin).authenticate()
             return f"xmlrpc: logged in as user {uid}"
 
         try:
@@ -92,6 +95,8 @@ def refusal(exc: SpokeError) -> OdooRefused:
     """The answer for a failed check (its reason is Odoo's or the transport's, never a key)."""
     if isinstance(exc, ReauthorizationRequired) or exc.code == "odoo_access_denied":
         return OdooRefused(ODOO_ACCESS_DENIED, f"{exc.reason}; check the login and API key")
+    if exc.code == AddressRefused.code:  # the name answered differently at the call than at the check
+        return OdooRefused(ODOO_ADDRESS_REFUSED, f"{exc.reason}; an Odoo must be public")
     if exc.code == "odoo_unknown_database":
         return OdooRefused(ODOO_UNKNOWN_DATABASE, f"{exc.reason}; check the database name")
     if exc.code in UNREACHABLE_CODES:

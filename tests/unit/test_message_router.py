@@ -396,3 +396,11 @@ def test_command_ids_are_the_same_for_the_same_event_and_step_and_differ_otherwi
 )
 def test_only_what_a_retry_can_fix_is_retried(error, transient):
     assert is_transient(error) is transient
+
+
+async def test_a_choice_longer_than_the_hub_keeps_is_left_out_and_the_message_still_routed():
+    setup = Setup()
+    assert await setup.handle(inbound(choice="P" * 1001)) == "routed"
+    assert setup.hub.sent[-1].choice == "" and not setup.dead
+    assert await setup.handle(inbound(message_id="mid.2", choice="RED")) == "routed"
+    assert setup.hub.sent[-1].choice == "RED"

@@ -175,3 +175,19 @@ def test_typed_text_carries_no_choice():
     [item] = parse_webhook(_webhook({"message": {"mid": "m3", "text": "hello"}}))
     assert item.choice == ""
     assert create_message_body("conv-1", "hello")["payload"] == {"type": "text", "text": "hello"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"type": "choice", "text": 5, "options": "x"},
+        {"type": "cards", "cards": [None]},
+        {"type": "cards", "cards": 7},
+        {"type": "choice", "text": "hi", "options": [{"title": None}]},
+        {"type": "cards", "cards": [{"title": 3}]},
+    ],
+)
+def test_content_that_is_an_object_but_not_of_its_shape_goes_out_as_text_with_the_reason(content):
+    body, degraded = rich_message(PSID, "the reply's text", content)
+    assert body["message"] == {"text": "the reply's text"}
+    assert degraded.startswith("malformed content (") and degraded.endswith("sent as text")

@@ -471,6 +471,7 @@ def test_an_admin_saves_the_tenants_odoo_connection_with_its_key_sealed_and_savi
         ({"protocol": "jsonrpc"}, "protocol must be one of"),
         ({"url": "ftp://acme.odoo.com"}, "url must be"),
         ({"url": "https://acme.odoo.com/"}, "url must be"),
+        ({"url": "https://admin:secret@acme.odoo.com"}, "url must be"),
         ({"database": ""}, "database must be"),
     ],
 )

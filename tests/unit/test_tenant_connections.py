@@ -107,3 +107,30 @@ async def test_outside_development_an_odoo_on_a_non_public_address_is_refused_be
     finally:
         await check.close()
     assert refused.value.rule == ODOO_ADDRESS_REFUSED and "odoo.acme.example" in refused.value.message
+
+
+async def test_the_credential_cache_loads_a_key_once_for_concurrent_callers_and_keeps_a_bounded_number():
+    import asyncio
+
+    from infra.credentials import CredentialCache
+
+    loads: list[str] = []
+
+    async def load(key: str) -> str:
+        loads.append(key)
+        await asyncio.sleep(0.01)
+        return key.upper()
+
+    cache = CredentialCache(load, ttl_s=60, max_keys=3)
+    assert await asyncio.gather(*(cache.get("acme") for _ in range(20))) == ["ACME"] * 20
+    assert loads == ["acme"]  # twenty callers at once: one store read
+    for key in ("a", "b", "c", "d"):
+        await cache.get(key)
+    assert len(cache._known) == 3 and "acme" not in cache._known  # the oldest went first
+
+    async def failing(key: str) -> str:
+        raise RuntimeError("store away")
+
+    broken = CredentialCache(failing)
+    results = await asyncio.gather(*(broken.get("x") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results) and broken._loading == {}
