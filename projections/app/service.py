@@ -16,9 +16,16 @@ from datetime import UTC, datetime
 import asyncpg
 import grpc
 
-from hubs.app.aggregate import PLATFORM_TENANT
+from hubs.app.aggregate import KINDS, MAX_NAME, PLATFORM_TENANT, VISIBILITIES
 from hubs.app.bot import MAX_SECRET, MIN_SECRET, WEBHOOK_ID, webhook_secret_context
-from hubs.app.commands import ConnectBot, SetSubscriptionGuards, SubscribeApp, UnsubscribeApp, subscription_id
+from hubs.app.commands import (
+    ConnectBot,
+    RegisterApp,
+    SetSubscriptionGuards,
+    SubscribeApp,
+    UnsubscribeApp,
+    subscription_id,
+)
 from hubs.app.guards import CHANNELS, AppFacts, Guards, SubscriptionFacts, evaluate_subscription
 from infra.arguments import tenant, uuid_of
 from infra.command_client import new_meta
@@ -185,6 +192,54 @@ class AppSubscriptions(app_pb2_grpc.AppSubscriptionsServicer):
         )
 
 
+APP_IDS = uuid.UUID("0d7f3a52-5a0b-5c8e-9f41-7b2c6e1d8a93")
+"""uuid5 namespace of app ids derived from a registration's command id. Never change it."""
+
+
+class AppPublishing(app_pb2_grpc.AppPublishingServicer):
+    """A tenant admin registers the tenant's own apps."""
+
+    def __init__(self, deps: ServiceDeps):
+        assert deps.commands is not None, "the app service declares sends_commands"
+        self.pool, self.authorizer, self.commands = deps.pool, deps.authorizer, deps.commands
+
+    async def RegisterApp(self, request: app_pb2.RegisterAppRequest, context) -> app_pb2.AppChange:
+        tenant_id = tenant(request.tenant_id)
+        await self.authorizer.require(tenant_id, CONNECT_ROLE)  # before the request's fields: another tenant learns nothing
+        if len(request.command_id) > 200:
+            raise InvalidArgument("command_id must be at most 200 characters")
+        caller = current_principal()
+        command_id = request.command_id or str(uuid.uuid4())
+        # The app id follows from the command (per caller): a resend names the same app.
+        app_id = str(uuid.uuid5(APP_IDS, f"{caller.id}\n{tenant_id}\n{command_id}"))
+        meta = new_meta(app_id, tenant_id, actor=caller.id, command_id=command_id)
+        command = RegisterApp(
+            meta, name=request.name, kind=request.kind, channels=list(request.channels),
+            visibility=request.visibility or "private",
+        )  # fmt: skip
+        result = await self.commands.send(command, timeout=COMMAND_TIMEOUT_S)
+        if not result.accepted:
+            raise refusal(result)
+        return app_pb2.AppChange(
+            tenant_id=tenant_id,
+            app_id=app_id,
+            version=result.version,
+            duplicate=result.duplicate,
+            projected=await _app_projected(self.pool, tenant_id, uuid.UUID(app_id), result.version),
+        )
+
+
+async def _app_projected(pool, tenant_id: str, app_id: uuid.UUID, version: int) -> bool:
+    deadline = time.monotonic() + PROJECTION_WAIT_S
+    while True:
+        row = await queries.app(pool, tenant_id, app_id)
+        if row is not None and row["version"] >= version:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
 async def _projected(pool, tenant_id: str, app_id: uuid.UUID, version: int) -> bool:
     """Whether the read store shows the subscription at `version` within PROJECTION_WAIT_S, so
     the caller's next query (and the spoke, within its cache's seconds) sees the connection."""
@@ -247,6 +302,7 @@ def _add_to_server(server: grpc.aio.Server, deps: ServiceDeps) -> None:
     app_pb2_grpc.add_AppQueryServicer_to_server(AppQueries(deps), server)
     app_pb2_grpc.add_AppConnectionsServicer_to_server(AppConnections(deps), server)
     app_pb2_grpc.add_AppSubscriptionsServicer_to_server(AppSubscriptions(deps), server)
+    app_pb2_grpc.add_AppPublishingServicer_to_server(AppPublishing(deps), server)
 
 
 def _routes() -> tuple[Route, ...]:
@@ -258,6 +314,15 @@ def _routes() -> tuple[Route, ...]:
     return (
         Route("GET", "/v1/tenants/{tenant_id}/apps", m.ListApps, "The tenant's apps, a page at a time."),
         Route("GET", "/v1/tenants/{tenant_id}/apps/{app_id}", m.GetApp, "One app."),
+        Route(
+            "POST",
+            "/v1/tenants/{tenant_id}/apps",
+            methods(app_pb2, "AppPublishing").RegisterApp,
+            "Register an app the tenant publishes (admin): a bot or an integration, private or public.",
+            201,
+            idempotency_field="command_id",
+            affects="/v1/tenants/{tenant_id}/apps/{app_id}",
+        ),
         Route("GET", "/v1/tenants/{tenant_id}/subscriptions", m.ListSubscriptions, "The tenant's app subscriptions."),
         Route(
             "GET",
@@ -298,12 +363,16 @@ SERVICE = QueryService(
         app_pb2.DESCRIPTOR.services_by_name["AppQuery"].full_name,
         app_pb2.DESCRIPTOR.services_by_name["AppConnections"].full_name,
         app_pb2.DESCRIPTOR.services_by_name["AppSubscriptions"].full_name,
+        app_pb2.DESCRIPTOR.services_by_name["AppPublishing"].full_name,
     ),
     add_to_server=_add_to_server,
     sends_commands=True,
     http_routes=_routes(),
     http_fields={
         "app_id": UUID_FIELD,
+        "name": {"minLength": 1, "maxLength": MAX_NAME},
+        "kind": {"enum": list(KINDS)},
+        "visibility": {"enum": ["", *VISIBILITIES], "description": "private (the default) or public"},
         "webhook_id": {"pattern": WEBHOOK_ID.pattern},
         "webhook_secret": {"minLength": MIN_SECRET, "maxLength": MAX_SECRET, "format": "password", "writeOnly": True},
     },

@@ -136,3 +136,31 @@ async def test_an_admin_subscribes_sets_guards_and_unsubscribes_over_rest_and_a_
     status, body, headers = await api.call("DELETE", path, admin)
     assert status == 409
     _problem(409, body, headers)
+
+
+async def test_an_admin_registers_the_tenants_own_app_and_a_resend_names_the_same_app(api):
+    admin_id, admin = await api.person(_login())
+    _, stranger = await api.person(_login())
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    assert (await api.call("POST", "/v1/tenants", admin, {"tenant_id": tenant, "name": "Acme"}))[0] == 201
+    body = {"name": "Acme support bot", "kind": "bot", "channels": ["messenger"]}
+    key = {"Idempotency-Key": f"app-{uuid.uuid4()}"}
+    status, created, headers = await api.call("POST", f"/v1/tenants/{tenant}/apps", admin, body, key)
+    assert status == 201 and created["projected"] is True, created
+    again = await api.call("POST", f"/v1/tenants/{tenant}/apps", admin, body, key)
+    assert again[0] == 201 and again[1]["app_id"] == created["app_id"] and again[1]["duplicate"] is True
+    read = {"Poseidon-Consistency-Token": headers["Poseidon-Consistency-Token"]}
+    status, app, _ = await api.call("GET", f"/v1/tenants/{tenant}/apps/{created['app_id']}", admin, headers=read)
+    assert status == 200 and (app["name"], app["kind"], app["visibility"], app["owned"]) == (
+        "Acme support bot", "bot", "private", True,
+    )  # fmt: skip
+    status, problem, headers = await api.call("POST", f"/v1/tenants/{tenant}/apps", admin, {**body, "kind": "robot"})
+    assert status == 400
+    _problem(400, problem, headers)
+    status, problem, _ = await api.call("POST", f"/v1/tenants/{tenant}/apps", admin, {**body, "channels": []})
+    assert status == 400 and "channels" in problem["detail"]
+    assert (await api.call("POST", f"/v1/tenants/{tenant}/apps", stranger, body))[0] in (403, 404)
+    # The tenant's private app: another tenant does not see it.
+    other = f"globex-{uuid.uuid4().hex[:8]}"
+    assert (await api.call("POST", "/v1/tenants", stranger, {"tenant_id": other, "name": "Globex"}))[0] == 201
+    assert (await api.call("GET", f"/v1/tenants/{other}/apps/{created['app_id']}", stranger))[0] == 404
