@@ -33,7 +33,9 @@ async def odoo():
 
 
 def make_context(odoo, protocol: str, **overrides) -> SpokeContext:
-    policy = {"spoke_max_attempts": 3, "breaker_fail_max": 3, "breaker_reset_s": 1, "http_timeout_s": 2}
+    # The stand-in listens on loopback: a development machine (outside development mode a
+    # tenant's own Odoo is called at public addresses only; the last test shows it).
+    policy = {"spoke_max_attempts": 3, "breaker_fail_max": 3, "breaker_reset_s": 1, "http_timeout_s": 2, "dev_mode": True}
     settings = Settings(**{**policy, **overrides}, odoo_url=odoo.url, odoo_protocol=protocol)
 
     async def handle(ctx, event_type, record):
@@ -314,3 +316,15 @@ async def test_the_client_alone_raises_spoke_errors_too(odoo, protocol):
         assert (await client.find_partner("facebook", "9"))["phone"] == "+1 555 0100"
         with pytest.raises(PermanentError):
             await client.write_partner(9999, {"phone": "1"})
+
+
+async def test_outside_development_a_tenants_odoo_on_a_private_address_is_never_called(odoo, protocol):
+    # A tenant admin cannot make the platform call inside its own network: loopback here.
+    context = make_context(odoo, protocol, dev_mode=False)
+    try:
+        own = OdooConnection(odoo.url, "poseidon", "admin", "any-key", protocol)
+        with pytest.raises(PermanentError, match="loopback address: not called"):
+            await record(context, tenant(), connection=own)
+        assert odoo.state.calls == []
+    finally:
+        await context.http.aclose()
