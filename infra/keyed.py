@@ -216,27 +216,37 @@ class KeyedConsumer:
                 queue = self._queues.get(key)
                 if queue is None:
                     queue = self._queues[key] = deque()
-                    worker = asyncio.create_task(self._drain(key, queue, self._generation))
+                    worker = asyncio.create_task(self._drain(key, queue))
                     self._workers.add(worker)
                     worker.add_done_callback(self._worker_done)
-                queue.append(record)
+                # Each record with the generation it was fetched in: a worker that outlived a
+                # rebalance (a record slower than HANDOVER_WAIT_S) may be handed this one too.
+                queue.append((record, self._generation))
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 metrics.LAG.labels(self.process, tp.topic, str(tp.partition)).set(max(highwater - records[-1].offset - 1, 0))
 
-    async def _drain(self, key: tuple, queue: deque[ConsumerRecord], generation: int) -> None:
-        """One key's records, in order, until its queue is empty."""
+    async def _drain(self, key: tuple, queue: deque[tuple[ConsumerRecord, int]]) -> None:
+        """One key's records, in order, until its queue is empty. A record fetched before
+        the last rebalance is not started (the partition's next owner reads it again); a
+        record is marked done in the generation it was fetched in, so one fetched after a
+        rebalance counts as handled even when a worker older than the rebalance ran it —
+        else it would stay "in hand" for ever and fetching would stop at `max_in_hand`."""
         tp = key[0]
         try:
             while queue:
-                record = queue[0]
+                record, generation = queue[0]
                 async with self._limit:
                     if self._draining:
                         break  # not started: the partitions' next owner reads it again
-                    started = time.perf_counter()
-                    await self._until_done(record)
-                    self._latency.observe(time.perf_counter() - started)
+                    stale = generation != self._generation
+                    if not stale:
+                        started = time.perf_counter()
+                        await self._until_done(record)
+                        self._latency.observe(time.perf_counter() - started)
                 queue.popleft()
+                if stale:
+                    continue  # fetched before the rebalance: given up with its partition, not handled here
                 self.handled += 1
                 if generation == self._generation:
                     self._offsets.done(tp, record.offset)

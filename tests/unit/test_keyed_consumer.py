@@ -325,3 +325,49 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_loop():
     loop, _ = keyed(FakeConsumer(batches(record(0, "a"))), handle, producer=BrokenProducer())
     with pytest.raises(RuntimeError, match="dead-letter topic is gone"):
         await asyncio.wait_for(loop.run(), 5)
+
+
+async def test_a_record_fetched_after_a_rebalance_counts_as_handled_even_when_an_older_worker_runs_it(monkeypatch):
+    # Chaos (Facebook spoke, two instances, kills): a reply slower than the handover wait kept
+    # its key's worker alive across the rebalance; the records of that key fetched afterwards
+    # went to the old worker, which never marked them done: "in hand" grew until fetching
+    # stopped at max_in_hand, and 598 replies were never sent.
+    import infra.keyed
+
+    monkeypatch.setattr(infra.keyed, "HANDOVER_WAIT_S", 0.05)
+    release, seen = asyncio.Event(), []
+
+    async def handle(r: ConsumerRecord) -> str:
+        seen.append(r.offset)
+        if r.offset == 0:
+            await release.wait()  # the slow one
+        return "ok"
+
+    consumer = FakeConsumer(batches(record(0, "a"), record(1, "a")))
+    consumer.handover = Handover("test-group")
+    refetch = asyncio.Event()
+    first_getmany = consumer.getmany
+
+    async def getmany(timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        if consumer.polls:
+            return await first_getmany(timeout_ms, max_records)
+        await refetch.wait()
+        refetch.clear()
+        return batches(record(1, "a"), record(2, "a"))  # the new generation reads them again
+
+    consumer.getmany = getmany
+    loop, _ = keyed(consumer, handle, max_in_hand=4)
+    running = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.05)
+    await consumer.handover.on_partitions_revoked([TP0])  # gives up after the (short) wait: offset 0 still running
+    refetch.set()
+    await asyncio.sleep(0.05)
+    release.set()
+    for _ in range(100):
+        if loop._offsets.in_hand() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert loop._offsets.in_hand() == 0, "records of the new generation left in hand: fetching would stop"
+    assert seen == [0, 1, 2]  # offset 1 of the old fetch was given up, not handled twice
+    assert consumer.committed(TP0) == 3
+    running.cancel()
